@@ -1,0 +1,102 @@
+"""The two entry points: ``trace`` (anything → Graph) and ``compile_gradient`` (→ Kernel)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from compiler.errors import InputError, ParseError
+from compiler.ir.graph import Graph, copy_nodes, prune
+
+if TYPE_CHECKING:
+    from runtime.kernel import Kernel
+
+Source = Any  # str | sympy.Expr | Callable
+
+
+def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
+    """The forward graph of text, a SymPy expression or a Python callable.
+
+    ``inputs`` fixes the input names and their order (default: order of first appearance; for a
+    callable, its parameters). Names the expression uses but ``inputs`` lacks are an error.
+
+    >>> print(trace("(x + y) * z"))
+    t0 = x + y
+    t1 = t0 * z
+    return t1
+    """
+    if isinstance(source, str):
+        from compiler.frontend.text import parse
+
+        graph = parse(source)
+    elif _is_sympy(source):
+        from compiler.frontend.sympy_expr import from_sympy
+
+        graph = from_sympy(source)
+    elif callable(source):
+        from compiler.frontend.tracing import trace_callable
+
+        return prune(trace_callable(source, inputs))
+    else:
+        raise ParseError(f"cannot trace a {type(source).__name__}: give text, SymPy or a callable")
+    return prune(_declare(graph, inputs)) if inputs is not None else prune(graph)
+
+
+def compile_gradient(
+    source: Source,
+    *,
+    wrt: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    fuse: bool | Sequence[str] | str = True,
+) -> Kernel:
+    """A ``runtime.Kernel`` computing the value and gradients of ``source``.
+
+    ``wrt`` names the inputs to differentiate (default: all); ``fuse`` selects gate fusion
+    (accepted now; the fusion pass is not built yet, so every setting keeps the primitives).
+    """
+    from runtime.kernel import Kernel
+
+    _check_fuse(fuse)
+    graph = trace(source, inputs)
+    wrt = tuple(graph.inputs if wrt is None else ([wrt] if isinstance(wrt, str) else wrt))
+    unknown = [w for w in wrt if w not in graph.inputs]
+    if unknown or len(set(wrt)) != len(wrt):
+        raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
+    return Kernel(graph, wrt, _title(source))
+
+
+def _declare(graph: Graph, inputs: Sequence[str]) -> Graph:
+    """Re-home ``graph`` so its inputs are exactly ``inputs``, in that order."""
+    inputs = list(inputs)
+    extra = [n for n in graph.inputs if n not in inputs]
+    if extra:
+        raise InputError(f"the expression uses {extra}, which inputs={inputs} does not declare")
+    if len(set(inputs)) != len(inputs):
+        raise InputError(f"inputs {inputs} has duplicates")
+    out = Graph()
+    for name in inputs:
+        out.input(name)
+    mapping = copy_nodes(graph, out, {})
+    out.outputs = [mapping[o] for o in graph.outputs]
+    return out
+
+
+def _is_sympy(obj: object) -> bool:
+    return type(obj).__module__.startswith("sympy")
+
+
+def _title(source: Source) -> str:
+    if isinstance(source, str):
+        return source if len(source) <= 80 else source[:77] + "..."
+    if callable(source) and not _is_sympy(source):
+        return getattr(source, "__name__", "function")
+    text = str(source)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_fuse(fuse: object) -> None:
+    if isinstance(fuse, (bool, str)) or (
+        isinstance(fuse, (list, tuple)) and all(isinstance(f, str) for f in fuse)
+    ):
+        return
+    raise TypeError(f"fuse must be True, False, 'auto' or a list of gate names, not {fuse!r}")

@@ -1,0 +1,27 @@
+"""Exception families raised by the compiler: one type per family, each naming the culprit."""
+
+
+class SymgradError(Exception):
+    """Base class of every error symgrad raises on purpose."""
+
+
+class ParseError(SymgradError, ValueError):
+    """Text, a SymPy expression or a traced callable uses something outside the supported language.
+
+    ``column`` is the 0-based column of the offending token in the text (None when not from text).
+    """
+
+    def __init__(self, message: str, column: int | None = None, token: str | None = None):
+        self.column = column
+        self.token = token
+        if column is not None:
+            message = f"{message} (column {column})"
+        super().__init__(message)
+
+
+class CompileError(SymgradError, RuntimeError):
+    """Code generation or Numba compilation failed; nothing was cached."""
+
+
+class InputError(SymgradError, ValueError):
+    """Inputs that don't fit the kernel: missing or unknown names, non-numbers, bad shapes."""

@@ -1,0 +1,149 @@
+"""Python callable → Graph: call it with tracer values that record each operation as a node."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable, Sequence
+
+from compiler.errors import ParseError
+from compiler.ir.graph import Graph
+
+# NumPy ufuncs a traced function may call on tracers (np.exp(x) works like ops.exp(x)).
+_UFUNCS = {
+    "add": "add",
+    "subtract": "sub",
+    "multiply": "mul",
+    "true_divide": "div",
+    "divide": "div",
+    "negative": "neg",
+    "power": "pow",
+    "exp": "exp",
+    "log": "log",
+    "log1p": "log1p",
+    "expm1": "expm1",
+    "sqrt": "sqrt",
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "tanh": "tanh",
+    "absolute": "abs",
+    "sign": "sign",
+    "maximum": "maximum",
+    "minimum": "minimum",
+    "heaviside": "heaviside",
+}
+
+
+class Var:
+    """A traced value: arithmetic on it adds nodes to its graph instead of computing."""
+
+    __slots__ = ("graph", "node")
+    __array_priority__ = 1000
+
+    def __init__(self, graph: Graph, node: int):
+        self.graph, self.node = graph, node
+
+    def _lift(self, other) -> int:
+        if isinstance(other, Var):
+            if other.graph is not self.graph:
+                raise ParseError("values from two different traces were combined")
+            return other.node
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return self.graph.const(float(other))
+        raise ParseError(f"cannot combine a traced value with {type(other).__name__}")
+
+    def apply(self, op: str, *operands) -> Var:
+        return Var(self.graph, self.graph.add(op, *(self._lift(o) for o in operands)))
+
+    def __add__(self, o):
+        return self.apply("add", self, o)
+
+    def __radd__(self, o):
+        return self.apply("add", o, self)
+
+    def __sub__(self, o):
+        return self.apply("sub", self, o)
+
+    def __rsub__(self, o):
+        return self.apply("sub", o, self)
+
+    def __mul__(self, o):
+        return self.apply("mul", self, o)
+
+    def __rmul__(self, o):
+        return self.apply("mul", o, self)
+
+    def __truediv__(self, o):
+        return self.apply("div", self, o)
+
+    def __rtruediv__(self, o):
+        return self.apply("div", o, self)
+
+    def __pow__(self, o):
+        return self.apply("pow", self, o)
+
+    def __rpow__(self, o):
+        return self.apply("pow", o, self)
+
+    def __neg__(self):
+        return self.apply("neg", self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return self.apply("abs", self)
+
+    def _no_branching(self, *_):
+        raise ParseError(
+            "a traced value has no truth value or order: comparisons and if/else on inputs "
+            "cannot be traced; use ops.maximum, ops.minimum, ops.relu or ops.heaviside"
+        )
+
+    __bool__ = __lt__ = __le__ = __gt__ = __ge__ = _no_branching
+
+    def __float__(self):
+        raise ParseError(
+            "math.* functions cannot take traced values; use compiler.ops (exp, log, ...)"
+        )
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        op = _UFUNCS.get(ufunc.__name__)
+        if method != "__call__" or op is None or kwargs:
+            raise ParseError(f"numpy.{ufunc.__name__} is not supported on traced values")
+        first = next(v for v in inputs if isinstance(v, Var))
+        return first.apply(op, *inputs)
+
+    def __repr__(self) -> str:
+        return f"Var({self.graph.names[self.node]})"
+
+
+def trace_callable(fn: Callable, inputs: Sequence[str] | None = None) -> Graph:
+    """Call ``fn`` with one tracer per parameter (or per name in ``inputs``) and record the graph."""
+    names = list(inputs) if inputs is not None else _parameter_names(fn)
+    graph = Graph()
+    args = [Var(graph, graph.input(n)) for n in names]
+    result = fn(*args)
+    if isinstance(result, numbers.Real) and not isinstance(result, bool):
+        graph.outputs = [graph.const(float(result))]
+    elif isinstance(result, Var) and result.graph is graph:
+        graph.outputs = [result.node]
+    else:
+        raise ParseError(
+            f"the traced function returned {type(result).__name__}, not a traced value"
+        )
+    return graph
+
+
+def _parameter_names(fn: Callable) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        raise ParseError("cannot read the callable's parameters; pass inputs=[...]") from None
+    names = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ParseError(f"cannot trace *{p.name}/**{p.name}; pass inputs=[...] names")
+        names.append(p.name)
+    return names

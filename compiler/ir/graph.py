@@ -1,0 +1,276 @@
+"""The IR: an SSA DAG of nodes in topological order, each op defined in the registry.
+
+Nodes are hash-consed (a subexpression is stored once), constants fold as float64 with NumPy
+semantics, and a few identities (x + 0, x * 1, -(-x)) simplify as nodes are added. Every traversal
+is a loop over the node list, never recursion, so graphs 100,000 nodes deep are fine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.ir.registry import OPS, placeholders, sympy_definition
+
+INPUT, CONST, SEED = "input", "const", "seed"
+LEAVES = (INPUT, CONST, SEED)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One SSA value: ``op`` applied to earlier nodes ``args``.
+
+    ``value`` is the float of a constant, or the name of an input.
+    """
+
+    op: str
+    args: tuple[int, ...] = ()
+    value: float | str | None = None
+
+
+def format_const(value: float) -> str:
+    """Short, exact text of a constant for listings: 2, 0.5, -1, inf, nan."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+class Graph:
+    """A forward (or adjoint) computation: nodes, display names, declared inputs, outputs.
+
+    >>> g = Graph()
+    >>> x, y = g.input("x"), g.input("y")
+    >>> g.outputs = [g.add("mul", g.add("add", x, y), g.input("z"))]
+    >>> print(g)
+    t0 = x + y
+    t1 = t0 * z
+    return t1
+    """
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.names: list[str] = []
+        self.outputs: list[int] = []
+        self._index: dict[tuple, int] = {}
+        self._inputs: dict[str, int] = {}
+        self._ops = 0
+
+    # ----------------------------------------------------------------- building
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Input names in order of first appearance."""
+        return tuple(self._inputs)
+
+    def input(self, name: str) -> int:
+        if name not in self._inputs:
+            self._inputs[name] = self._append(Node(INPUT, (), name), name)
+        return self._inputs[name]
+
+    def const(self, value: float) -> int:
+        value = float(value)
+        key = (CONST, value.hex() if not math.isnan(value) else "nan")
+        if key not in self._index:
+            self._index[key] = self._append(Node(CONST, (), value), format_const(value))
+        return self._index[key]
+
+    def seed(self) -> int:
+        """The upstream gradient fed to a backward pass (the lecture's dL/d out)."""
+        key = (SEED,)
+        if key not in self._index:
+            self._index[key] = self._append(Node(SEED), "seed")
+        return self._index[key]
+
+    def add(self, op: str, *args: int, name: str | None = None) -> int:
+        """Add ``op(*args)``, folding constants and reusing an identical node if present."""
+        spec = OPS[op]
+        if len(args) != spec.arity:
+            raise TypeError(f"{op} takes {spec.arity} operand(s), got {len(args)}")
+        simplified = self._simplify(op, args)
+        if simplified is not None:
+            return simplified
+        if all(self.nodes[a].op == CONST for a in args):
+            with np.errstate(all="ignore"):
+                return self.const(float(spec.numpy(*(self.nodes[a].value for a in args))))
+        key = (op, tuple(sorted(args)) if spec.commutative else args)
+        if key not in self._index:
+            self._index[key] = self._append(Node(op, tuple(args)), name or self._next_name())
+        return self._index[key]
+
+    def _next_name(self) -> str:
+        self._ops += 1
+        return f"t{self._ops - 1}"
+
+    def _append(self, node: Node, name: str) -> int:
+        self.nodes.append(node)
+        self.names.append(name)
+        return len(self.nodes) - 1
+
+    def constant_value(self, i: int) -> float | None:
+        node = self.nodes[i]
+        return node.value if node.op == CONST else None
+
+    def _simplify(self, op: str, args: tuple[int, ...]) -> int | None:
+        c = [self.constant_value(a) for a in args]
+        if op == "add":
+            if c[1] == 0:
+                return args[0]
+            if c[0] == 0:
+                return args[1]
+        elif op == "sub":
+            if c[1] == 0:
+                return args[0]
+            if c[0] == 0 and c[1] is None:
+                return self.add("neg", args[1])
+        elif op == "mul":
+            for k in (0, 1):
+                if c[k] == 1:
+                    return args[1 - k]
+                if c[k] == -1 and c[1 - k] is None:
+                    return self.add("neg", args[1 - k])
+        elif op == "div":
+            if c[1] == 1:
+                return args[0]
+            if c[1] == -1 and c[0] is None:
+                return self.add("neg", args[0])
+        elif op == "pow":
+            if c[1] == 1:
+                return args[0]
+            if c[1] == 0:  # NumPy: x**0 == 1 even for nan and inf
+                return self.const(1.0)
+        elif op == "neg" and self.nodes[args[0]].op == "neg":
+            return self.nodes[args[0]].args[0]
+        return None
+
+    # ----------------------------------------------------------------- reading
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def operand_text(self, i: int) -> str:
+        """How node ``i`` appears as an operand: its name, or a constant's literal."""
+        node = self.nodes[i]
+        if node.op == CONST:
+            text = format_const(node.value)
+            return f"({text})" if text.startswith("-") else text
+        return self.names[i]
+
+    def line(self, i: int) -> str:
+        """``t3 = t1 * z``: node ``i`` as one line of a listing."""
+        node = self.nodes[i]
+        spec = OPS[node.op]
+        operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
+        return f"{self.names[i]} = {spec.text.format(**operands)}"
+
+    def op_nodes(self) -> Iterable[int]:
+        return (i for i, n in enumerate(self.nodes) if n.op not in LEAVES)
+
+    def __str__(self) -> str:
+        lines = [self.line(i) for i in self.op_nodes()]
+        lines.append("return " + ", ".join(self.operand_text(o) for o in self.outputs))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        ops = sum(1 for _ in self.op_nodes())
+        return f"<Graph inputs={self.inputs} ops={ops} outputs={len(self.outputs)}>"
+
+    @staticmethod
+    def _with_outputs(graph: Graph, outputs: list[int]) -> Graph:
+        """A shallow view of ``graph`` with other outputs (nodes shared, not copied)."""
+        view = Graph.__new__(Graph)
+        view.__dict__.update(graph.__dict__)
+        view.outputs = list(outputs)
+        return view
+
+    def key(self) -> str:
+        """A stable hash of the structure: ops, edges, constants (bit-exact), inputs, outputs."""
+        h = hashlib.sha256()
+        for n in self.nodes:
+            value = n.value.hex() if isinstance(n.value, float) else n.value
+            h.update(f"{n.op}|{n.args}|{value!r};".encode())
+        h.update(f"outputs={self.outputs}".encode())
+        return h.hexdigest()
+
+    def users(self) -> list[list[int]]:
+        """For each node, the nodes that read it."""
+        users: list[list[int]] = [[] for _ in self.nodes]
+        for i, n in enumerate(self.nodes):
+            for a in n.args:
+                users[a].append(i)
+        return users
+
+    def reachable(self, roots: Iterable[int]) -> list[bool]:
+        """Which nodes the given roots depend on (an iterative backward sweep)."""
+        live = [False] * len(self.nodes)
+        for r in roots:
+            live[r] = True
+        for i in range(len(self.nodes) - 1, -1, -1):
+            if live[i]:
+                for a in self.nodes[i].args:
+                    live[a] = True
+        return live
+
+    # ----------------------------------------------------------------- SymPy
+    def to_sympy(self, output: int = 0):
+        """The SymPy expression of one output (inputs become plain ``Symbol``s)."""
+        import sympy
+
+        a, b, _ = placeholders()
+        exprs: list = []
+        for n in self.nodes:
+            if n.op == INPUT:
+                exprs.append(sympy.Symbol(n.value))
+            elif n.op == CONST:
+                exprs.append(_sympy_number(n.value))
+            elif n.op == SEED:
+                exprs.append(sympy.Symbol("seed"))
+            else:
+                subs = dict(zip((a, b), (exprs[k] for k in n.args)))
+                exprs.append(sympy_definition(n.op).xreplace(subs))
+        return exprs[self.outputs[output]]
+
+
+def _sympy_number(value: float):
+    import sympy
+
+    if math.isnan(value):
+        return sympy.nan
+    if math.isinf(value):
+        return sympy.oo if value > 0 else -sympy.oo
+    if value == int(value) and abs(value) < 2**53:
+        return sympy.Integer(int(value))
+    return sympy.Float(value)
+
+
+def copy_nodes(
+    source: Graph, target: Graph, mapping: dict[int, int], keep: list[bool] | None = None
+) -> dict[int, int]:
+    """Rebuild ``source``'s nodes (those in ``keep``) in ``target``; ``mapping`` pre-binds some.
+
+    Unbound inputs map to ``target``'s inputs of the same name. Returns the full mapping.
+    """
+    for i, n in enumerate(source.nodes):
+        if i in mapping or (keep is not None and not keep[i]):
+            continue
+        if n.op == INPUT:
+            mapping[i] = target.input(n.value)
+        elif n.op == CONST:
+            mapping[i] = target.const(n.value)
+        elif n.op == SEED:
+            mapping[i] = target.seed()
+        else:
+            mapping[i] = target.add(n.op, *(mapping[a] for a in n.args))
+    return mapping
+
+
+def prune(graph: Graph) -> Graph:
+    """A copy keeping only what the outputs depend on (declared inputs stay, in order)."""
+    live = graph.reachable(graph.outputs)
+    out = Graph()
+    for name in graph.inputs:
+        out.input(name)
+    mapping = copy_nodes(graph, out, {}, keep=live)
+    out.outputs = [mapping[o] for o in graph.outputs]
+    return out

@@ -1,0 +1,151 @@
+"""Reverse mode: the adjoint (backprop) graph of a forward graph.
+
+Each forward node, visited in reverse order, multiplies its upstream gradient by its local
+gradient — instantiated from the op registry — and sends the product to its operands; where a
+value fans out the products add up. Only nodes between the ``wrt`` inputs and the output get an
+adjoint, structural zeros are never built, and hash-consing shares common subexpressions (the local
+gradient of ``exp`` *is* the forward ``exp`` node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+from compiler.errors import InputError
+from compiler.ir.graph import LEAVES, Graph, copy_nodes, prune
+from compiler.ir.registry import OPS, placeholders, sympy_definition
+
+
+class AdjointGraph(Graph):
+    """Forward nodes first (``n_forward`` of them), then the backward nodes.
+
+    ``outputs`` is ``[value, d_wrt0, d_wrt1, ...]``; ``saved`` lists the forward values the
+    backward part reads — what a separate forward pass must keep for it.
+    """
+
+    n_forward: int = 0
+    wrt: tuple[str, ...] = ()
+    saved: tuple[int, ...] = ()
+
+    def _next_name(self) -> str:
+        if not self.n_forward:
+            return super()._next_name()
+        return f"b{len(self.nodes) - self.n_forward}"
+
+    def backward_nodes(self) -> range:
+        return range(self.n_forward, len(self.nodes))
+
+    def __str__(self) -> str:
+        forward = [self.line(i) for i in self.op_nodes() if i < self.n_forward]
+        backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward]
+        outs = ", ".join(self.operand_text(o) for o in self.outputs)
+        saved = ", ".join(self.names[i] for i in self.saved) or "nothing"
+        return "\n".join(
+            [
+                "# forward",
+                *forward,
+                "# backward (seed = upstream gradient)",
+                *backward,
+                f"return {outs}",
+                f"# the backward reads: {saved}",
+            ]
+        )
+
+
+def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
+    """The value and the gradients of ``graph.outputs[0]`` with respect to ``wrt`` (default: all)."""
+    wrt = tuple(graph.inputs if wrt is None else wrt)
+    unknown = [w for w in wrt if w not in graph.inputs]
+    if unknown:
+        raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
+    forward = prune(Graph._with_outputs(graph, graph.outputs[:1]))
+    adj = AdjointGraph()
+    copy_nodes(forward, adj, {})
+    adj.outputs = list(forward.outputs)
+    adj.n_forward, adj.wrt = len(adj.nodes), wrt
+
+    grads = _backpropagate(adj, {adj.input(w) for w in wrt})
+    zero = None
+    for name in wrt:
+        node = adj.input(name)
+        if node not in grads:
+            zero = adj.const(0.0) if zero is None else zero
+        adj.outputs.append(grads.get(node, zero))
+        _name_adjoint(adj, node, grads)
+    adj.saved = _saved(adj)
+    return adj
+
+
+def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
+    """Adjoints of every node on a path from ``sources`` to the output."""
+    n = adj.n_forward
+    needed = [False] * n  # depends on some wrt input
+    for i in range(n):
+        node = adj.nodes[i]
+        needed[i] = i in sources or any(needed[a] for a in node.args)
+    out = adj.outputs[0]
+    grads: dict[int, int] = {out: adj.seed()} if needed[out] else {}
+    for i in range(n - 1, -1, -1):
+        node = adj.nodes[i]
+        if i not in grads or node.op in LEAVES:
+            continue
+        _name_adjoint(adj, i, grads)
+        upstream = grads[i]
+        for k, arg in enumerate(node.args):
+            if not needed[arg]:
+                continue
+            local = instantiate_gradient(adj, node.op, k, node.args, i)
+            c = adj.constant_value(local)
+            if c == 0:
+                continue  # a structural zero: no gradient flows on this edge
+            contribution = upstream if c == 1 else adj.add("mul", upstream, local)
+            grads[arg] = (
+                contribution if arg not in grads else adj.add("add", grads[arg], contribution)
+            )
+    return grads
+
+
+def _name_adjoint(adj: AdjointGraph, node: int, grads: dict[int, int]) -> None:
+    """Give a node's finished adjoint the lecture's name ``d_<node>`` if it has no better one."""
+    g = grads.get(node)
+    if g is not None and g >= adj.n_forward and adj.names[g][:2] not in ("d_", "se"):
+        adj.names[g] = f"d_{adj.names[node]}"
+
+
+def _saved(adj: AdjointGraph) -> tuple[int, ...]:
+    n = adj.n_forward
+    read = {a for i in adj.backward_nodes() for a in adj.nodes[i].args if a < n}
+    read.update(o for o in adj.outputs[1:] if o < n)
+    return tuple(sorted(i for i in read if adj.nodes[i].op not in LEAVES))
+
+
+def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:
+    """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``)."""
+    template = local_gradient_template(op, k)
+    bound = dict(zip(("a", "b"), args))
+    bound["y"] = output
+    mapping = {template.input(name): bound[name] for name in template.inputs}
+    return copy_nodes(template, g, mapping)[template.outputs[0]]
+
+
+@cache
+def local_gradient_template(op: str, k: int) -> Graph:
+    """∂op/∂(operand k) as a small graph over inputs ``a``, ``b`` and the output ``y``.
+
+    Stated in the registry where given, else ``sympy.diff`` of the op's definition.
+    """
+    spec = OPS[op]
+    if spec.grads is not None:
+        from compiler.frontend.text import parse
+
+        return parse(spec.grads[k])
+    import sympy
+
+    from compiler.frontend.sympy_expr import from_sympy
+
+    a, b, y = placeholders()
+    derivative = sympy.diff(sympy_definition(op), (a, b)[k])
+    template = from_sympy(derivative, bind={})
+    assert set(template.inputs) <= {"a", "b", "y"}, template.inputs
+    return template

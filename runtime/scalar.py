@@ -1,0 +1,71 @@
+"""Scalar helpers that generated kernels call, with NumPy's semantics for nan, inf and ties.
+
+Numba inlines them into the kernels; each follows the NumPy function of the same name.
+"""
+
+import math
+
+from numba import njit
+
+_FLAGS = dict(cache=True, error_model="numpy", inline="always")
+
+
+@njit(**_FLAGS)
+def sign(x):
+    """np.sign: -1, 0 or 1; nan stays nan (so abs'(0) = 0)."""
+    if x > 0:
+        return 1.0
+    if x < 0:
+        return -1.0
+    return x * 0.0  # 0.0 for ±0, nan for nan
+
+
+@njit(**_FLAGS)
+def heaviside(x, h):
+    """np.heaviside: 0 below zero, ``h`` at zero, 1 above; nan for nan."""
+    if x > 0:
+        return 1.0
+    if x < 0:
+        return 0.0
+    if x == 0:
+        return h
+    return x
+
+
+@njit(**_FLAGS)
+def maximum(a, b):
+    """np.maximum: nan if either is nan."""
+    if a != a or b != b:
+        return a + b
+    return a if a >= b else b
+
+
+@njit(**_FLAGS)
+def minimum(a, b):
+    """np.minimum: nan if either is nan."""
+    if a != a or b != b:
+        return a + b
+    return a if a <= b else b
+
+
+@njit(**_FLAGS)
+def relu(x):
+    """np.maximum(0, x)."""
+    return x if x > 0 or x != x else 0.0
+
+
+@njit(**_FLAGS)
+def sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+@njit(**_FLAGS)
+def xlogy(x, y):
+    """x * log(y), with 0 where x == 0 (unless y is nan), as scipy.special.xlogy."""
+    if x == 0 and y == y:
+        return 0.0
+    return x * math.log(y)

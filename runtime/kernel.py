@@ -146,7 +146,7 @@ class Kernel:
         return cache.load_module(key, make_source)
 
     def _run(self, module: ModuleType, entry: str, n: int, *args) -> None:
-        name = f"{entry}_{'parallel' if n >= PARALLEL_MIN else 'serial'}"
+        name = entry if n >= PARALLEL_MIN else f"{entry}_serial"
         if (module.__name__, name) in self._checked:
             getattr(module, name)(n, *args)
             return

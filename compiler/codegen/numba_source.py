@@ -25,8 +25,6 @@ from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
-POINT_FLAGS = 'cache=True, error_model="numpy"'
-LOOP_FLAGS = 'cache=True, error_model="numpy"'
 
 
 class Namer:
@@ -84,8 +82,9 @@ class ModuleWriter:
         self.seed_kind = kinds[len(inputs)]
         helpers = sorted({OPS[n.op].helper for n in adj.nodes if n.op in OPS} - {None})
         self.helpers = helpers
-        reserved = {"math", "njit", "prange", "n", "i", "v", "out", *helpers}
-        reserved.update(f"{e}_{s}" for e in ENTRIES for s in ("point", "parallel", "serial"))
+        reserved = {"math", "njit", "prange", "FLAGS", "serial", "n", "i", "out", *helpers}
+        reserved.update(ENTRIES)
+        reserved.update(f"{e}_serial" for e in ENTRIES)
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
         input_nodes = {
@@ -98,6 +97,7 @@ class ModuleWriter:
             if node.op not in (INPUT, CONST):
                 self.ident[i] = self.namer.claim(adj.names[i])
         self.layout = self._layout(input_nodes)
+        self.indexed: set[int] = set()
 
     def _layout(self, input_nodes) -> Layout:
         adj = self.adj
@@ -115,7 +115,9 @@ class ModuleWriter:
     # ----------------------------------------------------------------- text
     def operand(self, i: int, exponent: bool = False) -> str:
         node = self.adj.nodes[i]
-        return literal(node.value, exponent) if node.op == CONST else self.ident[i]
+        if node.op == CONST:
+            return literal(node.value, exponent)
+        return f"{self.ident[i]}[i]" if i in self.indexed else self.ident[i]
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
@@ -124,100 +126,85 @@ class ModuleWriter:
             k: self.operand(a, exponent=(node.op == "pow" and k == "b"))
             for k, a in zip("ab", node.args)
         }
-        return f"    {self.ident[i]} = {spec.code.format(**ops)}"
+        return f"        {self.ident[i]} = {spec.code.format(**ops)}"
 
-    def body(self, nodes) -> list[str]:
-        lines = []
-        for i in nodes:
-            if i == self.adj.n_forward and lines:
-                lines.append("    # backward: upstream gradient x local gradient, summed at forks")
-            lines.append(self.node_line(i))
-        return lines
-
-    def point(self, entry: str, params: list[int], outputs: list[int]) -> list[str]:
-        """One scalar function: ``params`` in, ``outputs`` out, the live nodes between them."""
+    def kernel(
+        self,
+        entry: str,
+        given: list[tuple[int, str]],
+        outputs: list[tuple[int, str]],
+        results: list[str],
+    ) -> list[str]:
+        """One loop over the flat index: ``given`` (node, kind) in, ``outputs`` written to the
+        ``results`` buffers (kind "s": summed, as a scalar input's gradient is)."""
         adj = self.adj
-        given = set(params)
+        self.indexed = {g for g, kind in given if kind == "a"}
+        given_nodes = {g for g, _ in given}
         live = [False] * len(adj.nodes)
-        for o in outputs:
+        for o, _ in outputs:
             live[o] = True
         for i in range(len(adj.nodes) - 1, -1, -1):  # stop at the given values
-            if live[i] and i not in given:
+            if live[i] and i not in given_nodes:
                 for a in adj.nodes[i].args:
                     live[a] = True
-        nodes = [
-            i
-            for i in range(len(adj.nodes))
-            if live[i] and i not in given and adj.nodes[i].op not in (INPUT, CONST, SEED)
+        body, backward = [], False
+        for i, node in enumerate(adj.nodes):
+            if not live[i] or i in given_nodes or node.op in (INPUT, CONST, SEED):
+                continue
+            if i >= adj.n_forward and not backward and entry != "backward":
+                body.append(
+                    "        # backward: upstream gradient x local gradient, summed at forks"
+                )
+                backward = True
+            body.append(self.node_line(i))
+        sums = {r: self.namer.claim(f"{r}_sum") for r, (_, k) in zip(results, outputs) if k == "s"}
+        stores = [
+            f"        {sums[r]} += {self.operand(o)}"
+            if r in sums
+            else f"        {r}[i] = {self.operand(o)}"
+            for r, (o, _) in zip(results, outputs)
         ]
-        args = ", ".join(self.ident[p] for p in params)
-        ret = ", ".join(self.operand(o) for o in outputs)
+        params = ["n", *(self.ident[g] for g, _ in given), *results]
         return [
-            f"@njit({POINT_FLAGS})",
-            f"def {entry}_point({args}):",
-            *self.body(nodes),
-            f"    return {ret}" + ("," if len(outputs) == 1 and entry != "forward" else ""),
+            "@njit(parallel=True, **FLAGS)",
+            f"def {entry}({', '.join(params)}):",
+            *(f"    {total} = 0.0" for total in sums.values()),
+            "    for i in prange(n):",
+            *body,
+            *stores,
+            *(f"    {r}[0] = {total}" for r, total in sums.items()),
+            "",
+            "",
+            f"{entry}_serial = serial({entry})",
+            "",
             "",
         ]
-
-    def loop(
-        self, entry: str, ins: list[tuple[str, str]], outs: list[tuple[str, str]], parallel: bool
-    ) -> list[str]:
-        """Map the point function over the flat index: ``ins`` and ``outs`` are (ident, kind)."""
-        variant = "parallel" if parallel else "serial"
-        params = ["n", *(a for a, _ in ins), *(b for b, _ in outs)]
-        call_args = ", ".join(f"{a}[i]" if k == "a" else a for a, k in ins)
-        lines = [
-            f"@njit({'parallel=True, ' if parallel else ''}{LOOP_FLAGS})",
-            f"def {entry}_{variant}({', '.join(params)}):",
-        ]
-        lines += [f"    {b}_sum = 0.0" for b, k in outs if k == "s"]
-        lines += [
-            f"    for i in {'prange' if parallel else 'range'}(n):",
-            f"        v = {entry}_point({call_args})",
-        ]
-        if entry == "forward":
-            lines.append(f"        {outs[0][0]}[i] = v")
-        else:
-            for k, (b, kind) in enumerate(outs):
-                lines.append(
-                    f"        {b}[i] = v[{k}]" if kind == "a" else f"        {b}_sum += v[{k}]"
-                )
-        lines += [f"    {b}[0] = {b}_sum" for b, k in outs if k == "s"]
-        return lines + [""]
 
     # ----------------------------------------------------------------- module
     def module(self) -> str:
         adj, lay = self.adj, self.layout
         idx = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
         seed = next((i for i, n in enumerate(adj.nodes) if n.op == SEED), None)
-        used = [idx[n] for n in lay.used]
-        bwd_in = [idx[n] for n in lay.backward_reads]
-        seed_params = [seed] if seed is not None else []
         value, grads = adj.outputs[0], adj.outputs[1:]
 
         def ins(names):
-            return [(self.input_ident[n], self.kind[n]) for n in names]
+            return [(idx[n], self.kind[n]) for n in names]
 
-        seed_in = [(self.ident[seed], self.seed_kind)] if seed is not None else []
-        grad_outs = [(f"g_{self.input_ident[w]}", self.kind[w]) for w in lay.wrt]
-        saved_outs = [(self.ident[s], "a") for s in adj.saved]
-        out = [("out", "a")]
+        seed_in = [(seed, self.seed_kind)] if seed is not None else []
+        saved = [(s, "a") for s in adj.saved]
+        grad_outs = [(g, self.kind[w]) for g, w in zip(grads, lay.wrt)]
+        grad_names = [self.namer.claim(f"g_{self.input_ident[w]}") for w in lay.wrt]
+        saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved]
+        out = "out"
         specs = {
-            "forward": (used, [value], ins(lay.used), out),
+            "forward": (ins(lay.used), [(value, "a")], [out]),
             "value_and_grad": (
-                used + seed_params,
-                [value, *grads],
                 ins(lay.used) + seed_in,
-                out + grad_outs,
+                [(value, "a"), *grad_outs],
+                [out, *grad_names],
             ),
-            "forward_save": (used, [value, *adj.saved], ins(lay.used), out + saved_outs),
-            "backward": (
-                list(adj.saved) + bwd_in + seed_params,
-                grads,
-                saved_outs + ins(lay.backward_reads) + seed_in,
-                grad_outs,
-            ),
+            "forward_save": (ins(lay.used), [(value, "a"), *saved], [out, *saved_names]),
+            "backward": (saved + ins(lay.backward_reads) + seed_in, grad_outs, grad_names),
         }
         lines = [
             f'"""symgrad kernels for {self.title!r} (generated: edit the graph, not this file)."""',
@@ -225,6 +212,8 @@ class ModuleWriter:
             "import math",
             "",
             "from numba import njit, prange",
+            "",
+            "from runtime.jit import FLAGS, serial",
             *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
             "",
             f"INPUTS = {lay.inputs!r}",
@@ -235,13 +224,12 @@ class ModuleWriter:
             f"SEEDED = {seed is not None}",
             f"KINDS = {''.join(self.kind[n] for n in self.inputs) + self.seed_kind!r}",
             "",
+            "",
         ]
-        for entry, (params, outputs, loop_ins, loop_outs) in specs.items():
+        for entry, (given, outputs, results) in specs.items():
             if entry == "backward" and not grads:
                 continue
-            lines += self.point(entry, params, outputs)
-            lines += self.loop(entry, loop_ins, loop_outs, parallel=True)
-            lines += self.loop(entry, loop_ins, loop_outs, parallel=False)
+            lines += self.kernel(entry, given, outputs, results)
         return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,9 +1,11 @@
 """The op table: every op declared once — definition, printing, evaluation, gradient.
 
 Frontends, the adjoint pass, codegen and (later) fusion and drawing all read this table, so adding an
-op touches one entry. Definitions are SymPy text over the placeholders ``a``, ``b``; local gradients
-come from ``sympy.diff`` of the definition unless ``grads`` states them (over ``a``, ``b`` and the
-op's own output ``y``) — used where ``diff``'s form is numerically poor or a kink needs a choice.
+op touches one entry. Definitions are SymPy text over the placeholders ``a``, ``b``. Local gradients
+are stated in ``grads`` (text over ``a``, ``b`` and the op's own output ``y``, like the lecture's
+gate patterns) and checked against ``sympy.diff`` of the definition by the test suite; an op that
+states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them keeps SymPy's 0.4 s
+import off the compile path, and lets kinks and numerically poor forms be chosen deliberately.
 
 Kink table (documented subgradient choices, tested):
 
@@ -56,103 +58,55 @@ def _sigmoid(x):
         return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
 
 
-def _unary(name, definition, code, numpy, grads=None, helper=None):
-    return OpDef(
-        name, 1, definition, f"{name}({{a}})", code, numpy, name, grads=grads, helper=helper
-    )
+def _unary(name, definition, code, numpy, grads, helper=None):
+    return OpDef(name, 1, definition, f"{name}({{a}})", code, numpy, name, grads, helper=helper)
 
 
+def _call2(name, definition, numpy, symbol, grads, commutative=False):
+    call = f"{name}({{a}}, {{b}})"
+    return OpDef(name, 2, definition, call, call, numpy, symbol, grads, commutative, helper=name)
+
+
+def _infix(name, sign, numpy, grads, commutative=False):
+    text = f"{{a}} {sign} {{b}}"
+    return OpDef(name, 2, f"a {sign} b", text, text, numpy, sign, grads, commutative)
+
+
+# fmt: off
 _OPS = [
-    OpDef("add", 2, "a + b", "{a} + {b}", "{a} + {b}", np.add, "+", commutative=True),
-    OpDef("sub", 2, "a - b", "{a} - {b}", "{a} - {b}", np.subtract, "-"),
-    OpDef("mul", 2, "a * b", "{a} * {b}", "{a} * {b}", np.multiply, "*", commutative=True),
-    OpDef("div", 2, "a / b", "{a} / {b}", "{a} / {b}", np.divide, "/"),
-    OpDef("neg", 1, "-a", "-{a}", "-{a}", np.negative, "-x"),
-    # d/db uses xlogy so that a**b at a = 0, b > 0 has gradient 0 rather than 0 * log(0) = nan.
-    OpDef(
-        "pow",
-        2,
-        "a**b",
-        "{a} ** {b}",
-        "{a} ** {b}",
-        np.power,
-        "**",
-        grads=("b * a ** (b - 1)", "xlogy(y, a)"),
-    ),
-    _unary("exp", "exp(a)", "math.exp({a})", np.exp),
-    _unary("log", "log(a)", "math.log({a})", np.log, grads=("1 / a",)),
-    _unary("log1p", "log(1 + a)", "math.log1p({a})", np.log1p, grads=("1 / (1 + a)",)),
-    _unary("expm1", "exp(a) - 1", "math.expm1({a})", np.expm1, grads=("y + 1",)),
-    _unary("sqrt", "sqrt(a)", "math.sqrt({a})", np.sqrt, grads=("0.5 / y",)),
-    _unary("sin", "sin(a)", "math.sin({a})", np.sin),
-    _unary("cos", "cos(a)", "math.cos({a})", np.cos),
-    _unary("tan", "tan(a)", "math.tan({a})", np.tan, grads=("1 + y * y",)),
-    _unary("tanh", "tanh(a)", "math.tanh({a})", np.tanh, grads=("1 - y * y",)),
-    _unary("abs", "Abs(a)", "abs({a})", np.abs),
-    _unary("sign", "sign(a)", "sign({a})", np.sign, grads=("0",), helper="sign"),
+    # The lecture's gate patterns: add distributes the upstream gradient, mul swaps its inputs.
+    _infix("add", "+", np.add, ("1", "1"), commutative=True),
+    _infix("sub", "-", np.subtract, ("1", "-1")),
+    _infix("mul", "*", np.multiply, ("b", "a"), commutative=True),
+    _infix("div", "/", np.divide, ("1 / b", "-y / b")),
+    # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
+    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)")),
+    OpDef("neg", 1, "-a", "-{a}", "-{a}", np.negative, "-x", ("-1",)),
+    _unary("exp", "exp(a)", "math.exp({a})", np.exp, ("y",)),
+    _unary("log", "log(a)", "math.log({a})", np.log, ("1 / a",)),
+    _unary("log1p", "log(1 + a)", "math.log1p({a})", np.log1p, ("1 / (1 + a)",)),
+    _unary("expm1", "exp(a) - 1", "math.expm1({a})", np.expm1, ("y + 1",)),
+    _unary("sqrt", "sqrt(a)", "math.sqrt({a})", np.sqrt, ("0.5 / y",)),
+    _unary("sin", "sin(a)", "math.sin({a})", np.sin, ("cos(a)",)),
+    _unary("cos", "cos(a)", "math.cos({a})", np.cos, ("-sin(a)",)),
+    _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",)),
+    _unary("tanh", "tanh(a)", "math.tanh({a})", np.tanh, ("1 - y * y",)),
+    _unary("abs", "Abs(a)", "abs({a})", np.abs, ("sign(a)",)),
+    _unary("sign", "sign(a)", "sign({a})", np.sign, ("0",), helper="sign"),
     # The sigmoid gate: its local gradient is stated from its own output, as in the lecture.
-    _unary(
-        "sigmoid",
-        "1 / (1 + exp(-a))",
-        "sigmoid({a})",
-        _sigmoid,
-        grads=("y * (1 - y)",),
-        helper="sigmoid",
-    ),
-    _unary(
-        "relu",
-        "Max(0, a)",
-        "relu({a})",
-        lambda a: np.maximum(0.0, a),
-        grads=("heaviside(a, 0)",),
-        helper="relu",
-    ),
-    OpDef(
-        "maximum",
-        2,
-        "Max(a, b)",
-        "maximum({a}, {b})",
-        "maximum({a}, {b})",
-        np.maximum,
-        "max",
-        commutative=True,
-        helper="maximum",
-    ),
-    OpDef(
-        "minimum",
-        2,
-        "Min(a, b)",
-        "minimum({a}, {b})",
-        "minimum({a}, {b})",
-        np.minimum,
-        "min",
-        commutative=True,
-        helper="minimum",
-    ),
-    # heaviside(x, h): 0 below zero, h at zero, 1 above (NumPy's np.heaviside); a kink selector.
-    OpDef(
-        "heaviside",
-        2,
-        "Heaviside(a, b)",
-        "heaviside({a}, {b})",
-        "heaviside({a}, {b})",
-        np.heaviside,
-        "H",
-        grads=("0", "0"),
-        helper="heaviside",
-    ),
-    OpDef(
-        "xlogy",
-        2,
-        "a * log(b)",
-        "xlogy({a}, {b})",
-        "xlogy({a}, {b})",
-        _xlogy,
-        "xlogy",
-        grads=("log(b)", "a / b"),
-        helper="xlogy",
-    ),
+    _unary("sigmoid", "1 / (1 + exp(-a))", "sigmoid({a})", _sigmoid, ("y * (1 - y)",),
+           helper="sigmoid"),
+    _unary("relu", "Max(0, a)", "relu({a})", lambda a: np.maximum(0.0, a),
+           ("heaviside(a, 0)",), helper="relu"),
+    _call2("maximum", "Max(a, b)", np.maximum, "max",
+           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), commutative=True),
+    _call2("minimum", "Min(a, b)", np.minimum, "min",
+           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), commutative=True),
+    # heaviside(x, h): 0 below zero, h at zero, 1 above (np.heaviside); selects at kinks.
+    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0")),
+    _call2("xlogy", "a * log(b)", _xlogy, "xlogy", ("log(b)", "a / b")),
 ]
+# fmt: on
 
 OPS: dict[str, OpDef] = {op.name: op for op in _OPS}
 

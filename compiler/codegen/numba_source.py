@@ -50,12 +50,16 @@ def _sanitise(name: str) -> str:
 
 
 def literal(value: float, exponent: bool = False) -> str:
-    """A constant as Numba source; integral exponents stay ints so ``x ** 2`` multiplies."""
+    """A constant as Numba source; integral exponents stay ints so ``x ** 2`` multiplies.
+
+    Only non-negative ones: Numba's integer power raises ``ZeroDivisionError`` for ``0.0 ** -2``
+    whatever the error model, where NumPy gives ``inf``; a float exponent calls ``pow``, which does.
+    """
     if math.isnan(value):
         return "math.nan"
     if math.isinf(value):
         return "math.inf" if value > 0 else "(-math.inf)"
-    if exponent and value == int(value) and abs(value) <= 64:
+    if exponent and value == int(value) and 0 <= value <= 64:
         text = str(int(value))
     else:
         text = repr(value)

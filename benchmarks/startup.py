@@ -1,0 +1,113 @@
+"""Cold compile and warm start, each in a fresh ``python -c`` process.
+
+A child script (``body``) records ``time.perf_counter()`` marks in ``MARKS``:
+
+- ``imported`` — after its imports (NumPy, symgrad / Numba),
+- ``ready`` — after making its inputs (not counted: any program has its data already),
+- ``compiled`` — after building the kernel object (``compile_gradient``; work may be lazy),
+- ``first`` — after the first complete result.
+
+*Cold*: a new empty ``SYMGRAD_CACHE_DIR`` per run, so code generation and Numba compilation both
+happen; the figure is ``first - ready``. *Warm*: the same cache directory again, now full; the figure
+is the time from the parent launching the interpreter to the first result, imports included, minus
+making the inputs: ``(T0 - launch) + (imported - T0) + (first - ready)``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.harness import child_env, run_child
+
+
+@dataclass
+class ChildRun:
+    marks: dict
+
+    def _d(self, a: str, b: str) -> float:
+        m = self.marks
+        return m[b] - m[a] if a in m and b in m else math.nan
+
+    @property
+    def interpreter(self) -> float:
+        """From the parent's launch to the first line of the script."""
+        return self._d("launch", "T0")
+
+    @property
+    def imports(self) -> float:
+        return self._d("T0", "imported")
+
+    @property
+    def build(self) -> float:
+        return self._d("ready", "compiled")
+
+    @property
+    def first_call(self) -> float:
+        return self._d("compiled", "first")
+
+    @property
+    def compile_to_first(self) -> float:
+        """Kernel construction + first call: the cold compile figure."""
+        return self._d("ready", "first")
+
+    @property
+    def launch_to_first(self) -> float:
+        """Interpreter start + imports + kernel + first call (inputs excluded): the warm figure."""
+        return self.interpreter + self.imports + self.compile_to_first
+
+
+def cold_and_warm(
+    body: str,
+    *,
+    cold: int,
+    warm: int,
+    cache_var: str = "SYMGRAD_CACHE_DIR",
+    variants: dict[str, str] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> tuple[list[ChildRun], dict[str, list[ChildRun]]]:
+    """``cold`` runs, each with a new empty cache directory (passed in the environment variable
+    ``cache_var``); then ``warm`` runs on the last one's now full cache, of ``body`` (key ``""``)
+    and of each extra ``variants`` body (alternating, so a noisy phase hits all alike).
+    """
+    bodies = {"": body, **(variants or {})}
+    colds: list[ChildRun] = []
+    warms: dict[str, list[ChildRun]] = {k: [] for k in bodies}
+    dirs: list[str] = []
+    try:
+        for _ in range(max(cold, 1)):
+            d = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
+            dirs.append(d)
+            colds.append(ChildRun(run_child(body, child_env(**{cache_var: d}))))
+            log(f"    cold: {colds[-1].compile_to_first:.3f} s")
+        env = child_env(**{cache_var: dirs[-1]})
+        for _ in range(warm):
+            for key, b in bodies.items():
+                warms[key].append(ChildRun(run_child(b, env)))
+                log(f"    warm{' ' + key if key else ''}: {warms[key][-1].launch_to_first:.3f} s")
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    return colds, warms
+
+
+def once(body: str, runs: int) -> list[ChildRun]:
+    """Runs that need no cache (baselines)."""
+    return [ChildRun(run_child(body)) for _ in range(runs)]
+
+
+def median(runs: list[ChildRun], attr: str) -> float:
+    vals = [getattr(r, attr) for r in runs]
+    vals = [v for v in vals if not math.isnan(v)]
+    return statistics.median(vals) if vals else math.nan
+
+
+def span(runs: list[ChildRun], attr: str) -> str:
+    vals = [getattr(r, attr) for r in runs if not math.isnan(getattr(r, attr))]
+    if len(vals) < 2:
+        return ""
+    return f"{min(vals):.3f}–{max(vals):.3f} s"

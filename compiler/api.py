@@ -82,7 +82,8 @@ def _declare(graph: Graph, inputs: Sequence[str]) -> Graph:
 
 
 def _is_sympy(obj: object) -> bool:
-    return type(obj).__module__.startswith("sympy")
+    # Classes SymPy makes at run time (sympy.Function("f")) have __module__ None: ask the MRO.
+    return any((c.__module__ or "").startswith("sympy") for c in type(obj).__mro__)
 
 
 def _title(source: Source) -> str:

@@ -11,6 +11,11 @@ from compiler.frontend.tracing import Var
 from compiler.ir.registry import FUNCTIONS, OPS, placeholders, sympy_definition
 
 
+def _is_sympy(obj) -> bool:
+    # Classes SymPy makes at run time (sympy.Function("f")) have __module__ None: ask the MRO.
+    return any((c.__module__ or "").startswith("sympy") for c in type(obj).__mro__)
+
+
 def _make(name: str):
     op = OPS[FUNCTIONS[name]]
 
@@ -20,7 +25,7 @@ def _make(name: str):
         traced = next((a for a in args if isinstance(a, Var)), None)
         if traced is not None:
             return traced.apply(op.name, *args)
-        if any(type(a).__module__.startswith("sympy") for a in args):
+        if any(_is_sympy(a) for a in args):
             import sympy
 
             subs = dict(zip(placeholders(), map(sympy.sympify, args)))

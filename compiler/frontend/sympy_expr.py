@@ -170,7 +170,7 @@ def _number(expr) -> float:
 
     if expr is sympy.nan:
         return math.nan
-    if expr is sympy.zoo or expr.is_real is False:
+    if expr is sympy.zoo or expr.is_extended_real is False:  # oo is not is_real, but real
         raise ParseError(f"complex value {expr} is not supported (float64 only)")
     try:
         return float(expr)

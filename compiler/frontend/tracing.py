@@ -6,7 +6,7 @@ import inspect
 import numbers
 from collections.abc import Callable, Sequence
 
-from compiler.errors import ParseError
+from compiler.errors import InputError, ParseError
 from compiler.ir.graph import Graph
 
 # NumPy ufuncs a traced function may call on tracers (np.exp(x) works like ops.exp(x)).
@@ -101,7 +101,9 @@ class Var:
             "cannot be traced; use ops.maximum, ops.minimum, ops.relu or ops.heaviside"
         )
 
-    __bool__ = __lt__ = __le__ = __gt__ = __ge__ = _no_branching
+    # == and != too: object identity would silently pick one branch of ``x if x == 0 else y``.
+    __bool__ = __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _no_branching
+    __hash__ = object.__hash__
 
     def __float__(self):
         raise ParseError(
@@ -122,9 +124,12 @@ class Var:
 def trace_callable(fn: Callable, inputs: Sequence[str] | None = None) -> Graph:
     """Call ``fn`` with one tracer per parameter (or per name in ``inputs``) and record the graph."""
     names = list(inputs) if inputs is not None else _parameter_names(fn)
+    if len(set(names)) != len(names):
+        raise InputError(f"inputs {names} has duplicates")
     graph = Graph()
-    args = [Var(graph, graph.input(n)) for n in names]
-    result = fn(*args)
+    tracers = [Var(graph, graph.input(n)) for n in names]
+    args, kwargs = _arguments(fn, names, tracers, declared=inputs is not None)
+    result = fn(*args, **kwargs)
     if isinstance(result, numbers.Real) and not isinstance(result, bool):
         graph.outputs = [graph.const(float(result))]
     elif isinstance(result, Var) and result.graph is graph:
@@ -134,6 +139,24 @@ def trace_callable(fn: Callable, inputs: Sequence[str] | None = None) -> Graph:
             f"the traced function returned {type(result).__name__}, not a traced value"
         )
     return graph
+
+
+def _arguments(fn: Callable, names: list[str], tracers: list[Var], declared: bool):
+    """How to call ``fn``: keyword-only parameters by name, the others by position."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return tracers, {}  # a builtin or the like: positional it is
+    if declared:
+        try:
+            signature.bind(*tracers)
+        except TypeError as e:
+            raise InputError(f"inputs={names} do not fit the callable's parameters: {e}") from None
+        return tracers, {}
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    args = [t for n, t in zip(names, tracers) if kinds[n] != inspect.Parameter.KEYWORD_ONLY]
+    kwargs = {n: t for n, t in zip(names, tracers) if kinds[n] == inspect.Parameter.KEYWORD_ONLY}
+    return args, kwargs
 
 
 def _parameter_names(fn: Callable) -> list[str]:

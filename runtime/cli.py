@@ -13,14 +13,27 @@ NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2)))"
 NEURON_AT = "w0=2,x0=-1,w1=-3,x1=-2,w2=-3"
 
 EPILOG = f"""\
+output:
+  the value f(point), each gradient df/d<input> (for the inputs in --wrt), the forward graph
+  (one line per node: t3 = t1 * z) and the backward graph (each gate's upstream gradient times
+  its local gradient, summed where a value fans out), and with --source the generated Numba code.
+
 examples:
   symgrad                                   the lecture's neuron: {NEURON} at {NEURON_AT}
   symgrad "(x + y) * z" --at x=-2,y=5,z=-4
   symgrad "maximum(x, y) * z" --at x=2,y=-1,z=3 --wrt x,y --source
+  symgrad "-x * y" --at x=1,y=2             an expression may start with a minus sign
 
-The language: numbers, names, + - * / **, parentheses, and the functions
-exp log log1p expm1 sqrt sin cos tan tanh abs sign sigmoid relu maximum minimum pow.
-Kernels are cached in $SYMGRAD_CACHE_DIR (default: the platform's cache directory).
+the language:
+  numbers, names, + - * / **, unary minus, parentheses, the constant pi and the functions
+  {{functions}}.
+  Values follow NumPy in float64 (1/0 = inf, log(-1) = nan). At kinks: relu'(0) = 0, abs'(0) = 0,
+  maximum/minimum at a tie give each operand half, sqrt'(0) = inf.
+
+exit status:
+  0 on success; 2 for a bad expression or point (a one-line message on stderr).
+
+Kernels are cached in $SYMGRAD_CACHE_DIR (default: $XDG_CACHE_HOME/symgrad or ~/.cache/symgrad).
 """
 
 
@@ -39,10 +52,12 @@ def parse_point(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from compiler.ir.registry import FUNCTIONS
+
     p = argparse.ArgumentParser(
         prog="symgrad",
         description="Compile a function into Numba value-and-gradient kernels and evaluate them.",
-        epilog=EPILOG,
+        epilog=EPILOG.format(functions=" ".join(FUNCTIONS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -58,15 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(_shield_expression(argv))
     import compiler
 
-    expression = args.expression or NEURON
+    expression = NEURON if args.expression is None else args.expression
+    if expression.startswith(_SHIELD):
+        expression = expression[len(_SHIELD) :]
     at = args.at if args.at is not None else (NEURON_AT if args.expression is None else None)
     try:
         kernel = compiler.compile_gradient(
             expression,
-            wrt=[w.strip() for w in args.wrt.split(",")] if args.wrt else None,
+            wrt=[w.strip() for w in args.wrt.split(",") if w.strip()] if args.wrt else None,
             fuse=not args.no_fuse,
         )
         if at is None:
@@ -88,6 +106,28 @@ def main(argv: list[str] | None = None) -> int:
         print("\ngenerated source:")
         print(kernel.source)
     return 0
+
+
+_SHIELD = "\x00"  # marks an expression argparse would take for an option; never valid text
+
+
+def _shield_expression(argv: list[str]) -> list[str]:
+    """Let the expression start with a minus sign: ``symgrad "-x * y" --at x=1,y=2``.
+
+    argparse reads any argument starting with "-" as an option; one with a single leading "-"
+    that is not -h nor the value of --at/--wrt is the expression, so it is marked to pass as
+    positional. (An expression starting with "--" still needs "--" before it.)
+    """
+    out, expects_value = [], False
+    for k, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[k:]
+        single_dash = arg.startswith("-") and not arg.startswith("--") and len(arg) > 1
+        if single_dash and not expects_value and arg != "-h":
+            arg = _SHIELD + arg
+        expects_value = arg in ("--at", "--wrt")
+        out.append(arg)
+    return out
 
 
 def _indent(text: str) -> str:

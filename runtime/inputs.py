@@ -30,7 +30,13 @@ def bind(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str,
         values[name] = value
     missing = [n for n in names if n not in values]
     if missing:
-        raise InputError(f"missing input(s) {missing}; the inputs are {list(names)}")
+        hint = ""
+        if {"seed", "out"} & set(missing):
+            hint = (
+                " ('seed' and 'out' are also keyword options of the kernel's methods, so inputs"
+                " with those names are passed by position)"
+            )
+        raise InputError(f"missing input(s) {missing}; the inputs are {list(names)}{hint}")
     return {n: as_float_array(n, values[n]) for n in names}
 
 
@@ -42,6 +48,11 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
         raise InputError(
             f"input '{name}': cannot read {type(value).__name__} as numbers ({e})"
         ) from None
+    if array.dtype == object and all(type(v) is int for v in array.ravel()):
+        try:  # Python ints beyond int64: as float64, as NumPy's float() would read them
+            array = np.asarray(array.tolist(), dtype=np.float64)
+        except OverflowError:
+            raise InputError(f"input '{name}': integer too large for float64") from None
     if array.dtype.kind not in "biuf":
         raise InputError(
             f"input '{name}' must be real numbers, got {type(value).__name__} of dtype {array.dtype}"

@@ -327,14 +327,13 @@ def test_any_input_name_runs_correctly(nasty_kernel, arrays):
         assert np.allclose(grads[s.name], expected, rtol=1e-12), s.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Kernel.value_and_grad/__call__ take seed=/out= as keywords, so inputs named 'seed' "
-    "or 'out' cannot be passed by name (runtime/kernel.py; not this file's to fix)",
-)
-def test_inputs_named_seed_and_out_by_keyword():
+def test_inputs_named_seed_and_out_go_by_position():
+    # seed= and out= are options of the kernel's methods; inputs with those names go by position,
+    # and giving them by name is refused with a message that says so.
     k = compiler.compile_gradient(lambda seed, out: seed * out)
-    assert k.value_and_grad(seed=2.0, out=3.0) == (6.0, {"seed": 3.0, "out": 2.0})
+    assert k.value_and_grad(2.0, 3.0) == (6.0, {"seed": 3.0, "out": 2.0})
+    with pytest.raises(compiler.InputError, match="passed by position"):
+        k.value_and_grad(seed=2.0, out=3.0)
 
 
 def test_names_that_sanitise_alike_stay_apart():

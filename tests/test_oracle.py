@@ -53,36 +53,112 @@ def _far(v, edge=0.0):
     return np.abs(v - edge) > MARGIN
 
 
-def _sympy_heaviside(a, h):
-    # np.heaviside(a, h): written as a Piecewise so SymPy differentiates it in both operands.
-    return sp.Piecewise((0, a < 0), (1, a > 0), (h, True))
-
-
 def _real(*args) -> bool:
     return all(a.is_extended_real for a in args)
 
 
-# SymPy's Abs, sign, Max and Min where it knows the operands are real; otherwise (say x**tanh(x),
-# real only for x > 0) SymPy leaves their derivatives unevaluated, so the same function is
-# written as a Piecewise, which it differentiates branch by branch.
+# SymPy's own Abs, sign, Max and Min serve where SymPy knows the operands are real. Otherwise (say
+# abs(x**x), real only for x > 0) SymPy leaves their derivatives unevaluated, and a Piecewise gets
+# folded into branches that evaluate outside the domain; there these real-line functions stand in:
+# each states its local derivative (``fdiff``), SymPy's ``diff`` applies the chain rule.
+def _decided(a) -> bool:
+    return a.is_number and a.is_comparable
+
+
+class _Step(sp.Function):
+    """H(a): 0 below zero, 1 above (the derivative of max/min/relu away from their kinks)."""
+
+    @classmethod
+    def eval(cls, a):
+        if _decided(a):
+            return sp.Integer(1) if a > 0 else sp.Integer(0) if a < 0 else sp.Rational(1, 2)
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+class _IsZero(sp.Function):
+    @classmethod
+    def eval(cls, a):
+        if _decided(a):
+            return sp.Integer(1) if a == 0 else sp.Integer(0)
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+class _Sign(sp.Function):
+    @classmethod
+    def eval(cls, a):
+        if _decided(a):
+            return sp.sign(a)
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+class _Abs(sp.Function):
+    @classmethod
+    def eval(cls, a):
+        if _decided(a):
+            return sp.Abs(a)
+
+    def fdiff(self, argindex=1):
+        return _Sign(self.args[0])
+
+
+class _Max(sp.Function):
+    @classmethod
+    def eval(cls, a, b):
+        if _decided(a) and _decided(b):
+            return sp.Max(a, b)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return _Step(a - b) if argindex == 1 else _Step(b - a)
+
+
+class _Min(sp.Function):
+    @classmethod
+    def eval(cls, a, b):
+        if _decided(a) and _decided(b):
+            return sp.Min(a, b)
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return _Step(b - a) if argindex == 1 else _Step(a - b)
+
+
+class _Heaviside(sp.Function):
+    """np.heaviside(a, h); SymPy's Heaviside cannot be differentiated in h."""
+
+    @classmethod
+    def eval(cls, a, h):
+        if _decided(a):
+            return sp.Integer(1) if a > 0 else sp.Integer(0) if a < 0 else h
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0) if argindex == 1 else _IsZero(self.args[0])
+
+
 def _sympy_abs(a):
-    return sp.Abs(a) if _real(a) else sp.Piecewise((-a, a < 0), (a, True))
+    return sp.Abs(a) if _real(a) else _Abs(a)
 
 
 def _sympy_sign(a):
-    return sp.sign(a) if _real(a) else sp.Piecewise((-1, a < 0), (1, a > 0), (0, True))
+    return sp.sign(a) if _real(a) else _Sign(a)
 
 
 def _sympy_relu(a):
-    return sp.Max(0, a) if _real(a) else sp.Piecewise((0, a < 0), (a, True))
+    return sp.Max(0, a) if _real(a) else _Max(0, a)
 
 
 def _sympy_max(a, b):
-    return sp.Max(a, b) if _real(a, b) else sp.Piecewise((a, a > b), (b, True))
+    return sp.Max(a, b) if _real(a, b) else _Max(a, b)
 
 
 def _sympy_min(a, b):
-    return sp.Min(a, b) if _real(a, b) else sp.Piecewise((a, a < b), (b, True))
+    return sp.Min(a, b) if _real(a, b) else _Min(a, b)
 
 
 def _sigmoid(a):
@@ -115,7 +191,7 @@ BINARY = {
     "pow": ("pow({a}, {b})", lambda a, b: a**b, np.power, lambda a, b: a > MARGIN),
     "maximum": ("maximum({a}, {b})", _sympy_max, np.maximum, lambda a, b: _far(a, b)),
     "minimum": ("minimum({a}, {b})", _sympy_min, np.minimum, lambda a, b: _far(a, b)),
-    "heaviside": ("heaviside({a}, {b})", _sympy_heaviside, np.heaviside, lambda a, b: _far(a)),
+    "heaviside": ("heaviside({a}, {b})", _Heaviside, np.heaviside, lambda a, b: _far(a)),
     "xlogy": ("xlogy({a}, {b})", lambda a, b: a * sp.log(b), None, lambda a, b: b > MARGIN),
 }
 # Operands that must be positive can be guarded, so that most points stay in the domain.

@@ -177,6 +177,60 @@ def _one_sample(run: Callable[[], Output], number: int) -> tuple[float, float]:
     return (t1 - t0) / number, (f1 - f0) / number
 
 
+def cpu_counters() -> tuple[float, float, float, float] | None:
+    """(all cores' total, idle, steal, this process's + its children's CPU) in seconds, or None.
+
+    From /proc/stat (whole machine) and ``os.times()`` (us, all our threads); both in clock ticks.
+    """
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(fields[:8]) / hz  # guest time is already counted in user
+    idle = (fields[3] + fields[4]) / hz
+    steal = fields[7] / hz if len(fields) > 7 else 0.0
+    t = os.times()
+    return total, idle, steal, t.user + t.system + t.children_user + t.children_system
+
+
+def others_share(a, b) -> float:
+    """Share of all cores' time that other processes (or the hypervisor) took between two
+    ``cpu_counters()`` readings; nan if unknown."""
+    if a is None or b is None:
+        return math.nan
+    total, idle, _steal, own = (y - x for x, y in zip(a, b))
+    if total <= 0:
+        return math.nan
+    return max(0.0, total - idle - own) / total
+
+
+@dataclass
+class Timed:
+    """What ``run_contenders`` returns: the results and how the rounds were chosen."""
+
+    results: list[Result]
+    rounds_total: int = 0
+    rounds_used: int = 0
+    quiet_threshold: float = math.nan
+    shares: list[float] = field(default_factory=list)  # others' share of the CPU, per round
+    filtered: bool = False
+
+    def describe(self) -> str:
+        med = np.nanmedian(self.shares) if self.shares else math.nan
+        base = (
+            f"{self.rounds_total} interleaved rounds; other processes took a median "
+            f"{100 * med:.0f}% of the machine's CPU per round"
+        )
+        if self.filtered:
+            return (
+                f"{base}. Statistics use the {self.rounds_used} quiet rounds (others ≤ "
+                f"{100 * self.quiet_threshold:.0f}% of the CPU)"
+            )
+        return f"{base}. Statistics use all rounds (not enough quiet ones to filter)"
+
+
 def run_contenders(
     contenders: Sequence[Contender],
     data: dict[str, Any],
@@ -185,9 +239,18 @@ def run_contenders(
     repeats: int,
     warmup: int = 3,
     min_sample: float = 0.002,
+    quiet: float = 0.15,
+    budget: float = 0.0,
     log: Callable[[str], None] = lambda s: None,
-) -> list[Result]:
-    """Set up, check and time every contender, interleaved; see the module docstring."""
+) -> Timed:
+    """Set up, check and time every contender, interleaved; see the module docstring.
+
+    On a shared machine another process that takes a core stalls every parallel loop (one of its
+    threads waits for a time slice), so each round also records how much CPU other processes used
+    meanwhile. Rounds go on until ``repeats`` *quiet* rounds (others ≤ ``quiet`` of all cores)
+    are collected or ``budget`` seconds have passed (at least ``repeats`` rounds in all); the
+    statistics use the quiet rounds if there are at least ``repeats // 2`` of them, else all.
+    """
     results = {c.name: Result(c) for c in contenders}
     runs: dict[str, Callable[[], Output]] = {}
     ref_out: Output | None = None
@@ -225,20 +288,40 @@ def run_contenders(
         t, _ = _one_sample(runs[r.contender.name], 1)
         r.number = max(1, math.ceil(min_sample / max(t, 1e-9)))
 
+    shares: list[float] = []
+    n_quiet = 0
+    start = time.perf_counter()
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for rnd in range(repeats):
-            k = rnd % len(live) if live else 0
+        rnd = 0
+        while live:
+            k = rnd % len(live)
+            c0 = cpu_counters()
             for r in live[k:] + live[:k]:
                 t, f = _one_sample(runs[r.contender.name], r.number)
                 r.samples.append(t)
                 r.faults.append(f)
+            shares.append(others_share(c0, cpu_counters()))
+            n_quiet += shares[-1] <= quiet
+            rnd += 1
+            if rnd % 50 == 0:
+                log(f"  round {rnd}: {n_quiet} quiet")
+            if rnd >= repeats and (n_quiet >= repeats or time.perf_counter() - start > budget):
+                break
     finally:
         if was_enabled:
             gc.enable()
-    return list(results.values())
+
+    timed = Timed(list(results.values()), len(shares), len(shares), quiet, shares)
+    keep = [i for i, sh in enumerate(shares) if sh <= quiet]
+    if len(keep) >= max(repeats // 2, 1) and len(keep) < len(shares):
+        timed.filtered, timed.rounds_used = True, len(keep)
+        for r in live:
+            r.samples = [r.samples[i] for i in keep]
+            r.faults = [r.faults[i] for i in keep]
+    return timed
 
 
 def paired_ratio(ours: Result, theirs: Result) -> tuple[float, float, float]:

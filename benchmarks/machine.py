@@ -9,7 +9,7 @@ import sys
 import time
 from importlib import metadata
 
-from benchmarks.harness import md_table
+from benchmarks.harness import cpu_counters, md_table, others_share
 
 #: Environment variables that change how the contenders run; reported, never changed.
 ENV_VARS = (
@@ -134,34 +134,19 @@ class CpuMeter:
     """
 
     def __init__(self) -> None:
-        self.start = self._read()
-
-    @staticmethod
-    def _read() -> tuple[float, float, float, float, float] | None:
-        try:
-            with open("/proc/stat", encoding="utf-8") as f:
-                fields = [float(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        hz = os.sysconf("SC_CLK_TCK")
-        total = sum(fields[:8]) / hz  # guest time is already counted in user
-        idle = (fields[3] + fields[4]) / hz
-        steal = fields[7] / hz if len(fields) > 7 else 0.0
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return total, idle, steal, own, time.monotonic()
+        self.start = cpu_counters()
+        self.t0 = time.monotonic()
 
     def summary(self) -> str:
-        end = self._read()
+        end = cpu_counters()
         if self.start is None or end is None:
             return "unknown"
-        total, idle, steal, own, wall = (b - a for a, b in zip(self.start, end))
-        if total <= 0 or wall <= 0:
+        total, idle, steal, own = (b - a for a, b in zip(self.start, end))
+        if total <= 0:
             return "unknown"
-        busy = total - idle - steal
-        others = max(0.0, busy - own)
+        others = others_share(self.start, end)
         return (
-            f"{100 * others / total:.0f}% of all cores busy with other processes, "
-            f"{100 * steal / total:.0f}% stolen by the hypervisor, "
-            f"{100 * own / total:.0f}% used by this benchmark ({wall:.0f} s wall)"
+            f"{100 * others:.0f}% of all cores busy with other processes (hypervisor steal "
+            f"{100 * steal / total:.0f}%), {100 * own / total:.0f}% used by this benchmark "
+            f"({time.monotonic() - self.t0:.0f} s wall)"
         )

@@ -165,6 +165,10 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
+def _xlogy(a, b):
+    return a * np.log(b)
+
+
 # name: (text template, SymPy builder, NumPy function, which points are smooth and in the domain)
 UNARY = {
     "neg": ("(-{a})", lambda a: -a, np.negative, None),
@@ -192,7 +196,7 @@ BINARY = {
     "maximum": ("maximum({a}, {b})", _sympy_max, np.maximum, lambda a, b: _far(a, b)),
     "minimum": ("minimum({a}, {b})", _sympy_min, np.minimum, lambda a, b: _far(a, b)),
     "heaviside": ("heaviside({a}, {b})", _Heaviside, np.heaviside, lambda a, b: _far(a)),
-    "xlogy": ("xlogy({a}, {b})", lambda a, b: a * sp.log(b), None, lambda a, b: b > MARGIN),
+    "xlogy": ("xlogy({a}, {b})", lambda a, b: a * sp.log(b), _xlogy, lambda a, b: b > MARGIN),
 }
 # Operands that must be positive can be guarded, so that most points stay in the domain.
 POSITIVE_OPERAND = {"log": 0, "sqrt": 0, "**": 0, "pow": 0, "xlogy": 1, "div": 1}
@@ -206,10 +210,6 @@ class Expr:
     ev: object  # env -> (values, ok mask)
     ops: frozenset = field(default=frozenset())
     depth: int = 0
-
-
-def _xlogy_np(a, b):
-    return a * np.log(b)
 
 
 def _apply(name, fn, cond, args: list[Expr], text: str, build) -> Expr:
@@ -251,7 +251,6 @@ def unary(name: str, a: Expr) -> Expr:
 
 def binary(name: str, a: Expr, b: Expr) -> Expr:
     template, sym, fn, cond = BINARY[name]
-    fn = _xlogy_np if name == "xlogy" else fn
     return _apply(
         name, fn, cond, [a, b], template.format(a=a.text, b=b.text), lambda: sym(a.sym, b.sym)
     )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
-from compiler.ir.graph import LEAVES, Graph, copy_nodes, prune
+from compiler.ir.graph import LEAVES, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
 
 
@@ -59,10 +59,12 @@ def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown:
         raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
-    forward = prune(Graph._with_outputs(graph, graph.outputs[:1]))
+    # The forward part: what the value depends on, copied once (declared inputs first, in order).
     adj = AdjointGraph()
-    copy_nodes(forward, adj, {})
-    adj.outputs = list(forward.outputs)
+    for name in graph.inputs:
+        adj.input(name)
+    mapping = copy_nodes(graph, adj, {}, keep=graph.reachable(graph.outputs[:1]))
+    adj.outputs = [mapping[graph.outputs[0]]]
     adj.n_forward, adj.wrt = len(adj.nodes), wrt
 
     grads = _backpropagate(adj, {adj.input(w) for w in wrt})
@@ -81,9 +83,13 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
     """Adjoints of every node on a path from ``sources`` to the output."""
     n = adj.n_forward
     needed = [False] * n  # depends on some wrt input
-    for i in range(n):
-        node = adj.nodes[i]
-        needed[i] = i in sources or any(needed[a] for a in node.args)
+    for i in sources:
+        needed[i] = True
+    for i, node in enumerate(adj.nodes):
+        for a in node.args:
+            if needed[a]:
+                needed[i] = True
+                break
     out = adj.outputs[0]
     grads: dict[int, int] = {out: adj.seed()} if needed[out] else {}
     for i in range(n - 1, -1, -1):

@@ -17,8 +17,9 @@ Source = Any  # str | sympy.Expr | Callable
 def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
     """The forward graph of text, a SymPy expression or a Python callable.
 
-    ``inputs`` fixes the input names and their order (default: order of first appearance; for a
-    callable, its parameters). Names the expression uses but ``inputs`` lacks are an error.
+    ``inputs`` fixes the input names and their order. The default: for text, order of first
+    appearance; for SymPy (which reorders terms), names sorted naturally (x2 before x10); for a
+    callable, its parameters. Names the expression uses but ``inputs`` lacks are an error.
 
     >>> print(trace("(x + y) * z"))
     t0 = x + y
@@ -33,6 +34,8 @@ def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
         from compiler.frontend.sympy_expr import from_sympy
 
         graph = from_sympy(source)
+        if inputs is None:  # SymPy reorders arguments, so "first appearance" means nothing: sort
+            inputs = sorted(graph.inputs, key=_natural)
     elif callable(source):
         from compiler.frontend.tracing import trace_callable
 
@@ -79,6 +82,13 @@ def _declare(graph: Graph, inputs: Sequence[str]) -> Graph:
     mapping = copy_nodes(graph, out, {})
     out.outputs = [mapping[o] for o in graph.outputs]
     return out
+
+
+def _natural(name: str) -> tuple:
+    """Sort key putting x2 before x10, as SymPy's ``ordered`` does."""
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
 def _is_sympy(obj: object) -> bool:

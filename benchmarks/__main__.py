@@ -35,7 +35,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})"
     )
-    p.add_argument("--repeats", type=int, help="interleaved rounds (default: per workload)")
+    p.add_argument(
+        "--repeats", type=int, help="quiet interleaved rounds wanted (default: per workload)"
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds to go on waiting for quiet rounds on a busy machine (default: per workload)",
+    )
     p.add_argument("--no-startup", action="store_true", help="skip cold/warm start-up processes")
     p.add_argument("--seed", type=int, default=0, help="seed for the random inputs")
     return p.parse_args(argv)
@@ -46,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     only = [x.strip() for item in args.only or [] for x in item.split(",") if x.strip()]
     workloads = select(only)
     opts = Options(
-        quick=args.quick, repeats=args.repeats, startup=not args.no_startup, seed=args.seed
+        quick=args.quick,
+        repeats=args.repeats,
+        budget=args.budget,
+        startup=not args.no_startup,
+        seed=args.seed,
     )
 
     def log(msg: str) -> None:

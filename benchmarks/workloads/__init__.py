@@ -18,7 +18,8 @@ from benchmarks.harness import Target
 @dataclass
 class Options:
     quick: bool = False
-    repeats: int | None = None  # override the workload's own choice
+    repeats: int | None = None  # quiet rounds wanted; overrides the workload's own choice
+    budget: float | None = None  # seconds to wait for quiet rounds; overrides the workload's
     startup: bool = True  # run the cold/warm start-up subprocesses
     seed: int = 0
 

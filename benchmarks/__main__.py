@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             ["target", "limit", "measured (spread)", "verdict", "note"], [t.row() for t in targets]
         ),
     ]
+    missed = [t for t in targets if not t.met and not math.isnan(t.value) and t.why]
+    if missed:
+        lines += ["", "### Why the missed targets are missed (measured in this run)", ""]
+        lines += [f"- **{t.what}**: {t.why}" for t in missed]
     for s in sections:
         lines += ["", f"## {s.title}", "", s.markdown]
     report = "\n".join(lines) + "\n"

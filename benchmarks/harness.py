@@ -345,6 +345,8 @@ class Target:
     unit: str = "×"
     spread: str = ""
     note: str = ""
+    #: measured facts that explain a miss; the report prints them for missed targets
+    why: str = ""
 
     @property
     def met(self) -> bool:

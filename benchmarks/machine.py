@@ -85,6 +85,27 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _source_state() -> str:
+    """The commit measured, and whether symgrad's code differed from it."""
+    import subprocess
+
+    from benchmarks.harness import REPO_ROOT
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "compiler", "runtime")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not head:
+        return "unknown (not a git checkout)"
+    return f"git {head}" + (" + uncommitted changes in compiler/ or runtime/" if dirty else "")
+
+
 def describe() -> list[tuple[str, str]]:
     """(item, value) pairs describing this machine and software."""
     cpu = _cpuinfo()
@@ -115,7 +136,7 @@ def describe() -> list[tuple[str, str]]:
         v = _version(dist)
         if v is not None:
             items.append((dist, v))
-    items.append(("symgrad", _version("symgrad") or "not installed"))
+    items.append(("symgrad", f"{_version('symgrad') or 'not installed'}, {_source_state()}"))
     env = [f"{k}={os.environ[k]}" for k in ENV_VARS if k in os.environ]
     items.append(
         ("environment", ", ".join(env) if env else "none of the thread/cache variables set")

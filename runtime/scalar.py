@@ -54,13 +54,26 @@ def relu(x):
     return x if x > 0 or x != x else 0.0
 
 
+# The gates' stable forward forms (the registry's ``stable`` texts): exp only ever sees -|x| <= 0,
+# so nothing overflows at any x. Written without branches around the exp, so where a kernel also
+# calls sigmoid(-x) (sigmoid's local gradient) LLVM computes exp(-|x|) once for both.
 @njit(**_FLAGS)
 def sigmoid(x):
-    """1 / (1 + exp(-x)) without overflow for large |x|."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
+    """1 / (1 + exp(-x)) as exp(min(x, 0)) / (1 + exp(-|x|)): 0 or 1 at x = -/+1000, no overflow."""
+    e = math.exp(-abs(x))
+    return (1.0 if x >= 0 else e) / (1.0 + e)
+
+
+@njit(**_FLAGS)
+def softplus(x):
+    """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): softplus(1000) = 1000, no overflow."""
+    return (x if x > 0 else 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@njit(**_FLAGS)
+def logsigmoid(x):
+    """log(sigmoid(x)) as min(x, 0) - log1p(exp(-|x|)): logsigmoid(-1000) = -1000."""
+    return (x if x < 0 else 0.0) - math.log1p(math.exp(-abs(x)))
 
 
 @njit(**_FLAGS)

@@ -184,6 +184,18 @@ UNARY = {
     "abs": ("abs({a})", _sympy_abs, np.abs, _far),
     "sign": ("sign({a})", _sympy_sign, np.sign, _far),
     "sigmoid": ("sigmoid({a})", lambda a: 1 / (1 + sp.exp(-a)), _sigmoid, None),
+    "softplus": (
+        "softplus({a})",
+        lambda a: sp.log(1 + sp.exp(a)),
+        lambda a: np.logaddexp(0.0, a),
+        None,
+    ),
+    "logsigmoid": (
+        "logsigmoid({a})",
+        lambda a: -sp.log(1 + sp.exp(-a)),
+        lambda a: -np.logaddexp(0.0, -a),
+        None,
+    ),
     "relu": ("relu({a})", _sympy_relu, lambda a: np.maximum(0.0, a), _far),
 }
 BINARY = {

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from compiler.ir.registry import OPS, placeholders, sympy_definition
+from compiler.ir.registry import OPS, fingerprint, placeholders, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"
 LEAVES = (INPUT, CONST, SEED)
@@ -58,6 +58,8 @@ class Graph:
         self._index: dict[tuple, int] = {}
         self._inputs: dict[str, int] = {}
         self._ops = 0
+        # Node -> what a fused gate replaced, a template over its operand "{a}" (passes/fusion.py).
+        self.notes: dict[int, str] = {}
 
     # ----------------------------------------------------------------- building
     @property
@@ -169,7 +171,9 @@ class Graph:
         node = self.nodes[i]
         spec = OPS[node.op]
         operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
-        return f"{self.names[i]} = {spec.text.format(**operands)}"
+        line = f"{self.names[i]} = {spec.text.format(**operands)}"
+        note = self.notes.get(i)
+        return f"{line}  # fused: {note.format(**operands)}" if note else line
 
     def op_nodes(self) -> Iterable[int]:
         return (i for i, n in enumerate(self.nodes) if n.op not in LEAVES)
@@ -192,11 +196,15 @@ class Graph:
         return view
 
     def key(self) -> str:
-        """A stable hash of the structure: ops, edges, constants (bit-exact), inputs, outputs."""
+        """A stable hash of the structure: ops, edges, constants (bit-exact), inputs, outputs.
+
+        A user's or a discovered gate counts with its whole entry (``registry.fingerprint``): the
+        same name may mean another gate in another process.
+        """
         h = hashlib.sha256()
         for n in self.nodes:
             value = n.value.hex() if isinstance(n.value, float) else n.value
-            h.update(f"{n.op}|{n.args}|{value!r};".encode())
+            h.update(f"{n.op}{fingerprint(n.op)}|{n.args}|{value!r};".encode())
         h.update(f"outputs={self.outputs}".encode())
         return h.hexdigest()
 
@@ -269,6 +277,9 @@ def copy_nodes(
             mapping[i] = target.seed()
         else:
             mapping[i] = target.add(n.op, *(mapping[a] for a in n.args))
+            note = source.notes.get(i) if source.notes else None
+            if note and target.nodes[mapping[i]].op == n.op:  # a fused gate keeps its note
+                target.notes.setdefault(mapping[i], note)
     return mapping
 
 

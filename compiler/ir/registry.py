@@ -1,11 +1,19 @@
 """The op table: every op declared once — definition, printing, evaluation, gradient.
 
-Frontends, the adjoint pass, codegen and (later) fusion and drawing all read this table, so adding an
-op touches one entry. Definitions are SymPy text over the placeholders ``a``, ``b``. Local gradients
+Frontends, the adjoint pass, codegen, fusion and drawing all read this table, so adding an op
+touches one entry. Definitions are SymPy text over the placeholders ``a``, ``b``. Local gradients
 are stated in ``grads`` (text over ``a``, ``b`` and the op's own output ``y``, like the lecture's
 gate patterns) and checked against ``sympy.diff`` of the definition by the test suite; an op that
 states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them keeps SymPy's 0.4 s
 import off the compile path, and lets kinks and numerically poor forms be chosen deliberately.
+
+Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
+(``compiler/passes/fusion.py``) builds it from those subgraphs (text over ``x``). A gate states the
+stable formula its helper computes (``stable``, proved equal to the definition by
+``compiler.ir.gates.verify``) and its local gradient from its own output ``y`` where that is
+accurate. ``compiler.register_gate`` (``compiler/ir/gates.py``) checks a user's gate with SymPy
+and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
+in symgrad's own text language, never parsed by ``sympify``.
 
 Kink table (documented subgradient choices, tested):
 
@@ -20,6 +28,7 @@ d/db a**b      0 where a == 0 (xlogy convention), b*a**(b-1) for d/da
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +55,21 @@ class OpDef:
     grads: tuple[str, ...] | None = None
     commutative: bool = False
     helper: str | None = None  # name of the runtime.scalar function the code calls, if any
+    # Gates (see the module docstring): the subgraphs fusion turns into this op, the stable
+    # formula ``code`` computes, more helpers a composed ``code`` calls, and who made the entry.
+    patterns: tuple[str, ...] = ()
+    stable: str | None = None
+    calls: tuple[str, ...] = ()
+    origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
+
+    @property
+    def helpers(self) -> tuple[str, ...]:
+        """Every ``runtime.scalar`` function the generated code calls for this op."""
+        return tuple(dict.fromkeys(((self.helper,) if self.helper else ()) + self.calls))
+
+    @property
+    def is_gate(self) -> bool:
+        return bool(self.patterns) or self.origin != "builtin"
 
 
 def _xlogy(x, y):
@@ -53,13 +77,33 @@ def _xlogy(x, y):
         return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
 
 
+# The gates' stable forms (the Numba helpers in runtime/scalar.py compute the same): exp only ever
+# sees -|x| <= 0, so nothing overflows.
 def _sigmoid(x):
     with np.errstate(all="ignore"):
-        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def _softplus(x):
+    with np.errstate(all="ignore"):
+        return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _logsigmoid(x):
+    with np.errstate(all="ignore"):
+        return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
 
 
 def _unary(name, definition, code, numpy, grads, helper=None):
     return OpDef(name, 1, definition, f"{name}({{a}})", code, numpy, name, grads, helper=helper)
+
+
+def _gate(name, definition, numpy, grads, stable, patterns, code=None, helper=None):
+    helper = helper if code else (helper or name)
+    code = code or f"{name}({{a}})"
+    return OpDef(name, 1, definition, f"{name}({{a}})", code, numpy, name, grads, helper=helper,
+                 patterns=patterns, stable=stable)  # fmt: skip
 
 
 def _call2(name, definition, numpy, symbol, grads, commutative=False):
@@ -90,14 +134,34 @@ _OPS = [
     _unary("sin", "sin(a)", "math.sin({a})", np.sin, ("cos(a)",)),
     _unary("cos", "cos(a)", "math.cos({a})", np.cos, ("-sin(a)",)),
     _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",)),
-    _unary("tanh", "tanh(a)", "math.tanh({a})", np.tanh, ("1 - y * y",)),
     _unary("abs", "Abs(a)", "abs({a})", np.abs, ("sign(a)",)),
     _unary("sign", "sign(a)", "sign({a})", np.sign, ("0",), helper="sign"),
-    # The sigmoid gate: its local gradient is stated from its own output, as in the lecture.
-    _unary("sigmoid", "1 / (1 + exp(-a))", "sigmoid({a})", _sigmoid, ("y * (1 - y)",),
-           helper="sigmoid"),
-    _unary("relu", "Max(0, a)", "relu({a})", lambda a: np.maximum(0.0, a),
-           ("heaviside(a, 0)",), helper="relu"),
+    # ---- gates: ops the fusion pass also builds from the subgraphs in their patterns (over x).
+    # The lecture's sigmoid gate. Its local gradient is sigma(x) * sigma(-x): from its own output
+    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43).
+    _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
+          stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
+          patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
+                    "0.5 + 0.5 * tanh(0.5 * x)")),
+    # math.tanh is stable; fusion finds it in its exp forms.
+    _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)", code="math.tanh({a})",
+          patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
+                    "(1 - exp(-2 * x)) / (1 + exp(-2 * x))", "expm1(2 * x) / (exp(2 * x) + 1)",
+                    "2 / (1 + exp(-2 * x)) - 1", "2 * sigmoid(2 * x) - 1")),
+    # softplus' = sigma(x) = 1 - exp(-y): from the output alone, and exactly 0.5 at x = 0.
+    _gate("softplus", "log(1 + exp(a))", _softplus, ("-expm1(-y)",),
+          stable="maximum(a, 0) + log1p(exp(-abs(a)))",
+          patterns=("log(1 + exp(x))", "log1p(exp(x))", "-log(sigmoid(-x))",
+                    "-log(1 / (1 + exp(x)))", "-logsigmoid(-x)")),
+    # log sigma(x) = -softplus(-x); its gradient sigma(-x) = -expm1(y).
+    _gate("logsigmoid", "-log(1 + exp(-a))", _logsigmoid, ("-expm1(y)",),
+          stable="minimum(a, 0) - log1p(exp(-abs(a)))",
+          patterns=("log(sigmoid(x))", "-log(1 + exp(-x))", "-log1p(exp(-x))",
+                    "log(1 / (1 + exp(-x)))", "-softplus(-x)")),
+    # relu(x) = max(0, x); relu'(0) = 0 (the kink table), where maximum's tie rule gives 1/2.
+    _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
+          stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",
+                                            "0.5 * (x + abs(x))", "x / 2 + abs(x) / 2")),
     _call2("maximum", "Max(a, b)", np.maximum, "max",
            ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), commutative=True),
     _call2("minimum", "Min(a, b)", np.minimum, "min",
@@ -121,7 +185,31 @@ CONSTANTS: dict[str, float] = {"pi": math.pi}
 
 def sympy_definition(op: str):
     """The op's definition as a SymPy expression over real placeholders ``a`` and ``b``."""
-    return _sympy_definitions()[op]
+    cache = _sympy_definitions()
+    if op not in cache:  # a user's or a discovered gate: its text goes through symgrad's parser
+        import sympy
+
+        from compiler.frontend.text import parse
+
+        a, b, _ = cache["__symbols__"]
+        expr = parse(OPS[op].definition).to_sympy()
+        cache[op] = expr.xreplace({sympy.Symbol("a"): a, sympy.Symbol("b"): b})
+    return cache[op]
+
+
+def forget_sympy_definition(op: str) -> None:
+    """Drop a cached definition (its gate was unregistered)."""
+    _SYMPY_CACHE.pop(op, None)
+
+
+def fingerprint(op: str) -> str:
+    """What a kernel's cache key must cover beyond this file's text: a user's or a discovered
+    gate's whole entry (definition, code, gradient). Empty for built-in ops and leaves."""
+    spec = OPS.get(op)
+    if spec is None or spec.origin == "builtin":
+        return ""
+    text = "\0".join((spec.definition, spec.code, *(spec.grads or ()), *spec.calls))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 _SYMPY_CACHE: dict = {}
@@ -151,7 +239,7 @@ def _sympy_definitions() -> dict:
             "Heaviside": sympy.Heaviside,
         }
         for op in _OPS:
-            # Our own trusted definitions, never user text.
+            # Our own trusted built-in definitions, never user text.
             _SYMPY_CACHE[op.name] = sympy.sympify(op.definition, locals=ns)
         _SYMPY_CACHE["__symbols__"] = (a, b, y)
     return _SYMPY_CACHE

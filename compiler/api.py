@@ -54,9 +54,12 @@ def compile_gradient(
 ) -> Kernel:
     """A ``runtime.Kernel`` computing the value and gradients of ``source``.
 
-    ``wrt`` names the inputs to differentiate (default: all); ``fuse`` selects gate fusion
-    (accepted now; the fusion pass is not built yet, so every setting keeps the primitives).
+    ``wrt`` names the inputs to differentiate (default: all). ``fuse`` selects gate fusion
+    (``compiler.fuse``): True fuses every registered gate (``1/(1+exp(-x))`` becomes one stable
+    ``sigmoid`` node), False keeps every primitive, a list fuses only the gates it names, "auto"
+    also discovers gates. What fusion did is ``kernel.fusion``, a ``FusionReport``.
     """
+    from compiler.passes.fusion import fuse as fuse_gates
     from runtime.kernel import Kernel
 
     _check_fuse(fuse)
@@ -65,7 +68,10 @@ def compile_gradient(
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown or len(set(wrt)) != len(wrt):
         raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
-    return Kernel(graph, wrt, _title(source))
+    fused, report = fuse_gates(graph, fuse, wrt=wrt)
+    kernel = Kernel(fused, wrt, _title(source))
+    kernel.fusion = report
+    return kernel
 
 
 def _declare(graph: Graph, inputs: Sequence[str]) -> Graph:

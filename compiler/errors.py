@@ -25,3 +25,8 @@ class CompileError(SymgradError, RuntimeError):
 
 class InputError(SymgradError, ValueError):
     """Inputs that don't fit the kernel: missing or unknown names, non-numbers, bad shapes."""
+
+
+class GateError(SymgradError, ValueError):
+    """A gate is refused or unknown: its stated gradient or stable form is not what SymPy derives
+    from its definition, its name is taken, or ``fuse=`` names a gate that does not exist."""

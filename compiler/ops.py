@@ -37,7 +37,21 @@ def _make(name: str):
     return function
 
 
-for _name in FUNCTIONS:
-    globals()[_name] = _make(_name)
+def install(name: str) -> None:
+    """Offer ``name`` here (a gate registered after import: ``compiler.register_gate``)."""
+    globals()[name] = _make(name)
+    if name not in __all__:
+        __all__.append(name)
+        __all__.sort()
 
-__all__ = sorted(FUNCTIONS)
+
+def uninstall(name: str) -> None:
+    """Withdraw a function of an unregistered gate."""
+    if name in __all__:
+        __all__.remove(name)
+        globals().pop(name, None)
+
+
+__all__: list[str] = []
+for _name in FUNCTIONS:
+    install(_name)

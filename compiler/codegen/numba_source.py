@@ -84,7 +84,7 @@ class ModuleWriter:
         self.adj, self.inputs, self.title = adj, inputs, title
         self.kind = dict(zip(inputs, kinds))
         self.seed_kind = kinds[len(inputs)]
-        helpers = sorted({OPS[n.op].helper for n in adj.nodes if n.op in OPS} - {None})
+        helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
         self.helpers = helpers
         reserved = {"math", "njit", "prange", "FLAGS", "serial", "n", "i", "out", *helpers}
         reserved.update(ENTRIES)
@@ -130,7 +130,9 @@ class ModuleWriter:
             k: self.operand(a, exponent=(node.op == "pow" and k == "b"))
             for k, a in zip("ab", node.args)
         }
-        return f"        {self.ident[i]} = {spec.code.format(**ops)}"
+        line = f"        {self.ident[i]} = {spec.code.format(**ops)}"
+        note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
+        return f"{line}  # fused: {note.format(**ops)}" if note else line
 
     def kernel(
         self,

@@ -41,6 +41,7 @@ class Kernel:
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
+        self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._graph_key = graph.key()
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         self._adjoint = None

@@ -236,8 +236,21 @@ def _patterns_by_op(names: Sequence[str]) -> dict[str, list[_Pattern]]:
 
 
 # ------------------------------------------------------------------------------ matching
+#: Largest add/sub tree read as a linear form (bigger ones are compared as opaque nodes).
+MAX_LINEAR = 64
+
+
+class _Operand(NamedTuple):
+    """The gate's operand x = s * (the linear form ``key``), computed as ``coef * base``."""
+
+    key: tuple[tuple[int, float], ...]
+    s: float
+    base: int
+    coef: float
+
+
 class _State(NamedTuple):
-    x: tuple[int, float] | None  # the gate's operand: (base node, coefficient)
+    x: _Operand | None
     core: tuple[int, ...]  # graph nodes the gate replaces
     occurrences: tuple[tuple[int, float], ...]  # (graph node, k): where k * operand was read
 
@@ -249,6 +262,85 @@ class Match(NamedTuple):
     coef: float
     core: frozenset[int]
     note: str  # the replaced subgraph as a template over the operand "{a}"
+
+
+class _Matcher:
+    """Matches patterns against one graph, remembering the linear forms it has computed."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.forms: dict[int, tuple[tuple[tuple[int, float], ...], float]] = {}
+
+    def match(self, p: _Pattern, pn: int, gn: int, st: _State) -> _State | None:
+        """Extend ``st`` by matching pattern node ``pn`` against graph node ``gn``."""
+        g = self.graph
+        pnode, gnode = p.graph.nodes[pn], g.nodes[gn]
+        if pn in p.linear:
+            return self._bind(p.linear[pn], gn, st)
+        if pnode.op == CONST:
+            return st if gnode.op == CONST and gnode.value == pnode.value else None
+        if pnode.op in LEAVES or gnode.op in LEAVES:
+            return None
+        for pairs, extra in _alternatives(p, pn, g, gn):
+            s: _State | None = _State(st.x, st.core + (gn, *extra), st.occurrences)
+            for pa, ga in pairs:
+                s = self.match(p, pa, ga, s)
+                if s is None:
+                    break
+            if s is not None:
+                return s
+        return None
+
+    def _bind(self, k: float, gn: int, st: _State) -> _State | None:
+        """The pattern reads ``k * x`` where the graph has node ``gn``: bind or check x."""
+        key, scale = self.linear(gn)
+        s = scale / k  # x = s * sum(key)
+        if st.x is None:
+            base, c = _view(self.graph, gn)  # gn = c * base, and base = (scale / c) * sum(key)
+            x = _Operand(key, s, base, s * c / scale)
+        elif st.x.key == key and st.x.s == s:
+            x = st.x
+        else:
+            return None
+        return _State(x, st.core, st.occurrences + ((gn, k),))
+
+    def linear(self, i: int) -> tuple[tuple[tuple[int, float], ...], float]:
+        """Node ``i`` as ``scale * sum(c * term)`` over the add/sub/neg/constant-factor tree
+        under it, normalised so the first term's c is 1: ``-b - w*z`` and ``b + w*z`` share a
+        key, with scales -1 and 1. Constants are the term -1."""
+        if i not in self.forms:
+            self.forms[i] = _linear_form(self.graph, i)
+        return self.forms[i]
+
+
+def _linear_form(graph: Graph, i: int):
+    terms: dict[int, float] = {}
+    stack, visited = [(i, 1.0)], 0
+    while stack:
+        n, c = stack.pop()
+        visited += 1
+        if visited > MAX_LINEAR:
+            return ((i, 1.0),), 1.0
+        node = graph.nodes[n]
+        if node.op == "add":
+            stack += [(a, c) for a in node.args]
+        elif node.op == "sub":
+            stack += [(node.args[0], c), (node.args[1], -c)]
+        elif node.op == "neg":
+            stack.append((node.args[0], -c))
+        elif node.op == CONST:
+            terms[-1] = terms.get(-1, 0.0) + c * node.value
+        else:
+            base, k = _view(graph, n)
+            if base == n:
+                terms[n] = terms.get(n, 0.0) + c
+            else:
+                stack.append((base, c * k))
+    terms = {t: c for t, c in terms.items() if c != 0}
+    if not terms or not all(math.isfinite(c) for c in terms.values()):
+        return ((i, 1.0),), 1.0
+    lead = terms[min(terms)]
+    return tuple(sorted((t, c / lead) for t, c in terms.items())), lead
 
 
 def _view(graph: Graph, i: int) -> tuple[int, float]:
@@ -268,31 +360,6 @@ def _view(graph: Graph, i: int) -> tuple[int, float]:
                     c, i = (c * v if node.op == "mul" else c / v), node.args[1 - k]
                     continue
         return i, c
-
-
-def _match(p: _Pattern, pn: int, g: Graph, gn: int, st: _State) -> _State | None:
-    """Extend ``st`` by matching pattern node ``pn`` against graph node ``gn``."""
-    pnode, gnode = p.graph.nodes[pn], g.nodes[gn]
-    if pn in p.linear:
-        k = p.linear[pn]
-        base, c = _view(g, gn)
-        x = (base, c / k)
-        if st.x is not None and st.x != x:
-            return None
-        return _State(x, st.core, st.occurrences + ((gn, k),))
-    if pnode.op == CONST:
-        return st if gnode.op == CONST and gnode.value == pnode.value else None
-    if pnode.op in LEAVES or gnode.op in LEAVES:
-        return None
-    for pairs, extra in _alternatives(p, pn, g, gn):
-        s: _State | None = _State(st.x, st.core + (gn, *extra), st.occurrences)
-        for pa, ga in pairs:
-            s = _match(p, pa, g, ga, s)
-            if s is None:
-                break
-        if s is not None:
-            return s
-    return None
 
 
 def _alternatives(p: _Pattern, pn: int, g: Graph, gn: int):
@@ -331,23 +398,24 @@ def _find_matches(graph: Graph, patterns: dict[str, list[_Pattern]]):
     consumed: set[int] = set()
     matches: dict[int, Match] = {}
     skipped: list[str] = []
+    matcher = _Matcher(graph)
     for root in range(len(graph.nodes) - 1, -1, -1):
         candidates = patterns.get(graph.nodes[root].op)
         if not candidates or root in consumed:
             continue
         for p in candidates:
-            st = _match(p, p.root, graph, root, _State(None, (), ()))
+            st = matcher.match(p, p.root, root, _State(None, (), ()))
             if st is None or st.x is None:
                 continue
             core = frozenset(st.core)
             shared = _shared_interior(core, root, users, outputs, consumed) or (
-                [st.x[0]] if st.x[0] in core else []
+                [st.x.base] if st.x.base in core else []
             )
             if shared:
                 skipped.append(_skip_reason(graph, p, root, shared, users, core))
                 continue
             note = _note(graph, root, st)
-            matches[root] = Match(p.gate, root, st.x[0], st.x[1], core, note)
+            matches[root] = Match(p.gate, root, st.x.base, st.x.coef, core, note)
             consumed |= core
             break
     return matches, skipped

@@ -382,7 +382,7 @@ def fmt_num(x: float, unit: str) -> str:
         return f"{x:.3f} s"
     if unit == "ms":
         return f"{x:.2f} ms"
-    return f"{x:.2f}{unit}"
+    return f"{x:.3f}{unit}" if abs(x) < 0.1 else f"{x:.2f}{unit}"
 
 
 # ---------------------------------------------------------------------------------- start-up

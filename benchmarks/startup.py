@@ -19,6 +19,7 @@ import math
 import shutil
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,26 @@ class ChildRun:
 #: (up to ``TRIES`` times in all, keeping the quietest): a busy core slows start-up severalfold.
 QUIET = 0.15
 TRIES = 3
+#: Seconds, over the whole run, that ``wait_for_quiet`` may spend waiting for an idle machine.
+WAIT_BUDGET = 300.0
+_waited = 0.0
+
+
+def wait_for_quiet(probe: float = 0.25) -> None:
+    """Before launching a child, wait while other processes keep the machine busy (others above
+    ``QUIET`` over a ``probe``-second look), within ``WAIT_BUDGET`` seconds for the whole run."""
+    global _waited
+    while _waited < WAIT_BUDGET:
+        a = cpu_counters()
+        time.sleep(probe)
+        if not others_share(a, cpu_counters()) > QUIET:  # quiet, or unknown
+            return
+        _waited += probe
+
+
+def waited() -> float:
+    """Seconds spent so far in ``wait_for_quiet``."""
+    return _waited
 
 
 def quiet_run(
@@ -84,6 +105,8 @@ def quiet_run(
             d = tempfile.mkdtemp(prefix="symgrad-bench-cache-")
             dirs.append(d)
             e[fresh_dir] = d
+        if tries > 1:
+            wait_for_quiet()
         c0 = cpu_counters()
         run = ChildRun(run_child(body, e))
         run.others = others_share(c0, cpu_counters())

@@ -709,9 +709,11 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
             "`value_and_grad` (inputs made beforehand, not counted). Warm: the same cache again; "
             "the figure runs from the parent launching the interpreter (its start-up measured on "
             "the shared monotonic clock) through the imports to the first result, without making "
-            "the inputs. A run during which other processes took more than "
-            f"{100 * startup.QUIET:.0f}% of the machine's CPU is repeated (up to {startup.TRIES} "
-            "times, keeping the quietest); the last column is the median share they took. "
+            "the inputs. Each run waits for a quiet machine first (at most "
+            f"{startup.WAIT_BUDGET:.0f} s in all; {startup.waited():.0f} s spent), and a run "
+            f"during which other processes took more than {100 * startup.QUIET:.0f}% of the "
+            f"machine's CPU is repeated (up to {startup.TRIES} times, keeping the quietest); the "
+            "last column is the median share they took. "
             "The references run the same loop written by hand with `@njit(cache=True)` "
             "(`NUMBA_CACHE_DIR` empty, then full): what any Numba-based kernel pays here.",
             "",

@@ -45,9 +45,9 @@ class Workload:
 
 
 def all_workloads() -> list[Workload]:
-    from benchmarks.workloads import neuron
+    from benchmarks.workloads import fusion, neuron
 
-    return [neuron.WORKLOAD]
+    return [neuron.WORKLOAD, fusion.WORKLOAD]
 
 
 def select(only: list[str] | None) -> list[Workload]:

@@ -21,7 +21,7 @@ import keyword
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -532,8 +532,3 @@ def _template_of(text: str) -> Graph:
     from compiler.frontend.text import parse
 
     return parse(text)
-
-
-def spec_with(spec: OpDef, **changes) -> OpDef:
-    """A copy of an entry with some fields changed (tests build wrong gates this way)."""
-    return replace(spec, **changes)

@@ -163,20 +163,20 @@ def fuse(
 
 def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     """(the gate names to fuse, whether to discover) for a ``fuse=`` setting."""
+    fusable = tuple(g for g in gate_table.gate_names() if OPS[g].patterns)
     if gates is True:
-        return gate_table.gate_names(), False
+        return fusable, False
     if gates is False or gates is None:
         return (), False
     if isinstance(gates, str):
         if gates == "auto":
-            return gate_table.gate_names(), True
+            return fusable, True
         gates = [gates]
     if not isinstance(gates, (list, tuple)) or not all(isinstance(g, str) for g in gates):
         raise TypeError(f"fuse must be True, False, 'auto' or a list of gate names, not {gates!r}")
-    known = gate_table.gate_names()
-    unknown = [g for g in gates if g not in known]
+    unknown = [g for g in gates if g not in fusable]
     if unknown:
-        raise GateError(f"unknown gate(s) {unknown}; the gates are {', '.join(known)}")
+        raise GateError(f"unknown gate(s) {unknown}; the gates are {', '.join(fusable)}")
     return tuple(dict.fromkeys(gates)), False
 
 

@@ -72,7 +72,8 @@ def environment_fingerprint() -> str:
         *sorted((root / "compiler" / "codegen").glob("*.py")),
         root / "compiler/ir/registry.py",
     ]
-    sources += [root / "runtime/scalar.py", root / "runtime/jit.py"]
+    sources += [root / "runtime/scalar.py", root / "runtime/jit.py", root / "runtime/blocks.py"]
+    sources += sorted((root / "runtime" / "instant").glob("*.py"))
     for path in sources:
         if path.exists():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -86,11 +87,14 @@ def cache_key(*parts: str) -> str:
     return h.hexdigest()[:40]
 
 
-def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
-    """The kernel module for ``key``: from memory, from disk, or generated and written now."""
+def load_module(key: str, make_source: Callable[[], str], prefix: str = "k") -> ModuleType:
+    """The kernel module for ``key``: from memory, from disk, or generated and written now.
+
+    ``prefix`` names the file (``k_<key>.py`` kernels, ``vm_<key>.py`` the instant tier's machine).
+    """
     if key in _loaded:
         return _loaded[key]
-    path = _usable_dir() / f"k_{key}.py"
+    path = _usable_dir() / f"{prefix}_{key}.py"
     source = _read_verified(path)
     if source is None:
         try:
@@ -104,7 +108,20 @@ def load_module(key: str, make_source: Callable[[], str]) -> ModuleType:
         except OSError as e:
             path = _fall_back(path.parent, e) / path.name
             source = _publish(path, source)
-    module = _import(path, f"_symgrad_k_{key}", source)
+    module = _import(path, f"_symgrad_{prefix}_{key}", source)
+    _loaded[key] = module
+    return module
+
+
+def cached_module(key: str, prefix: str = "k") -> ModuleType | None:
+    """The module for ``key`` if it is loaded or on disk already; never generates one."""
+    if key in _loaded:
+        return _loaded[key]
+    path = _usable_dir() / f"{prefix}_{key}.py"
+    source = _read_verified(path)
+    if source is None:
+        return None
+    module = _import(path, f"_symgrad_{prefix}_{key}", source)
     _loaded[key] = module
     return module
 

@@ -1,16 +1,21 @@
 """AdjointGraph → Python source of Numba kernels, written to be read.
 
-Each kernel is a *point* function — one line per node, named after the node, scalars in and out —
-and a loop that maps it over the flattened, broadcast inputs (``prange`` for large arrays, ``range``
-for small calls, so small calls don't pay for threads). Four entries:
+Each entry (see ``entries``) is a loop over the flattened, broadcast inputs whose body has one line
+per node, named after the node (``prange`` for large arrays, a ``range`` twin for small calls, so
+small calls don't pay for threads):
 
 - ``forward``: the value;
 - ``value_and_grad``: value and gradients in a single pass over memory;
 - ``forward_save``: the value plus the forward values the backward reads (the residuals);
 - ``backward``: gradients from residuals, the inputs it reads and the seed.
 
-An input's *kind* is ``"a"`` (a flat array indexed per element) or ``"s"`` (one scalar shared by
-every element, whose gradient is summed over the loop).
+**Bounded functions.** Numba's compile time grows faster than linearly with the size of one
+function (a ``prange`` body most of all: 300 lines ≈ 2 s, 1,000 ≈ 8 s, 3,000 ≈ 43 s). An entry with
+more than ``SPLIT_LINES`` node lines is therefore written as *segments*: plain functions of at most
+``SPLIT_LINES`` lines, each a loop over one block of elements, called in turn by a parallel loop
+over blocks. A value computed in one segment and read in a later one passes through the block's
+temporaries (``temps[slot, j]``, rows reused once their value is dead). Every function then has a
+bounded size, so compiling grows linearly with the node count; small entries stay one loop.
 """
 
 from __future__ import annotations
@@ -20,11 +25,32 @@ import math
 import re
 from dataclasses import dataclass
 
-from compiler.ir.graph import CONST, INPUT, SEED
+from compiler.codegen.entries import ENTRIES, Entry, Layout, check_kinds, plan
+from compiler.ir.graph import CONST, INPUT
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 
-ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
+__all__ = ["ENTRIES", "SPLIT_LINES", "Layout", "Namer", "generate", "literal"]
+
+#: Node lines per function before an entry is split into segments. Measured (benchmarks/RESULTS.md,
+#: "Compile latency and scale"): compile time per line is flat from ~100 to ~1,000 lines in a
+#: plain ``range`` loop and rises beyond; smaller segments add per-function overhead and traffic
+#: through the temporaries.
+SPLIT_LINES = 400
+
+#: Temporaries per block, in doubles: the block length is this divided by the number of rows, so
+#: the block's working set stays in cache (within [MIN_BLOCK, MAX_BLOCK] elements).
+TEMP_BUDGET = 1 << 16
+MIN_BLOCK, MAX_BLOCK = 16, 512
+
+
+def block_length(rows: int) -> int:
+    """Elements per block for ``rows`` temporaries: a power of two in [MIN_BLOCK, MAX_BLOCK]."""
+    fits = TEMP_BUDGET // max(rows, 1)
+    length = MIN_BLOCK
+    while length * 2 <= min(fits, MAX_BLOCK):
+        length *= 2
+    return length
 
 
 class Namer:
@@ -66,55 +92,58 @@ def literal(value: float, exponent: bool = False) -> str:
     return f"({text})" if text.startswith("-") else text
 
 
-@dataclass
-class Layout:
-    """What the generated module's entries take and give, by input name."""
+# Names the generated code uses itself; node and input names never take them.
+_RESERVED = {"math", "np", "njit", "prange", "FLAGS", "serial", "n", "i", "j", "lo", "m", "out"}
+_RESERVED |= {"block", "temps", "partial"}
+_BODY = " " * 8
+_TYPES = {"a": "float64[::1]", "s": "float64"}
 
-    inputs: tuple[str, ...]
-    used: tuple[str, ...]  # inputs the forward reads
-    backward_reads: tuple[str, ...]  # inputs the backward reads
-    wrt: tuple[str, ...]
-    saved: tuple[str, ...]  # display names of the residuals
+
+@dataclass
+class _Segment:
+    """One bounded function of a split entry."""
+
+    name: str
+    nodes: list[int]
+    loads: list[tuple[int, int]]  # (node, slot): values from earlier segments
+    stores: list[tuple[int, int]]  # (node, slot): values later segments read
+    after: int  # the last node of the previous segment (-1 for the first)
 
 
 class ModuleWriter:
     """Writes one module for one graph and one pattern of input kinds."""
 
-    def __init__(self, adj: AdjointGraph, inputs: tuple[str, ...], kinds: str, title: str):
+    def __init__(
+        self,
+        adj: AdjointGraph,
+        inputs: tuple[str, ...],
+        kinds: str,
+        title: str,
+        split_lines: int | None = None,
+    ):
         self.adj, self.inputs, self.title = adj, inputs, title
-        self.kind = dict(zip(inputs, kinds))
-        self.seed_kind = kinds[len(inputs)]
-        helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
-        self.helpers = helpers
-        reserved = {"math", "njit", "prange", "FLAGS", "serial", "n", "i", "out", *helpers}
-        reserved.update(ENTRIES)
-        reserved.update(f"{e}_serial" for e in ENTRIES)
+        self.kinds = kinds
+        self.split_lines = SPLIT_LINES if split_lines is None else split_lines
+        self.layout, self.entries = plan(adj, inputs, kinds)
+        self.helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
+        reserved = {*_RESERVED, *self.helpers, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
-        input_nodes = {
-            adj.nodes[i].value: i for i in range(len(adj.nodes)) if adj.nodes[i].op == INPUT
-        }
+        input_nodes = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
         self.input_ident = {name: self.namer.claim(name) for name in inputs}
         for name, i in input_nodes.items():
             self.ident[i] = self.input_ident[name]
         for i, node in enumerate(adj.nodes):
             if node.op not in (INPUT, CONST):
                 self.ident[i] = self.namer.claim(adj.names[i])
-        self.layout = self._layout(input_nodes)
+        # Buffer names, shared by the entries that write them (claimed in this order: stable text).
+        self.grad_names = [self.namer.claim(f"g_{self.input_ident[w]}") for w in adj.wrt]
+        self.saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved]
         self.indexed: set[int] = set()
-
-    def _layout(self, input_nodes) -> Layout:
-        adj = self.adj
-        fwd_live = adj.reachable(adj.outputs[:1])
-        bwd_reads = {a for i in adj.backward_nodes() for a in adj.nodes[i].args}
-        bwd_reads.update(adj.outputs[1:])
-        return Layout(
-            inputs=self.inputs,
-            used=tuple(n for n in self.inputs if n in input_nodes and fwd_live[input_nodes[n]]),
-            backward_reads=tuple(n for n in self.inputs if input_nodes.get(n) in bwd_reads),
-            wrt=adj.wrt,
-            saved=tuple(adj.names[i] for i in adj.saved),
-        )
+        self.split = False
+        self.signatures: dict[str, dict[str, str]] = {e.name: {} for e in self.entries}
+        self._scalars: dict[str, set[str]] = {}  # entry -> idents of its scalar parameters
+        self._given_at: dict[str, dict[int, int]] = {}  # entry -> {given node: position}
 
     # ----------------------------------------------------------------- text
     def operand(self, i: int, exponent: bool = False) -> str:
@@ -130,95 +159,227 @@ class ModuleWriter:
             k: self.operand(a, exponent=(node.op == "pow" and k == "b"))
             for k, a in zip("ab", node.args)
         }
-        line = f"        {self.ident[i]} = {spec.code.format(**ops)}"
+        line = f"{_BODY}{self.ident[i]} = {spec.code.format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {note.format(**ops)}" if note else line
 
-    def kernel(
-        self,
-        entry: str,
-        given: list[tuple[int, str]],
-        outputs: list[tuple[int, str]],
-        results: list[str],
-    ) -> list[str]:
-        """One loop over the flat index: ``given`` (node, kind) in, ``outputs`` written to the
-        ``results`` buffers (kind "s": summed, as a scalar input's gradient is)."""
-        adj = self.adj
-        self.indexed = {g for g, kind in given if kind == "a"}
-        given_nodes = {g for g, _ in given}
-        live = [False] * len(adj.nodes)
-        for o, _ in outputs:
-            live[o] = True
-        for i in range(len(adj.nodes) - 1, -1, -1):  # stop at the given values
-            if live[i] and i not in given_nodes:
-                for a in adj.nodes[i].args:
-                    live[a] = True
-        body, backward = [], False
-        for i, node in enumerate(adj.nodes):
-            if not live[i] or i in given_nodes or node.op in (INPUT, CONST, SEED):
-                continue
-            if i >= adj.n_forward and not backward and entry != "backward":
-                body.append(
-                    "        # backward: upstream gradient x local gradient, summed at forks"
+    def body(self, entry: Entry, nodes: list[int], after: int = -1) -> list[str]:
+        """The node lines, with a comment where the backward part starts (``after``: the node
+        printed just before these, in an earlier segment)."""
+        lines = []
+        backward = entry.name == "backward" or after >= self.adj.n_forward
+        for i in nodes:
+            if i >= self.adj.n_forward and not backward:
+                lines.append(
+                    f"{_BODY}# backward: upstream gradient x local gradient, summed at forks"
                 )
                 backward = True
-            body.append(self.node_line(i))
-        sums = {r: self.namer.claim(f"{r}_sum") for r, (_, k) in zip(results, outputs) if k == "s"}
+            lines.append(self.node_line(i))
+        return lines
+
+    def results(self, entry: Entry) -> list[str]:
+        """Names of the output buffers: ``out``, then gradients or residuals."""
+        return {
+            "forward": ["out"],
+            "value_and_grad": ["out", *self.grad_names],
+            "forward_save": ["out", *self.saved_names],
+            "backward": self.grad_names,
+        }[entry.name]
+
+    def kernel(self, entry: Entry) -> list[str]:
+        """One entry: a single loop, or segments when it is longer than ``split_lines``."""
+        results = self.results(entry)
+        self.indexed = {g for g, kind in entry.given if kind == "a"}
+        if len(entry.nodes) > self.split_lines:
+            self.split = True
+            return self.segmented(entry, results)
+        lines = self.one_loop(entry, results)
+        params = ["n", *(self.ident[g] for g, _ in entry.given), *results]
+        signature = self._signature(entry, params[1:])
+        for name in (entry.name, f"{entry.name}_serial"):
+            self.signatures[entry.name][name] = "(int64, " + signature[1:]
+        return [*lines, "", "", f"{entry.name}_serial = serial({entry.name})", "", ""]
+
+    def one_loop(self, entry: Entry, results: list[str]) -> list[str]:
+        """The whole entry as one loop over the flat index."""
+        sums = self._sums(entry, results)
         stores = [
-            f"        {sums[r]} += {self.operand(o)}"
+            f"{_BODY}{sums[r]} += {self.operand(o)}"
             if r in sums
-            else f"        {r}[i] = {self.operand(o)}"
-            for r, (o, _) in zip(results, outputs)
+            else f"{_BODY}{r}[i] = {self.operand(o)}"
+            for r, (o, _) in zip(results, entry.outputs)
         ]
-        params = ["n", *(self.ident[g] for g, _ in given), *results]
+        params = ["n", *(self.ident[g] for g, _ in entry.given), *results]
         return [
             "@njit(parallel=True, **FLAGS)",
-            f"def {entry}({', '.join(params)}):",
+            f"def {entry.name}({', '.join(params)}):",
             *(f"    {total} = 0.0" for total in sums.values()),
             "    for i in prange(n):",
-            *body,
+            *self.body(entry, list(entry.nodes)),
             *stores,
             *(f"    {r}[0] = {total}" for r, total in sums.items()),
+        ]
+
+    def _sums(self, entry: Entry, results: list[str]) -> dict[str, str]:
+        return {
+            r: self.namer.claim(f"{r}_sum") for r, (_, k) in zip(results, entry.outputs) if k == "s"
+        }
+
+    # ----------------------------------------------------------------- segments
+    def segmented(self, entry: Entry, results: list[str]) -> list[str]:
+        """The entry as segments of at most ``split_lines`` nodes, run block by block by
+        ``runtime.blocks.run_blocks`` (a Python function: see there why not a jitted one)."""
+        segments, rows = self._segments(entry)
+        sums = self._sums(entry, results)
+        lines: list[str] = []
+        calls: list[str] = []
+        for k, seg in enumerate(segments):
+            last = k == len(segments) - 1
+            params = ["lo", "m", *self._segment_params(entry, seg, results if last else [])]
+            lines += self._segment(entry, seg, results if last else [], sums if last else {})
+            self.signatures[entry.name][seg.name] = self._signature(entry, params)
+            calls.append(f"        {'return ' if last else ''}{seg.name}({', '.join(params)})")
+        length = block_length(rows)
+        params = ["n", *(self.ident[g] for g, _ in entry.given), *results]
+        totals = f"{', '.join(f'{r}[0]' for r in sums)}{',' * (len(sums) == 1)} = " if sums else ""
+        lines += [
+            f"def {entry.name}({', '.join(params)}, parallel=True):",
+            f'    """{len(entry.nodes)} nodes in {len(segments)} segments; {rows} temporary rows, '
+            f'blocks of {length} elements."""',
+            "",
+            "    def block(lo, m, temps):",
+            *calls,
+            "",
+            f"    {totals}run_blocks(n, block, {rows}, {length}, {len(sums)}, parallel)",
             "",
             "",
-            f"{entry}_serial = serial({entry})",
+            f"{entry.name}_serial = partial({entry.name}, parallel=False)",
+            "",
+            "",
+        ]
+        return lines
+
+    @staticmethod
+    def _listing(signatures: dict[str, str]) -> str:
+        return (
+            "".join(f"\n        {name!r}: {sig!r}," for name, sig in signatures.items()) + "\n    "
+        )
+
+    def _signature(self, entry: Entry, params: list[str]) -> str:
+        """The Numba signature a function of ``entry`` is called with (compiled ahead of a call):
+        scalar inputs are float64, every other parameter a contiguous float64 array."""
+        scalars = self._scalar_params(entry)
+        types = {"lo": "int64", "m": "int64", "temps": "float64[:, ::1]"}
+        return (
+            "("
+            + ", ".join(types.get(p, _TYPES["s" if p in scalars else "a"]) for p in params)
+            + ")"
+        )
+
+    def _scalar_params(self, entry: Entry) -> set[str]:
+        if entry.name not in self._scalars:
+            self._scalars[entry.name] = {self.ident[g] for g, k in entry.given if k == "s"}
+        return self._scalars[entry.name]
+
+    def _segments(self, entry: Entry) -> tuple[list[_Segment], int]:
+        """Cut the entry's nodes into segments and give each crossing value a temporary row.
+
+        A row is free again after the segment that reads its value last: that segment loads all
+        its reads at the top of the loop body and stores at the bottom, so it may reuse the row.
+        """
+        nodes, size = list(entry.nodes), self.split_lines
+        chunks = [nodes[k : k + size] for k in range(0, len(nodes), size)]
+        where = {i: k for k, chunk in enumerate(chunks) for i in chunk}
+        last_use: dict[int, int] = {}
+        reads: list[list[int]] = [[] for _ in chunks]
+        for k, chunk in enumerate(chunks):
+            for i in chunk:
+                for a in self.adj.nodes[i].args:
+                    if where.get(a, k) < k and last_use.get(a) != k:
+                        last_use[a] = k
+                        reads[k].append(a)
+        final = len(chunks) - 1  # the last segment writes every output
+        for o, _ in entry.outputs:
+            if where.get(o, final) < final and last_use.get(o) != final:
+                last_use[o] = final
+                reads[final].append(o)
+        free: list[int] = []
+        slot: dict[int, int] = {}
+        rows = 0
+        segments = []
+        for k, chunk in enumerate(chunks):
+            loads = [(a, slot[a]) for a in reads[k]]
+            free += sorted((s for a, s in loads if last_use[a] == k), reverse=True)
+            stores = []
+            for i in chunk:
+                if i in last_use:
+                    if free:
+                        slot[i] = free.pop()
+                    else:
+                        slot[i], rows = rows, rows + 1
+                    stores.append((i, slot[i]))
+            name = self.namer.claim(f"{entry.name}_{k + 1}")
+            after = chunks[k - 1][-1] if k else -1
+            segments.append(_Segment(name, chunk, loads, stores, after))
+        return segments, rows
+
+    def _segment_params(self, entry: Entry, seg: _Segment, results: list[str]) -> list[str]:
+        """Given values the segment reads (in the entry's order), the temporaries, the buffers."""
+        if entry.name not in self._given_at:
+            self._given_at[entry.name] = {g: k for k, (g, _) in enumerate(entry.given)}
+        position = self._given_at[entry.name]
+        read = {a for i in seg.nodes for a in self.adj.nodes[i].args}
+        if results:
+            read.update(o for o, _ in entry.outputs)
+        given = sorted((g for g in read if g in position), key=position.get)
+        return [*(self.ident[g] for g in given), "temps", *results]
+
+    def _segment(
+        self, entry: Entry, seg: _Segment, results: list[str], sums: dict[str, str]
+    ) -> list[str]:
+        params = self._segment_params(entry, seg, results)
+        reads = {a for i in seg.nodes for a in self.adj.nodes[i].args}
+        reads.update(o for o, _ in entry.outputs[: len(results)])
+        indexed = bool(reads & self.indexed) or any(
+            k == "a" for _, k in entry.outputs[: len(results)]
+        )
+        stores = [f"{_BODY}temps[{s}, j] = {self.ident[i]}" for i, s in seg.stores]
+        for r, (o, _) in zip(results, entry.outputs):
+            value = self.operand(o)
+            stores.append(
+                f"{_BODY}{sums[r]} += {value}" if r in sums else f"{_BODY}{r}[i] = {value}"
+            )
+        totals = list(sums.values())
+        returns = [f"    return ({', '.join(totals)}{',' * (len(totals) == 1)})"] if totals else []
+        return [
+            "@njit(nogil=True, **FLAGS)",
+            f"def {seg.name}({', '.join(['lo', 'm', *params])}):",
+            *(f"    {t} = 0.0" for t in totals),
+            "    for j in range(m):",
+            *([f"{_BODY}i = lo + j"] if indexed else []),
+            *(f"{_BODY}{self.ident[a]} = temps[{s}, j]" for a, s in seg.loads),
+            *self.body(entry, seg.nodes, seg.after),
+            *stores,
+            *returns,
             "",
             "",
         ]
 
     # ----------------------------------------------------------------- module
     def module(self) -> str:
-        adj, lay = self.adj, self.layout
-        idx = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
-        seed = next((i for i, n in enumerate(adj.nodes) if n.op == SEED), None)
-        value, grads = adj.outputs[0], adj.outputs[1:]
-
-        def ins(names):
-            return [(idx[n], self.kind[n]) for n in names]
-
-        seed_in = [(seed, self.seed_kind)] if seed is not None else []
-        saved = [(s, "a") for s in adj.saved]
-        grad_outs = [(g, self.kind[w]) for g, w in zip(grads, lay.wrt)]
-        grad_names = [self.namer.claim(f"g_{self.input_ident[w]}") for w in lay.wrt]
-        saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved]
-        out = "out"
-        specs = {
-            "forward": (ins(lay.used), [(value, "a")], [out]),
-            "value_and_grad": (
-                ins(lay.used) + seed_in,
-                [(value, "a"), *grad_outs],
-                [out, *grad_names],
-            ),
-            "forward_save": (ins(lay.used), [(value, "a"), *saved], [out, *saved_names]),
-            "backward": (saved + ins(lay.backward_reads) + seed_in, grad_outs, grad_names),
-        }
-        lines = [
+        lay = self.layout
+        kernels: list[str] = []
+        for entry in self.entries:
+            kernels += self.kernel(entry)
+        header = [
             f'"""symgrad kernels for {self.title!r} (generated: edit the graph, not this file)."""',
             "",
             "import math",
+            *(["from functools import partial"] if self.split else []),
             "",
             "from numba import njit, prange",
             "",
+            *(["from runtime.blocks import run_blocks"] if self.split else []),
             "from runtime.jit import FLAGS, serial",
             *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
             "",
@@ -227,20 +388,33 @@ class ModuleWriter:
             f"BACKWARD_READS = {lay.backward_reads!r}",
             f"WRT = {lay.wrt!r}",
             f"SAVED = {lay.saved!r}",
-            f"SEEDED = {seed is not None}",
-            f"KINDS = {''.join(self.kind[n] for n in self.inputs) + self.seed_kind!r}",
+            f"SEEDED = {lay.seeded}",
+            f"KINDS = {self.kinds!r}",
             "",
             "",
         ]
-        for entry, (given, outputs, results) in specs.items():
-            if entry == "backward" and not grads:
-                continue
-            lines += self.kernel(entry, given, outputs, results)
-        return "\n".join(lines).rstrip() + "\n"
+        footer = [
+            "# Numba signatures of each entry's jitted functions, to compile them ahead of a call.",
+            "SIGNATURES = {",
+            *(
+                f"    {entry!r}: {{{self._listing(sigs)}}},"
+                for entry, sigs in self.signatures.items()
+            ),
+            "}",
+        ]
+        return "\n".join(header + kernels + footer).rstrip() + "\n"
 
 
-def generate(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str, title: str = "") -> str:
-    """Source of the kernel module for ``adj`` with the given input kinds (plus the seed's)."""
-    if len(kinds) != len(inputs) + 1 or set(kinds) - {"a", "s"}:
-        raise ValueError(f"kinds must be one of 'a'/'s' per input plus the seed: {kinds!r}")
-    return ModuleWriter(adj, inputs, kinds, title).module()
+def generate(
+    adj: AdjointGraph,
+    inputs: tuple[str, ...],
+    kinds: str,
+    title: str = "",
+    split_lines: int | None = None,
+) -> str:
+    """Source of the kernel module for ``adj`` with the given input kinds (plus the seed's).
+
+    ``split_lines`` overrides ``SPLIT_LINES`` (tests force small graphs to split with it).
+    """
+    check_kinds(inputs, kinds)
+    return ModuleWriter(adj, inputs, kinds, title, split_lines).module()

@@ -1,0 +1,76 @@
+"""The driver of split kernels: blocks of elements, each run through the entry's segments.
+
+A large entry is compiled as bounded Numba functions (``compiler.codegen.numba_source``), each a
+loop over one block. They are called from Python rather than from a jitted entry on purpose: a
+jitted caller links every callee's machine code into its own module and optimises it all again,
+which brings back the super-linear compile this split exists to avoid. The segments release the
+GIL, so a few threads run the blocks in parallel; per block the calls cost a few microseconds
+against hundreds of nodes times the block length of arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+Block = Callable[[int, int, np.ndarray], tuple | None]
+T = TypeVar("T")
+
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def threads() -> int:
+    """Worker threads: Numba's thread count (``NUMBA_NUM_THREADS``), else the CPU count."""
+    try:
+        from numba import config
+
+        return max(1, int(config.NUMBA_NUM_THREADS))
+    except Exception:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def _executor() -> ThreadPoolExecutor:
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(threads(), thread_name_prefix="symgrad-blocks"))
+        return _pool[0]
+
+
+def in_parallel(count: int, work: Callable[[int, int], T], parallel: bool = True) -> list[T]:
+    """``work(first, last)`` over contiguous ranges that cover ``range(count)``, one per thread
+    (the calling thread takes the first), in order. ``work`` must release the GIL to gain."""
+    workers = min(threads(), count) if parallel else 1
+    if workers <= 1:
+        return [work(0, count)]
+    bounds = [count * k // workers for k in range(workers + 1)]
+    others = [_executor().submit(work, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    return [work(bounds[0], bounds[1]), *(future.result() for future in others)]
+
+
+def run_blocks(
+    n: int, block: Block, rows: int, length: int, sums: int, parallel: bool = True
+) -> tuple[float, ...]:
+    """Call ``block(lo, m, temps)`` for every block ``[lo, lo + m)`` of ``range(n)``.
+
+    Each thread has its own ``temps`` (``rows`` x ``length``). ``block`` returns the block's
+    ``sums`` partial sums (gradients of scalar inputs); they are added in block order, so the
+    totals do not depend on the number of threads.
+    """
+    n_blocks = -(-n // length)
+
+    def work(first: int, last: int) -> list:
+        temps = np.empty((max(rows, 1), length))
+        return [block(b * length, min(length, n - b * length), temps) for b in range(first, last)]
+
+    totals = [0.0] * sums
+    for partials in in_parallel(n_blocks, work, parallel):
+        for partial in partials:
+            for k in range(sums):
+                totals[k] += partial[k]
+    return tuple(totals)

@@ -51,6 +51,7 @@ def compile_gradient(
     wrt: Sequence[str] | None = None,
     inputs: Sequence[str] | None = None,
     fuse: bool | Sequence[str] | str = True,
+    mode: str = "auto",
 ) -> Kernel:
     """A ``runtime.Kernel`` computing the value and gradients of ``source``.
 
@@ -58,18 +59,25 @@ def compile_gradient(
     (``compiler.fuse``): True fuses every registered gate (``1/(1+exp(-x))`` becomes one stable
     ``sigmoid`` node), False keeps every primitive, a list fuses only the gates it names, "auto"
     also discovers gates. What fusion did is ``kernel.fusion``, a ``FusionReport``.
+
+    ``mode`` picks the execution tier: "compiled" (a Numba kernel for this expression), "instant"
+    (a virtual machine compiled once, no wait per expression) or "auto" (the default: instant
+    answers while the kernel compiles in the background, small graphs compile at once);
+    ``kernel.mode`` tells which tier answers.
     """
     from compiler.passes.fusion import fuse as fuse_gates
     from runtime.kernel import Kernel
 
     _check_fuse(fuse)
+    if mode not in ("auto", "instant", "compiled"):
+        raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
     graph = trace(source, inputs)
     wrt = tuple(graph.inputs if wrt is None else ([wrt] if isinstance(wrt, str) else wrt))
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown or len(set(wrt)) != len(wrt):
         raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
     fused, report = fuse_gates(graph, fuse, wrt=wrt)
-    kernel = Kernel(fused, wrt, _title(source))
+    kernel = Kernel(fused, wrt, _title(source), mode=mode)
     kernel.fusion = report
     return kernel
 

@@ -1,12 +1,24 @@
-"""``Kernel``: a compiled function and its gradient, called like a NumPy function.
+"""``Kernel``: a function and its gradient, called like a NumPy function, on one of two tiers.
 
-It binds and checks arguments, picks the generated module for the inputs' kinds (compiled once,
-cached on disk), runs the serial or the parallel loop by size, and shapes the results: the value has
-the broadcast shape, each gradient its input's shape.
+It binds and checks arguments, picks the code for the inputs' kinds, runs the serial or the
+parallel loop by size, and shapes the results: the value has the broadcast shape, each gradient its
+input's shape. The code comes from one of two tiers (``mode``):
+
+- ``"compiled"``: the generated Numba module (compiled once per call pattern, cached on disk);
+- ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
+  is compiled once per machine — a new expression answers at once;
+- ``"auto"`` (the default): small graphs compile directly (it is cheap); larger ones answer with
+  the instant tier while their kernel compiles on a background thread, and switch to it once it is
+  ready. A kernel already in the disk cache is loaded and used at once.
+
+Both tiers take the same arguments and give the same numbers to rounding, so a call pattern can
+change tier between two calls (or between a ``vjp``'s forward and its pullback).
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -15,12 +27,19 @@ import numpy as np
 
 from compiler.errors import CompileError, InputError
 from compiler.ir.graph import Graph
-from runtime import cache
+from runtime import background, cache
 from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
 
 #: Below this much work (elements x forward ops) a call runs the serial loop: waking threads costs
 #: ~3 us here. Measured with the neuron (8 ops): threads win from about 1,000 elements.
 PARALLEL_WORK = 8192
+
+MODES = ("auto", "instant", "compiled")
+
+#: ``auto`` compiles graphs of at most this many forward ops directly, without the instant tier:
+#: measured (benchmarks/RESULTS.md, "Compile latency and scale"), their kernels compile in about
+#: a second, and the compiled loop beats the machine most on small, cheap graphs.
+AUTO_COMPILE_OPS = 32
 
 Grads = dict[str, Any]
 
@@ -36,19 +55,53 @@ class Kernel:
     {'x': -4.0, 'y': -4.0, 'z': 3.0}
     """
 
-    def __init__(self, graph: Graph, wrt: tuple[str, ...], title: str = ""):
+    def __init__(self, graph: Graph, wrt: tuple[str, ...], title: str = "", mode: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.graph = graph
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
+        self.requested_mode = mode
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._graph_key = graph.key()
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
+        self._tier: str | None = None  # the tier that answered the latest call
+        self._instant: dict[str, Any] = {}  # kinds -> InstantModule
+        self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
+        self._reported: set[int] = set()  # failed jobs already warned about
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
-        return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt}>"
+        return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
+
+    @property
+    def mode(self) -> str:
+        """The tier answering calls: ``"instant"`` or ``"compiled"``.
+
+        With ``mode="auto"`` (see ``requested_mode``), the tier of the latest call; before any
+        call, the tier ``auto`` starts with.
+        """
+        if self.requested_mode != "auto":
+            return self.requested_mode
+        if self._tier is not None:
+            return self._tier
+        return "compiled" if self._compile_directly() else "instant"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background compiles started so far; True if they all succeeded.
+
+        Only ``mode="auto"`` compiles in the background; the next call after a success runs the
+        compiled kernel.
+        """
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            if not job.done.wait(timeout):
+                return False
+        return all(job.state == "ready" for job in jobs)
 
     # ------------------------------------------------------------ inspection
     @property
@@ -71,7 +124,7 @@ class Kernel:
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):
         """The value, with NumPy broadcasting over the inputs."""
         lay = arrange(bind(self.inputs, args, kwargs))
-        module = self._module(lay, "s")
+        module = self._module(lay, "s", "forward")
         value = _value_buffer(lay, out)
         self._run(module, "forward", lay.n, *_used(module, lay), value)
         return _shape_value(lay, value, out)
@@ -84,7 +137,7 @@ class Kernel:
         """
         lay = arrange(bind(self.inputs, args, kwargs))
         seed_kind, seed_flat = arrange_seed(seed, lay.shape)
-        module = self._module(lay, seed_kind)
+        module = self._module(lay, seed_kind, "value_and_grad")
         value_out, grads_out = _split_out(out)
         value = _value_buffer(lay, value_out)
         grads = _grad_buffers(lay, self.wrt, grads_out)
@@ -109,14 +162,14 @@ class Kernel:
         ``pullback(cotangent)`` runs only the backward, as often as wanted.
         """
         lay = arrange(bind(self.inputs, args, kwargs))
-        module = self._module(lay, "s")
+        module = self._module(lay, "s", "forward_save")
         value = np.empty(max(lay.n, 1))
         saved = [np.empty(max(lay.n, 1)) for _ in module.SAVED]
         self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
 
         def pullback(cotangent: Any = None) -> Grads:
             seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
-            back = self._module(lay, seed_kind)
+            back = self._module(lay, seed_kind, "backward")
             grads = _grad_buffers(lay, self.wrt, None)
             if grads:
                 reads = (lay.flat[n] for n in back.BACKWARD_READS)
@@ -134,23 +187,83 @@ class Kernel:
 
         return _shape_value(lay, value, None), pullback
 
-    # ------------------------------------------------------------ machinery
-    def _module(self, lay: Layout, seed_kind: str) -> ModuleType:
-        return self._module_for("".join(lay.kinds[n] for n in self.inputs) + seed_kind)
+    # ------------------------------------------------------------ tiers
+    def _module(self, lay: Layout, seed_kind: str, entry: str):
+        """The module (compiled, or the instant tier's stand-in) that runs ``entry`` now."""
+        kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
+        if self.requested_mode == "instant":
+            module = self._instant_module(kinds)
+        elif self.requested_mode == "compiled" or self._compile_directly():
+            module = self._module_for(kinds)
+        else:
+            module = self._auto(kinds, entry)
+        self._tier = "compiled" if isinstance(module, ModuleType) else "instant"
+        return module
+
+    def _compile_directly(self) -> bool:
+        return self._ops <= AUTO_COMPILE_OPS
+
+    def _auto(self, kinds: str, entry: str):
+        """The compiled kernel if it is ready (or on disk), else the instant tier while it
+        compiles in the background."""
+        with self._lock:
+            job = self._jobs.get((kinds, entry))
+            if job is None:
+                module = cache.cached_module(self._key(kinds))
+                if module is not None and background.load_cached(module, entry):
+                    return module
+                instant = self._instant_module(kinds)  # load the machine before compiling
+                job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
+                self._jobs[(kinds, entry)] = background.submit(job)
+                return instant
+        if job.state == "ready":
+            return job.module
+        if job.state == "failed":
+            self._report(job)
+        return self._instant_module(kinds)
+
+    def _report(self, job: background.Job) -> None:
+        """Warn once, on the user's thread, that a background compile failed."""
+        with self._lock:
+            if id(job) in self._reported:
+                return
+            self._reported.add(id(job))
+        warnings.warn(
+            f"symgrad: compiling {job.entry} of {self.title!r} in the background failed "
+            f"({type(job.error).__name__}: {job.error}); the instant tier keeps answering",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+    def _instant_module(self, kinds: str):
+        with self._lock:
+            if kinds not in self._instant:
+                from runtime.instant import InstantModule, machine
+
+                machine()
+                self._instant[kinds] = InstantModule(self.adjoint, self.inputs, kinds)
+            return self._instant[kinds]
+
+    def _key(self, kinds: str) -> str:
+        from compiler.codegen import numba_source
+
+        split = repr(numba_source.SPLIT_LINES)
+        return cache.cache_key(self._graph_key, repr(self.inputs), repr(self.wrt), kinds, split)
+
+    def _source_maker(self, kinds: str) -> Callable[[], str]:
+        def make_source() -> str:
+            from compiler.codegen import numba_source
+
+            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title)
+
+        return make_source
 
     def _module_for(self, kinds: str) -> ModuleType:
-        key = cache.cache_key(self._graph_key, repr(self.inputs), repr(self.wrt), kinds)
+        return cache.load_module(self._key(kinds), self._source_maker(kinds))
 
-        def make_source() -> str:
-            from compiler.codegen.numba_source import generate
-
-            return generate(self.adjoint, self.inputs, kinds, self.title)
-
-        return cache.load_module(key, make_source)
-
-    def _run(self, module: ModuleType, entry: str, n: int, *args) -> None:
+    def _run(self, module, entry: str, n: int, *args) -> None:
         name = entry if n * self._ops >= PARALLEL_WORK else f"{entry}_serial"
-        if (module.__name__, name) in self._checked:
+        if not isinstance(module, ModuleType) or (module.__name__, name) in self._checked:
             getattr(module, name)(n, *args)
             return
         try:

@@ -1,0 +1,126 @@
+"""Compiling kernels behind the user's back, for ``mode="auto"``.
+
+One daemon thread serves every kernel: Numba compiles under a single global lock anyway, so more
+threads would only queue. A job loads (or generates) the kernel module, then compiles the entry's
+jitted functions one at a time — for a split kernel, segment by segment — with the exact
+signatures a call uses, loading each from Numba's disk cache when it is there. Between two
+functions the worker checks whether the interpreter is exiting, so a large compile never keeps a
+finished program waiting for more than one bounded function.
+
+A job never leaves a half-built cache entry: the module file is published atomically and whole,
+Numba writes each function's cache file atomically, and a job that fails discards the module and
+its cache files. The failure is kept on the job for the kernel to report (with a warning, on the
+user's thread) while the instant tier goes on answering.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+from collections.abc import Callable
+from types import ModuleType
+
+from runtime import cache
+
+#: How long an exiting interpreter waits for the function being compiled (seconds).
+EXIT_WAIT = 10.0
+
+
+class Job:
+    """One entry of one kernel module, to be compiled; ``state`` is pending, ready or failed."""
+
+    def __init__(self, key: str, make_source: Callable[[], str], entry: str):
+        self.key, self.make_source, self.entry = key, make_source, entry
+        self.state = "pending"
+        self.module: ModuleType | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self, stopping: threading.Event) -> None:
+        module = None
+        try:
+            module = cache.load_module(self.key, self.make_source)
+            for name, signature in module.SIGNATURES[self.entry].items():
+                if stopping.is_set():
+                    return  # exiting: what is compiled so far is cached, the rest never started
+                compile_signature(getattr(module, name), signature)
+            self.module, self.state = module, "ready"
+        except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
+            if module is not None:
+                cache.discard(module)
+            self.error, self.state = e, "failed"
+        finally:
+            self.done.set()
+
+
+def compile_signature(dispatcher, signature: str) -> None:
+    """Compile one signature, as a call with those argument types would (same cache entry)."""
+    from numba.core import sigutils
+
+    args, _ = sigutils.normalize_signature(signature)
+    dispatcher.compile(tuple(args))
+
+
+def load_cached(module: ModuleType, entry: str) -> bool:
+    """Whether every jitted function of ``entry`` could be loaded from Numba's disk cache.
+
+    Nothing is compiled: this is how ``auto`` sees a warm cache and skips the instant tier.
+    """
+    try:
+        from numba.core import sigutils
+        from numba.core.compiler_lock import global_compiler_lock
+
+        for name, signature in module.SIGNATURES[entry].items():
+            dispatcher = getattr(module, name)
+            args = tuple(sigutils.normalize_signature(signature)[0])
+            with global_compiler_lock:
+                if dispatcher.overloads.get(args) is not None:
+                    continue
+                cres = dispatcher._cache.load_overload(args, dispatcher.targetctx)
+                if cres is None:
+                    return False
+                dispatcher.targetctx.insert_user_function(
+                    cres.entry_point, cres.fndesc, [cres.library]
+                )
+                dispatcher.add_overload(cres)
+        return True
+    except Exception:  # a Numba whose internals differ: compile in the background instead
+        return False
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[Job] = queue.Queue()
+        self.stopping = threading.Event()
+        self.current: Job | None = None
+        self.thread = threading.Thread(target=self._loop, name="symgrad-compile", daemon=True)
+        self.thread.start()
+        atexit.register(self.stop)
+
+    def _loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if self.stopping.is_set():
+                return
+            self.current = job
+            job.run(self.stopping)
+            self.current = None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.jobs.put(Job("", str, ""))  # wake the loop if it waits
+        self.thread.join(EXIT_WAIT)
+
+
+_worker: list[_Worker] = []
+_worker_lock = threading.Lock()
+
+
+def submit(job: Job) -> Job:
+    """Queue ``job`` on the background thread (started on first use)."""
+    with _worker_lock:
+        if not _worker:
+            _worker.append(_Worker())
+        _worker[0].jobs.put(job)
+    return job

@@ -80,6 +80,7 @@ def load_cached(module: ModuleType, entry: str) -> bool:
                 cres = dispatcher._cache.load_overload(args, dispatcher.targetctx)
                 if cres is None:
                     return False
+                dispatcher._cache_hits[args] += 1  # as Dispatcher.compile counts a load
                 dispatcher.targetctx.insert_user_function(
                     cres.entry_point, cres.fndesc, [cres.library]
                 )

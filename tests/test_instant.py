@@ -1,0 +1,415 @@
+"""The instant tier (``mode="instant"``) and the switch between tiers (``mode="auto"``).
+
+The instant tier runs a graph as data on one virtual machine; it must agree with the independent
+oracles of ``test_oracle`` (SymPy's ``diff`` at 30 digits, central differences — the same random
+expressions, drawn by the same generator) and with the compiled tier to rounding, through every
+entry of the Kernel API: broadcasting, seeds, ``out=`` buffers, ``vjp``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import sympy as sp
+import test_oracle as oracle
+from hypothesis import HealthCheck, assume, given, settings
+
+import compiler
+import runtime.kernel
+from compiler.codegen import numba_source
+from runtime import background, cache
+from runtime.instant import program, vm_source
+
+RTOL_TIERS = (
+    1e-12  # the tiers differ only by rounding (x**3 multiplies in one, calls pow in the other)
+)
+
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+    ],
+)
+
+
+def close(a, b, rtol=RTOL_TIERS) -> bool:
+    """Equal to rounding: same nan/inf pattern, finite values within ``rtol`` of their scale."""
+    a, b = np.broadcast_arrays(np.asarray(a, float), np.asarray(b, float))
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    with np.errstate(invalid="ignore"):  # inf - inf
+        scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+        near = np.isfinite(a) & np.isfinite(b) & (np.abs(a - b) <= rtol * scale)
+    return bool(np.all(same | near))
+
+
+def assert_same_results(got, want) -> None:
+    value, grads = got
+    assert close(value, want[0]), (value, want[0])
+    assert set(grads) == set(want[1])
+    for name, g in grads.items():
+        assert np.shape(g) == np.shape(want[1][name]), name
+        assert close(g, want[1][name]), (name, g, want[1][name])
+
+
+# ------------------------------------------------------------------ oracles, on the instant tier
+@settings(max_examples=200, **SETTINGS)
+@given(e=oracle.expressions(), env=oracle.points)
+def test_instant_tier_agrees_with_sympy_and_finite_differences(e, env):
+    value_np, ok = e.ev(env)
+    assume(ok.any())
+    k = compiler.compile_gradient(e.text, inputs=oracle.VARS, mode="instant")
+    value, grads = k.value_and_grad(**env)  # every point, smooth or not: nothing may raise
+    assert k.mode == "instant"
+    derivatives = {v: sp.diff(e.sym, oracle.SYMBOLS[v]) for v in oracle.VARS}
+    for j in np.flatnonzero(ok):
+        point = {v: float(env[v][j]) for v in oracle.VARS}
+        f_exact = oracle.exact(e.sym, point)
+        scale_f = oracle._scale(f_exact)
+        assert abs(value[j] - f_exact) <= oracle.RTOL_ORACLE * scale_f, (e.text, point)
+        for v in oracle.VARS:
+            g, g_exact = float(grads[v][j]), oracle.exact(derivatives[v], point)
+            assert abs(g - g_exact) <= oracle.RTOL_ORACLE * oracle._scale(g_exact, f_exact), (
+                e.text,
+                point,
+                v,
+                g,
+                g_exact,
+            )
+            fd = oracle.central_difference(e, env, v, j)
+            if fd is not None:
+                numeric, error = fd
+                tol = oracle.RTOL_FD * oracle._scale(g, f_exact) + error
+                assert abs(g - numeric) <= tol, (e.text, point, v, g, numeric)
+
+
+@settings(max_examples=25, **SETTINGS)
+@given(e=oracle.expressions(), env=oracle.points)
+def test_instant_and_compiled_tiers_agree_to_rounding(e, env):
+    """Everywhere, not only where the function is smooth: same nan, inf and kink choices."""
+    instant = compiler.compile_gradient(e.text, inputs=oracle.VARS, mode="instant")
+    compiled = compiler.compile_gradient(e.text, inputs=oracle.VARS, mode="compiled")
+    _, ok = e.ev(env)
+    got, want = instant.value_and_grad(**env), compiled.value_and_grad(**env)
+    with np.errstate(all="ignore"):
+        # Where values are huge, rounding differences of intermediates can be too.
+        assume(np.all(np.abs(want[0][ok]) < oracle.BIG))
+    assert close(got[0][ok], want[0][ok], 1e-9)
+    for v in oracle.VARS:
+        assert close(got[1][v][ok], want[1][v][ok], 1e-9), (e.text, v)
+
+
+KINK_POINTS = {"x": np.array([0.0, -0.0, 1.0, -1.0, np.nan, np.inf]), "y": np.array([0.0] * 6)}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "relu(x) + abs(x) + sign(x)",
+        "maximum(x, y) + minimum(x, y)",
+        "sqrt(abs(x)) + x ** y + pow(y, x)",
+        "xlogy(x, y + 1) + heaviside(x, 0.5)",
+        "1 / x + log(x) + exp(1000 * x)",
+    ],
+)
+def test_kinks_nan_and_inf_follow_the_same_table(text):
+    instant = compiler.compile_gradient(text, inputs=["x", "y"], mode="instant")
+    compiled = compiler.compile_gradient(text, inputs=["x", "y"], mode="compiled")
+    assert_same_results(
+        instant.value_and_grad(**KINK_POINTS), compiled.value_and_grad(**KINK_POINTS)
+    )
+
+
+# ------------------------------------------------------------------ the Kernel API on the tier
+NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2))) + sin(x0) * maximum(w0, x1) + x0 ** 3"
+
+
+@pytest.fixture(scope="module")
+def neuron_tiers():
+    return {m: compiler.compile_gradient(NEURON, mode=m) for m in ("instant", "compiled")}
+
+
+def neuron_inputs(rng):
+    return dict(
+        w0=rng.standard_normal((3, 1)),  # broadcast along the last axis: gradient summed back
+        x0=rng.standard_normal(4),
+        w1=0.7,  # a scalar: its gradient is summed over every element
+        x1=rng.standard_normal((3, 4)),
+        w2=np.float64(-0.2),
+    )
+
+
+def test_broadcasting_and_scalar_gradients(neuron_tiers):
+    args = neuron_inputs(np.random.default_rng(1))
+    want = neuron_tiers["compiled"].value_and_grad(**args)
+    got = neuron_tiers["instant"].value_and_grad(**args)
+    assert got[0].shape == (3, 4) and np.shape(got[1]["w0"]) == (3, 1)
+    assert isinstance(got[1]["w1"], float)
+    assert_same_results(got, want)
+    assert close(neuron_tiers["instant"](**args), want[0])
+
+
+def test_seeds_out_buffers_and_vjp(neuron_tiers):
+    rng = np.random.default_rng(2)
+    args = neuron_inputs(rng)
+    ki, kc = neuron_tiers["instant"], neuron_tiers["compiled"]
+    for seed in (2.5, rng.standard_normal(4), rng.standard_normal((3, 4))):
+        assert_same_results(
+            ki.value_and_grad(**args, seed=seed), kc.value_and_grad(**args, seed=seed)
+        )
+        assert_same_results((0.0, ki.grad(**args, seed=seed)), (0.0, kc.grad(**args, seed=seed)))
+    value = np.empty((3, 4))
+    grads = {n: np.empty(np.shape(v)) for n, v in args.items()}
+    got = ki.value_and_grad(**args, out=(value, grads))
+    assert got[0] is value and all(got[1][n] is grads[n] for n in grads)
+    assert_same_results(got, kc.value_and_grad(**args))
+    v, pullback = ki.vjp(**args)
+    cot = rng.standard_normal((3, 4))
+    assert_same_results((v, pullback(cot)), kc.value_and_grad(**args, seed=cot))
+    assert_same_results((v, pullback()), kc.value_and_grad(**args))
+
+
+def test_large_calls_run_in_parallel_and_agree(neuron_tiers, monkeypatch):
+    """Many blocks over several threads (and serially): the same numbers."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    args = {name: rng.standard_normal(n) for name in ("w0", "x0", "w1", "x1")} | {"w2": 0.3}
+    want = neuron_tiers["compiled"].value_and_grad(**args)
+    for work in (0, 1 << 62):  # always threads, never threads
+        monkeypatch.setattr(runtime.kernel, "PARALLEL_WORK", work)
+        assert_same_results(neuron_tiers["instant"].value_and_grad(**args), want)
+
+
+def test_empty_and_scalar_calls():
+    k = compiler.compile_gradient("x * sin(y) + 2", mode="instant")
+    value, grads = k.value_and_grad(x=np.zeros(0), y=1.0)
+    assert value.shape == (0,) and grads["y"] == 0.0
+    assert k(x=1.5, y=0.3) == pytest.approx(1.5 * math.sin(0.3) + 2, rel=1e-15)
+
+
+def test_constant_and_identity_functions():
+    for text, inputs in (("3", ["x"]), ("x", ["x", "y"])):
+        ki = compiler.compile_gradient(text, inputs=inputs, mode="instant")
+        kc = compiler.compile_gradient(text, inputs=inputs, mode="compiled")
+        args = {n: np.arange(3.0) for n in inputs}
+        assert_same_results(ki.value_and_grad(**args), kc.value_and_grad(**args))
+
+
+def test_a_users_gate_is_expanded_for_the_machine():
+    """Gates registered at run time are not in the machine: the program spells them out."""
+    name = "swish_instant_test"
+    compiler.register_gate(name, "x * sigmoid(x)")
+    try:
+        text = f"{name}(x) * y"
+        ki = compiler.compile_gradient(text, mode="instant")
+        kc = compiler.compile_gradient(text, mode="compiled")
+        assert name in str(ki.adjoint) and name not in vm_source.opcodes()
+        args = {"x": np.linspace(-3, 3, 7), "y": 0.5}
+        assert_same_results(ki.value_and_grad(**args), kc.value_and_grad(**args))
+    finally:
+        compiler.unregister_gate(name)
+
+
+# ------------------------------------------------------------------ the machine and its programs
+def test_the_machine_is_generated_from_the_registry():
+    source = vm_source.generate()
+    codes = vm_source.opcodes()
+    for op in vm_source.builtin_ops():
+        assert f"elif op == {codes[op.name]}:  # {op.name}:" in source
+        operands = {p: f"{p}[j]" for p in "abc"[: op.arity]}
+        assert f"dst[j] = {op.code.format(**operands)}" in source
+    assert set(codes) == {op.name for op in vm_source.builtin_ops()} | set(vm_source.MACHINE)
+
+
+def test_registers_are_recycled():
+    """A chain of 600 ops needs a handful of registers, not one per node."""
+    k = compiler.compile_gradient(lambda x: chain(x, 100), mode="instant")
+    module = k._instant_module("as")
+    forward = module.program("forward")
+    assert forward.n_regs <= 4 and forward.block == program.MAX_BLOCK
+    both = module.program("value_and_grad")
+    assert both.n_regs < len(k.adjoint.nodes) // 2
+
+
+# ------------------------------------------------------------------ deep chains
+def chain(u, k: int):
+    """g(u) = sin(u) * u + exp(-u * u), composed k times."""
+    for _ in range(k):
+        u = compiler.ops.sin(u) * u + compiler.ops.exp(-u * u)
+    return u
+
+
+def chain_forward_mode(x: float, k: int) -> tuple[float, float]:
+    u, du = x, 1.0
+    for _ in range(k):
+        s, e = math.sin(u), math.exp(-u * u)
+        u, du = s * u + e, (math.cos(u) * u + s - 2 * u * e) * du
+    return u, du
+
+
+@pytest.mark.parametrize("steps", [1, 50, 5_000])
+def test_deep_chain_on_the_instant_tier(steps):
+    k = compiler.compile_gradient(lambda x: chain(x, steps), mode="instant")
+    xs = np.array([0.1, 0.7, -1.3])
+    value, grads = k.value_and_grad(x=xs)
+    for j, x in enumerate(xs):
+        v, d = chain_forward_mode(float(x), steps)
+        assert value[j] == pytest.approx(v, rel=1e-9)
+        assert grads["x"][j] == pytest.approx(d, rel=1e-7, abs=1e-12)
+
+
+# ------------------------------------------------------------------ auto: instant first, then compiled
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "_loaded", {})
+    return tmp_path / "cache"
+
+
+def test_auto_answers_instantly_then_switches_to_the_compiled_kernel(private_cache, monkeypatch):
+    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
+    k = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
+    assert k.requested_mode == "auto" and k.mode == "instant"
+    args = {"x": np.linspace(-1, 1, 5), "y": 0.25}
+    first = k.value_and_grad(**args)
+    assert k.mode == "instant"
+    assert k.wait(timeout=300)
+    second = k.value_and_grad(**args)
+    assert k.mode == "compiled"
+    assert_same_results(first, second)
+    # The compiled kernel is now on disk: a new kernel (as in a new process) starts compiled.
+    cache._loaded.clear()
+    again = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
+    assert_same_results(again.value_and_grad(**args), second)
+    assert again.mode == "compiled" and not again._jobs
+
+
+def test_small_graphs_compile_directly_in_auto():
+    k = compiler.compile_gradient("x * y")
+    assert k.mode == "compiled"
+    assert k.value_and_grad(x=2.0, y=3.0) == (6.0, {"x": 3.0, "y": 2.0})
+    assert k.mode == "compiled" and not k._jobs
+
+
+def test_a_failed_background_compile_warns_and_stays_instant(private_cache, monkeypatch):
+    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("codegen exploded")
+
+    monkeypatch.setattr(numba_source, "generate", broken)
+    k = compiler.compile_gradient("x * cos(y) - y")
+    args = {"x": np.arange(4.0), "y": 0.5}
+    first = k.value_and_grad(**args)
+    assert not k.wait(timeout=300)
+    with pytest.warns(RuntimeWarning, match="codegen exploded"):
+        again = k.value_and_grad(**args)
+    assert k.mode == "instant"
+    assert_same_results(again, first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not at every call
+        k.value_and_grad(**args)
+    assert not list(private_cache.glob("k_*.py"))  # nothing half-built stays cached
+
+
+def test_a_background_compile_error_in_numba_discards_the_entry(private_cache, monkeypatch):
+    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
+    real = numba_source.generate
+
+    def untypable(*args, **kwargs):
+        return real(*args, **kwargs).replace("math.sin(", "math.no_such_function(")
+
+    monkeypatch.setattr(numba_source, "generate", untypable)
+    k = compiler.compile_gradient("sin(x) * y")
+    k.value_and_grad(x=np.arange(3.0), y=2.0)
+    assert not k.wait(timeout=300)
+    with pytest.warns(RuntimeWarning, match="background"):
+        value, grads = k.value_and_grad(x=np.arange(3.0), y=2.0)
+    assert close(value, np.sin(np.arange(3.0)) * 2.0)
+    assert not list(private_cache.glob("k_*.py"))
+
+
+def test_mode_is_checked():
+    with pytest.raises(ValueError, match="mode"):
+        compiler.compile_gradient("x", mode="fast")
+
+
+def test_background_jobs_compile_the_signatures_calls_use(private_cache, monkeypatch):
+    """The background compile and a call share one Numba signature: no second compile."""
+    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
+    monkeypatch.setattr(numba_source, "SPLIT_LINES", 4)  # segments too
+    k = compiler.compile_gradient("x * sin(y) + exp(-x * y) / (1 + y * y)")
+    args = {"x": np.linspace(-1, 1, 50), "y": 0.25}
+    k.value_and_grad(**args)
+    assert k.wait(timeout=300)
+    k.value_and_grad(**args)
+    module = next(iter(k._jobs.values())).module
+    for name in module.SIGNATURES["value_and_grad"]:
+        assert len(getattr(module, name).signatures) == 1, name
+    assert background.load_cached(module, "value_and_grad")
+
+
+# ------------------------------------------------------------------ a warm cache in a new process
+WARM_CHILD = """
+import json, sys
+import numpy as np
+import compiler, runtime.instant
+from numba.core.dispatcher import Dispatcher
+from runtime import cache
+
+k = compiler.compile_gradient(sys.argv[1])
+args = dict(x=np.linspace(-1, 1, 5), y=0.5)
+value, _ = k.value_and_grad(**args)
+first = k.mode
+ready = k.wait(300)
+k.value_and_grad(**args)
+hits = misses = 0
+for name, module in cache._loaded.items():
+    for obj in vars(module).values():
+        if isinstance(obj, Dispatcher) and module.__name__.startswith("_symgrad_k_"):
+            hits += sum(obj.stats.cache_hits.values())
+            misses += sum(obj.stats.cache_misses.values())
+print(json.dumps({"first": first, "ready": ready, "last": k.mode, "hits": hits,
+                  "misses": misses, "machine": bool(runtime.instant._machine),
+                  "value": list(value)}))
+"""
+WIDE = " + ".join(f"sin(x * {i} + y) * exp(-y * {i})" for i in range(1, 8))  # 62 ops
+
+
+def test_a_warm_cache_makes_the_next_process_start_compiled(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    root = Path(__file__).resolve().parent.parent
+
+    def child() -> dict:
+        proc = subprocess.run(
+            [sys.executable, "-c", WARM_CHILD, WIDE],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    cold = child()
+    assert cold["first"] == "instant" and cold["ready"] and cold["last"] == "compiled"
+    assert cold["misses"] >= 1
+    warm = child()
+    assert warm["first"] == "compiled" and warm["last"] == "compiled"
+    assert warm["misses"] == 0 and warm["hits"] >= 1
+    assert not warm["machine"]  # only import and load: the instant tier was never needed
+    assert close(warm["value"], cold["value"])

@@ -65,6 +65,7 @@ class Kernel:
         self.requested_mode = mode
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._graph_key = graph.key()
+        self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
@@ -245,10 +246,14 @@ class Kernel:
             return self._instant[kinds]
 
     def _key(self, kinds: str) -> str:
-        from compiler.codegen import numba_source
+        """The cache key of this kernel's module for ``kinds`` (hashed once per kinds)."""
+        if kinds not in self._keys:
+            from compiler.codegen import numba_source
 
-        split = repr(numba_source.SPLIT_LINES)
-        return cache.cache_key(self._graph_key, repr(self.inputs), repr(self.wrt), kinds, split)
+            split = repr(numba_source.SPLIT_LINES)
+            parts = (self._graph_key, repr(self.inputs), repr(self.wrt), kinds, split)
+            self._keys[kinds] = cache.cache_key(*parts)
+        return self._keys[kinds]
 
     def _source_maker(self, kinds: str) -> Callable[[], str]:
         def make_source() -> str:

@@ -55,13 +55,14 @@ def relu(x):
 
 
 # The gates' stable forward forms (the registry's ``stable`` texts): exp only ever sees -|x| <= 0,
-# so nothing overflows at any x. Written without branches around the exp, so where a kernel also
-# calls sigmoid(-x) (sigmoid's local gradient) LLVM computes exp(-|x|) once for both.
+# so nothing overflows at any x. Written without branches around exp and the division, so where a
+# kernel also calls sigmoid(-x) (sigmoid's local gradient) LLVM computes both once for the two.
 @njit(**_FLAGS)
 def sigmoid(x):
     """1 / (1 + exp(-x)) as exp(min(x, 0)) / (1 + exp(-|x|)): 0 or 1 at x = -/+1000, no overflow."""
     e = math.exp(-abs(x))
-    return (1.0 if x >= 0 else e) / (1.0 + e)
+    r = 1.0 / (1.0 + e)
+    return r if x >= 0 else e * r
 
 
 @njit(**_FLAGS)

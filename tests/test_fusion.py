@@ -253,6 +253,22 @@ def test_discovery_finds_chains_whose_gradient_is_a_function_of_their_output():
         assert grads[s.name] == pytest.approx(float(sp.diff(f, s).subs(at)), rel=1e-13)
 
 
+@pytest.mark.parametrize(
+    "text, gradient",
+    [
+        ("1/(1+exp(-x))", "y * (1 - y)"),  # the lecture's sigmoid gate, found without a pattern
+        ("(exp(x)-exp(-x))/(exp(x)+exp(-x))", "1 - y ** 2"),  # tanh
+        ("log(1+exp(x))", "1 - exp(-y)"),  # softplus
+    ],
+)
+def test_discovery_alone_finds_the_lecture_gates(text, gradient):
+    from compiler.passes.fusion import _discover
+
+    fused, found, _ = _discover(compiler.trace(text))
+    assert [d.gradient for d in found] == [gradient]
+    assert len(op_kinds(fused)) == 1 and op_kinds(fused)[0].startswith("auto_")
+
+
 def test_discovery_only_when_asked():
     assert not compiler.compile_gradient("exp(2*x)").fusion.discovered
     assert "exp" in op_kinds(compiler.compile_gradient("exp(2*x)").graph)

@@ -82,7 +82,8 @@ def _xlogy(x, y):
 def _sigmoid(x):
     with np.errstate(all="ignore"):
         e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1.0, e) / (1.0 + e)
+        r = 1.0 / (1.0 + e)
+        return np.where(x >= 0, r, e * r)
 
 
 def _softplus(x):

@@ -120,7 +120,7 @@ class FusionReport:
             lines.append(f"  {f.node} = {f.gate}({f.operand})  replaces  {f.replaced}")
             note = self.overflow.get(f.template)
             if note:
-                lines.append(f"      {note}")
+                lines.append(f"      {note.format(a=f.operand)}")
         for d in self.discovered:
             lines.append(f"  discovered {d.gate}(x) = {d.definition}, d/dx = {d.gradient}")
         lines += [f"  skipped: {s}" for s in self.skipped]
@@ -514,8 +514,8 @@ PROBES = (-1000.0, -100.0, -10.0, 10.0, 100.0, 1000.0)
 
 def overflow_note(gate: str, template: str) -> str:
     """Where the replaced subgraph, evaluated as written, overflows (an intermediate is ±inf) or
-    loses its value or gradient (inf or nan) while the gate stays finite; probed at x = ±10,
-    ±100, ±1000 with NumPy. Empty if nowhere."""
+    loses its value or gradient (inf or nan) while the gate stays finite; probed at ±10, ±100,
+    ±1000 with NumPy. A template over the operand "{a}", like the note; empty if nowhere."""
     from compiler.frontend.text import parse
     from compiler.passes.adjoint import adjoint, local_gradient_template
 
@@ -541,11 +541,12 @@ def overflow_note(gate: str, template: str) -> str:
         return ""
     j, culprit = found[0]
     where = ", ".join(f"{xs[k]:g}" for k, _ in found)
-    x_leaf = {unfused.input("x"): ("x", gate_table.ATOM)}
-    what = f"{gate_table.render(unfused, culprit, x_leaf)} = inf; " if culprit is not None else ""
+    x_leaf = {unfused.input("x"): ("{a}", gate_table.ATOM)}
+    what = f"{gate_table.render(unfused, culprit, x_leaf)} = inf" if culprit is not None else ""
     return (
-        f"unfused it overflows at x = {where} ({what}at x = {xs[j]:g} its value is {value[j]:g} "
-        f"and gradient {slope[j]:g}; the gate gives {gate_value[j]:g} and {gate_slope[j]:g})"
+        f"unfused, it overflows at {{a}} = {where}: at {{a}} = {xs[j]:g}{', ' + what if what else ''}, "
+        f"its value is {value[j]:g} and its gradient {slope[j]:g}; the gate gives "
+        f"{gate_value[j]:g} and {gate_slope[j]:g}"
     )
 
 

@@ -301,6 +301,8 @@ def _seal_numba_caches(module: ModuleType) -> None:
         return
     base = sealed.__mro__[1]
     for obj in list(vars(module).values()):
+        if getattr(getattr(obj, "py_func", None), "__module__", None) != module.__name__:
+            continue  # imported helpers (runtime.scalar) keep Numba's plain files for other users
         cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
         if type(cache_file) is base:
             cache_file.__class__ = sealed

@@ -33,15 +33,17 @@ from compiler.passes.adjoint import AdjointGraph
 __all__ = ["ENTRIES", "SPLIT_LINES", "Layout", "Namer", "generate", "literal"]
 
 #: Node lines per function before an entry is split into segments. Measured (benchmarks/RESULTS.md,
-#: "Compile latency and scale"): compile time per line is flat from ~100 to ~1,000 lines in a
-#: plain ``range`` loop and rises beyond; smaller segments add per-function overhead and traffic
-#: through the temporaries.
-SPLIT_LINES = 400
+#: "Compile latency and scale": a 2,000-node chain and a 1,800-node random DAG, value_and_grad,
+#: 5,600 nodes, CPU seconds): 125 lines 48/64 s, 250 lines 40/51 s, 500 lines 44/57 s, 1,000
+#: lines 94/86 s. Smaller segments pay Numba's per-function overhead and more traffic through the
+#: temporaries; larger ones its super-linear growth.
+SPLIT_LINES = 250
 
 #: Temporaries per block, in doubles: the block length is this divided by the number of rows, so
-#: the block's working set stays in cache (within [MIN_BLOCK, MAX_BLOCK] elements).
+#: the block's working set stays in cache, within [MIN_BLOCK, MAX_BLOCK] elements (at least 64, so
+#: Python's calls of the segments, about a microsecond each, stay small against their loops).
 TEMP_BUDGET = 1 << 16
-MIN_BLOCK, MAX_BLOCK = 16, 512
+MIN_BLOCK, MAX_BLOCK = 64, 512
 
 
 def block_length(rows: int) -> int:
@@ -94,7 +96,7 @@ def literal(value: float, exponent: bool = False) -> str:
 
 # Names the generated code uses itself; node and input names never take them.
 _RESERVED = {"math", "np", "njit", "prange", "FLAGS", "serial", "n", "i", "j", "lo", "m", "out"}
-_RESERVED |= {"block", "temps", "partial"}
+_RESERVED |= {"block", "temps", "partial", "parallel", "run_blocks"}
 _BODY = " " * 8
 _TYPES = {"a": "float64[::1]", "s": "float64"}
 

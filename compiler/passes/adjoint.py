@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
-from compiler.ir.graph import LEAVES, Graph, copy_nodes
+from compiler.ir.graph import CONST, INPUT, LEAVES, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
 
 
@@ -128,11 +128,28 @@ def _saved(adj: AdjointGraph) -> tuple[int, ...]:
 
 def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:
     """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``)."""
-    template = local_gradient_template(op, k)
+    steps, result = _gradient_steps(op, k)
     bound = dict(zip(("a", "b"), args))
     bound["y"] = output
-    mapping = {template.input(name): bound[name] for name in template.inputs}
-    return copy_nodes(template, g, mapping)[template.outputs[0]]
+    made: list[int] = []
+    for head, *rest in steps:  # as copy_nodes would, without its generality (once per edge)
+        if head == INPUT:
+            made.append(bound[rest[0]])
+        elif head == CONST:
+            made.append(g.const(rest[0]))
+        else:
+            made.append(g.add(head, *(made[s] for s in rest)))
+    return made[result]
+
+
+@cache
+def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
+    """The local gradient template as steps: (input, name), (const, value) or (op, *step refs)."""
+    template = local_gradient_template(op, k)
+    steps = tuple(
+        (n.op, n.value) if n.op in (INPUT, CONST) else (n.op, *n.args) for n in template.nodes
+    )
+    return steps, template.outputs[0]
 
 
 @cache

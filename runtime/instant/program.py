@@ -65,8 +65,9 @@ class _Emitter:
         self.constants: dict[str, tuple[int, float]] = {}  # exact text -> (operand, value)
 
     def allocate(self) -> int:
-        if self.free:
-            return self.free.pop()
+        return self.free.pop() if self.free else self.new_register()
+
+    def new_register(self) -> int:
         self.n_regs += 1
         return self.n_regs - 1
 
@@ -173,24 +174,31 @@ def compile_program(adj: AdjointGraph, entry: Entry) -> Program:
         if node not in computed:
             load(node)
             finish(node)
-    for pos, i in enumerate(entry.nodes):
-        args = nodes[i].args
+    codes, free = out.codes, out.free
+    for pos, i in enumerate(entry.nodes):  # the hot loop of the instant tier's set-up
+        op, args = nodes[i].op, nodes[i].args
         for a in args:
             if a not in reg:
                 load(a)
         operands = [reg[a] for a in args]
-        dead = [a for a in set(args) if last_use[a] == pos]
-        if nodes[i].op in out.codes:  # an operand dead here may hold the result (elementwise)
-            out.free += [reg.pop(a) for a in dead]
-            reg[i] = out.op(nodes[i].op, operands)
+        code = codes.get(op)
+        if code is not None:  # an operand dead here may hold the result (elementwise)
+            for a in args:
+                if last_use[a] == pos and a in reg:
+                    free.append(reg.pop(a))
+            reg[i] = r = free.pop() if free else out.new_register()
+            out.code.append([code, r, *operands])
         else:
-            reg[i] = out.op(nodes[i].op, operands)
-            out.free += [reg.pop(a) for a in dead]
+            reg[i] = out.op(op, operands)
+            for a in args:
+                if last_use[a] == pos and a in reg:
+                    free.append(reg.pop(a))
         finish(i)
 
-    code = np.zeros((len(out.code), width()), dtype=np.int64)
-    for k, fields in enumerate(out.code):
-        code[k, : len(fields)] = fields
+    columns = width()
+    code = np.zeros((len(out.code), columns), dtype=np.int64)
+    if out.code:
+        code[:] = [fields + [0] * (columns - len(fields)) for fields in out.code]
     return Program(
         code=code,
         n_regs=max(out.n_regs, 1),

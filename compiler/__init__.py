@@ -15,6 +15,7 @@ from compiler.errors import (  # noqa: E402
     GateError,
     InputError,
     ParseError,
+    ShapeError,
     SymgradError,
 )
 from compiler.ir.gates import gate_names, register_gate, unregister_gate  # noqa: E402
@@ -30,6 +31,7 @@ __all__ = [
     "Graph",
     "InputError",
     "ParseError",
+    "ShapeError",
     "SymgradError",
     "adjoint",
     "compile_gradient",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import InputError, ParseError
@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 Source = Any  # str | sympy.Expr | Callable
 
 
-def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
+def trace(
+    source: Source, inputs: Sequence[str] | None = None, shapes: Mapping[str, Any] | None = None
+) -> Graph:
     """The forward graph of text, a SymPy expression or a Python callable.
+
+    ``shapes`` declares array inputs (``{"W": ("n", "m"), "x": ("m",)}``; undeclared inputs are
+    scalars): the result is then a ``TensorGraph`` and the text may use ``@``, ``.T``, ``sum``...
 
     ``inputs`` fixes the input names and their order. The default: for text, order of first
     appearance; for SymPy (which reorders terms), names sorted naturally (x2 before x10); for a
@@ -26,6 +31,8 @@ def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
     t1 = t0 * z
     return t1
     """
+    if shapes is not None:
+        return _trace_tensor(source, inputs, shapes)
     if isinstance(source, str):
         from compiler.frontend.text import parse
 
@@ -45,11 +52,44 @@ def trace(source: Source, inputs: Sequence[str] | None = None) -> Graph:
     return prune(_declare(graph, inputs)) if inputs is not None else prune(graph)
 
 
+def _trace_tensor(source: Source, inputs: Sequence[str] | None, shapes: Mapping[str, Any]):
+    """``trace`` for inputs with declared shapes: a pruned ``TensorGraph``."""
+    from compiler.frontend.text import parse
+    from compiler.frontend.tracing import trace_callable
+    from compiler.ir.graph import copy_nodes
+    from compiler.ir.shapes import declare
+    from compiler.ir.tensor import TensorGraph, from_elementwise
+
+    if not isinstance(shapes, Mapping):
+        raise InputError(f"shapes must map input names to shapes, not {type(shapes).__name__}")
+    declared = {str(name): declare(str(name), spec) for name, spec in shapes.items()}
+    if isinstance(source, str):
+        graph = parse(source, TensorGraph(declared))
+    elif callable(source) and not _is_sympy(source):
+        graph = trace_callable(source, inputs, TensorGraph(declared))
+    else:
+        graph = from_elementwise(trace(source, inputs), declared)
+    names = list(graph.inputs) if inputs is None else list(inputs)
+    extra = [n for n in graph.inputs if n not in names]
+    if extra:
+        raise InputError(f"the expression uses {extra}, which inputs={names} does not declare")
+    unknown = [n for n in declared if n not in names]
+    if unknown:
+        raise InputError(f"shapes names {unknown}, which are not inputs {names}")
+    out = TensorGraph(declared)  # declared inputs first, in order; only what the output needs
+    for name in names:
+        out.input(name)
+    mapping = copy_nodes(graph, out, {}, keep=graph.reachable(graph.outputs))
+    out.outputs = [mapping[o] for o in graph.outputs]
+    return out
+
+
 def compile_gradient(
     source: Source,
     *,
     wrt: Sequence[str] | None = None,
     inputs: Sequence[str] | None = None,
+    shapes: Mapping[str, Any] | None = None,
     fuse: bool | Sequence[str] | str = True,
     mode: str = "auto",
 ) -> Kernel:
@@ -64,6 +104,10 @@ def compile_gradient(
     (a virtual machine compiled once, no wait per expression) or "auto" (the default: instant
     answers while the kernel compiles in the background, small graphs compile at once);
     ``kernel.mode`` tells which tier answers.
+
+    ``shapes`` makes a tensor program (``trace``): its kernel is a ``runtime.TensorKernel``,
+    whose elementwise regions run as fused Numba loops and whose matrix products go to BLAS.
+    Without a seed, the gradient of a non-scalar output is that of the sum of its elements.
     """
     from compiler.passes.fusion import fuse as fuse_gates
     from runtime.kernel import Kernel
@@ -71,13 +115,18 @@ def compile_gradient(
     _check_fuse(fuse)
     if mode not in ("auto", "instant", "compiled"):
         raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
-    graph = trace(source, inputs)
+    graph = trace(source, inputs, shapes)
     wrt = tuple(graph.inputs if wrt is None else ([wrt] if isinstance(wrt, str) else wrt))
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown or len(set(wrt)) != len(wrt):
         raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
     fused, report = fuse_gates(graph, fuse, wrt=wrt)
-    kernel = Kernel(fused, wrt, _title(source), mode=mode)
+    if shapes is not None:
+        from runtime.tensor_kernel import TensorKernel
+
+        kernel = TensorKernel(fused, wrt, _title(source), mode=mode)
+    else:
+        kernel = Kernel(fused, wrt, _title(source), mode=mode)
     kernel.fusion = report
     return kernel
 

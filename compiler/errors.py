@@ -30,3 +30,8 @@ class InputError(SymgradError, ValueError):
 class GateError(SymgradError, ValueError):
     """A gate is refused or unknown: its stated gradient or stable form is not what SymPy derives
     from its definition, its name is taken, or ``fuse=`` names a gate that does not exist."""
+
+
+class ShapeError(InputError):
+    """Shapes that do not fit: operands that cannot broadcast, a matmul's inner dimensions, an axis
+    out of range, or a dimension name bound to two sizes. The message names the operands and dims."""

@@ -7,6 +7,8 @@ Generated from the op registry: one op, one place.
 
 from __future__ import annotations
 
+import numpy as np
+
 from compiler.frontend.tracing import Var
 from compiler.ir.registry import FUNCTIONS, OPS, placeholders, sympy_definition
 
@@ -55,3 +57,46 @@ def uninstall(name: str) -> None:
 __all__: list[str] = []
 for _name in FUNCTIONS:
     install(_name)
+
+
+# ---- tensor functions: on traced values of a shaped trace they add tensor nodes; on arrays,
+# NumPy computes them.
+def _reduction(op: str):
+    def function(x, axis=None, keepdims: bool = False):
+        if isinstance(x, Var):
+            return x.reduce(op, axis, keepdims)
+        return getattr(np, op)(x, axis=axis, keepdims=keepdims)
+
+    function.__name__ = function.__qualname__ = op
+    function.__doc__ = f"{op} over ``axis`` (None: all axes), as numpy.{op}."
+    return function
+
+
+sum = _reduction("sum")  # noqa: A001 - NumPy's names
+mean = _reduction("mean")
+max = _reduction("max")  # noqa: A001
+min = _reduction("min")  # noqa: A001
+amax, amin = max, min
+
+
+def transpose(x):
+    """The axes reversed (x.T)."""
+    return x.T
+
+
+def matmul(a, b):
+    """The matrix product a @ b (1-D and 2-D operands)."""
+    return a @ b
+
+
+def dot(a, b):
+    """numpy.dot: a @ b for 1-D and 2-D operands, a product when one is a scalar."""
+    if isinstance(a, Var) and not a.shape or isinstance(b, Var) and not b.shape:
+        return a * b
+    if not isinstance(a, Var) and not isinstance(b, Var):
+        return np.dot(a, b)
+    return a @ b
+
+
+__all__ += ["dot", "matmul", "max", "mean", "min", "sum", "transpose"]
+__all__.sort()

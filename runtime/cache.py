@@ -71,8 +71,10 @@ def environment_fingerprint() -> str:
     sources = [
         *sorted((root / "compiler" / "codegen").glob("*.py")),
         root / "compiler/ir/registry.py",
+        root / "compiler/ir/tensor_ops.py",
     ]
     sources += [root / "runtime/scalar.py", root / "runtime/jit.py", root / "runtime/blocks.py"]
+    sources += [root / "runtime/reductions.py"]
     sources += sorted((root / "runtime" / "instant").glob("*.py"))
     for path in sources:
         if path.exists():

@@ -1,8 +1,10 @@
 """Text → Graph, safely: Python's ``ast`` parses, a whitelist walks, nothing is ever evaluated.
 
 Accepted: numbers, names, ``+ - * / **``, unary ``-``/``+``, parentheses and calls of the functions
-in the op registry (``exp(x)``, ``maximum(a, b)``, ...). Anything else raises ``ParseError`` naming
-the token and its column. The walk is iterative, so depth is limited only by Python's own parser.
+in the op registry (``exp(x)``, ``maximum(a, b)``, ...). On a ``TensorGraph`` (inputs with declared
+shapes) also NumPy's ``a @ b``, ``x.T`` and the tensor functions ``sum``, ``mean``, ``max``, ``min``
+(with ``axis=`` and ``keepdims=``), ``transpose``, ``dot`` and ``matmul``. Anything else raises
+``ParseError`` naming the token and its column. The walk is iterative, so depth is limited only by Python's own parser.
 """
 
 from __future__ import annotations
@@ -11,9 +13,20 @@ import ast
 import math
 import re
 
-from compiler.errors import ParseError
+from compiler.errors import ParseError, ShapeError
 from compiler.ir.graph import Graph
 from compiler.ir.registry import CONSTANTS, FUNCTIONS, OPS
+from compiler.ir.tensor import TensorGraph
+
+#: Tensor functions of the text language: how many array operands each takes.
+TENSOR_FUNCTIONS = {
+    "sum": 1, "mean": 1, "max": 1, "min": 1, "transpose": 1, "dot": 2, "matmul": 2
+}  # fmt: skip
+_REDUCTIONS = ("sum", "mean", "max", "min")
+_NEEDS_SHAPES = (
+    "needs shapes: declare the inputs' shapes, as in "
+    "compile_gradient(text, shapes={'W': ('n', 'm'), 'x': ('m',)})"
+)
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
 _UNARY = (ast.USub, ast.UAdd)
@@ -148,6 +161,9 @@ class _Walker:
     # ------------------------------------------------------------ validation
     def _children(self, node: ast.AST) -> list[ast.AST]:
         if isinstance(node, ast.BinOp):
+            if isinstance(node.op, ast.MatMult):
+                self._need_tensor(node, "@")
+                return [node.left, node.right]
             if type(node.op) not in _BINOPS:
                 raise self._error(node, "unsupported operator", _OPERATOR_TEXT.get(type(node.op)))
             return [node.left, node.right]
@@ -159,12 +175,18 @@ class _Walker:
             return self._call_args(node)
         if isinstance(node, (ast.Name, ast.Constant)):
             return []
+        if isinstance(node, ast.Attribute) and node.attr == "T":
+            self._need_tensor(node, ".T")
+            return [node.value]
         raise self._error(node, f"unsupported syntax ({type(node).__name__})")
 
     def _call_args(self, node: ast.Call) -> list[ast.AST]:
         if not isinstance(node.func, ast.Name):
             raise self._error(node.func, "only calls of named functions are allowed")
         name = node.func.id
+        if name in TENSOR_FUNCTIONS:
+            self._need_tensor(node.func, name)
+            return self._tensor_args(node, name)
         if name not in FUNCTIONS:
             raise self._error(node.func, f"unknown function '{name}'", name)
         if node.keywords:
@@ -179,6 +201,62 @@ class _Walker:
             )
         return list(node.args)
 
+    def _need_tensor(self, node: ast.AST, token: str) -> None:
+        if not isinstance(self.graph, TensorGraph):
+            raise self._error(node, f"'{token}' {_NEEDS_SHAPES}", token)
+
+    def _tensor_args(self, node: ast.Call, name: str) -> list[ast.AST]:
+        """The array operands of a tensor function; its static options are read in _emit."""
+        n = TENSOR_FUNCTIONS[name]
+        allowed = ("axis", "keepdims") if name in _REDUCTIONS else ()
+        positional = n + len(allowed)
+        for arg in node.args:
+            if isinstance(arg, ast.Starred):
+                raise self._error(arg, "starred arguments are not allowed")
+        if not n <= len(node.args) <= positional:
+            raise self._error(node, f"{name}() takes {n} array argument(s)", name)
+        for kw in node.keywords:
+            if kw.arg not in allowed:
+                raise self._error(kw, f"{name}() takes no keyword argument '{kw.arg}'", kw.arg)
+        self._options(node, name)  # validated now, before anything is built
+        return list(node.args[:n])
+
+    def _options(self, node: ast.Call, name: str) -> dict:
+        """``axis`` and ``keepdims`` of a reduction, from positional or keyword arguments."""
+        names = ("axis", "keepdims")[: len(node.args) - TENSOR_FUNCTIONS[name]]
+        given = dict(zip(names, node.args[TENSOR_FUNCTIONS[name] :]))
+        for kw in node.keywords:
+            if kw.arg in given:
+                raise self._error(kw, f"{name}() got '{kw.arg}' twice", kw.arg)
+            given[kw.arg] = kw.value
+        options = {k: self._static(v) for k, v in given.items()}
+        if not isinstance(options.get("keepdims", False), bool):
+            raise self._error(given["keepdims"], "keepdims must be True or False")
+        axis = options.get("axis")
+        items = axis if isinstance(axis, tuple) else (axis,)
+        if any(isinstance(a, bool) or not isinstance(a, (int, type(None))) for a in items) or (
+            isinstance(axis, tuple) and None in axis
+        ):
+            raise self._error(given["axis"], "axis must be an integer, a tuple of them, or None")
+        return options
+
+    def _static(self, node: ast.AST):
+        """A literal option: an int (maybe negative), True/False/None, or a tuple of ints."""
+        if isinstance(node, ast.Constant) and (
+            node.value is None or isinstance(node.value, (bool, int))
+        ):
+            return node.value
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) is int
+        ):
+            return -node.operand.value
+        if isinstance(node, ast.Tuple):
+            return tuple(self._static(e) for e in node.elts)
+        raise self._error(node, "expected a literal: an integer, a tuple of integers, True/False")
+
     # ------------------------------------------------------------ building
     def _emit(self, node: ast.AST, values: list[int]) -> int:
         g = self.graph
@@ -191,10 +269,39 @@ class _Walker:
             return g.add("neg", operand) if isinstance(node.op, ast.USub) else operand
         if isinstance(node, ast.BinOp):
             right, left = values.pop(), values.pop()
-            return g.add(_BINOPS[type(node.op)], left, right)
+            if isinstance(node.op, ast.MatMult):
+                return self._shaped(node, g.matmul, left, right)
+            return self._shaped(node, g.add, _BINOPS[type(node.op)], left, right)
+        if isinstance(node, ast.Attribute):  # x.T
+            return self._shaped(node, g.add, "transpose", values.pop())
         call = node  # ast.Call, validated in _call_args
+        name = call.func.id
+        if name in TENSOR_FUNCTIONS:
+            return self._tensor_call(call, name, values)
         args = [values.pop() for _ in call.args][::-1]
-        return g.add(FUNCTIONS[call.func.id], *args)
+        return self._shaped(call, g.add, FUNCTIONS[name], *args)
+
+    def _tensor_call(self, call: ast.Call, name: str, values: list[int]) -> int:
+        g = self.graph
+        args = [values.pop() for _ in range(TENSOR_FUNCTIONS[name])][::-1]
+        if name in _REDUCTIONS:
+            options = self._options(call, name)
+            return self._shaped(call, g.reduce, name, args[0], **options)
+        if name == "transpose":
+            return self._shaped(call, g.add, "transpose", args[0])
+        if name == "dot" and not (g.shapes[args[0]] and g.shapes[args[1]]):
+            return self._shaped(call, g.add, "mul", *args)  # NumPy: dot of a scalar multiplies
+        return self._shaped(call, g.matmul, *args)
+
+    def _shaped(self, node: ast.AST, build, *args, **kwargs) -> int:
+        """``build(*args)``, with a ShapeError pointed at the text that wrote it."""
+        try:
+            return build(*args, **kwargs)
+        except ShapeError as e:
+            src = self.source
+            col = src.char_col(node.lineno, node.col_offset)
+            token = (ast.get_source_segment(src.text, node) or "")[:40]
+            raise ShapeError(f"{e} (column {col}: '{token}')") from None
 
     def _number(self, node: ast.Constant) -> float:
         value = node.value
@@ -210,7 +317,10 @@ class _Walker:
             return self.graph.const(CONSTANTS[node.id])
         if node.id in FUNCTIONS:
             raise self._error(node, f"'{node.id}' is a function: call it, as in {node.id}(x)")
-        return self.graph.input(node.id)
+        g = self.graph
+        if isinstance(g, TensorGraph) and node.id in g.dim_names and node.id not in g.declared:
+            return g.dim(node.id)  # a dimension's name stands for its size: sum(x) / n
+        return g.input(node.id)
 
     def _error(self, node: ast.AST, message: str, token: str | None = None) -> ParseError:
         src = self.source

@@ -111,22 +111,86 @@ class Var:
         )
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc.__name__ == "matmul" and method == "__call__" and not kwargs:
+            a, b = inputs
+            return a.__matmul__(b) if isinstance(a, Var) else b.__rmatmul__(a)
         op = _UFUNCS.get(ufunc.__name__)
         if method != "__call__" or op is None or kwargs:
             raise ParseError(f"numpy.{ufunc.__name__} is not supported on traced values")
         first = next(v for v in inputs if isinstance(v, Var))
         return first.apply(op, *inputs)
 
+    # ---- tensor programs (the graph is a TensorGraph: inputs with declared shapes)
+    def _tensor(self, what: str):
+        from compiler.ir.tensor import TensorGraph
+
+        if not isinstance(self.graph, TensorGraph):
+            raise ParseError(
+                f"{what} needs shapes: declare the inputs' shapes, as in "
+                "compile_gradient(f, shapes={'W': ('n', 'm'), 'x': ('m',)})"
+            )
+        return self.graph
+
+    def __matmul__(self, o):
+        g = self._tensor("@")
+        return Var(g, g.matmul(self.node, self._lift(o)))
+
+    def __rmatmul__(self, o):
+        g = self._tensor("@")
+        return Var(g, g.matmul(self._lift(o), self.node))
+
+    @property
+    def T(self) -> Var:
+        g = self._tensor(".T")
+        return Var(g, g.add("transpose", self.node))
+
+    @property
+    def shape(self) -> tuple:
+        """The declared shape: ints and dimension names."""
+        return self._tensor(".shape").shapes[self.node]
+
+    def reduce(self, op: str, axis=None, keepdims: bool = False) -> Var:
+        g = self._tensor(f"{op}()")
+        return Var(g, g.reduce(op, self.node, axis, keepdims))
+
+    # NumPy's np.sum(v), np.max(v), ... call these methods on objects that are not arrays.
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **_):
+        return self.reduce("sum", axis, keepdims)
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **_):
+        return self.reduce("mean", axis, keepdims)
+
+    def max(self, axis=None, out=None, keepdims=False, **_):
+        return self.reduce("max", axis, keepdims)
+
+    def min(self, axis=None, out=None, keepdims=False, **_):
+        return self.reduce("min", axis, keepdims)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from compiler import ops
+
+        mine = getattr(ops, func.__name__, None)
+        if func.__name__ not in _ARRAY_FUNCTIONS or mine is None:
+            raise ParseError(f"numpy.{func.__name__} is not supported on traced values")
+        return mine(*args, **kwargs)
+
     def __repr__(self) -> str:
         return f"Var({self.graph.names[self.node]})"
 
 
-def trace_callable(fn: Callable, inputs: Sequence[str] | None = None) -> Graph:
-    """Call ``fn`` with one tracer per parameter (or per name in ``inputs``) and record the graph."""
+# NumPy functions a traced function may call (they dispatch to ``compiler.ops``).
+_ARRAY_FUNCTIONS = ("sum", "mean", "max", "min", "amax", "amin", "dot", "transpose", "matmul")
+
+
+def trace_callable(
+    fn: Callable, inputs: Sequence[str] | None = None, graph: Graph | None = None
+) -> Graph:
+    """Call ``fn`` with one tracer per parameter (or per name in ``inputs``) and record the graph
+    (into ``graph`` if given: a ``TensorGraph`` with the inputs' shapes)."""
     names = list(inputs) if inputs is not None else _parameter_names(fn)
     if len(set(names)) != len(names):
         raise InputError(f"inputs {names} has duplicates")
-    graph = Graph()
+    graph = Graph() if graph is None else graph
     tracers = [Var(graph, graph.input(n)) for n in names]
     args, kwargs = _arguments(fn, names, tracers, declared=inputs is not None)
     result = fn(*args, **kwargs)

@@ -109,6 +109,20 @@ class Graph:
             index = self._index[key] = self._append(Node(op, args), name or self._next_name())
         return index
 
+    def copy_node(self, node: Node, args: list[int]) -> int:
+        """Add a node like ``node`` (of another graph) over ``args`` (nodes of this graph)."""
+        if node.op == INPUT:
+            return self.input(node.value)
+        if node.op == CONST:
+            return self.const(node.value)
+        if node.op == SEED:
+            return self.seed()
+        return self.add(node.op, *args)
+
+    def empty_like(self) -> Graph:
+        """A new empty graph of the same kind (a tensor graph keeps its declared shapes)."""
+        return Graph()
+
     def _next_name(self) -> str:
         self._ops += 1
         return f"t{self._ops - 1}"
@@ -269,24 +283,17 @@ def copy_nodes(
     for i, n in enumerate(source.nodes):
         if i in mapping or (keep is not None and not keep[i]):
             continue
-        if n.op == INPUT:
-            mapping[i] = target.input(n.value)
-        elif n.op == CONST:
-            mapping[i] = target.const(n.value)
-        elif n.op == SEED:
-            mapping[i] = target.seed()
-        else:
-            mapping[i] = target.add(n.op, *(mapping[a] for a in n.args))
-            note = source.notes.get(i) if source.notes else None
-            if note and target.nodes[mapping[i]].op == n.op:  # a fused gate keeps its note
-                target.notes.setdefault(mapping[i], note)
+        mapping[i] = target.copy_node(n, [mapping[a] for a in n.args])
+        note = source.notes.get(i) if source.notes else None
+        if note and target.nodes[mapping[i]].op == n.op:  # a fused gate keeps its note
+            target.notes.setdefault(mapping[i], note)
     return mapping
 
 
 def prune(graph: Graph) -> Graph:
     """A copy keeping only what the outputs depend on (declared inputs stay, in order)."""
     live = graph.reachable(graph.outputs)
-    out = Graph()
+    out = graph.empty_like()
     for name in graph.inputs:
         out.input(name)
     mapping = copy_nodes(graph, out, {}, keep=live)

@@ -2,7 +2,9 @@
 
 Each forward node, visited in reverse order, multiplies its upstream gradient by its local
 gradient — instantiated from the op registry — and sends the product to its operands; where a
-value fans out the products add up. Only nodes between the ``wrt`` inputs and the output get an
+value fans out the products add up. On a ``TensorGraph`` the same pass runs with the tensor ops'
+VJP rules (``compiler.ir.tensor_ops``), and each elementwise contribution is summed back over the
+axes its operand was broadcast along: no Jacobian is ever built. Only nodes between the ``wrt`` inputs and the output get an
 adjoint, structural zeros are never built, and hash-consing shares common subexpressions (the local
 gradient of ``exp`` *is* the forward ``exp`` node).
 """
@@ -13,8 +15,10 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
-from compiler.ir.graph import CONST, INPUT, LEAVES, Graph, copy_nodes
+from compiler.ir.graph import CONST, INPUT, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
+from compiler.ir.tensor import TENSOR_LEAVES, TensorGraph
+from compiler.ir.tensor_ops import TENSOR_OPS
 
 
 class AdjointGraph(Graph):
@@ -36,6 +40,25 @@ class AdjointGraph(Graph):
     def backward_nodes(self) -> range:
         return range(self.n_forward, len(self.nodes))
 
+    def copy_forward(self, graph: Graph) -> int:
+        """Copy what ``graph``'s first output depends on (declared inputs first); its node here."""
+        for name in graph.inputs:
+            self.input(name)
+        mapping = copy_nodes(graph, self, {}, keep=graph.reachable(graph.outputs[:1]))
+        return mapping[graph.outputs[0]]
+
+    def contribution(self, i: int, upstream: int, k: int) -> int | None:
+        """What node ``i`` sends to its operand ``k``: upstream × local gradient (None: zero)."""
+        node = self.nodes[i]
+        local = instantiate_gradient(self, node.op, k, node.args, i)
+        c = self.constant_value(local)
+        if c == 0:
+            return None  # a structural zero: no gradient flows on this edge
+        return upstream if c == 1 else self.add("mul", upstream, local)
+
+    def zero_gradient(self, node: int) -> int:
+        return self.const(0.0)
+
     def __str__(self) -> str:
         forward = [self.line(i) for i in self.op_nodes() if i < self.n_forward]
         backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward]
@@ -53,6 +76,25 @@ class AdjointGraph(Graph):
         )
 
 
+class TensorAdjointGraph(AdjointGraph, TensorGraph):
+    """The adjoint of a TensorGraph: elementwise contributions fitted to their operand's shape,
+    tensor ops through their VJP rules."""
+
+    def copy_forward(self, graph: Graph) -> int:
+        self.seed_shape = graph.shapes[graph.outputs[0]]
+        return super().copy_forward(graph)
+
+    def contribution(self, i: int, upstream: int, k: int) -> int | None:
+        node = self.nodes[i]
+        if node.op in TENSOR_OPS:
+            return TENSOR_OPS[node.op].vjp(self, i, upstream, k)
+        c = super().contribution(i, upstream, k)
+        return None if c is None else self.fit(c, self.shapes[node.args[k]])
+
+    def zero_gradient(self, node: int) -> int:
+        return self.fit(self.const(0.0), self.shapes[node])
+
+
 def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     """The value and the gradients of ``graph.outputs[0]`` with respect to ``wrt`` (default: all)."""
     wrt = tuple(graph.inputs if wrt is None else wrt)
@@ -60,20 +102,14 @@ def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     if unknown:
         raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
     # The forward part: what the value depends on, copied once (declared inputs first, in order).
-    adj = AdjointGraph()
-    for name in graph.inputs:
-        adj.input(name)
-    mapping = copy_nodes(graph, adj, {}, keep=graph.reachable(graph.outputs[:1]))
-    adj.outputs = [mapping[graph.outputs[0]]]
+    adj = TensorAdjointGraph(graph.declared) if isinstance(graph, TensorGraph) else AdjointGraph()
+    adj.outputs = [adj.copy_forward(graph)]
     adj.n_forward, adj.wrt = len(adj.nodes), wrt
 
     grads = _backpropagate(adj, {adj.input(w) for w in wrt})
-    zero = None
     for name in wrt:
         node = adj.input(name)
-        if node not in grads:
-            zero = adj.const(0.0) if zero is None else zero
-        adj.outputs.append(grads.get(node, zero))
+        adj.outputs.append(grads[node] if node in grads else adj.zero_gradient(node))
         _name_adjoint(adj, node, grads)
     adj.saved = _saved(adj)
     return adj
@@ -94,18 +130,16 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
     grads: dict[int, int] = {out: adj.seed()} if needed[out] else {}
     for i in range(n - 1, -1, -1):
         node = adj.nodes[i]
-        if i not in grads or node.op in LEAVES:
+        if i not in grads or node.op in TENSOR_LEAVES:
             continue
         _name_adjoint(adj, i, grads)
         upstream = grads[i]
         for k, arg in enumerate(node.args):
             if not needed[arg]:
                 continue
-            local = instantiate_gradient(adj, node.op, k, node.args, i)
-            c = adj.constant_value(local)
-            if c == 0:
-                continue  # a structural zero: no gradient flows on this edge
-            contribution = upstream if c == 1 else adj.add("mul", upstream, local)
+            contribution = adj.contribution(i, upstream, k)
+            if contribution is None:
+                continue
             grads[arg] = (
                 contribution if arg not in grads else adj.add("add", grads[arg], contribution)
             )
@@ -123,7 +157,7 @@ def _saved(adj: AdjointGraph) -> tuple[int, ...]:
     n = adj.n_forward
     read = {a for i in adj.backward_nodes() for a in adj.nodes[i].args if a < n}
     read.update(o for o in adj.outputs[1:] if o < n)
-    return tuple(sorted(i for i in read if adj.nodes[i].op not in LEAVES))
+    return tuple(sorted(i for i in read if adj.nodes[i].op not in TENSOR_LEAVES))
 
 
 def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:

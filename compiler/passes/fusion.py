@@ -34,7 +34,7 @@ import numpy as np
 
 from compiler.errors import GateError, ParseError
 from compiler.ir import gates as gate_table
-from compiler.ir.graph import CONST, INPUT, LEAVES, SEED, Graph, format_const
+from compiler.ir.graph import CONST, LEAVES, Graph, format_const
 from compiler.ir.registry import OPS
 
 MAX_ROUNDS = 8
@@ -463,7 +463,7 @@ def _rebuild(graph: Graph, matches: dict[int, Match]) -> Graph:
         if live[i]:
             for a in (matches[i].base,) if i in matches else graph.nodes[i].args:
                 live[a] = True
-    out = Graph()
+    out = graph.empty_like()
     for name in graph.inputs:
         out.input(name)
     mapping: dict[int, int] = {}
@@ -486,13 +486,7 @@ def _rebuild(graph: Graph, matches: dict[int, Match]) -> Graph:
 
 def _copy(graph: Graph, out: Graph, i: int, mapping: dict[int, int]) -> int:
     node = graph.nodes[i]
-    if node.op == INPUT:
-        return out.input(node.value)
-    if node.op == CONST:
-        return out.const(node.value)
-    if node.op == SEED:
-        return out.seed()
-    return out.add(node.op, *(mapping[a] for a in node.args))
+    return out.copy_node(node, [mapping[a] for a in node.args])
 
 
 def _number(k: float) -> str:

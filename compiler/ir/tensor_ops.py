@@ -1,0 +1,150 @@
+"""The tensor op table: each op beyond the elementwise registry declared once, JAX-style.
+
+An entry holds its shape rule, its vector-Jacobian product (VJP), how it prints in listings and how
+generated code computes it. VJPs build nodes in the graph and never a Jacobian: matmul's adjoint is
+two matmuls, a broadcast's adjoint is a sum over the broadcast axes, a reduction's adjoint a
+broadcast. Elementwise ops keep their entries in ``compiler.ir.registry`` and broadcast like NumPy.
+
+Tie rule of the ``max``/``min`` reductions (the kink table's rule for ``maximum``, and JAX's): the
+upstream gradient is split equally among the elements equal to the extremum, so the partials sum
+to 1.
+
+``attrs`` is a node's static attribute: the reduced axes (``sum``, ``max``, ``min``, ``ties``) or a
+target shape (``reshape``, ``broadcast_to``, ``sum_to``). VJP rules receive the graph ``g``, the
+node ``i``, its upstream gradient ``G`` and the operand index ``k``, and return the contribution to
+that operand's gradient (of that operand's shape), or None for no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.errors import ShapeError
+from compiler.ir.shapes import Shape, broadcast, text
+
+
+@dataclass(frozen=True)
+class TensorOp:
+    """One tensor op: its arity, shape rule, VJP, listing text and generated code.
+
+    ``listing`` and ``code`` are format strings over the operands ``{a}``, ``{b}`` and the
+    attribute ``{attrs}`` (the axes as NumPy writes them, or a shape's text).
+    """
+
+    name: str
+    arity: int
+    shape: Callable[[list[Shape], Any], Shape]
+    vjp: Callable[..., int | None]
+    listing: str
+    code: str
+
+
+# ----------------------------------------------------------------------------- shape rules
+def _matmul_shape(shapes: list[Shape], _attrs) -> Shape:
+    a, b = shapes
+    if not a or not b:
+        raise ShapeError(f"matmul of {text(a)} and {text(b)}: an operand is a scalar; use *")
+    if len(a) > 2 or len(b) > 2:
+        raise ShapeError(f"matmul of {text(a)} and {text(b)}: only 1-D and 2-D operands")
+    inner_a, inner_b = a[-1], b[0] if len(b) == 1 else b[-2]
+    if inner_a != inner_b:
+        raise ShapeError(
+            f"matmul of {text(a)} and {text(b)}: inner dimensions {inner_a} and {inner_b} differ"
+        )
+    return a[:-1] + b[:-2] + b[-1:] if len(b) == 2 else a[:-1]
+
+
+def _reduced(shapes: list[Shape], axes: tuple[int, ...]) -> Shape:
+    return tuple(d for k, d in enumerate(shapes[0]) if k not in axes)
+
+
+def _target(shapes: list[Shape], shape: Shape) -> Shape:
+    return shape
+
+
+def _broadcast_to(shapes: list[Shape], shape: Shape) -> Shape:
+    if broadcast([shapes[0], shape], "broadcast_to") != shape:
+        raise ShapeError(f"cannot broadcast {text(shapes[0])} to {text(shape)}")
+    return shape
+
+
+def _sum_to(shapes: list[Shape], shape: Shape) -> Shape:
+    if broadcast([shapes[0], shape], "sum_to") != shapes[0]:
+        raise ShapeError(f"cannot sum {text(shapes[0])} to {text(shape)}")
+    return shape
+
+
+# ----------------------------------------------------------------------------- VJP rules
+def _matmul_vjp(g, i: int, G: int, k: int) -> int:
+    a, b = g.nodes[i].args
+    ra, rb = len(g.shapes[a]), len(g.shapes[b])
+    if ra == 1 and rb == 1:  # a . b: a scalar; each side gets G times the other
+        return g.add("mul", G, b if k == 0 else a)
+    if k == 0:
+        if rb == 1:  # A (m, n) @ x (n,): dA = outer(G, x)
+            return g.add("mul", g.column(G), g.row(b))
+        return g.add("matmul", G, g.add("transpose", b))  # dA = G @ B^T (G @ B for a vector a)
+    if ra == 1:  # x (n,) @ B (n, k): dB = outer(x, G)
+        return g.add("mul", g.column(a), g.row(G))
+    return g.add("matmul", g.add("transpose", a), G)  # dB = A^T @ G
+
+
+def _transpose_vjp(g, i: int, G: int, k: int) -> int:
+    return g.add("transpose", G)
+
+
+def _sum_vjp(g, i: int, G: int, k: int) -> int:
+    a = g.nodes[i].args[0]
+    return g.add("broadcast_to", g.keepdims(G, g.nodes[i].value, a), attrs=g.shapes[a])
+
+
+def _extreme_vjp(g, i: int, G: int, k: int) -> int:
+    a, axes = g.nodes[i].args[0], g.nodes[i].value
+    share = g.add("ties", a, i, attrs=axes)
+    return g.fit(g.add("mul", share, g.keepdims(G, axes, a)), g.shapes[a])
+
+
+def _reshape_vjp(g, i: int, G: int, k: int) -> int:
+    a = g.nodes[i].args[0]
+    return g.add("reshape", G, attrs=g.shapes[a])
+
+
+def _broadcast_vjp(g, i: int, G: int, k: int) -> int:
+    return g.add("sum_to", G, attrs=g.shapes[g.nodes[i].args[0]])
+
+
+def _sum_to_vjp(g, i: int, G: int, k: int) -> int:
+    return g.add("broadcast_to", G, attrs=g.shapes[g.nodes[i].args[0]])
+
+
+def _constant(g, i: int, G: int, k: int) -> None:
+    return None
+
+
+# fmt: off
+_TABLE = [
+    TensorOp("matmul", 2, _matmul_shape, _matmul_vjp, "{a} @ {b}", "{a} @ {b}"),
+    TensorOp("transpose", 1, lambda s, _: s[0][::-1], _transpose_vjp, "{a}.T", "{a}.T"),
+    TensorOp("sum", 1, _reduced, _sum_vjp, "sum({a}, axis={attrs})", "np.sum({a}, axis={attrs})"),
+    TensorOp("max", 1, _reduced, _extreme_vjp, "max({a}, axis={attrs})",
+             "np.max({a}, axis={attrs})"),
+    TensorOp("min", 1, _reduced, _extreme_vjp, "min({a}, axis={attrs})",
+             "np.min({a}, axis={attrs})"),
+    # The share of the upstream gradient each element of a gets from max/min reduction b: 1 / count
+    # where a equals b, 0 elsewhere (the tie rule above). Piecewise constant: no gradient of its own.
+    TensorOp("ties", 2, lambda s, _: s[0], _constant, "ties({a}, {b}, axis={attrs})",
+             "ties({a}, {b}, {attrs})"),
+    TensorOp("reshape", 1, _target, _reshape_vjp, "reshape({a}, {attrs})",
+             "np.reshape({a}, {attrs})"),
+    TensorOp("broadcast_to", 1, _broadcast_to, _broadcast_vjp, "broadcast_to({a}, {attrs})",
+             "np.broadcast_to({a}, {attrs})"),
+    TensorOp("sum_to", 1, _sum_to, _sum_to_vjp, "sum_to({a}, {attrs})", "sum_to({a}, {attrs})"),
+]
+# fmt: on
+
+TENSOR_OPS: dict[str, TensorOp] = {op.name: op for op in _TABLE}
+
+#: Tensor ops whose attribute is a tuple of axes (the others' is a target shape).
+AXES_OPS = ("sum", "max", "min", "ties")

@@ -1,0 +1,166 @@
+"""``TensorKernel``: a tensor program's value and gradients, called like a NumPy function.
+
+It binds the inputs, checks them against their declared shapes (binding each dimension name to
+one size for the call), and runs the generated module (``compiler.codegen.tensor_source``): BLAS
+for the matrix products, fused Numba loops for the elementwise regions. Two tiers, as for
+elementwise kernels: ``"compiled"`` (the default for ``"auto"``: each region is a small function
+that compiles in about a second, once, then comes from the disk cache) and ``"instant"``
+(the same steps as NumPy calls: nothing to compile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import CompileError, InputError
+from compiler.ir import shapes as sh
+from compiler.ir.tensor import TensorGraph
+from runtime import cache
+from runtime.inputs import as_float_array, bind
+
+Grads = dict[str, Any]
+
+
+class TensorKernel:
+    """Value and gradients of one tensor program.
+
+    >>> import compiler, numpy as np
+    >>> k = compiler.compile_gradient("sum((W @ x)**2)", shapes={"W": ("n", "n"), "x": ("n",)})
+    >>> value, grads = k.value_and_grad(W=[[0.1, 0.5], [-0.3, 0.8]], x=[0.2, 0.4])
+    >>> round(value, 12), np.round(grads["x"], 12)
+    (0.116, array([-0.112,  0.636]))
+    """
+
+    def __init__(self, graph: TensorGraph, wrt: tuple[str, ...], title: str = "", mode="auto"):
+        if mode not in ("auto", "instant", "compiled"):
+            raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
+        self.graph = graph
+        self.inputs: tuple[str, ...] = graph.inputs
+        self.shapes = {n: graph.declared.get(n, ()) for n in self.inputs}
+        self.wrt = wrt
+        self.title = title
+        self.requested_mode = mode
+        self.fusion = None
+        self._adjoint = None
+        self._modules: dict[bool, ModuleType] = {}
+        self._checked: set[tuple[bool, str]] = set()
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}{sh.text(s)}" for n, s in self.shapes.items())
+        return f"<TensorKernel {self.title!r} inputs=({shapes}) wrt={self.wrt} mode={self.mode!r}>"
+
+    @property
+    def mode(self) -> str:
+        return "instant" if self.requested_mode == "instant" else "compiled"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Nothing compiles in the background for tensor kernels: always ready."""
+        return True
+
+    @property
+    def adjoint(self):
+        """The forward + backward graph (a ``TensorAdjointGraph``), built on first use."""
+        if self._adjoint is None:
+            from compiler.passes.adjoint import adjoint
+
+            self._adjoint = adjoint(self.graph, self.wrt)
+        return self._adjoint
+
+    @property
+    def source(self) -> str:
+        """The generated Python/Numba source of the tier that answers."""
+        return self._source_maker(self.mode == "compiled")()
+
+    # ------------------------------------------------------------ calling
+    def __call__(self, *args, **kwargs):
+        """The value: a float for a scalar output, else an array of the output's shape."""
+        values, _ = self._bind(args, kwargs)
+        return self._run("forward", values)
+
+    def value_and_grad(self, *args, seed: Any = None, **kwargs) -> tuple[Any, Grads]:
+        """``(value, {input: gradient})``. Without a seed, the gradient of the sum of the
+        output's elements (for a scalar output: its gradient)."""
+        values, sizes = self._bind(args, kwargs)
+        seed = self._seed(seed, sizes)
+        value, grads = self._run("value_and_grad", [*values, seed])
+        return value, dict(zip(self.wrt, grads))
+
+    def grad(self, *args, seed: Any = None, **kwargs) -> Grads:
+        return self.value_and_grad(*args, seed=seed, **kwargs)[1]
+
+    def vjp(self, *args, **kwargs) -> tuple[Any, Callable[..., Grads]]:
+        """``(value, pullback)``: ``pullback(seed)`` is the vector-Jacobian product. The forward
+        runs once, keeping what the backward reads (``adjoint.saved``)."""
+        values, sizes = self._bind(args, kwargs)
+        value, saved = self._run("forward_save", values)
+
+        def pullback(seed: Any = None) -> Grads:
+            grads = self._run("backward", [*values, *saved, self._seed(seed, sizes)])
+            return dict(zip(self.wrt, grads))
+
+        return value, pullback
+
+    # ------------------------------------------------------------ binding
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[list, dict[str, int]]:
+        arrays = bind(self.inputs, args, kwargs)
+        sizes = sh.bind(self.shapes, arrays)
+        values = [
+            float(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
+            for n in self.inputs
+        ]
+        return values, sizes
+
+    def _seed(self, seed: Any, sizes: dict[str, int]):
+        shape = sh.concrete(self.graph.shapes[self.graph.outputs[0]], sizes)
+        if seed is None:
+            return 1.0 if not shape else np.ones(shape)
+        array = as_float_array("seed", seed)
+        if array.shape != shape:
+            try:
+                array = np.broadcast_to(array, shape)
+            except ValueError:
+                raise InputError(
+                    f"seed of shape {array.shape} does not broadcast to the output's {shape}"
+                ) from None
+        return float(array) if not shape else np.ascontiguousarray(array)
+
+    # ------------------------------------------------------------ running
+    def _key(self, fused: bool) -> str:
+        parts = ("tensor", self.graph.key(), repr(self.inputs), repr(self.wrt), repr(fused))
+        return cache.cache_key(*parts)
+
+    def _source_maker(self, fused: bool) -> Callable[[], str]:
+        def make_source() -> str:
+            from compiler.codegen.tensor_source import generate_tensor
+
+            return generate_tensor(self.adjoint, self.title, fused)
+
+        return make_source
+
+    def _module(self, fused: bool) -> ModuleType:
+        if fused not in self._modules:
+            self._modules[fused] = cache.load_module(
+                self._key(fused), self._source_maker(fused), prefix="t"
+            )
+        return self._modules[fused]
+
+    def _run(self, entry: str, args: list):
+        fused = self.mode == "compiled"
+        module = self._module(fused)
+        with np.errstate(all="ignore"):  # NumPy's nan and inf, without its warnings
+            if (fused, entry) in self._checked or not fused:
+                return getattr(module, entry)(*args)
+            try:
+                result = getattr(module, entry)(*args)
+            except Exception as e:
+                # The first call compiles (or loads from Numba's cache): a failure here is a
+                # damaged cache entry or our bug. Nothing half-built stays cached.
+                cache.discard(module)
+                self._modules.pop(fused, None)
+                raise CompileError(f"running {entry} of {self.title!r} failed: {e}") from e
+        self._checked.add((fused, entry))
+        return result

@@ -73,9 +73,6 @@ def _trace_tensor(source: Source, inputs: Sequence[str] | None, shapes: Mapping[
     extra = [n for n in graph.inputs if n not in names]
     if extra:
         raise InputError(f"the expression uses {extra}, which inputs={names} does not declare")
-    unknown = [n for n in declared if n not in names]
-    if unknown:
-        raise InputError(f"shapes names {unknown}, which are not inputs {names}")
     out = TensorGraph(declared)  # declared inputs first, in order; only what the output needs
     for name in names:
         out.input(name)

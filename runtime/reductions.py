@@ -6,7 +6,7 @@ import numpy as np
 
 from runtime.inputs import sum_to
 
-__all__ = ["sum_to", "ties"]
+__all__ = ["log_softmax", "logsumexp", "softmax", "sum_to", "sumsq", "ties"]
 
 
 def ties(x: np.ndarray, extreme: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
@@ -15,3 +15,38 @@ def ties(x: np.ndarray, extreme: np.ndarray, axes: int | tuple[int, ...]) -> np.
     axes = (axes,) if isinstance(axes, int) else axes
     hit = x == np.expand_dims(extreme, axes)
     return hit / np.sum(hit, axis=axes, keepdims=True)
+
+
+def _shift(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """max(x) over ``axes`` (kept), 0 where it is not finite: exp(x - shift) never overflows,
+    and an all -inf slice gives exp(-inf) = 0 instead of nan."""
+    m = np.max(x, axis=axes, keepdims=True)
+    return np.where(np.isfinite(m), m, 0.0)
+
+
+def logsumexp(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
+    """log(sum(exp(x))) over ``axes``, stably: logsumexp([1000, 1000]) = 1000 + log 2."""
+    axes = (axes,) if isinstance(axes, int) else axes
+    m = _shift(x, axes)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return np.squeeze(out, axis=axes)
+
+
+def softmax(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
+    """exp(x) / sum(exp(x)) over ``axes``, stably; 0 on an all -inf slice."""
+    axes = (axes,) if isinstance(axes, int) else axes
+    e = np.exp(x - _shift(x, axes))
+    total = np.sum(e, axis=axes, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+def log_softmax(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
+    """x - logsumexp(x) over ``axes``: finite where softmax underflows to 0."""
+    axes = (axes,) if isinstance(axes, int) else axes
+    return x - np.expand_dims(logsumexp(x, axes), axes)
+
+
+def sumsq(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
+    """sum(x * x) over ``axes``."""
+    return np.sum(np.square(x), axis=axes)

@@ -15,6 +15,7 @@ region is indexed ``bias[i1]``), so broadcasts are never materialised.
 from __future__ import annotations
 
 import heapq
+import re
 from dataclasses import dataclass, field
 
 from compiler.codegen.numba_source import Namer, literal
@@ -23,6 +24,7 @@ from compiler.ir.registry import OPS
 from compiler.ir.shapes import Shape
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import AXES_OPS, TENSOR_OPS
+from runtime import reductions
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
@@ -173,7 +175,12 @@ class TensorWriter:
         if node.op in TENSOR_OPS:
             spec = TENSOR_OPS[node.op]
             attrs = "" if node.value is None else self.attrs_code(node.op, node.value)
-            return f"    {self.ident[i]} = {spec.code.format(**operands, attrs=attrs)}"
+            code = spec.code.format(**operands, attrs=attrs)
+            if self.adj.shapes[i] == ():  # a float, whatever NumPy returns (loops take floats)
+                code = f"float({code})"
+            note = self.adj.notes.get(i)
+            comment = f"  # fused: {note.format(**operands)}" if note else ""
+            return f"    {self.ident[i]} = {code}{comment}"
         self.numpy_ops.add(node.op)  # NumPy's float64 semantics
         call = f"np_{node.op}({', '.join(operands.values())})"
         if self.adj.shapes[i] != ():
@@ -310,7 +317,7 @@ class TensorWriter:
             *self.entry("backward", grads, given=tuple(saved)),
         ]
         body = "\n".join([*self.loops, *entries])
-        uses = [h for h in ("sum_to", "ties") if f"{h}(" in body]
+        uses = [h for h in reductions.__all__ if re.search(rf"\b{h}\(", body)]
         header = [
             f'"""symgrad tensor kernel for {self.title!r} (generated: edit the graph, not this '
             'file)."""',

@@ -5,6 +5,10 @@ generated code computes it. VJPs build nodes in the graph and never a Jacobian: 
 two matmuls, a broadcast's adjoint is a sum over the broadcast axes, a reduction's adjoint a
 broadcast. Elementwise ops keep their entries in ``compiler.ir.registry`` and broadcast like NumPy.
 
+Tensor gates (``logsumexp``, ``softmax``, ``log_softmax`` — the softmax cross-entropy's core —
+and ``sumsq``) are entries here too: the fusion pass builds them from the forms people write.
+An all ``-inf`` slice has logsumexp ``-inf`` and gradient 0 (not nan), and softmax 0 there.
+
 Tie rule of the ``max``/``min`` reductions (the kink table's rule for ``maximum``, and JAX's): the
 upstream gradient is split equally among the elements equal to the extremum, so the partials sum
 to 1.
@@ -39,6 +43,13 @@ class TensorOp:
     vjp: Callable[..., int | None]
     listing: str
     code: str
+    # A tensor gate (compiler/passes/tensor_fusion.py builds it from what users write): what the
+    # unfused form risks, for the fusion report.
+    overflow: str = ""
+
+    @property
+    def is_gate(self) -> bool:
+        return bool(self.overflow)
 
 
 # ----------------------------------------------------------------------------- shape rules
@@ -123,6 +134,33 @@ def _constant(g, i: int, G: int, k: int) -> None:
     return None
 
 
+# The tensor gates' VJPs: each its own analytic rule, never the derivative of its stable form.
+def _logsumexp_vjp(g, i: int, G: int, k: int) -> int:
+    a, axes = g.nodes[i].args[0], g.nodes[i].value
+    return g.add("mul", g.add("softmax", a, attrs=axes), g.keepdims(G, axes, a))
+
+
+def _softmax_vjp(g, i: int, G: int, k: int) -> int:
+    a, axes = g.nodes[i].args[0], g.nodes[i].value  # dx = y * (G - sum(G * y))
+    inner = g.keepdims(g.add("sum", g.add("mul", G, i), attrs=axes), axes, a)
+    return g.add("mul", i, g.add("sub", G, inner))
+
+
+def _log_softmax_vjp(g, i: int, G: int, k: int) -> int:
+    a, axes = g.nodes[i].args[0], g.nodes[i].value  # dx = G - softmax(x) * sum(G)
+    total = g.keepdims(g.add("sum", G, attrs=axes), axes, a)
+    return g.add("sub", G, g.add("mul", g.add("softmax", a, attrs=axes), total))
+
+
+def _sumsq_vjp(g, i: int, G: int, k: int) -> int:
+    a, axes = g.nodes[i].args[0], g.nodes[i].value
+    return g.add("mul", g.add("mul", g.const(2.0), a), g.keepdims(G, axes, a))
+
+
+def _same(shapes: list[Shape], _attrs) -> Shape:
+    return shapes[0]
+
+
 # fmt: off
 _TABLE = [
     TensorOp("matmul", 2, _matmul_shape, _matmul_vjp, "{a} @ {b}", "{a} @ {b}"),
@@ -141,10 +179,25 @@ _TABLE = [
     TensorOp("broadcast_to", 1, _broadcast_to, _broadcast_vjp, "broadcast_to({a}, {attrs})",
              "np.broadcast_to({a}, {attrs})"),
     TensorOp("sum_to", 1, _sum_to, _sum_to_vjp, "sum_to({a}, {attrs})", "sum_to({a}, {attrs})"),
+    # ---- tensor gates (runtime/reductions.py computes them stably: max-shifted, -inf safe)
+    TensorOp("logsumexp", 1, _reduced, _logsumexp_vjp, "logsumexp({a}, axis={attrs})",
+             "logsumexp({a}, {attrs})",
+             overflow="log(sum(exp(x))) overflows to inf once x > 709; logsumexp shifts by max(x)"),
+    TensorOp("softmax", 1, _same, _softmax_vjp, "softmax({a}, axis={attrs})",
+             "softmax({a}, {attrs})",
+             overflow="exp(x) / sum(exp(x)) is nan once x > 709; softmax shifts by max(x)"),
+    TensorOp("log_softmax", 1, _same, _log_softmax_vjp, "log_softmax({a}, axis={attrs})",
+             "log_softmax({a}, {attrs})",
+             overflow="log(softmax(x)) is -inf where softmax underflows; log_softmax is x - lse(x)"),
+    TensorOp("sumsq", 1, _reduced, _sumsq_vjp, "sumsq({a}, axis={attrs})", "sumsq({a}, {attrs})",
+             overflow="no overflow risk: sumsq saves the squared temporary and its pass"),
 ]
 # fmt: on
 
 TENSOR_OPS: dict[str, TensorOp] = {op.name: op for op in _TABLE}
 
 #: Tensor ops whose attribute is a tuple of axes (the others' is a target shape).
-AXES_OPS = ("sum", "max", "min", "ties")
+AXES_OPS = ("sum", "max", "min", "ties", "logsumexp", "softmax", "log_softmax", "sumsq")
+
+#: The tensor gates, by name.
+TENSOR_GATES = tuple(op.name for op in _TABLE if op.is_gate)

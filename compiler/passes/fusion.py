@@ -36,6 +36,9 @@ from compiler.errors import GateError, ParseError
 from compiler.ir import gates as gate_table
 from compiler.ir.graph import CONST, LEAVES, Graph, format_const
 from compiler.ir.registry import OPS
+from compiler.ir.tensor import TensorGraph
+from compiler.ir.tensor_ops import TENSOR_GATES, TENSOR_OPS
+from compiler.passes.tensor_fusion import fuse_tensor_gates
 
 MAX_ROUNDS = 8
 #: Discovery: largest region tried, and the SymPy time one compile may spend on it.
@@ -152,6 +155,8 @@ def fuse(
         if not matches:
             break
         current, rounds = _rebuild(current, matches), rounds + 1
+    if isinstance(current, TensorGraph):
+        current = fuse_tensor_gates(current, names)
     report = FusionReport(names, discover, graph, current, None if wrt is None else tuple(wrt))
     report.skipped = skipped
     if discover:
@@ -163,7 +168,7 @@ def fuse(
 
 def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     """(the gate names to fuse, whether to discover) for a ``fuse=`` setting."""
-    fusable = tuple(g for g in gate_table.gate_names() if OPS[g].patterns)
+    fusable = tuple(g for g in gate_table.gate_names() if OPS[g].patterns) + TENSOR_GATES
     if gates is True:
         return fusable, False
     if gates is False or gates is None:
@@ -224,7 +229,7 @@ def _patterns_by_op(names: Sequence[str]) -> dict[str, list[_Pattern]]:
     """Patterns of the selected gates, indexed by the graph op their root can match."""
     by_op: dict[str, list[_Pattern]] = {}
     for name in names:
-        for text in OPS[name].patterns:
+        for text in OPS[name].patterns if name in OPS else ():
             try:
                 p = _compile_pattern(name, text)
             except ParseError:  # names a gate that is no longer registered
@@ -509,7 +514,10 @@ PROBES = (-1000.0, -100.0, -10.0, 10.0, 100.0, 1000.0)
 def overflow_note(gate: str, template: str) -> str:
     """Where the replaced subgraph, evaluated as written, overflows (an intermediate is ±inf) or
     loses its value or gradient (inf or nan) while the gate stays finite; probed at ±10, ±100,
-    ±1000 with NumPy. A template over the operand "{a}", like the note; empty if nowhere."""
+    ±1000 with NumPy. A template over the operand "{a}", like the note; empty if nowhere.
+    A tensor gate states its own note."""
+    if gate in TENSOR_OPS:
+        return TENSOR_OPS[gate].overflow
     from compiler.frontend.text import parse
     from compiler.passes.adjoint import adjoint, local_gradient_template
 
@@ -555,8 +563,8 @@ def _discover(graph: Graph) -> tuple[Graph, list[Discovered], list[str]]:
     start = time.perf_counter()
     for root in range(len(graph.nodes) - 1, -1, -1):
         node = graph.nodes[root]
-        if node.op in LEAVES or root in taken or OPS[node.op].is_gate:
-            continue
+        if node.op not in OPS or root in taken or OPS[node.op].is_gate:
+            continue  # leaves, tensor ops and gates
         if time.perf_counter() - start > DISCOVERY_BUDGET_S:
             notes.append(f"discovery stopped after its {DISCOVERY_BUDGET_S:g} s budget")
             break

@@ -20,7 +20,7 @@ def ties(x: np.ndarray, extreme: np.ndarray, axes: int | tuple[int, ...]) -> np.
 def _shift(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """max(x) over ``axes`` (kept), 0 where it is not finite: exp(x - shift) never overflows,
     and an all -inf slice gives exp(-inf) = 0 instead of nan."""
-    m = np.max(x, axis=axes, keepdims=True)
+    m = np.max(x, axis=axes, keepdims=True, initial=-np.inf)  # an empty slice: -inf
     return np.where(np.isfinite(m), m, 0.0)
 
 

@@ -48,6 +48,15 @@ class TensorKernel:
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
         self._checked: set[tuple[bool, str]] = set()
+        # max/min reductions and the dims they reduce: an empty one has no value (NumPy raises).
+        self._extremes = [
+            (
+                graph.nodes[i].op,
+                [graph.shapes[graph.nodes[i].args[0]][k] for k in graph.nodes[i].value],
+            )
+            for i in graph.op_nodes()
+            if graph.nodes[i].op in ("max", "min")
+        ]
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}{sh.text(s)}" for n, s in self.shapes.items())
@@ -108,6 +117,13 @@ class TensorKernel:
     def _bind(self, args: tuple, kwargs: dict) -> tuple[list, dict[str, int]]:
         arrays = bind(self.inputs, args, kwargs)
         sizes = sh.bind(self.shapes, arrays)
+        for op, dims in self._extremes:
+            empty = [d for d in dims if sh.concrete((d,), sizes) == (0,)]
+            if empty:
+                raise InputError(
+                    f"{op} over an empty axis: dimension {empty[0]!r} has size 0 (in inputs "
+                    f"{[n for n, s in self.shapes.items() if empty[0] in s]}); it has no {op}"
+                )
         values = [
             float(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
             for n in self.inputs
@@ -154,13 +170,20 @@ class TensorKernel:
         with np.errstate(all="ignore"):  # NumPy's nan and inf, without its warnings
             if (fused, entry) in self._checked or not fused:
                 return getattr(module, entry)(*args)
+            from numba.core.errors import NumbaError
+
             try:
                 result = getattr(module, entry)(*args)
-            except Exception as e:
+            except NumbaError as e:
                 # The first call compiles (or loads from Numba's cache): a failure here is a
                 # damaged cache entry or our bug. Nothing half-built stays cached.
                 cache.discard(module)
                 self._modules.pop(fused, None)
-                raise CompileError(f"running {entry} of {self.title!r} failed: {e}") from e
+                raise CompileError(f"compiling {entry} of {self.title!r} failed: {e}") from e
         self._checked.add((fused, entry))
         return result
+
+    def _repr_html_(self) -> str | None:  # Jupyter: the graph drawn, the source (compiler.viz)
+        from compiler.viz.display import kernel_html
+
+        return kernel_html(self)

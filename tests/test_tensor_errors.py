@@ -262,13 +262,6 @@ def empty_max_kernel():
     return compiler.compile_gradient("max(values)", shapes={"values": ("n",)})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: max/min over a zero-length axis escapes as NumPy's bare ValueError ('zero-size "
-    "array to reduction operation maximum which has no identity') once the kernel has run "
-    "(on a kernel's first call it is a CompileError 'running forward ... failed'), instead of an "
-    "InputError naming the input",
-)
 def test_max_over_an_empty_axis_is_an_input_error():
     k = empty_max_kernel()
     assert k(values=np.array([1.0, 3.0])) == 3.0  # the kernel has run once

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
-from compiler.ir.graph import CONST, INPUT, Graph, copy_nodes
+from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
 from compiler.ir.tensor import TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import TENSOR_OPS
@@ -154,9 +154,30 @@ def _name_adjoint(adj: AdjointGraph, node: int, grads: dict[int, int]) -> None:
 
 
 def _saved(adj: AdjointGraph) -> tuple[int, ...]:
+    """What a separate forward keeps for the backward: the forward values the backward reads,
+    or — when that is no more values — the *residuals* the seed-dependent part reads: the
+    local gradients themselves (σ(x)σ(−x) rather than x and σ(x)), so a pullback only
+    multiplies. Tensor kernels keep forward values (a local gradient there may be a large view)."""
     n = adj.n_forward
     read = {a for i in adj.backward_nodes() for a in adj.nodes[i].args if a < n}
     read.update(o for o in adj.outputs[1:] if o < n)
+    values = tuple(sorted(i for i in read if adj.nodes[i].op not in TENSOR_LEAVES))
+    if isinstance(adj, TensorGraph):
+        return values
+    residuals = _residuals(adj)
+    return residuals if len(residuals) <= len(values) else values
+
+
+def _residuals(adj: AdjointGraph) -> tuple[int, ...]:
+    """The seed-independent non-leaf nodes that seed-dependent live nodes (or outputs) read."""
+    seeded = [False] * len(adj.nodes)
+    for i, node in enumerate(adj.nodes):
+        seeded[i] = node.op == SEED or any(seeded[a] for a in node.args)
+    live = adj.reachable(adj.outputs[1:])
+    read = {o for o in adj.outputs[1:] if not seeded[o]}
+    for i in adj.backward_nodes():
+        if live[i] and seeded[i]:
+            read.update(a for a in adj.nodes[i].args if not seeded[a])
     return tuple(sorted(i for i in read if adj.nodes[i].op not in TENSOR_LEAVES))
 
 

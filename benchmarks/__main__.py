@@ -1,13 +1,16 @@
 """``python -m benchmarks [--quick] [--only NAME] [--out benchmarks/RESULTS.md]``
 
 Runs the workloads (all, or those named by ``--only``: id ``F1`` or name ``neuron``), prints the
-markdown report and writes it to ``--out``.
+markdown report and merges it into ``--out`` (default ``benchmarks/RESULTS.md``; a ``--quick`` run
+writes nothing unless ``--out`` is given): each workload's section replaces its earlier version,
+and the other sections stay, so workloads can be refreshed one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import shlex
 import sys
 import time
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from benchmarks import machine
 from benchmarks.harness import md_table
-from benchmarks.workloads import Options, select
+from benchmarks.workloads import Options, all_workloads, select
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -71,23 +74,46 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     contention = meter.summary()
 
-    targets = [t for s in sections for t in s.targets]
+    blocks = {
+        w.name: _block(w.name, sec, command, machine_md, contention, elapsed, args.quick)
+        for w, sec in zip(workloads, sections)
+    }
+    report = HEADER + "".join(blocks.values())
+    out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(merged(out, blocks), encoding="utf-8")
+    print(report)
+    log(f"report written to {out}" if out else "quick run: report printed only (--out to keep it)")
+    return 0
+
+
+HEADER = (
+    "# symgrad benchmarks\n\n"
+    "Each section was produced by the command it names, on the machine it describes; "
+    "`python -m benchmarks --only NAME` refreshes one section and keeps the others. All "
+    "contenders of a workload run in one process, interleaved; times are per call.\n"
+)
+
+
+def _block(name, section, command, machine_md, contention, elapsed, quick) -> str:
+    """One workload's part of the report, between markers that ``merged`` finds again."""
+    targets = section.targets
     met = sum(t.met for t in targets)
     measured = sum(not math.isnan(t.value) for t in targets)
     lines = [
-        "# symgrad benchmarks",
+        f"<!-- section {name} -->",
+        f"## {section.title}",
         "",
         f"Produced by `{command.strip()}` in {elapsed:.0f} s"
-        + (" (quick mode: tiny sizes, few repeats — not for conclusions)." if args.quick else "."),
-        "All contenders of a workload run in one process, interleaved; times are per call.",
+        + (" (quick mode: tiny sizes, few repeats — not for conclusions)." if quick else ".")
+        + f" CPU use during the run: {contention}.",
         "",
-        "## Machine",
+        "### Machine",
         "",
         machine_md,
         "",
-        f"CPU use during the run: {contention}.",
-        "",
-        "## Targets",
+        "### Targets",
         "",
         f"{met} of {measured} measured targets met.",
         "",
@@ -97,17 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     ]
     missed = [t for t in targets if not t.met and not math.isnan(t.value) and t.why]
     if missed:
-        lines += ["", "### Why the missed targets are missed (measured in this run)", ""]
+        lines += ["", "#### Why the missed targets are missed (measured in this run)", ""]
         lines += [f"- **{t.what}**: {t.why}" for t in missed]
-    for s in sections:
-        lines += ["", f"## {s.title}", "", s.markdown]
-    report = "\n".join(lines) + "\n"
+    lines += ["", section.markdown, f"<!-- end {name} -->", ""]
+    return "\n" + "\n".join(lines)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
-    print(report)
-    log(f"report written to {args.out}")
-    return 0
+
+_LEGACY = "## Earlier results (before per-section reports)"
+_BLOCK = re.compile(r"\n<!-- section (\S+) -->\n.*?<!-- end \1 -->\n", re.S)
+
+
+def merged(path: Path, blocks: dict[str, str]) -> str:
+    """The report file with ``blocks`` replacing their earlier versions; other sections stay,
+    in workload order (sections from before the markers existed are kept, last)."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    found = {m.group(1): m.group(0) for m in _BLOCK.finditer(old)}
+    rest = _BLOCK.sub("", old)
+    legacy = rest.split("\n", 1)[1].strip() if rest.startswith("# symgrad benchmarks") else rest
+    legacy = legacy.removeprefix(HEADER.split("\n", 1)[1].strip()).strip()
+    legacy = legacy.removeprefix(_LEGACY).strip()
+    found.update(blocks)
+    order = [w.name for w in all_workloads()]
+    names = sorted(found, key=lambda n: order.index(n) if n in order else len(order))
+    text = HEADER + "".join(found[n] for n in names)
+    if legacy:
+        text += f"\n{_LEGACY}\n\n{legacy}\n"
+    return text
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from compiler import ops  # noqa: E402
 from compiler.api import compile_gradient, trace  # noqa: E402
 from compiler.errors import (  # noqa: E402
     CompileError,
+    DrawError,
     GateError,
     InputError,
     ParseError,
@@ -26,6 +27,7 @@ from compiler.passes.fusion import FusionReport, fuse  # noqa: E402
 __all__ = [
     "AdjointGraph",
     "CompileError",
+    "DrawError",
     "FusionReport",
     "GateError",
     "Graph",
@@ -34,7 +36,9 @@ __all__ = [
     "ShapeError",
     "SymgradError",
     "adjoint",
+    "compare",
     "compile_gradient",
+    "draw",
     "fuse",
     "gate_names",
     "ops",
@@ -42,3 +46,12 @@ __all__ = [
     "trace",
     "unregister_gate",
 ]
+
+
+def __getattr__(name: str):
+    # compiler.draw, compiler.compare and compiler.viz load the drawing code on first use.
+    if name in ("draw", "compare", "viz"):
+        import compiler.viz
+
+        return compiler.viz if name == "viz" else getattr(compiler.viz, name)
+    raise AttributeError(f"module 'compiler' has no attribute {name!r}")

@@ -35,3 +35,7 @@ class GateError(SymgradError, ValueError):
 class ShapeError(InputError):
     """Shapes that do not fit: operands that cannot broadcast, a matmul's inner dimensions, an axis
     out of range, or a dimension name bound to two sizes. The message names the operands and dims."""
+
+
+class DrawError(SymgradError, RuntimeError):
+    """A graph cannot be drawn: Graphviz's ``dot`` is missing or failed, or the graph is too big."""

@@ -23,6 +23,7 @@ examples:
   symgrad "(x + y) * z" --at x=-2,y=5,z=-4
   symgrad "maximum(x, y) * z" --at x=2,y=-1,z=3 --wrt x,y --source
   symgrad "-x * y" --at x=1,y=2             an expression may start with a minus sign
+  symgrad --draw neuron.svg                 also draw the graph, values and gradients on its edges
 
 the language:
   numbers, names, + - * / **, unary minus, parentheses, the constant pi and the functions
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wrt", help="inputs to differentiate, comma-separated (default: all)")
     p.add_argument("--no-fuse", action="store_true", help="keep every primitive node")
     p.add_argument("--source", action="store_true", help="also print the generated Numba source")
+    p.add_argument(
+        "--draw",
+        metavar="PATH",
+        help="also draw the graph with values and gradients at the point into PATH "
+        "(.svg, .png or .pdf; needs Graphviz's dot)",
+    )
     return p
 
 
@@ -92,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"--at is required: give values for {', '.join(kernel.inputs)}"
             )
         value, grads = kernel.value_and_grad(**parse_point(at))
-    except (compiler.SymgradError, ValueError) as e:
+        if args.draw:
+            compiler.draw(kernel, at=parse_point(at)).save(args.draw)
+    except (compiler.SymgradError, ValueError, OSError) as e:
         print(f"symgrad: error: {e}", file=sys.stderr)
         return 2
     print(f"f({at}) = {value:.12g}")
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.source:
         print("\ngenerated source:")
         print(kernel.source)
+    if args.draw:
+        print(f"\npicture: {args.draw}")
     return 0
 
 
@@ -125,7 +136,7 @@ def _shield_expression(argv: list[str]) -> list[str]:
         single_dash = arg.startswith("-") and not arg.startswith("--") and len(arg) > 1
         if single_dash and not expects_value and arg != "-h":
             arg = _SHIELD + arg
-        expects_value = arg in ("--at", "--wrt")
+        expects_value = arg in ("--at", "--wrt", "--draw")
         out.append(arg)
     return out
 

@@ -285,6 +285,11 @@ class Kernel:
                 raise CompileError(f"compiling {name} for {self.title!r} failed: {e}") from e
         self._checked.add((module.__name__, name))
 
+    def _repr_html_(self) -> str | None:  # Jupyter: the graph drawn, the source (compiler.viz)
+        from compiler.viz.display import kernel_html
+
+        return kernel_html(self)
+
 
 def _used(module: ModuleType, lay: Layout) -> list:
     return [lay.flat[n] for n in module.USED]

@@ -260,6 +260,11 @@ class Graph:
                 exprs.append(sympy_definition(n.op).xreplace(subs))
         return exprs[self.outputs[output]]
 
+    def _repr_svg_(self) -> str | None:  # Jupyter shows the graph drawn (compiler.viz)
+        from compiler.viz.display import graph_svg
+
+        return graph_svg(self)
+
 
 def _sympy_number(value: float):
     import sympy

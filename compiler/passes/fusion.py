@@ -135,6 +135,11 @@ class FusionReport:
         lines.append(f"  {'saved bytes per element':<28}{b:>8}{a:>8}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str | None:  # Jupyter: before and after drawn (compiler.viz)
+        from compiler.viz.display import report_html
+
+        return report_html(self)
+
 
 # ------------------------------------------------------------------------------ the pass
 def fuse(

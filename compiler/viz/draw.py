@@ -1,0 +1,390 @@
+"""``compiler.draw``: a graph drawn the way the backprop lecture draws it.
+
+One node per gate, labelled from the op table (``OPS[op].symbol``; a constant operand folds into
+the label, as in the lecture's ``+1`` and ``1/x``; tensor ops print their listing over ``x``).
+Inputs are on the left, the output on the right. Given a point ``at=``, each edge carries the
+value flowing forward (green, above) and the gradient flowing back (red, below); a tensor graph's
+edges carry their shapes, and values only when they are small. A fused gate (``graph.notes``) is
+one node naming what it replaced; ``expand=True`` draws that subgraph inside a dashed box instead.
+``backward=True`` draws the adjoint graph itself: forward nodes, then the backward nodes (red),
+each output named.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import DrawError
+from compiler.ir import shapes as sh
+from compiler.ir.graph import CONST, INPUT, SEED, Graph, format_const
+from compiler.ir.registry import OPS
+from compiler.ir.tensor import DIM, TensorGraph, attrs_text
+from compiler.ir.tensor_ops import TENSOR_OPS
+from compiler.viz.render import MAX_NODES, Drawing, attributes, dot_program, escape
+from compiler.viz.values import Annotated, annotate, evaluate
+
+GREEN, RED, GRAY, INK = "#1a7f37", "#cf222e", "#6e7781", "#24292f"
+#: Arrays of at most this many elements show their values on an edge; larger ones their shape.
+MAX_ELEMENTS = 6
+FOLDED = (CONST, DIM)  # leaves drawn inside the label of the node that reads them
+
+STYLES = {
+    "input": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ddf4ff",
+              "color": "#54aeff"},
+    "op": {"shape": "ellipse", "style": "filled", "fillcolor": "#f6f8fa", "color": "#57606a"},
+    "gate": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#fff8c5",
+             "color": "#bf8700", "peripheries": "2"},
+    "backward": {"shape": "ellipse", "style": "filled", "fillcolor": "#ffebe9", "color": RED},
+    "output": {"shape": "plaintext", "fontcolor": INK},
+}  # fmt: skip
+HEADER = (
+    'graph [rankdir=LR, fontname="Helvetica", fontsize=13, nodesep=0.4, ranksep=0.45, '
+    'bgcolor="white", pad=0.15, labelloc=t, newrank=true];\n'
+    'node [fontname="Helvetica", fontsize=12, margin="0.08,0.03", height=0.32];\n'
+    f'edge [fontname="Helvetica", fontsize=11, color="{GRAY}", arrowsize=0.6];'
+)
+
+
+class Picture:
+    """DOT text under construction: nodes (inside clusters where opened), then every edge at the
+    top level (an edge written inside a cluster would pull its ends into it)."""
+
+    def __init__(self, title: str = ""):
+        self.title = title
+        self.body: list[str] = []
+        self.edges: list[str] = []
+        self.depth = 1
+        self.gates = 0
+        self.nodes = 0
+
+    def node(self, ident: str, label: str, kind: str, tooltip: str | None = None) -> str:
+        """A node; ``label`` is an HTML-like label's content (text escaped)."""
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise DrawError(f"the picture would have more than {MAX_NODES} nodes: too big to lay "
+                            "out; draw a smaller graph")  # fmt: skip
+        attrs = {"label": f"<{label}>", **STYLES[kind], "tooltip": tooltip}
+        self.body.append("  " * self.depth + f'"{ident}"{attributes(attrs)};')
+        return ident
+
+    def edge(self, tail: str, head: str, label: str | None = None) -> None:
+        self.edges.append(f'  "{tail}" -> "{head}"{attributes({"label": label})};')
+
+    def order(self, idents: Sequence[str]) -> None:
+        """Put these nodes in one rank, in this order (top to bottom)."""
+        if len(idents) > 1:
+            chain = " -> ".join(f'"{i}"' for i in idents)
+            self.edges.append(f"  {{rank=same; {chain} [style=invis]}}")
+
+    @contextmanager
+    def cluster(self, ident: str, label: str, color: str = GRAY, dashed: bool = True):
+        pad = "  " * self.depth
+        style = "dashed,rounded" if dashed else "rounded"
+        attrs = {"label": label, "style": style, "color": color, "fontcolor": INK}
+        self.body.append(f'{pad}subgraph "cluster_{ident}" {{')
+        self.body.append(f"{pad}  graph{attributes(attrs)};")
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            self.body.append(f"{pad}}}")
+
+    def drawing(self) -> Drawing:
+        title = {"label": f"<<b>{escape(self.title)}</b>>"} if self.title else {}
+        lines = ["digraph symgrad {", HEADER, f"graph{attributes(title)};" if title else ""]
+        text = "\n".join([*lines, *self.body, *self.edges, "}"])
+        return Drawing(text, self.gates, self.title)
+
+
+# ------------------------------------------------------------------------------ the entry point
+def draw(
+    what: Any,
+    at: Mapping[str, Any] | None = None,
+    backward: bool = False,
+    *,
+    expand: bool = False,
+    wrt: Sequence[str] | None = None,
+    seed: Any = None,
+    digits: int = 2,
+    title: str | None = None,
+) -> Drawing:
+    """Draw a graph, a kernel (its graph), a fusion report (the fused graph), or text / SymPy /
+    a callable (traced, unfused) with Graphviz.
+
+    ``at`` (input values) puts on each edge its value (green) and its gradient (red), the
+    gradient of the output seeded with ``seed`` (default 1) with respect to ``wrt`` (default: a
+    kernel's ``wrt``, else every input). ``expand`` draws each fused gate's subgraph, ``backward``
+    the adjoint graph; ``digits`` is the number of decimals shown. Returns a ``Drawing``
+    (``.save("g.svg")``, ``.svg()``, shown by Jupyter); a DrawError without Graphviz's ``dot``.
+    """
+    dot_program()
+    graph, kernel_wrt, adjoint_graph, name = source_of(what)
+    pic = Picture(name if title is None else title)
+    draw_into(
+        pic, graph, at, backward or adjoint_graph is graph, expand=expand,
+        wrt=kernel_wrt if wrt is None else wrt, seed=seed, digits=digits, adj=adjoint_graph,
+    )  # fmt: skip
+    return pic.drawing()
+
+
+def source_of(what: Any) -> tuple[Graph, tuple[str, ...] | None, Any, str]:
+    """(graph, wrt, adjoint graph if known, title) of whatever ``draw`` was given."""
+    from compiler.passes.adjoint import AdjointGraph
+    from compiler.passes.fusion import FusionReport
+
+    if isinstance(what, AdjointGraph):
+        return what, what.wrt, what, ""
+    if isinstance(what, Graph):
+        return what, None, None, ""
+    if isinstance(what, FusionReport):
+        return what.after, what.wrt, None, "fused"
+    if hasattr(what, "graph") and hasattr(what, "adjoint"):  # Kernel, TensorKernel
+        return what.graph, tuple(what.wrt), what._adjoint, what.title
+    import compiler
+
+    return compiler.trace(what), None, None, compiler.api._title(what)
+
+
+def draw_into(
+    pic: Picture,
+    graph: Graph,
+    at: Mapping[str, Any] | None,
+    backward: bool,
+    *,
+    expand: bool = False,
+    wrt: Sequence[str] | None = None,
+    seed: Any = None,
+    digits: int = 2,
+    adj: Any = None,
+    prefix: str = "",
+) -> None:
+    """Draw ``graph`` (or its adjoint) into ``pic``, node names prefixed by ``prefix``."""
+    if backward:
+        if adj is None:
+            from compiler.passes.adjoint import adjoint
+
+            adj = adjoint(graph, wrt)
+        values = None if at is None else evaluate(adj, at, seed)
+        _draw_adjoint(pic, adj, values, digits, prefix)
+        return
+    numbers = None if at is None else annotate(graph, at, wrt, seed)
+    drawn = numbers.graph if numbers is not None else graph
+    writer = _Writer(pic, digits, expand)
+    out = writer.graph(drawn, numbers, prefix, count=True)
+    marker = pic.node(f"{prefix}out", "f", "output")
+    o = drawn.outputs[0]
+    value = numbers.values[o] if numbers else None
+    grad = numbers.grads.get(o) if numbers else None
+    pic.edge(out, marker, writer.edge_label(_shape(drawn, o), value, grad))
+
+
+class _Writer:
+    """Writes a forward graph's nodes and edges; a fused gate expanded is a graph of its own."""
+
+    def __init__(self, pic: Picture, digits: int, expand: bool):
+        self.pic, self.digits, self.expand = pic, digits, expand
+
+    def graph(
+        self,
+        g: Graph,
+        numbers: Annotated | None,
+        prefix: str,
+        sources: dict[str, str] | None = None,
+        count: bool = False,
+    ) -> str:
+        """Draw ``g``'s nodes and edges; inputs named in ``sources`` are those drawn nodes.
+        Returns the drawn node of the output."""
+        sources = sources or {}
+        live = g.reachable(g.outputs[:1])
+        ids: dict[int, str] = {}
+        expanded: set[int] = set()
+        for i, node in enumerate(g.nodes):
+            ident = f"{prefix}n{i}"
+            if node.op == INPUT:
+                ids[i] = sources.get(node.value) or self.pic.node(
+                    ident, escape(node.value), "input", node.value
+                )
+            elif node.op in FOLDED or not live[i]:
+                continue
+            elif self.expand and i in g.notes and (body := gate_body(g, i)) is not None:
+                ids[i] = self.gate(g, i, body, numbers, ident, ids)
+                expanded.add(i)
+            else:
+                kind = "gate" if i in g.notes else "op"
+                ids[i] = self.pic.node(ident, node_label(g, i), kind, g.line(i))
+            if count and node.op != INPUT:
+                self.pic.gates += 1
+        for i, node in enumerate(g.nodes):
+            if i not in ids or i in expanded or node.op == INPUT:
+                continue
+            for k, a in enumerate(node.args):
+                if g.nodes[a].op in FOLDED:
+                    continue
+                value = numbers.values[a] if numbers else None
+                grad = numbers.edge_grads.get((i, k)) if numbers else None
+                self.pic.edge(ids[a], ids[i], self.edge_label(_shape(g, a), value, grad))
+        return ids[g.outputs[0]]
+
+    def gate(self, g: Graph, i: int, body: Graph, numbers, ident: str, ids: dict) -> str:
+        """A fused gate drawn as the subgraph it replaced, in a dashed box."""
+        operand = g.nodes[i].args[0]
+        inner = None
+        if numbers is not None:
+            at = {"x": numbers.values[operand]}
+            upstream = numbers.grads.get(i)
+            inner = (Annotated(body, evaluate(body, at)) if upstream is None
+                     else annotate(body, at, ["x"], upstream))  # fmt: skip
+        name = g.nodes[i].op
+        label = f"<<b>{escape(name)}</b> (fused) = {escape(g.notes[i].format(a='x'))}>"
+        with self.pic.cluster(ident, label, STYLES["gate"]["color"]):
+            drawn = inner.graph if inner is not None else body
+            return self.graph(drawn, inner, f"{ident}_", {"x": ids[operand]})
+
+    def edge_label(self, shape, value, grad) -> str | None:
+        rows = []
+        if shape:
+            rows.append(f'<font color="{GRAY}" point-size="10">{escape(sh.text(shape))}</font>')
+        for number, color in ((value, GREEN), (grad, RED)):
+            if number is None:
+                continue
+            lines = format_value(number, self.digits)
+            if lines is None and not shape:  # a scalar graph on arrays: say how many
+                rows.append(f'<font color="{GRAY}">{escape(str(np.shape(number)))}</font>')
+            for line in lines or ():
+                rows.append(f'<font color="{color}">{escape(line)}</font>')
+        return f"<{'<br/>'.join(rows)}>" if rows else None
+
+
+def _shape(g: Graph, i: int):
+    return g.shapes[i] if isinstance(g, TensorGraph) else None
+
+
+# ------------------------------------------------------------------------------ the backward graph
+def _draw_adjoint(pic: Picture, adj, values: list | None, digits: int, prefix: str) -> None:
+    live = adj.reachable(adj.outputs)
+    writer = _Writer(pic, digits, False)
+    ids: dict[int, str] = {}
+    for i, node in enumerate(adj.nodes):
+        ident = f"{prefix}n{i}"
+        if not live[i] or node.op in FOLDED:
+            continue
+        if node.op in (INPUT, SEED):
+            ids[i] = pic.node(ident, "seed" if node.op == SEED else escape(node.value), "input")
+            continue
+        kind = "gate" if i in adj.notes else ("op" if i < adj.n_forward else "backward")
+        name = f'<br/><font point-size="9" color="{GRAY}">{escape(adj.names[i])}</font>'
+        ids[i] = pic.node(ident, node_label(adj, i) + name, kind, adj.line(i))
+        pic.gates += 1
+    for i in ids:
+        for a in adj.nodes[i].args:
+            if adj.nodes[a].op not in FOLDED:
+                value = values[a] if values else None
+                pic.edge(ids[a], ids[i], writer.edge_label(_shape(adj, a), value, None))
+    names = ["f", *(f"df/d{w}" for w in adj.wrt)]
+    markers = []
+    for k, (o, name) in enumerate(zip(adj.outputs, names)):
+        if o not in ids:  # a constant output (a gradient that is 0 everywhere)
+            ids[o] = pic.node(f"{prefix}n{o}", escape(leaf_text(adj, o)), "output")
+        markers.append(pic.node(f"{prefix}out{k}", escape(name), "output"))
+        value = values[o] if values else None
+        pic.edge(ids[o], markers[-1], writer.edge_label(_shape(adj, o), value, None))
+    pic.order(markers[1:])
+
+
+# ------------------------------------------------------------------------------ labels
+def leaf_text(g: Graph, i: int) -> str:
+    """A folded leaf as its label shows it: a constant's literal, a dimension's name."""
+    node = g.nodes[i]
+    if node.op == DIM:
+        return str(node.value)
+    text = format_const(node.value)
+    return f"({text})" if text.startswith("-") else text
+
+
+def node_label(g: Graph, i: int) -> str:
+    """The label of op node ``i`` (HTML-like label text): its symbol from the op table, constant
+    operands folded in (``+1``, ``1/x``, ``**2``, ``max(0, x)``); a fused gate also names what it
+    replaced."""
+    node = g.nodes[i]
+    folded = {k: leaf_text(g, a) for k, a in enumerate(node.args) if g.nodes[a].op in FOLDED}
+    if i in g.notes:
+        replaced = escape(g.notes[i].format(a="x"))
+        return f'<b>{escape(node.op)}</b><br/><font point-size="10">{replaced}</font>'
+    if node.op in OPS:
+        text = _elementwise_label(node.op, folded)
+    else:
+        spec = TENSOR_OPS[node.op]
+        attrs = attrs_text(node.op, node.value)
+        if not folded and spec.listing.startswith("{a} ") and spec.listing.endswith(" {b}"):
+            text = spec.listing[4:-4]  # an infix op: "@"
+        else:
+            operands = {"ab"[k]: folded.get(k, "xy"[k]) for k in range(spec.arity)}
+            text = spec.listing.format(**operands, attrs=attrs)
+    return escape(text)
+
+
+def _elementwise_label(op: str, folded: dict[int, str]) -> str:
+    spec = OPS[op]
+    if not folded:
+        return spec.symbol
+    infix = spec.arity == 2 and spec.text == f"{{a}} {spec.symbol} {{b}}"
+    if infix and len(folded) == 1:
+        (k, c), = folded.items()  # fmt: skip
+        return f"{spec.symbol}{c}" if spec.commutative or k == 1 else f"{c}{spec.symbol}x"
+    operands = [folded.get(k, "x") for k in range(spec.arity)]
+    if infix:
+        return f"{operands[0]}{spec.symbol}{operands[1]}"
+    return f"{spec.symbol}({', '.join(operands)})"
+
+
+def gate_body(g: Graph, i: int) -> Graph | None:
+    """The subgraph fused gate ``i`` replaced, over the input ``x`` (None if it cannot be read)."""
+    from compiler.errors import SymgradError
+    from compiler.frontend.text import parse
+
+    text = g.notes[i].format(a="x")
+    try:
+        if isinstance(g, TensorGraph):
+            operand = g.nodes[i].args[0]
+            return parse(text, TensorGraph({"x": g.shapes[operand]}))
+        return parse(text)
+    except SymgradError:
+        return None
+
+
+# ------------------------------------------------------------------------------ numbers
+def format_value(value: Any, digits: int = 2) -> list[str] | None:
+    """A value as label lines: a number, a vector ``[0.22, 0.26]``, a matrix one row per line;
+    None for an array of more than MAX_ELEMENTS elements."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim == 0:
+        return [format_number(float(a), digits)]
+    if a.size > MAX_ELEMENTS or a.ndim > 2:
+        return None
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim == 2 else a[None, :]
+    return ["[" + ", ".join(format_number(float(v), digits) for v in row) + "]" for row in rows]
+
+
+def format_number(v: float, digits: int = 2) -> str:
+    """``digits`` decimals as the lecture writes them (0.73, -0.20), scientific notation for
+    numbers too small or too large for that."""
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return f"{0.0:.{digits}f}"
+    if abs(v) < 0.5 * 10.0**-digits or abs(v) >= 1e6:
+        return f"{v:.{max(digits - 1, 1)}e}"
+    return f"{v:.{digits}f}"
+
+
+def cluster_of(pic: Picture, ident: str, label: str) -> Iterator[None]:
+    """A solid box around a whole drawing (``compare`` puts two side by side)."""
+    return pic.cluster(ident, label, GRAY, dashed=False)

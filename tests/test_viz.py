@@ -1,0 +1,281 @@
+"""Drawings: the lecture's pictures, read back from the DOT text symgrad hands to Graphviz.
+
+Expected numbers are the lecture's (shared/LECTURE.md, examples 1-4), never symgrad's own: the
+neuron's forward pass gate by gate (w0x0 = -2, ..., exp = 0.37, +1 = 1.37, 1/x = 0.73) and its
+backward pass (1/x -> -0.53, +1 -> -0.53, exp -> -0.20, *(-1) -> 0.20, the adds -> 0.20).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.viz import Drawing, display
+from runtime import cli
+
+NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2)))"
+NEURON_AT = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
+GREEN, RED, GRAY = "#1a7f37", "#cf222e", "#6e7781"
+
+_NODE = re.compile(r'^\s*"([^"]+)" \[label=<(.*?)>, ', re.M)
+_EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(?: \[label=<(.*)>\])?;$', re.M)
+_FONT = re.compile(r'<font color="(#\w+)"[^>]*>(.*?)</font>')
+
+
+def _text(label: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", label)).split()[0] if label else ""
+
+
+class Edges(dict):
+    def __init__(self):
+        super().__init__()
+        self.repeated: dict[tuple[str, str], list[dict]] = {}
+
+
+def picture(drawing) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, list[str]]]]:
+    """(node id -> label's first word, (tail label, head label) -> {"value", "grad", "shape"});
+    every edge between equally labelled nodes is in ``edges.repeated``."""
+    labels = {ident: _text(label) for ident, label in _NODE.findall(drawing.source)}
+    edges = Edges()
+    kinds = {GREEN: "value", RED: "grad", GRAY: "shape"}
+    for tail, head, label in _EDGE.findall(drawing.source):
+        found: dict[str, list[str]] = {"value": [], "grad": [], "shape": []}
+        for color, text in _FONT.findall(label or ""):
+            found[kinds[color]].append(html.unescape(text))
+        key = (labels.get(tail, tail), labels.get(head, head))
+        edges.repeated.setdefault(key, []).append(found)
+        edges[key] = found
+    return labels, edges
+
+
+def on(edges, tail: str, head: str) -> tuple[str, str]:
+    e = edges[(tail, head)]
+    return " ".join(e["value"]), " ".join(e["grad"])
+
+
+# ------------------------------------------------------------------------------ example 2
+@pytest.fixture(scope="module")
+def neuron():
+    return compiler.compile_gradient(NEURON, fuse=False), compiler.compile_gradient(NEURON)
+
+
+def test_example2_unfused_carries_the_lectures_values_and_gradients(neuron):
+    labels, edges = picture(compiler.draw(neuron[0], at=NEURON_AT))
+    # the gates, labelled from the op table with constants folded in as the lecture does
+    assert sorted(labels.values()) == sorted(
+        ["w0", "x0", "w1", "x1", "w2", "*", "*", "+", "+", "-x", "exp", "+1", "1/x", "f"]
+    )
+    assert on(edges, "w0", "*") == ("2.00", "-0.20")
+    assert on(edges, "x0", "*") == ("-1.00", "0.39")
+    assert on(edges, "w1", "*") == ("-3.00", "-0.39")
+    assert on(edges, "x1", "*") == ("-2.00", "-0.59")
+    assert on(edges, "w2", "+") == ("-3.00", "0.20")
+    assert on(edges, "+", "-x") == ("1.00", "0.20")  # the adds -> 0.20
+    assert on(edges, "-x", "exp") == ("-1.00", "-0.20")  # exp -> -0.20
+    assert on(edges, "exp", "+1") == ("0.37", "-0.53")  # +1 -> -0.53
+    assert on(edges, "+1", "1/x") == ("1.37", "-0.53")  # 1/x -> -0.53
+    assert on(edges, "1/x", "f") == ("0.73", "1.00")
+    products = sorted((e["value"], e["grad"]) for e in edges.repeated[("*", "+")])
+    assert products == [(["-2.00"], ["0.20"]), (["6.00"], ["0.20"])]
+    assert on(edges, "+", "+") == ("4.00", "0.20")
+
+
+def test_example2_exact_gradients_with_more_digits(neuron):
+    _, edges = picture(compiler.draw(neuron[0], at=NEURON_AT, digits=6))
+    assert on(edges, "w0", "*")[1] == "-0.196612"
+    assert on(edges, "x1", "*")[1] == "-0.589836"
+    assert on(edges, "1/x", "f")[0] == "0.731059"
+
+
+def test_fused_gate_is_one_node_with_the_same_numbers(neuron):
+    unfused = compiler.draw(neuron[0], at=NEURON_AT)
+    fused = compiler.draw(neuron[1], at=NEURON_AT)
+    # the lecture's eight gates; -x, exp, +1 and 1/x collapse into one sigmoid gate
+    assert (unfused.gates, fused.gates) == (8, 5)
+    labels, edges = picture(fused)
+    assert list(labels.values()).count("sigmoid") == 1
+    assert not {"exp", "+1", "1/x", "-x"} & set(labels.values())
+    # sigma(1 - sigma) = 0.196611933241 at sigma = 0.73: the same gradient flows back
+    assert on(edges, "+", "sigmoid") == ("1.00", "0.20")
+    assert on(edges, "sigmoid", "f") == ("0.73", "1.00")
+    assert on(edges, "w0", "*") == ("2.00", "-0.20")
+    assert "1 / (1 + exp(-x))" in html.unescape(fused.source)  # what the gate replaced
+    assert "peripheries" in fused.source  # drawn unlike a primitive
+
+
+def test_expanded_gate_shows_the_subgraph_it_replaced(neuron):
+    drawing = compiler.draw(neuron[1], at=NEURON_AT, expand=True)
+    labels, edges = picture(drawing)
+    assert "cluster_" in drawing.source and drawing.gates == 5
+    assert on(edges, "-x", "exp") == ("-1.00", "-0.20")
+    assert on(edges, "exp", "+1") == ("0.37", "-0.53")
+    assert on(edges, "1/x", "f") == ("0.73", "1.00")
+    assert on(edges, "+", "-x") == ("1.00", "0.20")
+
+
+def test_drawing_without_a_point_has_no_numbers(neuron):
+    _, edges = picture(compiler.draw(neuron[0]))
+    assert all(not e["value"] and not e["grad"] for e in edges.values())
+
+
+def test_backward_graph_names_each_gradient(neuron):
+    drawing = compiler.draw(neuron[1], at=NEURON_AT, backward=True)
+    labels, edges = picture(drawing)
+    assert "seed" in labels.values()
+    grads = {h: v for (t, h), e in edges.items() if h.startswith("df/d") for v in e["value"]}
+    assert grads == {"df/dw0": "-0.20", "df/dx0": "0.39", "df/dw1": "-0.39",
+                     "df/dx1": "-0.59", "df/dw2": "0.20"}  # fmt: skip
+    assert not any(e["grad"] for e in edges.values())  # the backward graph carries values only
+
+
+def test_svg_and_png_render(neuron, tmp_path):
+    drawing = compiler.draw(neuron[0], at=NEURON_AT)
+    svg = html.unescape(drawing.svg())  # dot writes "-" as &#45;
+    assert "<svg" in svg and ">0.73<" in svg and ">-0.20<" in svg
+    assert drawing.save(tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in drawing.save(tmp_path / "g.svg").read_text()
+    assert drawing.save(tmp_path / "g.dot").read_text() == drawing.source
+    with pytest.raises(compiler.DrawError, match="format"):
+        drawing.save(tmp_path / "g.jpg")
+
+
+# ------------------------------------------------------------------------------ examples 1, 3, 4
+def test_example1_add_distributes_mul_swaps():
+    _, edges = picture(compiler.draw("(x + y) * z", at={"x": -2, "y": 5, "z": -4}))
+    assert on(edges, "x", "+") == ("-2.00", "-4.00")
+    assert on(edges, "y", "+") == ("5.00", "-4.00")
+    assert on(edges, "+", "*") == ("3.00", "-4.00")  # q = 3, df/dq = z = -4
+    assert on(edges, "z", "*") == ("-4.00", "3.00")  # df/dz = q = 3
+    assert on(edges, "*", "f") == ("-12.00", "1.00")
+
+
+def test_example3_max_routes_the_upstream_gradient():
+    drawing = compiler.draw("maximum(z, w)", at={"z": 2, "w": -1}, seed=2.0)
+    labels, edges = picture(drawing)
+    assert "max" in labels.values()
+    assert on(edges, "z", "max") == ("2.00", "2.00")
+    assert on(edges, "w", "max") == ("-1.00", "0.00")
+
+
+def test_fan_out_edges_carry_their_own_share():
+    # x feeds both operands of x * x: each edge carries upstream * the other operand (3), and
+    # the two add up to df/dx = 2x = 6
+    _, edges = picture(compiler.draw("x * x + y", at={"x": 3, "y": 1}))
+    assert on(edges, "x", "*") == ("3.00", "3.00")
+    src = compiler.draw("x * x + y", at={"x": 3, "y": 1}).source
+    assert len(re.findall(r'"n0" -> ', src)) == 2
+
+
+def test_example4_tensor_shapes_and_small_values():
+    k = compiler.compile_gradient(
+        "sum((W @ x)**2)", shapes={"W": ("n", "n"), "x": ("n",)}, fuse=False
+    )
+    at = {"W": [[0.1, 0.5], [-0.3, 0.8]], "x": [0.2, 0.4]}
+    _, edges = picture(compiler.draw(k, at=at, digits=3))
+    w = edges[("W", "@")]
+    assert w["shape"] == ["(n, n)"]
+    assert w["grad"] == ["[0.088, 0.176]", "[0.104, 0.208]"]  # 2 q x^T
+    assert edges[("x", "@")]["grad"] == ["[-0.112, 0.636]"]  # 2 W^T q
+    q = edges[("@", "**2")]
+    assert q["shape"] == ["(n,)"] and q["value"] == ["[0.220, 0.260]"]
+    assert q["grad"] == ["[0.440, 0.520]"]  # 2q
+    assert on(edges, "sum(x,", "f") == ("0.116", "1.000")
+
+
+def test_large_tensors_show_shapes_only():
+    k = compiler.compile_gradient(
+        "sum((1/(1+exp(-(x @ w1))) @ w2 - y)**2)",
+        shapes={"x": ("N", "D"), "w1": ("D", "H"), "w2": ("H", "C"), "y": ("N", "C")},
+        wrt=["w1", "w2"],
+    )
+    rng = np.random.default_rng(0)
+    at = {"x": rng.normal(size=(8, 4)), "w1": rng.normal(size=(4, 3)),
+          "w2": rng.normal(size=(3, 2)), "y": rng.normal(size=(8, 2))}  # fmt: skip
+    labels, edges = picture(compiler.draw(k, at=at))
+    assert edges[("x", "@")] == {"value": [], "grad": [], "shape": ["(N, D)"]}
+    assert edges[("w2", "@")]["shape"] == ["(H, C)"]
+    assert "sigmoid" in labels.values()
+    value = k(**at)
+    assert edges[("sumsq", "f")]["value"] == [f"{value:.2f}"]
+    big = compiler.draw(k, at=at, backward=True)
+    assert "df/dw1" in picture(big)[0].values()
+
+
+# ------------------------------------------------------------------------------ compare
+def test_compare_reports_both_kernels(tmp_path):
+    c = compiler.compare(NEURON, at=NEURON_AT, elements=1000, repeat=2)
+    assert c.nodes == (8, 5)
+    assert c.backward_ops == c.fused.fusion.counts["backward ops"]
+    saved_u, saved_f = c.rows["saved values"]
+    assert saved_f < saved_u
+    assert c.saved_bytes == (8 * 1000 * saved_u, 8 * 1000 * saved_f)
+    assert all(isinstance(s, float) and s > 0 for s in c.seconds)
+    assert [d.gates for d in c.drawings] == [8, 5]
+    text = str(c)
+    for row in ("forward nodes", "backward ops", "saved bytes", "value_and_grad time"):
+        assert row in text
+    page = c._repr_html_()
+    assert page.count("<svg") == 2 and "unfused" in page and "fused" in page
+    assert c.save(tmp_path / "c.svg").read_text().count("0.73") >= 2
+    assert c.unfused(**NEURON_AT) == pytest.approx(0.731058578630, abs=1e-12)
+
+
+def test_compare_tensor_program_times_at_the_point():
+    rng = np.random.default_rng(1)
+    at = {"W": rng.normal(size=(3, 3)), "x": rng.normal(size=3)}
+    c = compiler.compare("sum((W @ x)**2)", at=at, shapes={"W": ("n", "n"), "x": ("n",)})
+    assert c.nodes[1] <= c.nodes[0] and "n=3" in c.measured
+    untimed = compiler.compare("sum((W @ x)**2)", shapes={"W": ("n", "n"), "x": ("n",)})
+    assert untimed.seconds == (None, None)
+
+
+# ------------------------------------------------------------------------------ Jupyter
+def test_rich_display(neuron):
+    unfused, fused = neuron
+    assert "<svg" in fused.graph._repr_svg_()
+    assert "<svg" in fused.adjoint._repr_svg_()
+    page = fused._repr_html_()
+    assert "<svg" in page and "generated source" in page
+    report = fused.fusion._repr_html_()
+    assert report.count("<svg") == 2 and "sigmoid" in report
+    tensor = compiler.compile_gradient("sum((W @ x)**2)", shapes={"W": ("n", "n"), "x": ("n",)})
+    assert "<svg" in tensor._repr_html_()
+    code = compiler.viz.source(fused)
+    assert str(code) == fused.source and "<span" in code._repr_html_()
+
+
+def test_big_graphs_display_as_text():
+    g = compiler.trace(" + ".join(f"sin(x{i})" for i in range(display.REPR_MAX_OPS)))
+    assert g._repr_svg_() is None
+
+
+# ------------------------------------------------------------------------------ CLI, no dot
+def test_cli_draw_writes_the_picture(tmp_path, capsys):
+    svg, png = tmp_path / "g.svg", tmp_path / "g.png"
+    assert cli.main(["--draw", str(svg)]) == 0
+    assert cli.main(["(x + y) * z", "--at", "x=-2,y=5,z=-4", "--draw", str(png)]) == 0
+    text = html.unescape(svg.read_text())
+    assert ">0.73<" in text and ">-0.20<" in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert f"picture: {png}" in capsys.readouterr().out
+
+
+def test_missing_dot_says_how_to_install_it(monkeypatch, tmp_path, capsys, neuron):
+    drawing = Drawing("digraph { a -> b }", 0)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(compiler.DrawError, match="apt-get install graphviz"):
+        compiler.draw(neuron[0], at=NEURON_AT)
+    with pytest.raises(compiler.DrawError, match="dot"):
+        drawing.save(tmp_path / "g.png")
+    assert cli.main(["--draw", str(tmp_path / "g.svg")]) == 2
+    assert "apt-get install graphviz" in capsys.readouterr().err
+    monkeypatch.setattr(display, "_warned", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert neuron[1].graph._repr_svg_() is None  # Jupyter falls back to the text repr
+    assert "graphviz" in str(caught[0].message)

@@ -48,6 +48,7 @@ class TensorKernel:
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
         self._checked: set[tuple[bool, str]] = set()
+        self._sizes: dict[tuple, dict[str, int]] = {}  # input shapes -> dimension sizes, checked
         # max/min reductions and the dims they reduce: an empty one has no value (NumPy raises).
         self._extremes = [
             (
@@ -116,6 +117,18 @@ class TensorKernel:
     # ------------------------------------------------------------ binding
     def _bind(self, args: tuple, kwargs: dict) -> tuple[list, dict[str, int]]:
         arrays = bind(self.inputs, args, kwargs)
+        key = tuple(a.shape for a in arrays.values())
+        sizes = self._sizes.get(key)
+        if sizes is None:  # a new pattern of shapes: check it once
+            sizes = self._sizes[key] = self._check(arrays)
+        values = [
+            float(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
+            for n in self.inputs
+        ]
+        return values, sizes
+
+    def _check(self, arrays: dict) -> dict[str, int]:
+        """The dimension sizes these arrays bind, or an InputError naming the culprit."""
         sizes = sh.bind(self.shapes, arrays)
         for op, dims in self._extremes:
             empty = [d for d in dims if sh.concrete((d,), sizes) == (0,)]
@@ -124,11 +137,7 @@ class TensorKernel:
                     f"{op} over an empty axis: dimension {empty[0]!r} has size 0 (in inputs "
                     f"{[n for n, s in self.shapes.items() if empty[0] in s]}); it has no {op}"
                 )
-        values = [
-            float(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
-            for n in self.inputs
-        ]
-        return values, sizes
+        return sizes
 
     def _seed(self, seed: Any, sizes: dict[str, int]):
         shape = sh.concrete(self.graph.shapes[self.graph.outputs[0]], sizes)

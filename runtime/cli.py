@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="symgrad",
+        usage="%(prog)s [-h] [expression] [--at AT] [--wrt WRT] [--no-fuse] [--source] [--draw PATH]",
         description="Compile a function into Numba value-and-gradient kernels and evaluate them.",
         epilog=EPILOG.format(functions=" ".join(FUNCTIONS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,

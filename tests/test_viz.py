@@ -133,6 +133,17 @@ def test_backward_graph_names_each_gradient(neuron):
     assert not any(e["grad"] for e in edges.values())  # the backward graph carries values only
 
 
+def test_wrt_narrows_the_gradients_drawn():
+    k = compiler.compile_gradient("(x + y) * z")
+    assert k.adjoint.wrt == ("x", "y", "z")  # built for every input
+    point = {"x": -2, "y": 5, "z": -4}
+    _, edges = picture(compiler.draw(k, at=point, wrt=["z"]))
+    assert on(edges, "z", "*") == ("-4.00", "3.00")
+    assert on(edges, "x", "+") == ("-2.00", "")  # no path from z: no gradient on it
+    labels, _ = picture(compiler.draw(k, at=point, backward=True, wrt=["z"]))
+    assert "df/dz" in labels.values() and "df/dx" not in labels.values()
+
+
 def test_svg_and_png_render(neuron, tmp_path):
     drawing = compiler.draw(neuron[0], at=NEURON_AT)
     svg = html.unescape(drawing.svg())  # dot writes "-" as &#45;

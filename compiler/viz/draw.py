@@ -124,11 +124,13 @@ def draw(
     (``.save("g.svg")``, ``.svg()``, shown by Jupyter); a DrawError without Graphviz's ``dot``.
     """
     dot_program()
-    graph, kernel_wrt, adjoint_graph, name = source_of(what)
+    graph, kernel_wrt, adj, name = source_of(what)
+    if wrt is not None and adj is not graph:  # a kernel's adjoint is for the kernel's wrt
+        adj = None
     pic = Picture(name if title is None else title)
     draw_into(
-        pic, graph, at, backward or adjoint_graph is graph, expand=expand,
-        wrt=kernel_wrt if wrt is None else wrt, seed=seed, digits=digits, adj=adjoint_graph,
+        pic, graph, at, backward or adj is graph, expand=expand,
+        wrt=kernel_wrt if wrt is None else wrt, seed=seed, digits=digits, adj=adj,
     )  # fmt: skip
     return pic.drawing()
 

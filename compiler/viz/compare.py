@@ -104,7 +104,7 @@ def compare(
     expand: bool = False,
     digits: int = 2,
     elements: int = TIMED_ELEMENTS,
-    repeat: int = 5,
+    repeat: int = 10,
 ) -> Comparison:
     """Compile ``source`` unfused and fused (``fuse=``), draw both, and measure both.
 

@@ -527,3 +527,16 @@ def agreement_table(results: Sequence[Result]) -> str:
         "worst gradient",
     ]
     return md_table(headers, rows)
+
+
+def source_details(source_of: Callable[[], str], start: str, end: str, title: str) -> list[str]:
+    """Markdown lines folding the generated code from ``start`` to ``end`` into a ``<details>``
+    block, so a report shows what was timed; a failure to get it is one line, never a failed run."""
+    try:
+        src = source_of()
+        i = src.find(start)
+        j = src.find(end, i)
+    except Exception as e:  # the report should not fail on an inspection detail
+        return ["", f"(generated source unavailable: {e})"]
+    code = src[i : j if j > 0 else None].rstrip()
+    return ["", f"<details><summary>{title}</summary>", "", "```python", code, "```", "</details>"]

@@ -70,6 +70,42 @@ def test_quick_benchmark_runs_and_agrees(tmp_path):
             if cell != "—":
                 assert float(cell) < 1e-10, row
 
+    # S1 (scale, ~15 s: compiling the instant tier's machine once in the empty cache dominates):
+    # each kind of fresh-process run once on the 100-node chain, both tiers timed, none failed
+    scale = report.split("## S1")[1].split("<!-- end scale -->")[0]
+    assert "| chain | 97 |" in scale
+    assert "failed" not in scale
+
+    # Peers (issue 7): every part ran; hand-written code and symgrad on both tiers timed in every
+    # case; every peer listed (timed, or skipped with its reason: CI installs no peers); no
+    # failures; everyone agrees with the hand-written NumPy reference
+    peers = report.split("<!-- section peers -->")[1].split("<!-- end peers -->")[0]
+    for part in ("### F1 — ", "### F2 — ", "### F3 — ", "### F4 — "):
+        assert part in peers
+    assert "failed" not in peers
+    summaries = [s.split("\n\n")[1] for s in peers.split("#### Summary")[1:]]
+    assert len(summaries) == 4
+    for table in summaries:
+        for label in (
+            "hand-written NumPy",
+            "hand-written @numba.njit",
+            "symgrad compiled, fused",
+            "symgrad compiled, fuse=False",
+            "symgrad instant tier, fused",
+            "JAX",
+            "PyTensor",
+            "PyTorch eager",
+            "torch.compile",
+        ):
+            rows = [ln for ln in table.splitlines() if label in ln]
+            assert rows, f"no summary row for {label}"
+            if label.startswith(("hand-written", "symgrad")):
+                assert not any("skipped" in r for r in rows), rows
+    for block in peers.split("agreement with the hand-written NumPy reference")[1:]:
+        for row in block.split("\n\n")[1].splitlines()[2:]:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            assert all(float(c) < 1e-6 for c in (cells[3], cells[5]) if c != "—"), row
+
     # every target row carries a verdict
     targets = report.split("## Targets")[1].split("\n## ")[0]
     assert re.search(r"\*\*(met|missed)\*\*", targets)

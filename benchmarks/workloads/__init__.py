@@ -45,9 +45,9 @@ class Workload:
 
 
 def all_workloads() -> list[Workload]:
-    from benchmarks.workloads import fusion, neuron
+    from benchmarks.workloads import fusion, network, neuron, peers, scale
 
-    return [neuron.WORKLOAD, fusion.WORKLOAD]
+    return [neuron.WORKLOAD, fusion.WORKLOAD, scale.WORKLOAD, network.WORKLOAD, peers.WORKLOAD]
 
 
 def select(only: list[str] | None) -> list[Workload]:

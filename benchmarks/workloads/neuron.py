@@ -22,6 +22,7 @@ from benchmarks.harness import (
     md_table,
     paired_ratio,
     run_contenders,
+    source_details,
     timing_table,
 )
 from benchmarks.workloads import Options, Section, Workload
@@ -741,24 +742,12 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
             "",
             table,
         ]
-    try:
-        k = _kernel()
-        src = k.source
-        start = src.find("def value_and_grad_point")
-        if start < 0:
-            start = src.find("def value_and_grad")
-        end = src.find("\n@", start)
-        parts += [
-            "",
-            "<details><summary>The value_and_grad code symgrad generated for F1</summary>",
-            "",
-            "```python",
-            src[start : end if end > 0 else None].rstrip(),
-            "```",
-            "</details>",
-        ]
-    except Exception as e:  # the report should not fail on an inspection detail
-        parts += ["", f"(generated source unavailable: {e})"]
+    parts += source_details(
+        lambda: _kernel().source,
+        "def value_and_grad(",
+        "\n@",
+        "The value_and_grad code symgrad generated for F1",
+    )
     worst = max(
         (r.agreement.worst_rel for r in results if r.ok and r.agreement is not None),
         default=0.0,

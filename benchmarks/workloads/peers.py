@@ -521,7 +521,12 @@ def _torch(p: Problem, compiled: bool):
             return p.fn(ns, *a)
 
         if compiled:
-            f = torch.compile(f)
+            # static shapes: one code object serves every case, and a second shape would
+            # otherwise make Dynamo compile shape-generic kernels (and stop at its recompile limit)
+            for knob in ("recompile_limit", "cache_size_limit"):
+                if hasattr(torch._dynamo.config, knob):
+                    setattr(torch._dynamo.config, knob, 64)
+            f = torch.compile(f, dynamic=False)
         ts = [torch.from_numpy(data[n]) for n in p.inputs]
 
         def run():
@@ -884,6 +889,7 @@ def _plot(wid: str, name: str, title: str, cases: list[Case], quick: bool) -> Pa
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return None
     out_dir = Path(tempfile.gettempdir()) / "symgrad-bench-quick" if quick else PLOT_DIR
@@ -901,6 +907,7 @@ def _plot(wid: str, name: str, title: str, cases: list[Case], quick: bool) -> Pa
                 style = "-o" if n.startswith("sg-") else "--s"
                 ax.plot(xs, ys, style, label=labels[n], lw=2.2 if n == OURS else 1.2, ms=4)
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xticks([c.problem.param for c in cases], [c.problem.key for c in cases])
         ax.set_yscale("log")
         ax.set_ylabel("ms per value_and_grad (median)")
@@ -917,8 +924,12 @@ def _plot(wid: str, name: str, title: str, cases: list[Case], quick: bool) -> Pa
             ax.set_yticks(ys, [f"{r.contender.label} [{r.contender.mode}]" for r in ok], fontsize=7)
             ax.invert_yaxis()
             ax.set_xscale("log")
-            ax.set_xlabel("ms per call (median); red: symgrad, gray: hand-written, blue: peers")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            for y, r in zip(ys, ok):
+                ax.text(r.stats.median * 1e3, y, f" {ms(r.stats.median)}", va="center", fontsize=7)
+            ax.set_xlabel("ms per call, median (log scale)")
             ax.set_title(c.problem.title, fontsize=9)
+        title += "   [red: symgrad, gray: hand-written, blue: peers]"
     fig.suptitle(f"{wid}: {title}" + (" (--quick)" if quick else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

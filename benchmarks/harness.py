@@ -9,8 +9,8 @@ contender's ``make(data)`` returns a zero-argument ``run()`` that does one compl
    instead of dying (``failed: ...``), so one broken peer never hides the others;
 2. calls each ``run()`` once (compile / first call, timed), compares its numbers with the reference
    contender's, and warms it up;
-3. times all contenders *interleaved* — every round calls each contender once, the start of the
-   round rotating so no contender always follows the same neighbour — with the garbage collector off;
+3. times all contenders *interleaved* — every round calls each contender once, in a fresh random
+   order so no contender always follows the same neighbour — with the garbage collector off;
    a sample is the mean of ``number`` back-to-back calls, ``number`` chosen so a sample lasts at least
    ``min_sample`` seconds (1 at large sizes);
 4. reports median, quartiles, min and max per call, and minor page faults per call (getrusage).
@@ -23,6 +23,7 @@ import importlib.util
 import json
 import math
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -296,10 +297,12 @@ def run_contenders(
     gc.disable()
     try:
         rnd = 0
+        order = random.Random(0)
         while live:
-            k = rnd % len(live)
+            # a fresh order every round: no contender always follows the same one (the cache,
+            # the threads' wake-up state and the allocator are left by whoever ran before)
             c0 = cpu_counters()
-            for r in live[k:] + live[:k]:
+            for r in order.sample(live, len(live)):
                 t, f = _one_sample(runs[r.contender.name], r.number)
                 r.samples.append(t)
                 r.faults.append(f)

@@ -146,3 +146,32 @@ def test_instant_tier_gives_the_same_numbers(gate, form):
     v2, g2 = kernel(form, mode="instant").value_and_grad(S=S, Y=Y)
     np.testing.assert_allclose(v1, v2, rtol=1e-14)
     np.testing.assert_allclose(g1["S"], g2["S"], rtol=1e-13, atol=1e-15)
+
+
+def test_network_pullback_only_multiplies_by_the_saved_local_gradient():
+    """Example 5 fused: a vjp keeps the sigmoid gate's local gradient σ(x)σ(−x), not x, so the
+    backward's loops hold no exp and no sigmoid; what it keeps pairs off shape for shape with the
+    forward values it would otherwise keep (no more memory), and the pullback's gradients equal
+    the lecture's hand-written lines."""
+    shapes = {"x": ("N", "D_in"), "w1": ("D_in", "H"), "w2": ("H", "D_out"), "y": ("N", "D_out")}
+    text = "sum((1/(1+exp(-(x @ w1))) @ w2 - y)**2)"
+    k = compiler.compile_gradient(text, shapes=shapes, wrt=["w1", "w2"])
+    src = k.source
+    loops = [
+        src[i : src.index("\n\n\n", i)] for i in range(len(src)) if src.startswith("def bwd_", i)
+    ]
+    assert loops and not any("exp" in body or "sigmoid" in body for body in loops)
+    unfused = compiler.compile_gradient(text, shapes=shapes, wrt=["w1", "w2"], fuse=False)
+    assert len(k.adjoint.saved) <= len(unfused.adjoint.saved)
+
+    rng = np.random.default_rng(5)
+    x, w1 = rng.standard_normal((6, 5)), rng.standard_normal((5, 4))
+    w2, y = rng.standard_normal((4, 3)), rng.standard_normal((6, 3))
+    value, pullback = k.vjp(x=x, w1=w1, w2=w2, y=y)
+    grads = pullback()
+    h = 1 / (1 + np.exp(-x.dot(w1)))
+    grad_y_pred = 2.0 * (h.dot(w2) - y)
+    grad_h = grad_y_pred.dot(w2.T)
+    np.testing.assert_allclose(value, np.square(h.dot(w2) - y).sum(), rtol=1e-12)
+    np.testing.assert_allclose(grads["w2"], h.T.dot(grad_y_pred), rtol=1e-12)
+    np.testing.assert_allclose(grads["w1"], x.T.dot(grad_h * h * (1 - h)), rtol=1e-10)

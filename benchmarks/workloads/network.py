@@ -686,7 +686,7 @@ def _run_problem(p: Problem, opts: Options, log) -> tuple[list[str], list[Target
         f"`{p.text}` with {shapes}; {sizes_text(sizes)}; value and the gradients for "
         f"{' and '.join(p.wrt)}. {timed.describe()}. Every contender agreed with the reference "
         f"to rtol {RTOL:g} before timing (else it is listed as failed). Each round calls every "
-        "contender once, round-robin, its starting point rotating; garbage collector off. The "
+        "contender once, in a fresh random order; garbage collector off. The "
         "first call is make + the first call in this process (symgrad: `compile_gradient`, "
         "loading or compiling the module, the call); its cache is whatever `SYMGRAD_CACHE_DIR` "
         "held (cold and warm starts are measured below in fresh processes). The last column "

@@ -704,8 +704,8 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
     parts = [
         f"Expression `{EXPR}`; every input an array of N = {n:,} float64 samples "
         f"(standard normal, seed {opts.seed}); value and all five gradients (seed 1). "
-        f"{timed.describe()}. Each round calls every contender once, round-robin, its starting "
-        "point rotating; after warm-up; garbage collector off while timing. `outputs`: `fresh` "
+        f"{timed.describe()}. Each round calls every contender once, in a fresh "
+        "random order; after warm-up; garbage collector off while timing. `outputs`: `fresh` "
         "allocates its outputs every call, `reused` writes into buffers allocated once. The last "
         "column divides the matching symgrad row's median by this row's (below 1: symgrad is "
         "faster); in brackets the quartiles of the same ratio taken round by round.",

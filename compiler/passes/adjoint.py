@@ -155,17 +155,24 @@ def _name_adjoint(adj: AdjointGraph, node: int, grads: dict[int, int]) -> None:
 
 def _saved(adj: AdjointGraph) -> tuple[int, ...]:
     """What a separate forward keeps for the backward: the forward values the backward reads,
-    or — when that is no more values — the *residuals* the seed-dependent part reads: the
+    or — when that costs no more memory — the *residuals* the seed-dependent part reads: the
     local gradients themselves (σ(x)σ(−x) rather than x and σ(x)), so a pullback only
-    multiplies. Tensor kernels keep forward values (a local gradient there may be a large view)."""
+    multiplies. On tensors a view (a transpose, a reshape) is recomputed from what it views, and
+    residuals are kept only when their shapes pair off one to one with the values' shapes."""
     n = adj.n_forward
     read = {a for i in adj.backward_nodes() for a in adj.nodes[i].args if a < n}
     read.update(o for o in adj.outputs[1:] if o < n)
     values = tuple(sorted(i for i in read if adj.nodes[i].op not in TENSOR_LEAVES))
-    if isinstance(adj, TensorGraph):
-        return values
     residuals = _residuals(adj)
-    return residuals if len(residuals) <= len(values) else values
+    if len(residuals) > len(values):
+        return values
+    if isinstance(adj, TensorGraph):
+        spare = [adj.shapes[v] for v in values]
+        for r in residuals:
+            if adj.shapes[r] not in spare:
+                return values
+            spare.remove(adj.shapes[r])
+    return residuals
 
 
 def _residuals(adj: AdjointGraph) -> tuple[int, ...]:
@@ -178,7 +185,18 @@ def _residuals(adj: AdjointGraph) -> tuple[int, ...]:
     for i in adj.backward_nodes():
         if live[i] and seeded[i]:
             read.update(a for a in adj.nodes[i].args if not seeded[a])
-    return tuple(sorted(i for i in read if adj.nodes[i].op not in TENSOR_LEAVES))
+    kept: set[int] = set()
+    while read:
+        i = read.pop()
+        if adj.nodes[i].op in VIEWS:
+            read.update(adj.nodes[i].args)
+        elif adj.nodes[i].op not in TENSOR_LEAVES:
+            kept.add(i)
+    return tuple(sorted(kept))
+
+
+#: Ops whose result is a view of their operand: free to recompute in the backward.
+VIEWS = ("transpose", "reshape")
 
 
 def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:

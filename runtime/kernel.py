@@ -71,6 +71,7 @@ class Kernel:
         self._checked: set[tuple[str, str]] = set()
         self._tier: str | None = None  # the tier that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
+        self._llvm: dict[str, Any] = {}  # kinds -> LLVMModule (the compiled tier, large graphs)
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
         self._reported: set[int] = set()  # failed jobs already warned about
         self._lock = threading.RLock()
@@ -116,10 +117,14 @@ class Kernel:
 
     @property
     def source(self) -> str:
-        """The generated Python/Numba source (array inputs, scalar seed)."""
+        """The generated source (array inputs, scalar seed): Python/Numba, or for a graph the
+        compiled tier gives to LLVM (``runtime.llvm_tier``), the LLVM IR of each entry."""
+        kinds = "a" * len(self.inputs) + "s"
+        if self._uses_llvm():
+            return self._llvm_module(kinds).source
         from compiler.codegen.numba_source import generate
 
-        return generate(self.adjoint, self.inputs, "a" * len(self.inputs) + "s", self.title)
+        return generate(self.adjoint, self.inputs, kinds, self.title)
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):
@@ -198,17 +203,44 @@ class Kernel:
             module = self._module_for(kinds)
         else:
             module = self._auto(kinds, entry)
-        self._tier = "compiled" if isinstance(module, ModuleType) else "instant"
+        compiled = isinstance(module, ModuleType) or getattr(module, "TIER", "") == "compiled"
+        self._tier = "compiled" if compiled else "instant"
         return module
 
     def _compile_directly(self) -> bool:
         return self._ops <= AUTO_COMPILE_OPS
+
+    def _uses_llvm(self) -> bool:
+        """Whether the compiled tier is LLVM's (large graphs) rather than Numba's."""
+        from runtime import llvm_tier
+
+        return self._ops > llvm_tier.LLVM_OPS
+
+    def _llvm_module(self, kinds: str):
+        with self._lock:
+            if kinds not in self._llvm:
+                from runtime.llvm_tier import LLVMModule
+
+                self._llvm[kinds] = LLVMModule(
+                    self.adjoint, self.inputs, kinds, self._key(kinds), self.title
+                )
+            return self._llvm[kinds]
 
     def _auto(self, kinds: str, entry: str):
         """The compiled kernel if it is ready (or on disk), else the instant tier while it
         compiles in the background."""
         with self._lock:
             job = self._jobs.get((kinds, entry))
+            if job is None and self._uses_llvm():
+                module = self._llvm_module(kinds)
+                if module.cached(entry):
+                    return module
+                instant = self._instant_module(kinds)
+                from runtime.llvm_tier import Job
+
+                job = Job(module, entry)
+                self._jobs[(kinds, entry)] = background.submit(job)
+                return instant
             if job is None:
                 module = cache.cached_module(self._key(kinds))
                 if module is not None and background.load_cached(module, entry):
@@ -263,7 +295,9 @@ class Kernel:
 
         return make_source
 
-    def _module_for(self, kinds: str) -> ModuleType:
+    def _module_for(self, kinds: str):
+        if self._uses_llvm():
+            return self._llvm_module(kinds)
         return cache.load_module(self._key(kinds), self._source_maker(kinds))
 
     def _run(self, module, entry: str, n: int, *args) -> None:

@@ -1,0 +1,297 @@
+"""The compiled tier for large graphs: each entry's LLVM IR (``compiler.codegen.llvm_ir``) compiled
+by llvmlite directly, without Numba's Python-side pipeline.
+
+Numba costs milliseconds per generated line before LLVM starts (bytecode analysis, type inference,
+lowering), so a 10,000-node graph's kernels took minutes. Here the IR text is written straight
+from the entry's nodes and handed to LLVM's code generator: no IR optimisation pipeline (the IR is
+already minimal SSA: the graph is hash-consed and constants are folded; the O2 pipeline cost 4x
+the code generation and did not make the loops faster), code generation at O2, bounded chunk
+functions so it stays linear, and the chunks split over ``COMPILE_THREADS`` modules compiled side
+by side (llvmlite releases the GIL; each thread has its own LLVM context and target machine).
+
+The object code is cached on disk beside the Numba kernels (``runtime.cache``), keyed like them
+plus this backend's own code, sealed with a SHA-256: a second process loads it into an MCJIT engine
+and runs at once. ``LLVMModule`` answers exactly like a generated Numba module (same entries,
+arguments and ``USED``/``SAVED``/...), so the ``Kernel`` calls either the same way. A call runs
+contiguous ranges of blocks on ``runtime.blocks``'s threads (a ctypes call releases the GIL).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from functools import lru_cache, partial
+from pathlib import Path
+
+import numpy as np
+
+from compiler.codegen.entries import ENTRIES, plan
+from compiler.errors import CompileError
+from compiler.passes.adjoint import AdjointGraph
+from runtime import background, cache
+from runtime.blocks import in_parallel
+
+#: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
+#: below: measured (see the module's report), Numba's kernels compile in a second or two there
+#: and are tuned (a single fused loop), and LLVM's lead on compile time grows with the graph.
+LLVM_OPS = 64
+
+#: Modules compiled side by side for one entry (each gets a thread).
+COMPILE_THREADS = 2
+
+_DRIVER = ctypes.CFUNCTYPE(
+    None,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)
+_META = ("symbol", "block", "rows", "arrays", "scalars", "sums")
+_SEAL = b"symgrad-llvm-sha256\0"
+_init_lock = threading.Lock()
+_initialised: list[bool] = []
+
+
+def _llvm():
+    import llvmlite.binding as llvm
+
+    with _init_lock:
+        if not _initialised:
+            llvm.initialize_native_target()
+            llvm.initialize_native_asmprinter()
+            _initialised.append(True)
+    return llvm
+
+
+def _target_machine():
+    llvm = _llvm()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=2,
+        jit=True,
+    )
+
+
+@lru_cache(maxsize=1)
+def backend_key() -> str:
+    """This file's text: part of every cache key (the IR writer is in the environment's)."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def compile_objects(texts: list[str]) -> list[bytes]:
+    """Object code of each module text, compiled side by side on threads."""
+    llvm = _llvm()
+    results: list[bytes | BaseException | None] = [None] * len(texts)
+
+    def work(k: int) -> None:
+        try:
+            context = llvm.create_context()
+            module = llvm.parse_assembly(texts[k], context=context)
+            module.verify()
+            results[k] = _target_machine().emit_object(module)
+        except BaseException as e:  # noqa: BLE001 - raised on the calling thread
+            results[k] = e
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, len(texts))]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise CompileError(f"LLVM could not compile the kernel: {r}") from r
+    return results  # type: ignore[return-value]
+
+
+class CompiledEntry:
+    """One entry's machine code, loaded in its own MCJIT engine, and how to call it."""
+
+    def __init__(self, meta: dict, objects: list[bytes]):
+        llvm = _llvm()
+        self.meta = meta
+        self.symbol = meta["symbol"]
+        self.block, self.rows = meta["block"], meta["rows"]
+        self.arrays, self.scalars, self.sums = meta["arrays"], meta["scalars"], meta["sums"]
+        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+        for data in objects:
+            self._engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+        self._engine.finalize_object()
+        address = self._engine.get_function_address(self.symbol)
+        if not address:
+            raise CompileError(f"LLVM object code lacks {self.symbol!r}")
+        self.function = _DRIVER(address)
+
+    def __call__(self, n: int, args: tuple, parallel: bool = True) -> None:
+        addresses = np.array([args[k].ctypes.data for k in self.arrays], dtype=np.uint64)
+        scalars = np.array([args[k] for k in self.scalars], dtype=np.float64).reshape(-1)
+        n_blocks = -(-n // self.block)
+        partial_sums = np.zeros((n_blocks, len(self.sums)))
+        function, size = self.function, max(self.rows * self.block, 1)
+        pointers = (addresses.ctypes.data, scalars.ctypes.data, partial_sums.ctypes.data)
+
+        def work(first: int, last: int) -> None:
+            temps = np.empty(size)
+            function(first, last, n, pointers[0], pointers[1], temps.ctypes.data, pointers[2])
+
+        in_parallel(n_blocks, work, parallel)
+        for k, total in zip(self.sums, partial_sums.sum(axis=0)):
+            args[k][0] = total
+
+
+# ------------------------------------------------------------------------------- disk cache
+def _path(key: str) -> Path:
+    return cache.cache_dir() / f"llvm_{key}.bin"
+
+
+def _pack(meta: dict, objects: list[bytes]) -> bytes:
+    head = json.dumps({**meta, "objects": [len(o) for o in objects]}).encode()
+    payload = len(head).to_bytes(8, "little") + head + b"".join(objects)
+    return _SEAL + hashlib.sha256(payload).digest() + payload
+
+
+def _unpack(raw: bytes) -> tuple[dict, list[bytes]] | None:
+    start = len(_SEAL) + 32
+    payload = raw[start:]
+    if not raw.startswith(_SEAL) or hashlib.sha256(payload).digest() != raw[len(_SEAL) : start]:
+        return None
+    size = int.from_bytes(payload[:8], "little")
+    meta = json.loads(payload[8 : 8 + size])
+    objects, at = [], 8 + size
+    for length in meta.pop("objects"):
+        objects.append(payload[at : at + length])
+        at += length
+    return meta, objects
+
+
+def load_cached(key: str) -> CompiledEntry | None:
+    """The entry from the disk cache, or None (missing or damaged: it is compiled again)."""
+    try:
+        unpacked = _unpack(_path(key).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if unpacked is None:
+        return None
+    try:
+        return CompiledEntry(*unpacked)
+    except Exception:  # noqa: BLE001 - a damaged entry: compile again
+        return None
+
+
+def _store(key: str, meta: dict, objects: list[bytes]) -> None:
+    """Publish the entry atomically; an unwritable cache directory only costs the next process."""
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_pack(meta, objects))
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def compile_entry(key: str, make_ir) -> CompiledEntry:
+    """The entry for ``key``: from the disk cache, or compiled from ``make_ir()`` and cached."""
+    found = load_cached(key)
+    if found is not None:
+        return found
+    try:
+        ir = make_ir()
+        objects = compile_objects(ir.modules(COMPILE_THREADS))
+        meta = {name: getattr(ir, name) for name in _META}
+        compiled = CompiledEntry(json.loads(json.dumps(meta)), objects)
+    except CompileError:
+        raise
+    except Exception as e:
+        raise CompileError(f"compiling the kernel with LLVM failed: {e}") from e
+    _store(key, compiled.meta, objects)
+    return compiled
+
+
+# ------------------------------------------------------------------------------- the module
+class LLVMModule:
+    """The entries of one graph and one pattern of input kinds, compiled by LLVM on first use."""
+
+    TIER = "compiled"
+
+    def __init__(self, adj: AdjointGraph, inputs: tuple[str, ...], kinds: str, key: str, title=""):
+        layout, entries = plan(adj, inputs, kinds)
+        self.INPUTS, self.USED, self.WRT = layout.inputs, layout.used, layout.wrt
+        self.BACKWARD_READS, self.SAVED = layout.backward_reads, layout.saved
+        self.SEEDED, self.KINDS = layout.seeded, kinds
+        self.__name__ = f"llvm:{kinds}"
+        self._adj, self._title, self._key = adj, title, key
+        self._entries = {e.name: e for e in entries}
+        self._compiled: dict[str, CompiledEntry] = {}
+        self._lock = threading.Lock()
+
+    def key(self, entry: str) -> str:
+        return cache.cache_key(self._key, "llvm", entry, backend_key())
+
+    def ir(self, entry: str):
+        """The entry's IR (``EntryIR``; ``.text`` reads it)."""
+        from compiler.codegen.llvm_ir import generate_entry
+
+        return generate_entry(self._adj, self._entries[entry], self._title)
+
+    def compiled(self, entry: str) -> CompiledEntry:
+        with self._lock:
+            if entry not in self._compiled:
+                self._compiled[entry] = compile_entry(self.key(entry), partial(self.ir, entry))
+            return self._compiled[entry]
+
+    def cached(self, entry: str) -> bool:
+        """Whether the entry is loaded, or could be loaded from the disk cache now."""
+        with self._lock:
+            if entry not in self._compiled:
+                found = load_cached(self.key(entry))
+                if found is None:
+                    return False
+                self._compiled[entry] = found
+            return True
+
+    def run(self, entry: str, n: int, *args, parallel: bool = True) -> None:
+        self.compiled(entry)(n, args, parallel)
+
+    @property
+    def source(self) -> str:
+        return "\n\n".join(self.ir(name).text for name in self._entries)
+
+    def __getattr__(self, name: str):
+        entry, serial = (
+            (name[: -len("_serial")], True) if name.endswith("_serial") else (name, False)
+        )
+        if entry in ENTRIES and entry in self.__dict__.get("_entries", {}):
+            return partial(self.run, entry, parallel=not serial)
+        raise AttributeError(name)
+
+
+class Job(background.Job):
+    """``mode="auto"``: one entry compiled by LLVM on the background thread."""
+
+    def __init__(self, module: LLVMModule, entry: str):
+        super().__init__(module.key(entry), str, entry)
+        self.llvm = module
+
+    def run(self, stopping: threading.Event) -> None:
+        try:
+            if not stopping.is_set():
+                self.llvm.compiled(self.entry)
+                self.module, self.state = self.llvm, "ready"
+        except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
+            self.error, self.state = e, "failed"
+        finally:
+            self.done.set()

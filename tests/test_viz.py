@@ -290,3 +290,29 @@ def test_missing_dot_says_how_to_install_it(monkeypatch, tmp_path, capsys, neuro
         warnings.simplefilter("always")
         assert neuron[1].graph._repr_svg_() is None  # Jupyter falls back to the text repr
     assert "graphviz" in str(caught[0].message)
+
+
+TENSOR_GATE_FORMS = [
+    "log(sum(exp(S), axis=1))",
+    "max(S, axis=1) + log(sum(exp(S - max(S, axis=1, keepdims=True)), axis=1))",
+    "exp(S) / sum(exp(S), axis=0, keepdims=True)",
+    "log(exp(S) / sum(exp(S), axis=1, keepdims=True))",
+    "S - log(sum(exp(S), axis=1, keepdims=True))",
+    "sum(S * S, axis=0)",
+]
+
+
+@pytest.mark.parametrize("form", TENSOR_GATE_FORMS)
+def test_every_tensor_gate_expands_to_what_it_replaced(form):
+    """expand=True opens each tensor gate, and the subgraph drawn computes what the gate does:
+    its text, evaluated unfused, equals the written form at a random point."""
+    shapes = {"S": ("B", "C")}
+    k = compiler.compile_gradient(f"sum({form})", shapes=shapes)
+    (gate,) = [i for i in k.graph.notes if k.graph.nodes[k.graph.nodes[i].args[0]].op == "input"]
+    drawing = compiler.draw(k.graph, expand=True)
+    assert drawing.source.count('subgraph "cluster_') == 1
+    body = k.graph.notes[gate].format(a="S")
+    S = np.random.default_rng(2).standard_normal((3, 4))
+    written = compiler.compile_gradient(f"sum({form})", shapes=shapes, fuse=False)
+    replaced = compiler.compile_gradient(f"sum({body})", shapes=shapes, fuse=False)
+    np.testing.assert_allclose(replaced(S=S), written(S=S), rtol=1e-12)

@@ -73,8 +73,14 @@ def _reduced(g: TensorGraph, i: int, op: str) -> tuple[int, tuple[int, ...], boo
 
 
 def _note(g: TensorGraph, node: int, text: str) -> int:
+    """Record the subgraph a gate replaced, in the text language over ``{a}`` (the drawing's
+    ``expand=True`` parses it back, the generated source prints it)."""
     g.notes.setdefault(node, text)
     return node
+
+
+def _softmax_text(axes: tuple[int, ...]) -> str:
+    return f"exp({{a}}) / sum(exp({{a}}), axis={_axes(axes)}, keepdims=True)"
 
 
 # ------------------------------------------------------------------------------ the rules
@@ -97,7 +103,10 @@ def _logsumexp(g: TensorGraph, i: int, wanted: list[str]) -> int | None:
                 top = _reduced(g, shifted, "max")
                 if top and top[0] == x and top[1] == g.nodes[rest].value and _max_of(g, m, x):
                     node = g.add("logsumexp", x, attrs=top[1])
-                    shifted_form = "max({a}) + log(sum(exp({a} - max({a})), axis=AXES))"
+                    shifted_form = (
+                        "max({a}, axis=AXES) + "
+                        "log(sum(exp({a} - max({a}, axis=AXES, keepdims=True)), axis=AXES))"
+                    )
                     return _note(g, node, shifted_form.replace("AXES", _axes(top[1])))
     return None
 
@@ -116,7 +125,7 @@ def _softmax(g: TensorGraph, i: int, wanted: list[str]) -> int | None:
     if found and found[0] == top and found[2] and _op(g, top, "exp"):
         x = g.nodes[top].args[0]
         node = g.add("softmax", x, attrs=found[1])
-        return _note(g, node, f"exp({{a}}) / sum(exp({{a}}), axis={_axes(found[1])})")
+        return _note(g, node, _softmax_text(found[1]))
     return None
 
 
@@ -127,13 +136,14 @@ def _log_softmax(g: TensorGraph, i: int, wanted: list[str]) -> int | None:
     if _op(g, i, "log") and _op(g, g.nodes[i].args[0], "softmax"):
         s = g.nodes[i].args[0]
         node = g.add("log_softmax", g.nodes[s].args[0], attrs=g.nodes[s].value)
-        return _note(g, node, f"log(softmax({{a}}, axis={_axes(g.nodes[s].value)}))")
+        return _note(g, node, f"log({_softmax_text(g.nodes[s].value)})")
     if _op(g, i, "sub"):
         x, lse = g.nodes[i].args
         found = _reduced(g, lse, "logsumexp")
         if found and found[0] == x and found[2]:
             node = g.add("log_softmax", x, attrs=found[1])
-            return _note(g, node, f"{{a}} - logsumexp({{a}}, axis={_axes(found[1])})")
+            axes = _axes(found[1])
+            return _note(g, node, f"{{a}} - log(sum(exp({{a}}), axis={axes}, keepdims=True))")
     return None
 
 

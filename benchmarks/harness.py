@@ -242,6 +242,7 @@ def run_contenders(
     min_sample: float = 0.002,
     quiet: float = 0.15,
     budget: float = 0.0,
+    settle: float = 0.0,
     log: Callable[[str], None] = lambda s: None,
 ) -> Timed:
     """Set up, check and time every contender, interleaved; see the module docstring.
@@ -251,6 +252,10 @@ def run_contenders(
     meanwhile. Rounds go on until ``repeats`` *quiet* rounds (others ≤ ``quiet`` of all cores)
     are collected or ``budget`` seconds have passed (at least ``repeats`` rounds in all); the
     statistics use the quiet rounds if there are at least ``repeats // 2`` of them, else all.
+
+    ``settle`` seconds of sleep before each sample let the previous contender's thread pool go
+    idle: OpenBLAS, OpenMP and XLA workers spin for up to ~0.1 s after a call, and on two
+    cores a spinning pool halves the cores of whoever runs next.
     """
     results = {c.name: Result(c) for c in contenders}
     runs: dict[str, Callable[[], Output]] = {}
@@ -303,6 +308,8 @@ def run_contenders(
             # the threads' wake-up state and the allocator are left by whoever ran before)
             c0 = cpu_counters()
             for r in order.sample(live, len(live)):
+                if settle:
+                    time.sleep(settle)
                 t, f = _one_sample(runs[r.contender.name], r.number)
                 r.samples.append(t)
                 r.faults.append(f)

@@ -57,6 +57,10 @@ from benchmarks.workloads import neuron as f1
 PLOT_DIR = Path(__file__).resolve().parent.parent
 SYMPY_LIMIT = {True: 2.0, False: 90.0}  # seconds for diff + cse + lambdify (quick, full)
 OURS, OURS_OUT = "sg-compiled", "sg-compiled-out"
+#: Sleep before each sample (``run_contenders(settle=)``): the peers bring five thread pools
+#: (NumPy's and SciPy's OpenBLAS, Numba's, XLA's, PyTorch's OpenMP) whose idle workers spin for up
+#: to ~0.1 s; on two cores a spinning pool halves the cores of whoever runs next.
+SETTLE = 0.15
 
 # The issue's targets.
 F1_VS_NUMBA = 1.1
@@ -675,8 +679,9 @@ def run_case(p: Problem, opts: Options, log, gave_up: dict[str, str], first: boo
         reference="numpy",
         repeats=opts.repeats or (5 if opts.quick else 30),
         warmup=1 if opts.quick else 5,
-        min_sample=0.002 if opts.quick else 0.005,
+        min_sample=0.002 if opts.quick else 0.02,
         budget=opts.budget if opts.budget is not None else (0.0 if opts.quick else 150.0),
+        settle=0.0 if opts.quick else SETTLE,
         log=lambda s: log("  " + s),
     )
     by = {r.contender.name: r for r in timed.results}
@@ -1092,7 +1097,8 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
         parts = [PARTS[k](opts, log) for k in chosen]
     intro = [
         "F1–F4 of issue 7. Every case runs, in one process and interleaved round by round "
-        "after warm-up, the hand-written NumPy backward (the reference), a hand-written "
+        f"(a fresh random order each round, {SETTLE:g} s of sleep before each sample so the last "
+        "contender's spinning thread pool is idle) after warm-up, the hand-written NumPy backward (the reference), a hand-written "
         "`@numba.njit(parallel=True)` version (the practical limit), SymPy `diff` + `cse` + "
         "`lambdify` and SymEngine `Lambdify` (LLVM backend) where the function is elementwise, "
         "JAX `jit(value_and_grad)` (for an elementwise output `jit` of `vjp` seeded with ones), "

@@ -38,7 +38,7 @@ from runtime.blocks import in_parallel
 #: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
 #: below: measured (see the module's report), Numba's kernels compile in a second or two there
 #: and are tuned (a single fused loop), and LLVM's lead on compile time grows with the graph.
-LLVM_OPS = 64
+LLVM_OPS = 128
 
 #: Modules compiled side by side for one entry (each gets a thread).
 COMPILE_THREADS = 2
@@ -239,7 +239,10 @@ class LLVMModule:
         self._lock = threading.Lock()
 
     def key(self, entry: str) -> str:
-        return cache.cache_key(self._key, "llvm", entry, backend_key())
+        from compiler.codegen import llvm_ir
+
+        chunk = repr(llvm_ir.CHUNK_INSTRUCTIONS)
+        return cache.cache_key(self._key, "llvm", entry, chunk, backend_key())
 
     def ir(self, entry: str):
         """The entry's IR (``EntryIR``; ``.text`` reads it)."""

@@ -473,7 +473,7 @@ class EntryWriter:
                     ]
                 else:
                     acc = c.sums.get(column)
-                    new = f"%.s{column}.{len(c.body)}"
+                    new = f"%.s{column}.n{len(c.body)}"
                     if acc is None:
                         c.phis.append((column, new))
                         acc = f"%.s{column}.0"
@@ -514,12 +514,15 @@ class EntryWriter:
             f"%.s{column}.0 = phi double [{ZERO}, %entry], [{c.sums[column]}, %loop]"
             for column, _ in c.phis
         ]
-        exits = []
+        exits = [
+            f"%.s{column}.total = phi double [{ZERO}, %entry], [{c.sums[column]}, %loop]"
+            for column, _ in c.phis
+        ]
         for column, _ in c.phis:
             exits += [
                 f"%.s{column}.at = getelementptr double, ptr %sums, i64 {column}",
                 f"%.s{column}.old = load double, ptr %.s{column}.at",
-                f"%.s{column}.new = fadd double %.s{column}.old, {c.sums[column]}",
+                f"%.s{column}.new = fadd double %.s{column}.old, %.s{column}.total",
                 f"store double %.s{column}.new, ptr %.s{column}.at",
             ]
         pre = list(dict.fromkeys(c.pre))

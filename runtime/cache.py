@@ -54,18 +54,16 @@ def cache_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def environment_fingerprint() -> str:
-    """Versions, CPU and symgrad's own code generator: anything that changes the machine code."""
-    import llvmlite.binding as llvm
-    import numba
+    """Versions, CPU and symgrad's own code generator: anything that changes the machine code.
+
+    Read without importing Numba (a third of a second): a NumPy-only kernel never needs it."""
     import numpy
 
     import compiler
 
     h = hashlib.sha256()
-    h.update(f"{compiler.__version__}|{numba.__version__}|{numpy.__version__}|".encode())
-    h.update(
-        f"{sys.version}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}".encode()
-    )
+    versions = [compiler.__version__, _version("numba"), _version("llvmlite"), numpy.__version__]
+    h.update(f"{'|'.join(versions)}|{sys.version}|{_cpu()}".encode())
     root = Path(__file__).resolve().parent.parent
     # Everything the generated source is written by or imports at run time.
     sources = [
@@ -80,6 +78,36 @@ def environment_fingerprint() -> str:
         if path.exists():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
+
+
+def _version(dist: str) -> str:
+    """An installed package's version without importing it (nor importlib.metadata, 40 ms):
+    its ``<dist>-<version>.dist-info`` folder beside it, else the metadata."""
+    module = sys.modules.get(dist)
+    if module is not None:
+        return module.__version__
+    spec = importlib.util.find_spec(dist)
+    if spec is not None and spec.origin:
+        found = sorted(Path(spec.origin).parent.parent.glob(f"{dist}-*.dist-info"))
+        if len(found) == 1:
+            return found[0].name[len(dist) + 1 : -len(".dist-info")]
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+def _cpu() -> str:
+    """The CPU's model and features: Linux's /proc/cpuinfo (instant), else LLVM's view."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n", 1)[0]
+        pairs = (line.split(":", 1) for line in first.splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in pairs}
+        return fields["model name"] + "|" + fields["flags"]
+    except (OSError, KeyError):
+        import llvmlite.binding as llvm
+
+        return f"{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features().flatten()}"
 
 
 def cache_key(*parts: str) -> str:
@@ -296,6 +324,8 @@ _sealed_class: list = []  # [class or None], made on first use: Numba is importe
 
 def _seal_numba_caches(module: ModuleType) -> None:
     """Switch the module's Numba dispatchers to sealed cache files (before their first call)."""
+    if "numba" not in sys.modules:
+        return  # a NumPy-only module (the instant tier of a tensor program): nothing to seal
     if not _sealed_class:
         _sealed_class.append(_sealed_cache_file_class())
     sealed = _sealed_class[0]

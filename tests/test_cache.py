@@ -358,3 +358,20 @@ def test_numba_failure_leaves_nothing_and_the_next_compile_works(cache_dir, monk
     assert numba_files(cache_dir, ".nbi") == numba_files(cache_dir, ".nbc") == []
     monkeypatch.setattr(numba_source, "generate", real)
     assert_result(fresh_result())
+
+
+def test_a_numpy_only_kernel_never_imports_numba(tmp_path):
+    """A tensor program on the instant tier is plain NumPy: neither its cache key nor loading it
+    imports Numba (a third of a second of a notebook's first result)."""
+    script = (
+        "import sys, numpy as np, compiler\n"
+        "k = compiler.compile_gradient('sum((W @ x)**2)', shapes={'W': ('n', 'n'), 'x': ('n',)},"
+        " mode='instant')\n"
+        "v, g = k.value_and_grad(W=np.eye(2), x=np.array([1.0, 2.0]))\n"
+        "assert v == 5.0 and list(g['x']) == [2.0, 4.0], (v, g)\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -3,13 +3,17 @@
 It binds the inputs, checks them against their declared shapes (binding each dimension name to
 one size for the call), and runs the generated module (``compiler.codegen.tensor_source``): BLAS
 for the matrix products, fused Numba loops for the elementwise regions. Two tiers, as for
-elementwise kernels: ``"compiled"`` (the default for ``"auto"``: each region is a small function
-that compiles in about a second, once, then comes from the disk cache) and ``"instant"``
-(the same steps as NumPy calls: nothing to compile).
+elementwise kernels: ``"compiled"`` (each region is a small function that compiles in about a
+second, once, then comes from the disk cache) and ``"instant"`` (the same steps as NumPy calls:
+nothing to compile). ``"auto"`` answers with the compiled module when it is on disk, else with
+the instant one while a background thread compiles every entry (by calling it once on inputs
+whose every named dimension is 1: the same Numba types as any call), and switches when done.
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -19,7 +23,7 @@ import numpy as np
 from compiler.errors import CompileError, InputError
 from compiler.ir import shapes as sh
 from compiler.ir.tensor import TensorGraph
-from runtime import cache
+from runtime import background, cache
 from runtime.inputs import as_float_array, bind
 
 Grads = dict[str, Any]
@@ -47,6 +51,7 @@ class TensorKernel:
         self.fusion = None
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
+        self._job: _WarmUp | None = None  # auto: the compiled module being built
         self._checked: set[tuple[bool, str]] = set()
         self._sizes: dict[tuple, dict[str, int]] = {}  # input shapes -> dimension sizes, checked
         # max/min reductions and the dims they reduce: an empty one has no value (NumPy raises).
@@ -65,11 +70,20 @@ class TensorKernel:
 
     @property
     def mode(self) -> str:
-        return "instant" if self.requested_mode == "instant" else "compiled"
+        """The tier answering calls now: ``"instant"`` or ``"compiled"``."""
+        if self.requested_mode != "auto":
+            return self.requested_mode
+        if self._job is None:
+            on_disk = cache.cached_module(self._key(True), prefix="t") is not None
+            return "compiled" if on_disk else "instant"
+        return "compiled" if self._job.state == "ready" else "instant"
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Nothing compiles in the background for tensor kernels: always ready."""
-        return True
+        """Wait for the background compile (``mode="auto"``); True once the compiled tier
+        answers (also when nothing had to compile)."""
+        if self._job is None:
+            return self.mode == "compiled" or self.requested_mode == "instant"
+        return self._job.done.wait(timeout) and self._job.state == "ready"
 
     @property
     def adjoint(self):
@@ -82,8 +96,9 @@ class TensorKernel:
 
     @property
     def source(self) -> str:
-        """The generated Python/Numba source of the tier that answers."""
-        return self._source_maker(self.mode == "compiled")()
+        """The generated Python/Numba source of the compiled tier (of the NumPy-only instant
+        module with ``mode="instant"``)."""
+        return self._source_maker(self.requested_mode != "instant")()
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
@@ -174,7 +189,7 @@ class TensorKernel:
         return self._modules[fused]
 
     def _run(self, entry: str, args: list):
-        fused = self.mode == "compiled"
+        fused = self._tier()
         module = self._module(fused)
         with np.errstate(all="ignore"):  # NumPy's nan and inf, without its warnings
             if (fused, entry) in self._checked or not fused:
@@ -192,7 +207,71 @@ class TensorKernel:
         self._checked.add((fused, entry))
         return result
 
+    def _tier(self) -> bool:
+        """Whether this call runs the compiled module; ``auto`` starts its compile if needed."""
+        if self.requested_mode != "auto":
+            return self.requested_mode == "compiled"
+        if self._job is None:
+            if self.mode == "compiled":
+                return True  # on disk: loading it costs what a compile's check would
+            self._job = background.submit(_WarmUp(self))
+        if self._job.state == "ready":
+            self._modules[True] = self._job.module
+            return True
+        if self._job.state == "failed" and not self._job.reported:
+            self._job.reported = True
+            warnings.warn(
+                f"symgrad: compiling {self.title!r} in the background failed "
+                f"({type(self._job.error).__name__}: {self._job.error}); the instant tier "
+                "keeps answering",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return False
+
+    def _tiny_call(self) -> tuple[list, Any]:
+        """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the
+        same types as any call (dimensions, dtype, layout), at no cost."""
+        arrays = {
+            n: np.ones(tuple(d if isinstance(d, int) else 1 for d in shape))
+            for n, shape in self.shapes.items()
+        }
+        values, sizes = self._bind((), arrays)
+        return values, self._seed(None, sizes)
+
     def _repr_html_(self) -> str | None:  # Jupyter: the graph drawn, the source (compiler.viz)
         from compiler.viz.display import kernel_html
 
         return kernel_html(self)
+
+
+class _WarmUp:
+    """A background job (``runtime.background``): load the compiled module and call each entry
+    once on tiny inputs, so every fused loop is compiled (or loaded from Numba's cache)."""
+
+    def __init__(self, kernel: TensorKernel):
+        self.kernel, self.entry = kernel, "every entry"
+        self.state = "pending"
+        self.module: ModuleType | None = None
+        self.error: BaseException | None = None
+        self.reported = False
+        self.done = threading.Event()
+
+    def run(self, stopping: threading.Event) -> None:
+        k, module = self.kernel, None
+        try:
+            module = cache.load_module(k._key(True), k._source_maker(True), prefix="t")
+            values, seed = k._tiny_call()
+            with np.errstate(all="ignore"):
+                module.forward(*values)
+                module.value_and_grad(*values, seed)
+                if k.wrt:
+                    _, saved = module.forward_save(*values)
+                    module.backward(*values, *saved, seed)
+            self.module, self.state = module, "ready"
+        except BaseException as e:  # noqa: BLE001 - the instant tier keeps answering
+            if module is not None:
+                cache.discard(module)
+            self.error, self.state = e, "failed"
+        finally:
+            self.done.set()

@@ -413,3 +413,57 @@ def test_a_warm_cache_makes_the_next_process_start_compiled(tmp_path):
     assert warm["misses"] == 0 and warm["hits"] >= 1
     assert not warm["machine"]  # only import and load: the instant tier was never needed
     assert close(warm["value"], cold["value"])
+
+
+# ------------------------------------------------------------------ auto on tensor programs
+NET = "sum((maximum(0, X @ W1) @ W2 - Y) ** 2) / B"
+NET_SHAPES = {"X": ("B", "D"), "W1": ("D", "H"), "W2": ("H", "C"), "Y": ("B", "C")}
+
+
+def _net_inputs():
+    rng = np.random.default_rng(3)
+    return {n: rng.standard_normal(s) for n, s in zip(NET_SHAPES, [(5, 4), (4, 3), (3, 2), (5, 2)])}
+
+
+def test_tensor_auto_answers_with_numpy_then_switches_to_the_compiled_module(private_cache):
+    k = compiler.compile_gradient(NET, shapes=NET_SHAPES)
+    assert k.requested_mode == "auto" and k.mode == "instant"
+    args = _net_inputs()
+    first = k.value_and_grad(**args)
+    assert k.wait(timeout=300) and k.mode == "compiled"
+    second = k.value_and_grad(**args)
+    value, pullback = k.vjp(**args)
+    assert_same_results(first, second)
+    assert_same_results((value, pullback()), second)
+    assert "def vg_loop0" in k.source  # the compiled tier's source, whichever tier answered
+    # on disk now: a new kernel (as in a new process) starts compiled, nothing in the background
+    cache._loaded.clear()
+    again = compiler.compile_gradient(NET, shapes=NET_SHAPES)
+    assert again.mode == "compiled"
+    assert_same_results(again.value_and_grad(**args), second)
+    assert again._job is None
+
+
+def test_tensor_auto_failed_background_compile_warns_and_stays_instant(private_cache, monkeypatch):
+    import compiler.codegen.tensor_source as tensor_source
+
+    real = tensor_source.generate_tensor
+
+    def broken(adj, title, fused):
+        if fused:
+            raise RuntimeError("codegen exploded")
+        return real(adj, title, fused)
+
+    monkeypatch.setattr(tensor_source, "generate_tensor", broken)
+    k = compiler.compile_gradient(NET, shapes=NET_SHAPES)
+    args = _net_inputs()
+    first = k.value_and_grad(**args)
+    assert not k.wait(timeout=300)
+    with pytest.warns(RuntimeWarning, match="codegen exploded"):
+        again = k.value_and_grad(**args)
+    assert k.mode == "instant"
+    assert_same_results(again, first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once, not at every call
+        k.value_and_grad(**args)
+    assert len(list(private_cache.glob("t_*.py"))) == 1  # the instant module; nothing half-built

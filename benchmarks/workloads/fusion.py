@@ -291,7 +291,9 @@ QUICK_NET_SIZES = (16, 50, 20, 5)
 def net_kernel(fused: bool):
     import compiler
 
-    return compiler.compile_gradient(NET_EXPR, shapes=NET_SHAPES, wrt=["w1", "w2"], fuse=fused)
+    return compiler.compile_gradient(
+        NET_EXPR, shapes=NET_SHAPES, wrt=["w1", "w2"], fuse=fused, mode="compiled"
+    )
 
 
 def net_data(sizes: tuple[int, int, int, int], seed: int) -> dict[str, np.ndarray]:

@@ -294,7 +294,9 @@ def kernel(p: Problem):
     if p.key not in _KERNELS:
         import compiler
 
-        _KERNELS[p.key] = compiler.compile_gradient(p.text, shapes=p.shapes, wrt=list(p.wrt))
+        _KERNELS[p.key] = compiler.compile_gradient(
+            p.text, shapes=p.shapes, wrt=list(p.wrt), mode="compiled"
+        )
     return _KERNELS[p.key]
 
 
@@ -508,7 +510,7 @@ MARKS['imported'] = _t.perf_counter()
 p = [q for q in PROBLEMS if q.key == {key!r}][0]
 data = make_data(p, {sizes!r})
 MARKS['ready'] = _t.perf_counter()
-k = compiler.compile_gradient(p.text, shapes=p.shapes, wrt=list(p.wrt))
+k = compiler.compile_gradient(p.text, shapes=p.shapes, wrt=list(p.wrt), mode="compiled")
 MARKS['compiled'] = _t.perf_counter()
 value, grads = k.value_and_grad(**data)
 MARKS['first'] = _t.perf_counter()

@@ -117,14 +117,20 @@ class Kernel:
 
     @property
     def source(self) -> str:
-        """The generated source (array inputs, scalar seed): Python/Numba, or for a graph the
-        compiled tier gives to LLVM (``runtime.llvm_tier``), the LLVM IR of each entry."""
-        kinds = "a" * len(self.inputs) + "s"
-        if self._uses_llvm():
-            return self._llvm_module(kinds).source
+        """The generated Python/Numba source (array inputs, scalar seed).
+
+        For a graph of more than ``runtime.llvm_tier.LLVM_OPS`` ops the compiled tier runs the
+        same nodes compiled by LLVM directly: ``llvm_source`` shows that IR.
+        """
         from compiler.codegen.numba_source import generate
 
-        return generate(self.adjoint, self.inputs, kinds, self.title)
+        return generate(self.adjoint, self.inputs, "a" * len(self.inputs) + "s", self.title)
+
+    @property
+    def llvm_source(self) -> str:
+        """The LLVM IR of each entry (array inputs, scalar seed), one SSA value per node named
+        after it: what the compiled tier runs for graphs of more than ``LLVM_OPS`` ops."""
+        return self._llvm_module("a" * len(self.inputs) + "s").source
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):

@@ -127,7 +127,8 @@ _OPS = [
     # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
     _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)")),
     OpDef("neg", 1, "-a", "-{a}", "-{a}", np.negative, "-x", ("-1",)),
-    _unary("exp", "exp(a)", "math.exp({a})", np.exp, ("y",)),
+    # exp: runtime.scalar's branch-free exp, which LLVM vectorises (math.exp is a libm call).
+    _unary("exp", "exp(a)", "exp({a})", np.exp, ("y",), helper="exp"),
     _unary("log", "log(a)", "math.log({a})", np.log, ("1 / a",)),
     _unary("log1p", "log(1 + a)", "math.log1p({a})", np.log1p, ("1 / (1 + a)",)),
     _unary("expm1", "exp(a) - 1", "math.expm1({a})", np.expm1, ("y + 1",)),

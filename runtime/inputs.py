@@ -8,6 +8,7 @@ over the broadcast axes, as NumPy's and JAX's reverse modes do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ def bind(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str,
 
 def as_float_array(name: str, value: Any) -> np.ndarray:
     """``value`` as float64, refusing what NumPy would silently misread (strings, objects, complex)."""
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value  # the common case, first: a call's overhead is felt at small sizes
     try:
         array = np.asarray(value)
     except Exception as e:  # ragged lists and the like
@@ -73,6 +76,9 @@ class Layout:
 
 
 def broadcast_shape(values: dict[str, np.ndarray]) -> tuple[int, ...]:
+    shapes = {v.shape for v in values.values()}
+    if len(shapes) == 1:
+        return shapes.pop()
     try:
         return np.broadcast_shapes(*(v.shape for v in values.values()))
     except ValueError:
@@ -83,7 +89,7 @@ def broadcast_shape(values: dict[str, np.ndarray]) -> tuple[int, ...]:
 def arrange(values: dict[str, np.ndarray], shape: tuple[int, ...] | None = None) -> Layout:
     """Flatten each value for the loop, choosing its kind."""
     shape = broadcast_shape(values) if shape is None else shape
-    layout = Layout(shape=shape, n=int(np.prod(shape, dtype=np.int64)))
+    layout = Layout(shape=shape, n=math.prod(shape))
     for name, v in values.items():
         layout.shapes[name] = v.shape
         if v.size == 1:
@@ -93,7 +99,8 @@ def arrange(values: dict[str, np.ndarray], shape: tuple[int, ...] | None = None)
         if v.shape != shape:
             layout.expanded.add(name)
             v = np.broadcast_to(v, shape)
-        layout.flat[name] = np.ascontiguousarray(v).reshape(-1)
+        flat = v.ndim == 1 and v.flags.c_contiguous
+        layout.flat[name] = v if flat else np.ascontiguousarray(v).reshape(-1)
     return layout
 
 

@@ -47,6 +47,12 @@ LLVM_OPS = 128
 #: Modules compiled side by side for one entry (each gets a thread).
 COMPILE_THREADS = 2
 
+#: Chunk functions per module: a module's code generation is one native call that nothing can
+#: interrupt, so modules are kept to about a second of work and compiled in waves; an exiting
+#: interpreter waits for one wave, never for a whole large graph (C++ statics destroyed under a
+#: thread still in LLVM abort the process).
+CHUNKS_PER_MODULE = 32
+
 _DRIVER = ctypes.CFUNCTYPE(
     None,
     ctypes.c_int64,
@@ -91,8 +97,18 @@ def backend_key() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def compile_objects(texts: list[str]) -> list[bytes]:
-    """Object code of each module text, compiled side by side on threads."""
+def compile_objects(texts: list[str], stopping: threading.Event | None = None) -> list[bytes]:
+    """Object code of each module text, compiled ``COMPILE_THREADS`` at a time on threads;
+    between two waves a set ``stopping`` abandons the rest (nothing is stored)."""
+    objects: list[bytes] = []
+    for start in range(0, len(texts), COMPILE_THREADS):
+        if stopping is not None and stopping.is_set():
+            raise CompileError("interpreter exiting: LLVM compile abandoned")
+        objects += _compile_wave(texts[start : start + COMPILE_THREADS])
+    return objects
+
+
+def _compile_wave(texts: list[str]) -> list[bytes]:
     llvm = _llvm()
     results: list[bytes | BaseException | None] = [None] * len(texts)
 
@@ -207,14 +223,15 @@ def _store(key: str, meta: dict, objects: list[bytes]) -> None:
         pass
 
 
-def compile_entry(key: str, make_ir) -> CompiledEntry:
+def compile_entry(key: str, make_ir, stopping: threading.Event | None = None) -> CompiledEntry:
     """The entry for ``key``: from the disk cache, or compiled from ``make_ir()`` and cached."""
     found = load_cached(key)
     if found is not None:
         return found
     try:
         ir = make_ir()
-        objects = compile_objects(ir.modules(COMPILE_THREADS))
+        count = max(COMPILE_THREADS, -(-len(ir.functions) // CHUNKS_PER_MODULE))
+        objects = compile_objects(ir.modules(count), stopping)
         meta = {name: getattr(ir, name) for name in _META}
         compiled = CompiledEntry(json.loads(json.dumps(meta)), objects)
     except CompileError:
@@ -255,10 +272,12 @@ class LLVMModule:
 
         return generate_entry(self._adj, self._entries[entry], self._title)
 
-    def compiled(self, entry: str) -> CompiledEntry:
+    def compiled(self, entry: str, stopping: threading.Event | None = None) -> CompiledEntry:
         with self._locks[entry]:
             if entry not in self._compiled:
-                self._compiled[entry] = compile_entry(self.key(entry), partial(self.ir, entry))
+                self._compiled[entry] = compile_entry(
+                    self.key(entry), partial(self.ir, entry), stopping
+                )
             return self._compiled[entry]
 
     def cached(self, entry: str) -> bool:
@@ -297,7 +316,7 @@ class Job(background.Job):
     def run(self, stopping: threading.Event) -> None:
         try:
             if not stopping.is_set():
-                self.llvm.compiled(self.entry)
+                self.llvm.compiled(self.entry, stopping)
                 self.module, self.state = self.llvm, "ready"
         except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
             self.error, self.state = e, "failed"

@@ -290,8 +290,10 @@ def run_contenders(
 
     live = [r for r in results.values() if r.ok]
     # Calibrate: enough calls per sample that a sample is not dominated by timer resolution.
+    # The fastest of five single calls: one slow call (a thread pool waking up) would leave a
+    # contender with few calls per sample, each sample then weighed down by its first call.
     for r in live:
-        t, _ = _one_sample(runs[r.contender.name], 1)
+        t = min(_one_sample(runs[r.contender.name], 1)[0] for _ in range(5))
         r.number = max(1, math.ceil(min_sample / max(t, 1e-9)))
 
     shares: list[float] = []

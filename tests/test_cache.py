@@ -365,7 +365,7 @@ def test_a_numpy_only_kernel_never_imports_numba(tmp_path):
     imports Numba (a third of a second of a notebook's first result)."""
     script = (
         "import sys, numpy as np, compiler\n"
-        "k = compiler.compile_gradient('sum((W @ x)**2)', shapes={'W': ('n', 'n'), 'x': ('n',)},"
+        "k = compiler.compile_gradient('sum(maximum(0, W @ x)**2)', shapes={'W': ('n', 'n'), 'x': ('n',)},"
         " mode='instant')\n"
         "v, g = k.value_and_grad(W=np.eye(2), x=np.array([1.0, 2.0]))\n"
         "assert v == 5.0 and list(g['x']) == [2.0, 4.0], (v, g)\n"

@@ -318,6 +318,8 @@ class TensorWriter:
         ]
         body = "\n".join([*self.loops, *entries])
         uses = [h for h in reductions.__all__ if re.search(rf"\b{h}\(", body)]
+        # runtime.scalar is Numba's: the NumPy-only module must not import it for nothing
+        helpers = [h for h in self.helpers if re.search(rf"\b{h}\(", body)]
         header = [
             f'"""symgrad tensor kernel for {self.title!r} (generated: edit the graph, not this '
             'file)."""',
@@ -330,7 +332,7 @@ class TensorWriter:
                 else []
             ),
             *([f"from runtime.reductions import {', '.join(uses)}"] if uses else []),
-            *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
+            *([f"from runtime.scalar import {', '.join(helpers)}"] if helpers else []),
         ]
         if self.numpy_ops:
             header += ["from compiler.ir.registry import OPS", ""]

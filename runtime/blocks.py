@@ -11,6 +11,7 @@ against hundreds of nodes times the block length of arithmetic.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +27,18 @@ _pool_lock = threading.Lock()
 
 
 def threads() -> int:
-    """Worker threads: Numba's thread count (``NUMBA_NUM_THREADS``), else the CPU count."""
+    """Worker threads: Numba's thread count (``NUMBA_NUM_THREADS``, else the CPUs this process
+    may use, as Numba counts them), read without importing Numba (the LLVM tier never needs it)."""
+    numba = sys.modules.get("numba")
+    if numba is not None and hasattr(numba, "config"):
+        return max(1, int(numba.config.NUMBA_NUM_THREADS))
     try:
-        from numba import config
-
-        return max(1, int(config.NUMBA_NUM_THREADS))
-    except Exception:  # pragma: no cover
-        return os.cpu_count() or 1
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _executor() -> ThreadPoolExecutor:

@@ -26,6 +26,10 @@ from runtime import cache
 #: How long an exiting interpreter waits for the function being compiled (seconds).
 EXIT_WAIT = 10.0
 
+#: Held while Numba (here) or the LLVM tier (``runtime.llvm_tier``) runs LLVM: ``auto`` answers
+#: with LLVM's code while Numba compiles behind it, and the two must not drive LLVM at once.
+COMPILE_LOCK = threading.Lock()
+
 
 class Job:
     """One entry of one kernel module, to be compiled; ``state`` is pending, ready or failed."""
@@ -40,11 +44,13 @@ class Job:
     def run(self, stopping: threading.Event) -> None:
         module = None
         try:
-            module = cache.load_module(self.key, self.make_source)
+            with COMPILE_LOCK:
+                module = cache.load_module(self.key, self.make_source)
             for name, signature in module.SIGNATURES[self.entry].items():
                 if stopping.is_set():
                     return  # exiting: what is compiled so far is cached, the rest never started
-                compile_signature(getattr(module, name), signature)
+                with COMPILE_LOCK:
+                    compile_signature(getattr(module, name), signature)
             self.module, self.state = module, "ready"
         except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
             if module is not None:

@@ -7,9 +7,11 @@ input's shape. The code comes from one of two tiers (``mode``):
 - ``"compiled"``: the generated Numba module (compiled once per call pattern, cached on disk);
 - ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
   is compiled once per machine — a new expression answers at once;
-- ``"auto"`` (the default): small graphs compile directly (it is cheap); larger ones answer with
-  the instant tier while their kernel compiles on a background thread, and switch to it once it is
-  ready. A kernel already in the disk cache is loaded and used at once.
+- ``"auto"`` (the default): a kernel already in the disk cache is loaded and used at once. Else a
+  graph of up to ``LLVM_OPS`` ops answers with the LLVM tier (``runtime.llvm_tier``: compiled in
+  tens of milliseconds, no Numba) while its Numba kernel (faster per call) compiles on a
+  background thread; a larger graph answers with the instant tier while LLVM compiles it. Each
+  switches once its kernel is ready.
 
 Both tiers take the same arguments and give the same numbers to rounding, so a call pattern can
 change tier between two calls (or between a ``vjp``'s forward and its pullback).
@@ -35,11 +37,6 @@ from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
 PARALLEL_WORK = 8192
 
 MODES = ("auto", "instant", "compiled")
-
-#: ``auto`` compiles graphs of at most this many forward ops directly, without the instant tier:
-#: measured (benchmarks/RESULTS.md, "Compile latency and scale"), their kernels compile in about
-#: a second, and the compiled loop beats the machine most on small, cheap graphs.
-AUTO_COMPILE_OPS = 32
 
 Grads = dict[str, Any]
 
@@ -90,7 +87,7 @@ class Kernel:
             return self.requested_mode
         if self._tier is not None:
             return self._tier
-        return "compiled" if self._compile_directly() else "instant"
+        return "instant" if self._uses_llvm() else "compiled"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compiles started so far; True if they all succeeded.
@@ -205,16 +202,13 @@ class Kernel:
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
         if self.requested_mode == "instant":
             module = self._instant_module(kinds)
-        elif self.requested_mode == "compiled" or self._compile_directly():
+        elif self.requested_mode == "compiled":
             module = self._module_for(kinds)
         else:
             module = self._auto(kinds, entry)
         compiled = isinstance(module, ModuleType) or getattr(module, "TIER", "") == "compiled"
         self._tier = "compiled" if compiled else "instant"
         return module
-
-    def _compile_directly(self) -> bool:
-        return self._ops <= AUTO_COMPILE_OPS
 
     def _uses_llvm(self) -> bool:
         """Whether the compiled tier is LLVM's (large graphs) rather than Numba's."""
@@ -233,8 +227,9 @@ class Kernel:
             return self._llvm[kinds]
 
     def _auto(self, kinds: str, entry: str):
-        """The compiled kernel if it is ready (or on disk), else the instant tier while it
-        compiles in the background."""
+        """The compiled kernel if it is ready (or on disk), else a stand-in while it compiles in
+        the background: the LLVM tier for a graph Numba compiles, the instant tier for one LLVM
+        compiles."""
         with self._lock:
             job = self._jobs.get((kinds, entry))
             if job is None and self._uses_llvm():
@@ -251,15 +246,16 @@ class Kernel:
                 module = cache.cached_module(self._key(kinds))
                 if module is not None and background.load_cached(module, entry):
                     return module
-                instant = self._instant_module(kinds)  # load the machine before compiling
+                stand_in = self._llvm_module(kinds)
+                stand_in.compiled(entry)  # before Numba starts: one LLVM user at a time
                 job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
                 self._jobs[(kinds, entry)] = background.submit(job)
-                return instant
+                return stand_in
         if job.state == "ready":
             return job.module
         if job.state == "failed":
             self._report(job)
-        return self._instant_module(kinds)
+        return self._instant_module(kinds) if self._uses_llvm() else self._llvm_module(kinds)
 
     def _report(self, job: background.Job) -> None:
         """Warn once, on the user's thread, that a background compile failed."""
@@ -269,7 +265,7 @@ class Kernel:
             self._reported.add(id(job))
         warnings.warn(
             f"symgrad: compiling {job.entry} of {self.title!r} in the background failed "
-            f"({type(job.error).__name__}: {job.error}); the instant tier keeps answering",
+            f"({type(job.error).__name__}: {job.error}); the {self.mode} tier keeps answering",
             RuntimeWarning,
             stacklevel=5,
         )

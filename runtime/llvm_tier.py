@@ -104,7 +104,8 @@ def compile_objects(texts: list[str], stopping: threading.Event | None = None) -
     for start in range(0, len(texts), COMPILE_THREADS):
         if stopping is not None and stopping.is_set():
             raise CompileError("interpreter exiting: LLVM compile abandoned")
-        objects += _compile_wave(texts[start : start + COMPILE_THREADS])
+        with background.COMPILE_LOCK:
+            objects += _compile_wave(texts[start : start + COMPILE_THREADS])
     return objects
 
 

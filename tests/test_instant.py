@@ -273,34 +273,35 @@ def private_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_auto_answers_instantly_then_switches_to_the_compiled_kernel(private_cache, monkeypatch):
-    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
+def test_auto_answers_with_llvm_then_switches_to_the_numba_kernel(private_cache):
+    """A new small graph: LLVM's code answers the first call (compiled in milliseconds, no
+    Numba), Numba's kernel compiles behind it and takes over; both on disk afterwards."""
     k = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
-    assert k.requested_mode == "auto" and k.mode == "instant"
+    assert k.requested_mode == "auto" and k.mode == "compiled"
     args = {"x": np.linspace(-1, 1, 5), "y": 0.25}
     first = k.value_and_grad(**args)
-    assert k.mode == "instant"
+    from runtime.llvm_tier import LLVMModule
+
+    assert k._jobs and isinstance(k._auto("aas", "value_and_grad"), (LLVMModule, type(cache)))
     assert k.wait(timeout=300)
     second = k.value_and_grad(**args)
-    assert k.mode == "compiled"
+    assert k.mode == "compiled" and not isinstance(k._auto("aas", "value_and_grad"), LLVMModule)
     assert_same_results(first, second)
-    # The compiled kernel is now on disk: a new kernel (as in a new process) starts compiled.
+    # The Numba kernel is now on disk: a new kernel (as in a new process) starts with it.
     cache._loaded.clear()
     again = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
     assert_same_results(again.value_and_grad(**args), second)
     assert again.mode == "compiled" and not again._jobs
 
 
-def test_small_graphs_compile_directly_in_auto():
+def test_small_graphs_answer_at_once_in_auto(private_cache):
     k = compiler.compile_gradient("x * y")
     assert k.mode == "compiled"
     assert k.value_and_grad(x=2.0, y=3.0) == (6.0, {"x": 3.0, "y": 2.0})
-    assert k.mode == "compiled" and not k._jobs
+    assert k.mode == "compiled"
 
 
-def test_a_failed_background_compile_warns_and_stays_instant(private_cache, monkeypatch):
-    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
-
+def test_a_failed_background_compile_warns_and_keeps_the_stand_in(private_cache, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("codegen exploded")
 
@@ -311,7 +312,7 @@ def test_a_failed_background_compile_warns_and_stays_instant(private_cache, monk
     assert not k.wait(timeout=300)
     with pytest.warns(RuntimeWarning, match="codegen exploded"):
         again = k.value_and_grad(**args)
-    assert k.mode == "instant"
+    assert k.mode == "compiled"  # LLVM's code goes on answering
     assert_same_results(again, first)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once, not at every call
@@ -320,7 +321,6 @@ def test_a_failed_background_compile_warns_and_stays_instant(private_cache, monk
 
 
 def test_a_background_compile_error_in_numba_discards_the_entry(private_cache, monkeypatch):
-    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
     real = numba_source.generate
 
     def untypable(*args, **kwargs):
@@ -343,7 +343,6 @@ def test_mode_is_checked():
 
 def test_background_jobs_compile_the_signatures_calls_use(private_cache, monkeypatch):
     """The background compile and a call share one Numba signature: no second compile."""
-    monkeypatch.setattr(runtime.kernel, "AUTO_COMPILE_OPS", 0)
     monkeypatch.setattr(numba_source, "SPLIT_LINES", 4)  # segments too
     k = compiler.compile_gradient("x * sin(y) + exp(-x * y) / (1 + y * y)")
     args = {"x": np.linspace(-1, 1, 50), "y": 0.25}
@@ -406,7 +405,9 @@ def test_a_warm_cache_makes_the_next_process_start_compiled(tmp_path):
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
     cold = child()
-    assert cold["first"] == "instant" and cold["ready"] and cold["last"] == "compiled"
+    # cold: LLVM's code answers (no virtual machine needed), Numba's kernel takes over
+    assert cold["first"] == "compiled" and cold["ready"] and cold["last"] == "compiled"
+    assert not cold["machine"]
     assert cold["misses"] >= 1
     warm = child()
     assert warm["first"] == "compiled" and warm["last"] == "compiled"

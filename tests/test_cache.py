@@ -42,7 +42,7 @@ CHILD = textwrap.dedent(
     from numba.core.dispatcher import Dispatcher
     while time.time() < start_at:  # a common start line for concurrent children
         time.sleep(0.001)
-    k = compiler.compile_gradient(sys.argv[1])
+    k = compiler.compile_gradient(sys.argv[1], mode="compiled")
     value, grads = k.value_and_grad(x=1.5, y=0.3)
     hits = misses = 0
     for module in runtime.cache._loaded.values():
@@ -107,7 +107,8 @@ def checksum_ok(path: Path) -> bool:
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
-    """A private cache directory for this process, with the in-memory module table emptied."""
+    """A private cache directory for this process, with the in-memory module table emptied.
+    These tests are about Numba's kernels on disk: they ask for ``mode="compiled"``."""
     directory = tmp_path / "cache"
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(directory))
     monkeypatch.setattr(cache, "_loaded", {})
@@ -117,7 +118,7 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 def fresh_result(expr: str = EXPR) -> tuple[float, dict]:
     """Compile as a new process would: nothing in memory, everything from disk."""
     cache._loaded.clear()
-    return compiler.compile_gradient(expr).value_and_grad(x=X, y=Y)
+    return compiler.compile_gradient(expr, mode="compiled").value_and_grad(x=X, y=Y)
 
 
 # --------------------------------------------------------------------------- (a) reuse
@@ -253,24 +254,27 @@ def test_concurrent_compiles_of_one_kernel(tmp_path):
 def test_key_follows_constants_and_edges(cache_dir, a, b, point, expected_a, expected_b):
     ga, gb = compiler.trace(a), compiler.trace(b)
     assert ga.key() != gb.key()
-    assert compiler.compile_gradient(a)(**point) == expected_a
-    assert compiler.compile_gradient(b)(**point) == expected_b
+    assert compiler.compile_gradient(a, mode="compiled")(**point) == expected_a
+    assert compiler.compile_gradient(b, mode="compiled")(**point) == expected_b
     assert len(modules(cache_dir)) == 2
     cache._loaded.clear()  # from disk, each still gets its own module
-    assert compiler.compile_gradient(b)(**point) == expected_b
-    assert compiler.compile_gradient(a)(**point) == expected_a
+    assert compiler.compile_gradient(b, mode="compiled")(**point) == expected_b
+    assert compiler.compile_gradient(a, mode="compiled")(**point) == expected_a
 
 
 def test_key_is_bit_exact_on_constants(cache_dir):
     # 0.0 and -0.0 compare equal but are different constants: x * -0.0 is -0.0 for x > 0.
-    pos, neg = compiler.compile_gradient("x * 0.0"), compiler.compile_gradient("x * -0.0")
+    pos, neg = (
+        compiler.compile_gradient("x * 0.0", mode="compiled"),
+        compiler.compile_gradient("x * -0.0", mode="compiled"),
+    )
     assert compiler.trace("x * 0.0").key() != compiler.trace("x * -0.0").key()
     assert not np.signbit(pos(x=1.0)) and np.signbit(neg(x=1.0))
 
 
 def test_key_follows_wrt(cache_dir):
-    both = compiler.compile_gradient("x * y")
-    only_x = compiler.compile_gradient("x * y", wrt=["x"])
+    both = compiler.compile_gradient("x * y", mode="compiled")
+    only_x = compiler.compile_gradient("x * y", wrt=["x"], mode="compiled")
     assert both.grad(x=2.0, y=3.0) == {"x": 3.0, "y": 2.0}
     assert only_x.grad(x=2.0, y=3.0) == {"x": 3.0}
     assert len(modules(cache_dir)) == 2
@@ -305,7 +309,7 @@ def test_kernels_land_in_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.delenv("SYMGRAD_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setattr(cache, "_loaded", {})
-    assert_result(compiler.compile_gradient(EXPR).value_and_grad(x=X, y=Y))
+    assert_result(compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y))
     [entry] = modules(tmp_path / "xdg" / "symgrad")
     assert checksum_ok(entry)
 
@@ -317,11 +321,11 @@ def test_unwritable_location_falls_back_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setattr(cache, "_loaded", {})
     monkeypatch.setattr(cache, "_fallback", {})
     with pytest.warns(RuntimeWarning, match="cannot write its kernel cache"):
-        result = compiler.compile_gradient(EXPR).value_and_grad(x=X, y=Y)
+        result = compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y)
     assert_result(result)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once is enough
-        assert compiler.compile_gradient("x * 7")(x=1.0) == 7.0
+        assert compiler.compile_gradient("x * 7", mode="compiled")(x=1.0) == 7.0
 
 
 # --------------------------------------------------------------------------- (f) nothing half-built
@@ -331,7 +335,7 @@ def test_generation_failure_leaves_nothing(cache_dir, monkeypatch):
 
     monkeypatch.setattr(numba_source, "generate", broken)
     with pytest.raises(compiler.CompileError, match="the generator broke"):
-        compiler.compile_gradient(EXPR).value_and_grad(x=X, y=Y)
+        compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y)
     assert not cache_dir.exists() or list(cache_dir.rglob("*")) == []
 
 
@@ -341,7 +345,7 @@ def test_generation_interrupted_while_writing_leaves_nothing(cache_dir, monkeypa
 
     monkeypatch.setattr(os, "link", fail_link)
     with pytest.raises(KeyboardInterrupt):
-        compiler.compile_gradient(EXPR).value_and_grad(x=X, y=Y)
+        compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y)
     assert [p for p in cache_dir.rglob("*") if p.is_file()] == []
 
 
@@ -353,7 +357,7 @@ def test_numba_failure_leaves_nothing_and_the_next_compile_works(cache_dir, monk
 
     monkeypatch.setattr(numba_source, "generate", untypable)
     with pytest.raises(compiler.CompileError):
-        compiler.compile_gradient(EXPR).value_and_grad(x=X, y=Y)
+        compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y)
     assert modules(cache_dir) == []
     assert numba_files(cache_dir, ".nbi") == numba_files(cache_dir, ".nbc") == []
     monkeypatch.setattr(numba_source, "generate", real)

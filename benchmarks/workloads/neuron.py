@@ -187,7 +187,7 @@ def _sympy(cse: bool):
 def _kernel():
     import compiler
 
-    return compiler.compile_gradient(EXPR)
+    return compiler.compile_gradient(EXPR, mode="compiled")  # auto's steady state
 
 
 def _symgrad_fresh(data):

@@ -192,7 +192,11 @@ class TensorKernel:
         fused = self._tier()
         module = self._module(fused)
         with np.errstate(all="ignore"):  # NumPy's nan and inf, without its warnings
-            if (fused, entry) in self._checked or not fused:
+            if not fused:
+                result = getattr(module, entry)(*args)
+                self._compile_behind()  # after the answer: the compile would slow it down
+                return result
+            if (fused, entry) in self._checked:
                 return getattr(module, entry)(*args)
             from numba.core.errors import NumbaError
 
@@ -208,13 +212,11 @@ class TensorKernel:
         return result
 
     def _tier(self) -> bool:
-        """Whether this call runs the compiled module; ``auto`` starts its compile if needed."""
+        """Whether this call runs the compiled module."""
         if self.requested_mode != "auto":
             return self.requested_mode == "compiled"
         if self._job is None:
-            if self.mode == "compiled":
-                return True  # on disk: loading it costs what a compile's check would
-            self._job = background.submit(_WarmUp(self))
+            return self.mode == "compiled"  # on disk: loading it costs what a check would
         if self._job.state == "ready":
             self._modules[True] = self._job.module
             return True
@@ -228,6 +230,11 @@ class TensorKernel:
                 stacklevel=4,
             )
         return False
+
+    def _compile_behind(self) -> None:
+        """``auto``: compile every entry on the background thread, once."""
+        if self.requested_mode == "auto" and self._job is None:
+            self._job = background.submit(_WarmUp(self))
 
     def _tiny_call(self) -> tuple[list, Any]:
         """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -76,7 +77,24 @@ def run_blocks(
 
     totals = [0.0] * sums
     for partials in in_parallel(n_blocks, work, parallel):
-        for partial in partials:
+        for block_sums in partials:
             for k in range(sums):
-                totals[k] += partial[k]
+                totals[k] += block_sums[k]
     return tuple(totals)
+
+
+class EntryModule:
+    """What a module of kernel entries looks like to the ``Kernel``: ``m.value_and_grad(n, ...)``
+    and ``m.value_and_grad_serial(n, ...)`` call ``m.run(entry, n, ..., parallel=...)``, as a
+    generated Numba module's functions would be called. Subclasses set ``_entries`` and ``run``."""
+
+    def run(self, entry: str, n: int, *args, parallel: bool = True) -> None:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):
+        entry, serial = (
+            (name[: -len("_serial")], True) if name.endswith("_serial") else (name, False)
+        )
+        if entry in self.__dict__.get("_entries", {}):
+            return partial(self.run, entry, parallel=not serial)
+        raise AttributeError(name)

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.codegen.entries import ENTRIES, plan
+from compiler.codegen.entries import plan
 from compiler.errors import CompileError
 from compiler.passes.adjoint import AdjointGraph
 from runtime import background, cache
-from runtime.blocks import in_parallel
+from runtime.blocks import EntryModule, in_parallel
 
 #: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
 #: below. Measured (value_and_grad, 100,000 points, first call / steady call): a 6-op expression
@@ -244,7 +244,7 @@ def compile_entry(key: str, make_ir, stopping: threading.Event | None = None) ->
 
 
 # ------------------------------------------------------------------------------- the module
-class LLVMModule:
+class LLVMModule(EntryModule):
     """The entries of one graph and one pattern of input kinds, compiled by LLVM on first use."""
 
     TIER = "compiled"
@@ -297,14 +297,6 @@ class LLVMModule:
     @property
     def source(self) -> str:
         return "\n\n".join(self.ir(name).text for name in self._entries)
-
-    def __getattr__(self, name: str):
-        entry, serial = (
-            (name[: -len("_serial")], True) if name.endswith("_serial") else (name, False)
-        )
-        if entry in ENTRIES and entry in self.__dict__.get("_entries", {}):
-            return partial(self.run, entry, parallel=not serial)
-        raise AttributeError(name)
 
 
 class Job(background.Job):

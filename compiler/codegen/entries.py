@@ -106,3 +106,12 @@ def computed(adj: AdjointGraph, given, outputs) -> tuple[int, ...]:
         for i, node in enumerate(adj.nodes)
         if live[i] and i not in given_nodes and node.op not in LEAVES
     )
+
+
+def block_length(rows: int, budget: int, smallest: int, largest: int) -> int:
+    """Points per block when each of ``rows`` values keeps a row of temporaries: the largest
+    power of two in [smallest, largest] whose rows fit in ``budget`` doubles (they stay in cache)."""
+    length = smallest
+    while length * 2 <= min(budget // max(rows, 1), largest):
+        length *= 2
+    return length

@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compiler.codegen.entries import Entry
+from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST
 from compiler.passes.adjoint import AdjointGraph
 
@@ -49,14 +49,6 @@ CHUNK_INSTRUCTIONS = 400
 #: (6,663 rows), blocks of 64 points (3.4 MB of temporaries) ran 3x slower than blocks of 8.
 TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 4, 512
-
-
-def block_length(rows: int) -> int:
-    fits = TEMP_BUDGET // max(rows, 1)
-    length = MIN_BLOCK
-    while length * 2 <= min(fits, MAX_BLOCK):
-        length *= 2
-    return length
 
 
 def literal(value: float) -> str:
@@ -393,7 +385,7 @@ class EntryWriter:
                     else:
                         slot[i], rows = rows, rows + 1
             free += sorted((slot[a] for a in frees.get(k, ())), reverse=True)
-        block = block_length(rows)
+        block = block_length(rows, TEMP_BUDGET, MIN_BLOCK, MAX_BLOCK)
         prefix = _ident(entry.name)
         functions: list[str] = []
         for k, chunk in enumerate(chunks):

@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from compiler.codegen.entries import ENTRIES, Entry, Layout, check_kinds, plan
+from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
 from compiler.ir.graph import CONST, INPUT
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
@@ -44,15 +44,6 @@ SPLIT_LINES = 250
 #: Python's calls of the segments, about a microsecond each, stay small against their loops).
 TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 64, 512
-
-
-def block_length(rows: int) -> int:
-    """Elements per block for ``rows`` temporaries: a power of two in [MIN_BLOCK, MAX_BLOCK]."""
-    fits = TEMP_BUDGET // max(rows, 1)
-    length = MIN_BLOCK
-    while length * 2 <= min(fits, MAX_BLOCK):
-        length *= 2
-    return length
 
 
 class Namer:
@@ -241,7 +232,7 @@ class ModuleWriter:
             lines += self._segment(entry, seg, results if last else [], sums if last else {})
             self.signatures[entry.name][seg.name] = self._signature(entry, params)
             calls.append(f"        {'return ' if last else ''}{seg.name}({', '.join(params)})")
-        length = block_length(rows)
+        length = block_length(rows, TEMP_BUDGET, MIN_BLOCK, MAX_BLOCK)
         params = ["n", *(self.ident[g] for g, _ in entry.given), *results]
         totals = f"{', '.join(f'{r}[0]' for r in sums)}{',' * (len(sums) == 1)} = " if sums else ""
         lines += [

@@ -10,15 +10,14 @@ like a generated kernel module (same entries, same arguments, same ``USED``/``SA
 from __future__ import annotations
 
 import threading
-from functools import partial
 from types import ModuleType
 
 import numpy as np
 
-from compiler.codegen.entries import ENTRIES, plan
+from compiler.codegen.entries import plan
 from compiler.passes.adjoint import AdjointGraph
 from runtime import cache
-from runtime.blocks import in_parallel
+from runtime.blocks import EntryModule, in_parallel
 from runtime.instant import vm_source
 from runtime.instant.program import Program, compile_program
 
@@ -49,7 +48,7 @@ def _warm(module: ModuleType) -> None:
     module.run(code, 1, 32, 0, 0, 0, np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0)))
 
 
-class InstantModule:
+class InstantModule(EntryModule):
     """The four entries of one graph and one pattern of input kinds, run by the machine."""
 
     def __init__(self, adj: AdjointGraph, inputs: tuple[str, ...], kinds: str):
@@ -89,11 +88,3 @@ class InstantModule:
         in_parallel(n_blocks, work, parallel)
         for k, total in zip(p.sums, partial.sum(axis=0)):
             args[k][0] = total
-
-    def __getattr__(self, name: str):
-        entry, serial = (
-            (name[: -len("_serial")], True) if name.endswith("_serial") else (name, False)
-        )
-        if entry in ENTRIES and entry in self.__dict__.get("_entries", {}):
-            return partial(self.run, entry, parallel=not serial)
-        raise AttributeError(name)

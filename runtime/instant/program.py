@@ -13,7 +13,7 @@ from functools import cache
 
 import numpy as np
 
-from compiler.codegen.entries import Entry
+from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST, Graph
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
@@ -23,14 +23,6 @@ from runtime.instant.vm_source import PLACEHOLDERS, opcodes, width
 #: MAX_BLOCK elements per block (numexpr's choice) unless that is too many for the registers.
 REGISTER_BUDGET = 1 << 18
 MIN_BLOCK, MAX_BLOCK = 32, 512
-
-
-def block_length(n_regs: int) -> int:
-    """Elements per block: a power of two in [MIN_BLOCK, MAX_BLOCK] within the budget."""
-    length = MIN_BLOCK
-    while length * 2 <= min(REGISTER_BUDGET // max(n_regs, 1), MAX_BLOCK):
-        length *= 2
-    return length
 
 
 @dataclass(frozen=True)
@@ -202,7 +194,7 @@ def compile_program(adj: AdjointGraph, entry: Entry) -> Program:
     return Program(
         code=code,
         n_regs=max(out.n_regs, 1),
-        block=block_length(out.n_regs),
+        block=block_length(out.n_regs, REGISTER_BUDGET, MIN_BLOCK, MAX_BLOCK),
         constants=tuple(value for _, value in out.constants.values()),
         arrays=tuple(arrays),
         scalars=tuple(scalars),

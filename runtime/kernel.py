@@ -6,7 +6,7 @@ input's shape. The code comes from one of two tiers (``mode``):
 
 - ``"compiled"``: the generated Numba module (compiled once per call pattern, cached on disk);
 - ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
-  is compiled once per machine — a new expression answers at once;
+  is compiled once per machine (LLVM IR, no Numba) — a new expression answers at once;
 - ``"auto"`` (the default): a kernel already in the disk cache is loaded and used at once. Else a
   graph of up to ``LLVM_OPS`` ops answers with the LLVM tier (``runtime.llvm_tier``: compiled in
   tens of milliseconds, no Numba) while its Numba kernel (faster per call) compiles on a

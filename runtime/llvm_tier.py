@@ -21,8 +21,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from functools import lru_cache, partial
 from pathlib import Path
@@ -32,8 +30,9 @@ import numpy as np
 from compiler.codegen.entries import plan
 from compiler.errors import CompileError
 from compiler.passes.adjoint import AdjointGraph
-from runtime import background, cache
+from runtime import background, cache, llvm_jit
 from runtime.blocks import EntryModule, in_parallel
+from runtime.llvm_jit import COMPILE_THREADS, compile_objects
 
 #: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
 #: below. Measured (value_and_grad, 100,000 points, first call / steady call): a 6-op expression
@@ -43,9 +42,6 @@ from runtime.blocks import EntryModule, in_parallel
 #: per call, compiled in a second or two); from about a hundred ops Numba costs seconds more to
 #: compile and is no faster.
 LLVM_OPS = 128
-
-#: Modules compiled side by side for one entry (each gets a thread).
-COMPILE_THREADS = 2
 
 #: Chunk functions per module: a module's code generation is one native call that nothing can
 #: interrupt, so modules are kept to about a second of work and compiled in waves; an exiting
@@ -64,92 +60,26 @@ _DRIVER = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
 )
 _META = ("symbol", "block", "rows", "arrays", "scalars", "sums")
-_SEAL = b"symgrad-llvm-sha256\0"
-_init_lock = threading.Lock()
-_initialised: list[bool] = []
-
-
-def _llvm():
-    import llvmlite.binding as llvm
-
-    with _init_lock:
-        if not _initialised:
-            llvm.initialize_native_target()
-            llvm.initialize_native_asmprinter()
-            _initialised.append(True)
-    return llvm
-
-
-def _target_machine():
-    llvm = _llvm()
-    target = llvm.Target.from_default_triple()
-    return target.create_target_machine(
-        cpu=llvm.get_host_cpu_name(),
-        features=llvm.get_host_cpu_features().flatten(),
-        opt=2,
-        jit=True,
-    )
 
 
 @lru_cache(maxsize=1)
 def backend_key() -> str:
-    """This file's text: part of every cache key (the IR writer is in the environment's)."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
-def compile_objects(texts: list[str], stopping: threading.Event | None = None) -> list[bytes]:
-    """Object code of each module text, compiled ``COMPILE_THREADS`` at a time on threads;
-    between two waves a set ``stopping`` abandons the rest (nothing is stored)."""
-    objects: list[bytes] = []
-    for start in range(0, len(texts), COMPILE_THREADS):
-        if stopping is not None and stopping.is_set():
-            raise CompileError("interpreter exiting: LLVM compile abandoned")
-        with background.COMPILE_LOCK:
-            objects += _compile_wave(texts[start : start + COMPILE_THREADS])
-    return objects
-
-
-def _compile_wave(texts: list[str]) -> list[bytes]:
-    llvm = _llvm()
-    results: list[bytes | BaseException | None] = [None] * len(texts)
-
-    def work(k: int) -> None:
-        try:
-            context = llvm.create_context()
-            module = llvm.parse_assembly(texts[k], context=context)
-            module.verify()
-            results[k] = _target_machine().emit_object(module)
-        except BaseException as e:  # noqa: BLE001 - raised on the calling thread
-            results[k] = e
-
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, len(texts))]
-    for t in threads:
-        t.start()
-    work(0)
-    for t in threads:
-        t.join()
-    for r in results:
-        if isinstance(r, BaseException):
-            raise CompileError(f"LLVM could not compile the kernel: {r}") from r
-    return results  # type: ignore[return-value]
+    """This file's and ``llvm_jit``'s text: part of every cache key (the IR writer is in the
+    environment's)."""
+    texts = (Path(__file__).read_bytes(), Path(llvm_jit.__file__).read_bytes())
+    return hashlib.sha256(b"\0".join(texts)).hexdigest()[:16]
 
 
 class CompiledEntry:
     """One entry's machine code, loaded in its own MCJIT engine, and how to call it."""
 
     def __init__(self, meta: dict, objects: list[bytes]):
-        llvm = _llvm()
         self.meta = meta
         self.symbol = meta["symbol"]
         self.block, self.rows = meta["block"], meta["rows"]
         self.arrays, self.scalars, self.sums = meta["arrays"], meta["scalars"], meta["sums"]
-        self._engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
-        for data in objects:
-            self._engine.add_object_file(llvm.ObjectFileRef.from_data(data))
-        self._engine.finalize_object()
-        address = self._engine.get_function_address(self.symbol)
-        if not address:
-            raise CompileError(f"LLVM object code lacks {self.symbol!r}")
+        self._code = llvm_jit.Loaded(objects)
+        address = self._code.address(self.symbol)
         self.function = _DRIVER(address)
 
     def __call__(self, n: int, args: tuple, parallel: bool = True) -> None:
@@ -170,58 +100,15 @@ class CompiledEntry:
 
 
 # ------------------------------------------------------------------------------- disk cache
-def _path(key: str) -> Path:
-    return cache.cache_dir() / f"llvm_{key}.bin"
-
-
-def _pack(meta: dict, objects: list[bytes]) -> bytes:
-    head = json.dumps({**meta, "objects": [len(o) for o in objects]}).encode()
-    payload = len(head).to_bytes(8, "little") + head + b"".join(objects)
-    return _SEAL + hashlib.sha256(payload).digest() + payload
-
-
-def _unpack(raw: bytes) -> tuple[dict, list[bytes]] | None:
-    start = len(_SEAL) + 32
-    payload = raw[start:]
-    if not raw.startswith(_SEAL) or hashlib.sha256(payload).digest() != raw[len(_SEAL) : start]:
-        return None
-    size = int.from_bytes(payload[:8], "little")
-    meta = json.loads(payload[8 : 8 + size])
-    objects, at = [], 8 + size
-    for length in meta.pop("objects"):
-        objects.append(payload[at : at + length])
-        at += length
-    return meta, objects
-
-
 def load_cached(key: str) -> CompiledEntry | None:
     """The entry from the disk cache, or None (missing or damaged: it is compiled again)."""
-    try:
-        unpacked = _unpack(_path(key).read_bytes())
-    except (OSError, ValueError):
-        return None
+    unpacked = llvm_jit.read(key)
     if unpacked is None:
         return None
     try:
         return CompiledEntry(*unpacked)
     except Exception:  # noqa: BLE001 - a damaged entry: compile again
         return None
-
-
-def _store(key: str, meta: dict, objects: list[bytes]) -> None:
-    """Publish the entry atomically; an unwritable cache directory only costs the next process."""
-    path = _path(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".bin")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_pack(meta, objects))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 def compile_entry(key: str, make_ir, stopping: threading.Event | None = None) -> CompiledEntry:
@@ -239,7 +126,7 @@ def compile_entry(key: str, make_ir, stopping: threading.Event | None = None) ->
         raise
     except Exception as e:
         raise CompileError(f"compiling the kernel with LLVM failed: {e}") from e
-    _store(key, compiled.meta, objects)
+    llvm_jit.store(key, compiled.meta, objects)
     return compiled
 
 

@@ -219,13 +219,34 @@ def test_a_users_gate_is_expanded_for_the_machine():
 
 # ------------------------------------------------------------------ the machine and its programs
 def test_the_machine_is_generated_from_the_registry():
+    """Each built-in op is a case of the machine's switch, written with the LLVM writer's IR."""
+    from compiler.codegen import llvm_ir
+
     source = vm_source.generate()
     codes = vm_source.opcodes()
     for op in vm_source.builtin_ops():
-        assert f"elif op == {codes[op.name]}:  # {op.name}:" in source
-        operands = {p: f"{p}[j]" for p in "abc"[: op.arity]}
-        assert f"dst[j] = {op.code.format(**operands)}" in source
+        label = f"op{codes[op.name]}"
+        assert f"i64 {codes[op.name]}, label %{label}" in source
+        operands = [f"%{label}.{p}.v" for p in "abc"[: op.arity]]
+        for line in llvm_ir.OPS[op.name](f"%{label}.r", operands):
+            assert f"  {line}\n" in source, (op.name, line)
     assert set(codes) == {op.name for op in vm_source.builtin_ops()} | set(vm_source.MACHINE)
+
+
+def test_the_instant_tier_needs_no_numba():
+    """A new process answers on the instant tier without importing Numba (its import and first
+    use cost most of a second)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, compiler\n"
+        "k = compiler.compile_gradient('1/(1+exp(-(w0*x0+w1*x1+w2)))', mode='instant')\n"
+        "print(k.grad(w0=2.0, x0=-1.0, w1=-3.0, x1=-2.0, w2=-3.0)['x0'], 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    grad, numba = out.stdout.split()
+    assert abs(float(grad) - 0.39322386648296376) < 1e-15 and numba == "False"
 
 
 def test_registers_are_recycled():

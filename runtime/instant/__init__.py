@@ -1,51 +1,53 @@
 """The instant tier: any elementwise graph runs at once on a virtual machine compiled only once.
 
-A compiled kernel costs Numba seconds to minutes per expression; here a graph becomes data — an
-instruction array per entry (``program``) — and one evaluator, generated from the op registry and
-cached on disk like the kernels (``vm_source``), runs them all. ``InstantModule`` answers exactly
-like a generated kernel module (same entries, same arguments, same ``USED``/``SAVED``/...), so the
-``Kernel`` calls either tier the same way and a ``vjp``'s residuals from one feed the other.
+A compiled kernel costs seconds per expression; here a graph becomes data — an instruction array
+per entry (``program``) — and one evaluator, written as LLVM IR from the op table
+(``vm_source``) and cached on disk as object code, runs them all. It needs llvmlite only: a new
+process answers without importing Numba. ``InstantModule`` answers exactly like a generated
+kernel module (same entries, same arguments, same ``USED``/``SAVED``/...), so the ``Kernel`` calls
+either tier the same way and a ``vjp``'s residuals from one feed the other.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import threading
-from types import ModuleType
 
 import numpy as np
 
 from compiler.codegen.entries import plan
 from compiler.passes.adjoint import AdjointGraph
-from runtime import cache
+from runtime import cache, llvm_jit
 from runtime.blocks import EntryModule, in_parallel
 from runtime.instant import vm_source
 from runtime.instant.program import Program, compile_program
 
 __all__ = ["InstantModule", "machine"]
 
-_machine: list[ModuleType] = []
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
+#: ``vm_source.ARGUMENTS``: code, n_code, block, first, last, n, addresses, scalars, partial,
+#: n_sums, regs.
+_RUN = ctypes.CFUNCTYPE(None, _PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR)
+
+_machine: list[tuple[llvm_jit.Loaded, ctypes._CFuncPtr]] = []
 _machine_lock = threading.Lock()
 
 
-def machine() -> ModuleType:
-    """The virtual machine's module, loaded (and on first use anywhere, compiled) once."""
+def machine():
+    """The virtual machine's ``run`` (ctypes: the GIL is released while it runs), loaded from
+    the disk cache or, on first use on this machine, compiled (a fraction of a second)."""
     with _machine_lock:
         if not _machine:
-            key = cache.cache_key("instant-vm", vm_source.registry_key())
-            module = cache.load_module(key, vm_source.generate, prefix="vm")
-            _warm(module)
-            _machine.append(module)
-        return _machine[0]
-
-
-def _warm(module: ModuleType) -> None:
-    """Compile the machine (or load it from Numba's cache) now, on an empty program.
-
-    Done before any background compile starts: Numba compiles under one global lock, and the
-    instant tier must never wait for a kernel being compiled behind it.
-    """
-    code = np.zeros((0, module.WIDTH), dtype=np.int64)
-    module.run(code, 1, 32, 0, 0, 0, np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, 0)))
+            text = vm_source.generate()
+            key = cache.cache_key("instant-vm", hashlib.sha256(text.encode()).hexdigest())
+            found = llvm_jit.read(key)
+            objects = found[1] if found else llvm_jit.compile_objects([text], optimise=True)
+            code = llvm_jit.Loaded(objects)
+            _machine.append((code, _RUN(code.address(vm_source.SYMBOL))))
+            if not found:
+                llvm_jit.store(key, {"symbol": vm_source.SYMBOL}, objects)
+        return _machine[0][1]
 
 
 class InstantModule(EntryModule):
@@ -76,14 +78,30 @@ class InstantModule(EntryModule):
         the GIL); the blocks' partial sums are added in block order, whatever the threads.
         """
         p = self.program(entry)
-        run = machine().run
-        addresses = np.array([args[k].ctypes.data for k in p.arrays], dtype=np.int64)
+        run = machine()
+        addresses = np.array([args[k].ctypes.data for k in p.arrays], dtype=np.uint64)
         scalars = np.array([*(args[k] for k in p.scalars), *p.constants], dtype=np.float64)
         n_blocks = -(-n // p.block)
         partial = np.zeros((n_blocks, len(p.sums)))
+        pointers = (p.code.ctypes.data, addresses.ctypes.data, scalars.ctypes.data)
+        size, n_code, n_sums = p.n_regs * p.block, len(p.code), len(p.sums)
 
         def work(first: int, last: int) -> None:
-            run(p.code, p.n_regs, p.block, first, last, n, addresses, scalars, partial)
+            regs = np.empty(size)
+            code, at, values = pointers
+            run(
+                code,
+                n_code,
+                p.block,
+                first,
+                last,
+                n,
+                at,
+                values,
+                partial.ctypes.data,
+                n_sums,
+                regs.ctypes.data,
+            )
 
         in_parallel(n_blocks, work, parallel)
         for k, total in zip(p.sums, partial.sum(axis=0)):

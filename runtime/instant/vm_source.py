@@ -1,28 +1,39 @@
-"""Source of the instant tier's virtual machine, generated from the op registry.
+"""Source of the instant tier's virtual machine: LLVM IR generated from the op table.
 
-One op, one place: each op's case in the dispatch loop is its registry ``code`` template applied
-to block registers (``a[j]``), and its op code is its position in the registry. Adding an op to
-the registry adds it here with no edit; the generated module is cached on disk, keyed by the
-registry's content, and compiled by Numba once per machine.
+One op, one place: each op's case in the dispatch loop is the LLVM writer's own IR for that op
+(``compiler.codegen.llvm_ir.OPS``, the compiled tier's large graphs use the same), applied to
+the elements of block registers, and its op code is its position in the registry. Adding an op
+there adds it here with no edit. The machine is compiled once per machine by llvmlite with LLVM's
+O3 pipeline (its loops are vectorised), cached on disk as object code (``runtime.llvm_jit``): a
+new process loads it in milliseconds and needs no Numba at all.
 
 The machine follows numexpr's design. A *program* is an int64 array of instructions
-``[op, dst, a, b, ...]`` over registers; a register holds one block of elements. ``run`` splits the
-index range into blocks, spread over threads with ``prange``; each block gets its own register file
-and runs the whole program. Four instructions besides the ops move data: ``LOAD_ARRAY`` (a block of
-an input array), ``LOAD_SCALAR`` (a scalar input or a constant, broadcast), ``STORE`` (a register
-into an output array) and ``SUM`` (a register's sum into the block's partial sums, for gradients
-of scalar inputs; the partial sums are added in block order, so totals don't depend on threads).
+``[op, dst, a, b, ...]`` over registers; a register holds one block of elements. ``run`` splits
+the index range into blocks; each block runs the whole program on its register file. Four
+instructions besides the ops move data: ``LOAD_ARRAY`` (a block of an input array),
+``LOAD_SCALAR`` (a scalar input or a constant, broadcast), ``STORE`` (a register into an output
+array) and ``SUM`` (a register's sum into the block's partial sums, for gradients of scalar
+inputs; the partial sums are added in block order, so totals don't depend on threads).
 """
 
 from __future__ import annotations
 
-import hashlib
+import re
 
+from compiler.codegen.llvm_ir import DECLARATIONS
+from compiler.codegen.llvm_ir import OPS as IR_OPS
 from compiler.ir.registry import OPS, OpDef
 
 #: Data-moving instructions, numbered after the ops.
 MACHINE = ("LOAD_ARRAY", "LOAD_SCALAR", "STORE", "SUM")
 PLACEHOLDERS = "abc"
+SYMBOL = "symgrad_vm"
+
+#: ``run``'s arguments, in order (all i64 or pointers).
+ARGUMENTS = (
+    "ptr %code, i64 %n_code, i64 %block, i64 %first, i64 %last, i64 %n, "
+    "ptr %addresses, ptr %scalars, ptr %partial, i64 %n_sums, ptr %regs"
+)
 
 
 def builtin_ops() -> list[OpDef]:
@@ -45,80 +56,167 @@ def width() -> int:
     return 2 + max(1, *(op.arity for op in builtin_ops()))
 
 
-def registry_key() -> str:
-    """What the generated machine depends on in the registry: names, arities, code, helpers."""
-    text = repr([(op.name, op.arity, op.code, op.helpers) for op in builtin_ops()])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _op_case(code: int, name: str) -> list[str]:
-    spec = OPS[name]
-    names = PLACEHOLDERS[: spec.arity]
-    operands = {p: f"{p}[j]" for p in names}
+def _loop(label: str, body: list[str], before: tuple[str, ...] = (), after: tuple[str, ...] = ()):
+    """Case ``label``: ``before``, then ``for j in range(m): body`` (``%{label}.j`` is j), then
+    ``after``, then on to the next instruction."""
+    j = f"%{label}.j"
     return [
-        f"            elif op == {code}:  # {name}: {spec.text.format(**{p: p for p in names})}",
-        *(f"                {p} = regs[code[k, {2 + q}]]" for q, p in enumerate(names)),
-        "                for j in range(m):",
-        f"                    dst[j] = {spec.code.format(**operands)}",
+        f"{label}:",
+        *(f"  {line}" for line in before),
+        f"  %{label}.none = icmp sle i64 %m, 0",
+        f"  br i1 %{label}.none, label %{label}.done, label %{label}.loop",
+        f"{label}.loop:",
+        f"  {j} = phi i64 [ 0, %{label} ], [ %{label}.next, %{label}.loop ]",
+        *(f"  {line}" for line in body),
+        f"  %{label}.next = add nuw nsw i64 {j}, 1",
+        f"  %{label}.more = icmp slt i64 %{label}.next, %m",
+        f"  br i1 %{label}.more, label %{label}.loop, label %{label}.done",
+        f"{label}.done:",
+        *(f"  {line}" for line in after),
+        "  br label %next",
     ]
 
 
+def _at(label: str, base: str, index: str) -> str:
+    """``%{label}.{base}.p = &base[index]``; ``array`` is the case's own (``_array``)."""
+    pointer = f"%{label}.array" if base == "array" else f"%{base}"
+    return f"%{label}.{base}.p = getelementptr inbounds double, ptr {pointer}, i64 {index}"
+
+
+def _op_case(label: str, name: str, declared: set[str]) -> list[str]:
+    """``dst[j] = op(a[j], b[j])``, the op in the LLVM writer's own IR."""
+    body: list[str] = []
+    operands = []
+    for p in PLACEHOLDERS[: OPS[name].arity]:
+        body += [_at(label, p, f"%{label}.j"), f"%{label}.{p}.v = load double, ptr %{label}.{p}.p"]
+        operands.append(f"%{label}.{p}.v")
+    lines = IR_OPS[name](f"%{label}.r", operands)
+    declared.update(n for line in lines for n in re.findall(r"@([\w.]+)\(", line))
+    body += [
+        *lines,
+        _at(label, "dst", f"%{label}.j"),
+        f"store double %{label}.r, ptr %{label}.dst.p",
+    ]
+    return _loop(label, body)
+
+
+def _array(label: str) -> tuple[str, ...]:
+    """``%{label}.array``: the array whose address is entry ``field2`` of ``addresses``."""
+    return (
+        f"%{label}.q = getelementptr inbounds i64, ptr %addresses, i64 %field2",
+        f"%{label}.a = load i64, ptr %{label}.q",
+        f"%{label}.array = inttoptr i64 %{label}.a to ptr",
+    )
+
+
+def _machine_cases() -> dict[str, list[str]]:
+    """The data-moving instructions' cases; ``field2`` is their operand."""
+    load_array = [
+        "%load.i = add i64 %lo, %load.j",
+        _at("load", "array", "%load.i"),
+        "%load.v = load double, ptr %load.array.p",
+        _at("load", "dst", "%load.j"),
+        "store double %load.v, ptr %load.dst.p",
+    ]
+    scalar = (
+        "%value.q = getelementptr inbounds double, ptr %scalars, i64 %field2",
+        "%value = load double, ptr %value.q",
+    )
+    broadcast = [_at("bcast", "dst", "%bcast.j"), "store double %value, ptr %bcast.dst.p"]
+    store = [
+        _at("store", "dst", "%store.j"),
+        "%store.v = load double, ptr %store.dst.p",
+        "%store.i = add i64 %lo, %store.j",
+        _at("store", "array", "%store.i"),
+        "store double %store.v, ptr %store.array.p",
+    ]
+    total = [
+        "%sum.acc = phi double [ 0.0, %sum ], [ %sum.acc.next, %sum.loop ]",
+        _at("sum", "dst", "%sum.j"),
+        "%sum.v = load double, ptr %sum.dst.p",
+        "%sum.acc.next = fadd double %sum.acc, %sum.v",
+    ]
+    add_total = (
+        "%sum.t = phi double [ 0.0, %sum ], [ %sum.acc.next, %sum.loop ]",
+        "%sum.q = getelementptr inbounds double, ptr %sums, i64 %field2",
+        "%sum.old = load double, ptr %sum.q",
+        "%sum.new = fadd double %sum.old, %sum.t",
+        "store double %sum.new, ptr %sum.q",
+    )
+    return {
+        "LOAD_ARRAY": _loop("load", load_array, before=_array("load")),
+        "LOAD_SCALAR": _loop("bcast", broadcast, before=scalar),
+        "STORE": _loop("store", store, before=_array("store")),
+        "SUM": _loop("sum", total, after=add_total),
+    }
+
+
 def generate() -> str:
-    """The machine's module source."""
-    codes = opcodes()
-    ops = builtin_ops()
-    helpers = sorted({h for op in ops for h in op.helpers})
+    """The machine's module: ``@symgrad_vm`` runs a program on blocks [first, last) of range(n)
+    with the register file ``regs`` (n_regs × block doubles); block i adds its SUMs into
+    ``partial[i * n_sums + q]``."""
+    codes, columns = opcodes(), width()
+    declared: set[str] = set()
     cases: list[str] = []
-    for op in ops:
-        cases += _op_case(codes[op.name], op.name)
+    for op in builtin_ops():
+        cases += _op_case(f"op{codes[op.name]}", op.name, declared)
+    for lines in _machine_cases().values():
+        cases += lines
+    labels = {op.name: f"op{codes[op.name]}" for op in builtin_ops()}
+    labels.update(LOAD_ARRAY="load", LOAD_SCALAR="bcast", STORE="store", SUM="sum")
+    switch = " ".join(f"i64 {codes[name]}, label %{label}" for name, label in labels.items())
+    fields = []
+    for f in range(1, columns):
+        fields += [
+            f"  %field{f}.p = getelementptr inbounds i64, ptr %row, i64 {f}",
+            f"  %field{f} = load i64, ptr %field{f}.p",
+        ]
+    registers = ["dst", *PLACEHOLDERS[: columns - 2]]
+    for r, name in enumerate(registers):
+        fields += [
+            f"  %{name}.o = mul i64 %field{r + 1}, %block",
+            f"  %{name} = getelementptr inbounds double, ptr %regs, i64 %{name}.o",
+        ]
     lines = [
-        '"""symgrad\'s instant-tier virtual machine (generated from the op registry: edit the',
-        'registry, not this file)."""',
+        "; symgrad's instant-tier virtual machine (generated from the op table: edit the table,",
+        "; not this text). No fast-math flags: nan and inf come out as NumPy computes them.",
         "",
-        "import math",
+        *(DECLARATIONS[name] for name in sorted(declared)),
         "",
-        "import numpy as np",
-        "from numba import njit",
-        "",
-        "from runtime.instant.memory import as_array",
-        *([f"from runtime.scalar import {', '.join(helpers)}"] if helpers else []),
-        "",
-        "# No fastmath: nan and inf survive as NumPy computes them; nogil: a background compile",
-        "# can run while the machine does.",
-        'FLAGS = dict(cache=True, error_model="numpy", nogil=True)',
-        f"OPCODES = {codes!r}",
-        f"WIDTH = {width()}",
-        "",
-        "",
-        "@njit(**FLAGS)",
-        "def run(code, n_regs, block, first, last, n, addresses, scalars, partial):",
-        '    """Run the program on blocks [first, last) of range(n), one register file for all;',
-        '    block number i adds its SUMs into partial[i]."""',
-        "    regs = np.empty((n_regs, block))",
-        "    for index in range(first, last):",
-        "        lo = index * block",
-        "        m = min(block, n - lo)",
-        "        sums = partial[index]",
-        "        for k in range(code.shape[0]):",
-        "            op = code[k, 0]",
-        "            dst = regs[code[k, 1]]",
-        f"            if op == {codes['LOAD_ARRAY']}:  # dst = input[lo:lo + m]",
-        "                src = as_array(addresses[code[k, 2]], n)",
-        "                for j in range(m):",
-        "                    dst[j] = src[lo + j]",
-        f"            elif op == {codes['LOAD_SCALAR']}:  # dst = scalar (broadcast)",
-        "                value = scalars[code[k, 2]]",
-        "                for j in range(m):",
-        "                    dst[j] = value",
-        f"            elif op == {codes['STORE']}:  # output[lo:lo + m] = register",
-        "                out = as_array(addresses[code[k, 2]], n)",
-        "                for j in range(m):",
-        "                    out[lo + j] = dst[j]",
-        f"            elif op == {codes['SUM']}:  # sums[q] += sum(register)",
-        "                total = 0.0",
-        "                for j in range(m):",
-        "                    total += dst[j]",
-        "                sums[code[k, 2]] += total",
+        f"define void @{SYMBOL}({ARGUMENTS}) {{",
+        "entry:",
+        "  br label %blocks",
+        "blocks:",
+        "  %index = phi i64 [ %first, %entry ], [ %index.next, %block.end ]",
+        "  %any = icmp slt i64 %index, %last",
+        "  br i1 %any, label %block.start, label %exit",
+        "block.start:",
+        "  %lo = mul i64 %index, %block",
+        "  %rest = sub i64 %n, %lo",
+        "  %short = icmp slt i64 %rest, %block",
+        "  %m = select i1 %short, i64 %rest, i64 %block",
+        "  %sums.o = mul i64 %index, %n_sums",
+        "  %sums = getelementptr inbounds double, ptr %partial, i64 %sums.o",
+        "  br label %fetch",
+        "fetch:",
+        "  %k = phi i64 [ 0, %block.start ], [ %k.next, %next ]",
+        "  %more = icmp slt i64 %k, %n_code",
+        "  br i1 %more, label %decode, label %block.end",
+        "decode:",
+        f"  %row.o = mul i64 %k, {columns}",
+        "  %row = getelementptr inbounds i64, ptr %code, i64 %row.o",
+        "  %op = load i64, ptr %row",
+        *fields,
+        f"  switch i64 %op, label %next [ {switch} ]",
         *cases,
+        "next:",
+        "  %k.next = add nuw nsw i64 %k, 1",
+        "  br label %fetch",
+        "block.end:",
+        "  %index.next = add nsw i64 %index, 1",
+        "  br label %blocks",
+        "exit:",
+        "  ret void",
+        "}",
     ]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""llvmlite without Numba: IR text to object code, object code to callable machine code, and a
+sealed disk cache for it — shared by the compiled tier's large graphs (``runtime.llvm_tier``) and
+the instant tier's virtual machine (``runtime.instant``).
+
+Importing llvmlite costs milliseconds where Numba costs a quarter of a second and its first use
+another half: code that only needs LLVM goes through here. The object code is cached beside the
+Numba kernels (``runtime.cache``), sealed with a SHA-256: a damaged file reads as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from compiler.errors import CompileError
+from runtime import background, cache
+
+#: Modules compiled side by side (each gets a thread; llvmlite releases the GIL).
+COMPILE_THREADS = 2
+
+_SEAL = b"symgrad-llvm-sha256\0"
+_init_lock = threading.Lock()
+_initialised: list[bool] = []
+
+
+def llvm():
+    """``llvmlite.binding``, its native target initialised once."""
+    import llvmlite.binding as binding
+
+    with _init_lock:
+        if not _initialised:
+            binding.initialize_native_target()
+            binding.initialize_native_asmprinter()
+            _initialised.append(True)
+    return binding
+
+
+def target_machine():
+    """This CPU, at code generation level O2, for the JIT."""
+    binding = llvm()
+    target = binding.Target.from_default_triple()
+    return target.create_target_machine(
+        cpu=binding.get_host_cpu_name(),
+        features=binding.get_host_cpu_features().flatten(),
+        opt=2,
+        jit=True,
+    )
+
+
+def compile_objects(
+    texts: list[str], stopping: threading.Event | None = None, optimise: bool = False
+) -> list[bytes]:
+    """Object code of each module text, compiled ``COMPILE_THREADS`` at a time on threads;
+    between two waves a set ``stopping`` abandons the rest (nothing is stored). ``optimise``
+    runs LLVM's O3 pipeline first (loop vectorisation: worth it for code compiled once)."""
+    objects: list[bytes] = []
+    for start in range(0, len(texts), COMPILE_THREADS):
+        if stopping is not None and stopping.is_set():
+            raise CompileError("interpreter exiting: LLVM compile abandoned")
+        with background.COMPILE_LOCK:
+            objects += _compile_wave(texts[start : start + COMPILE_THREADS], optimise)
+    return objects
+
+
+def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
+    binding = llvm()
+    results: list[bytes | BaseException | None] = [None] * len(texts)
+
+    def work(k: int) -> None:
+        try:
+            context = binding.create_context()
+            module = binding.parse_assembly(texts[k], context=context)
+            module.verify()
+            machine = target_machine()
+            if optimise:
+                options = binding.create_pipeline_tuning_options(speed_level=3)
+                builder = binding.create_pass_builder(machine, options)
+                builder.getModulePassManager().run(module, builder)
+            results[k] = machine.emit_object(module)
+        except BaseException as e:  # noqa: BLE001 - raised on the calling thread
+            results[k] = e
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(1, len(texts))]
+    for t in threads:
+        t.start()
+    work(0)
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise CompileError(f"LLVM could not compile the kernel: {r}") from r
+    return results  # type: ignore[return-value]
+
+
+class Loaded:
+    """Object files linked into one MCJIT engine; ``address(symbol)`` finds a function.
+
+    Keep this object alive as long as its functions are called: the engine owns their code.
+    """
+
+    def __init__(self, objects: list[bytes]):
+        binding = llvm()
+        self._engine = binding.create_mcjit_compiler(binding.parse_assembly(""), target_machine())
+        for data in objects:
+            self._engine.add_object_file(binding.ObjectFileRef.from_data(data))
+        self._engine.finalize_object()
+
+    def address(self, symbol: str) -> int:
+        address = self._engine.get_function_address(symbol)
+        if not address:
+            raise CompileError(f"LLVM object code lacks {symbol!r}")
+        return address
+
+
+# ------------------------------------------------------------------------------- disk cache
+def path(key: str) -> Path:
+    return cache.cache_dir() / f"llvm_{key}.bin"
+
+
+def _pack(meta: dict, objects: list[bytes]) -> bytes:
+    head = json.dumps({**meta, "objects": [len(o) for o in objects]}).encode()
+    payload = len(head).to_bytes(8, "little") + head + b"".join(objects)
+    return _SEAL + hashlib.sha256(payload).digest() + payload
+
+
+def _unpack(raw: bytes) -> tuple[dict, list[bytes]] | None:
+    start = len(_SEAL) + 32
+    payload = raw[start:]
+    if not raw.startswith(_SEAL) or hashlib.sha256(payload).digest() != raw[len(_SEAL) : start]:
+        return None
+    size = int.from_bytes(payload[:8], "little")
+    meta = json.loads(payload[8 : 8 + size])
+    objects, at = [], 8 + size
+    for length in meta.pop("objects"):
+        objects.append(payload[at : at + length])
+        at += length
+    return meta, objects
+
+
+def read(key: str) -> tuple[dict, list[bytes]] | None:
+    """``(meta, objects)`` stored under ``key``, or None (missing or damaged)."""
+    try:
+        return _unpack(path(key).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def store(key: str, meta: dict, objects: list[bytes]) -> None:
+    """Publish atomically; an unwritable cache directory only costs the next process."""
+    target = path(key)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_pack(meta, objects))
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass

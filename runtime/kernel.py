@@ -135,6 +135,7 @@ class Kernel:
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward")
         value = _value_buffer(lay, out)
+        _unalias(lay, out)
         self._run(module, "forward", lay.n, *_used(module, lay), value)
         return _shape_value(lay, value, out)
 
@@ -150,6 +151,7 @@ class Kernel:
         value_out, grads_out = _split_out(out)
         value = _value_buffer(lay, value_out)
         grads = _grad_buffers(lay, self.wrt, grads_out)
+        _unalias(lay, value_out, *(grads_out or {}).values())
         seed_args = (seed_flat,) if module.SEEDED else ()
         self._run(
             module,
@@ -329,6 +331,18 @@ class Kernel:
 
 def _used(module: ModuleType, lay: Layout) -> list:
     return [lay.flat[n] for n in module.USED]
+
+
+def _unalias(lay: Layout, *buffers: np.ndarray | None) -> None:
+    """Copy each input that may share memory with an output buffer, as NumPy's ufuncs do: the
+    compiled code may read an input after writing an output (a later chunk, or a block run again
+    for sin/cos of a huge argument)."""
+    buffers = tuple(b for b in buffers if b is not None)
+    if not buffers:
+        return
+    for name, value in lay.flat.items():
+        if isinstance(value, np.ndarray) and any(np.may_share_memory(value, b) for b in buffers):
+            lay.flat[name] = value.copy()
 
 
 def _split_out(out) -> tuple[np.ndarray | None, dict | None]:

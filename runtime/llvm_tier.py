@@ -44,12 +44,13 @@ from runtime.llvm_jit import COMPILE_THREADS, compile_objects
 #: compile and is no faster.
 LLVM_OPS = 128
 
-#: Entries of up to this many nodes go through LLVM's O3 pipeline (it vectorises the chunks'
-#: loops) before code generation. Measured on chains (value_and_grad, 100,000 points, compile /
-#: steady call): 700 nodes 0.20 s / 103 ms without, 0.30 s / 43 ms with; 2,800 nodes 0.86 s /
-#: 538 ms against 2.5 s / 247 ms; 28,000 nodes 9.6 s / 6.7 s against 32 s / 5.1 s. Beyond a few
-#: thousand nodes the pipeline's cost outgrows what it saves a first result.
-OPTIMISE_NODES = 3_000
+#: Entries of up to this many nodes are written with branch-free exp, sin and cos and go through
+#: LLVM's O3 pipeline, which vectorises the chunks' loops. Measured on the sin/exp chain
+#: (value_and_grad, 100,000 points, compile / steady call, a busy machine): 700 nodes 0.30 s /
+#: 82 ms with the C library's functions and no pipeline, 1.3 s / 40 ms with both; 2,000 nodes
+#: 2.1 s / 358 ms against 4.6 s / 148 ms; 28,000 nodes 9.6 s / 6.7 s against 32 s / 5.1 s. Beyond
+#: this size the pipeline's cost outgrows what it saves a first result.
+OPTIMISE_NODES = 1_500
 
 #: Chunk functions per module: a module's code generation is one native call that nothing can
 #: interrupt, so modules are kept to about a second of work and compiled in waves; an exiting
@@ -169,14 +170,19 @@ class LLVMModule(EntryModule):
         """The entry's IR (``EntryIR``; ``.text`` reads it)."""
         from compiler.codegen.llvm_ir import generate_entry
 
-        return generate_entry(self._adj, self._entries[entry], self._title)
+        return generate_entry(
+            self._adj, self._entries[entry], self._title, vector=self.optimised(entry)
+        )
+
+    def optimised(self, entry: str) -> bool:
+        """Whether the entry goes through LLVM's O3 pipeline, written for it (vector exp/sin)."""
+        return len(self._entries[entry].nodes) <= OPTIMISE_NODES
 
     def compiled(self, entry: str, stopping: threading.Event | None = None) -> CompiledEntry:
         with self._locks[entry]:
             if entry not in self._compiled:
-                optimise = len(self._entries[entry].nodes) <= OPTIMISE_NODES
                 self._compiled[entry] = compile_entry(
-                    self.key(entry), partial(self.ir, entry), stopping, optimise
+                    self.key(entry), partial(self.ir, entry), stopping, self.optimised(entry)
                 )
             return self._compiled[entry]
 

@@ -1,8 +1,9 @@
 """Source of the instant tier's virtual machine: LLVM IR generated from the op table.
 
 One op, one place: each op's case in the dispatch loop is the LLVM writer's own IR for that op
-(``compiler.codegen.llvm_ir.OPS``, the compiled tier's large graphs use the same), applied to
-the elements of block registers, and its op code is its position in the registry. Adding an op
+(``compiler.codegen.llvm_ir.OPS``: the C library's exp, sin and cos, as the compiled tier's
+largest graphs use them; the machine has no per-block rerun for sin and cos of huge arguments,
+which the writer's branch-free forms need), applied to the elements of block registers, and its op code is its position in the registry. Adding an op
 there adds it here with no edit. The machine is compiled once per machine by llvmlite with LLVM's
 O3 pipeline (its loops are vectorised), cached on disk as object code (``runtime.llvm_jit``): a
 new process loads it in milliseconds and needs no Numba at all.

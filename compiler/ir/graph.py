@@ -91,19 +91,11 @@ class Graph:
         spec = OPS[op]
         if len(args) != spec.arity:
             raise TypeError(f"{op} takes {spec.arity} operand(s), got {len(args)}")
-        # The hot path of every pass (tracing, adjoint, copies): one pass over the operands.
-        nodes = self.nodes
-        constants = [nodes[a].op == CONST for a in args]
-        if any(constants):
-            simplified = self._simplify(op, args)
-            if simplified is not None:
-                return simplified
-            if all(constants):
-                with np.errstate(all="ignore"):
-                    return self.const(float(spec.numpy(*(nodes[a].value for a in args))))
-        elif op == "neg" and nodes[args[0]].op == "neg":
-            return nodes[args[0]].args[0]
-        key = (op, tuple(sorted(args)) if spec.commutative else args)
+        simplified = self._simplify(op, args)
+        if simplified is not None:
+            return simplified
+        # Commutative ops are binary: x + y and y + x are one node (the node keeps its order).
+        key = (op, args[::-1] if spec.commutative and args[0] > args[1] else args)
         index = self._index.get(key)
         if index is None:
             index = self._index[key] = self._append(Node(op, args), name or self._next_name())
@@ -137,6 +129,25 @@ class Graph:
         return node.value if node.op == CONST else None
 
     def _simplify(self, op: str, args: tuple[int, ...]) -> int | None:
+        """A node equal to ``op(*args)`` by a rule — constants folded, x + 0, x * 1, -(-x) —
+        or None. The hot path of every pass (tracing, adjoint, copies): most nodes have no
+        constant operand and are no double negation, and leave after one loop."""
+        nodes = self.nodes
+        for a in args:
+            if nodes[a].op == CONST:
+                break
+        else:
+            if op == "neg" and nodes[args[0]].op == "neg":
+                return nodes[args[0]].args[0]
+            return None
+        simplified = self._identity(op, args)
+        if simplified is None and all(nodes[a].op == CONST for a in args):
+            with np.errstate(all="ignore"):
+                return self.const(float(OPS[op].numpy(*(nodes[a].value for a in args))))
+        return simplified
+
+    def _identity(self, op: str, args: tuple[int, ...]) -> int | None:
+        """The rules for an operand that is a constant: x + 0 is x, x * -1 is -x, ..."""
         c = [self.constant_value(a) for a in args]
         if op == "add":
             if c[1] == 0:
@@ -164,8 +175,6 @@ class Graph:
                 return args[0]
             if c[1] == 0:  # NumPy: x**0 == 1 even for nan and inf
                 return self.const(1.0)
-        elif op == "neg" and self.nodes[args[0]].op == "neg":
-            return self.nodes[args[0]].args[0]
         return None
 
     # ----------------------------------------------------------------- reading

@@ -177,20 +177,24 @@ def _saved(adj: AdjointGraph) -> tuple[int, ...]:
 
 def _residuals(adj: AdjointGraph) -> tuple[int, ...]:
     """The seed-independent non-leaf nodes that seed-dependent live nodes (or outputs) read."""
-    seeded = [False] * len(adj.nodes)
+    seeded: set[int] = set()  # a set: the forward part, most of the graph, has no seeded node
     for i, node in enumerate(adj.nodes):
-        seeded[i] = node.op == SEED or any(seeded[a] for a in node.args)
+        if node.op == SEED or not seeded.isdisjoint(node.args):
+            seeded.add(i)
     live = adj.reachable(adj.outputs[1:])
-    read = {o for o in adj.outputs[1:] if not seeded[o]}
+    read = {o for o in adj.outputs[1:] if o not in seeded}
     for i in adj.backward_nodes():
-        if live[i] and seeded[i]:
-            read.update(a for a in adj.nodes[i].args if not seeded[a])
+        if live[i] and i in seeded:
+            for a in adj.nodes[i].args:
+                if a not in seeded:
+                    read.add(a)
     kept: set[int] = set()
     while read:
         i = read.pop()
-        if adj.nodes[i].op in VIEWS:
-            read.update(adj.nodes[i].args)
-        elif adj.nodes[i].op not in TENSOR_LEAVES:
+        node = adj.nodes[i]
+        if node.op in VIEWS:
+            read.update(node.args)
+        elif node.op not in TENSOR_LEAVES:
             kept.add(i)
     return tuple(sorted(kept))
 
@@ -202,25 +206,27 @@ VIEWS = ("transpose", "reshape")
 def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:
     """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``)."""
     steps, result = _gradient_steps(op, k)
-    bound = dict(zip(("a", "b"), args))
-    bound["y"] = output
+    operands = (*args, output)  # what the template's inputs a, (b,) y stand for
     made: list[int] = []
-    for head, *rest in steps:  # as copy_nodes would, without its generality (once per edge)
+    for head, ref in steps:  # as copy_nodes would, without its generality (once per edge)
         if head == INPUT:
-            made.append(bound[rest[0]])
+            made.append(operands[ref])
         elif head == CONST:
-            made.append(g.const(rest[0]))
+            made.append(g.const(ref))
         else:
-            made.append(g.add(head, *(made[s] for s in rest)))
+            made.append(g.add(head, *[made[s] for s in ref]))
     return made[result]
 
 
 @cache
 def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
-    """The local gradient template as steps: (input, name), (const, value) or (op, *step refs)."""
+    """The local gradient template as steps: (input, its position among the op's operands and
+    its output), (const, value) or (op, step refs)."""
     template = local_gradient_template(op, k)
+    names = {name: i for i, name in enumerate(("a", "b")[: OPS[op].arity] + ("y",))}
     steps = tuple(
-        (n.op, n.value) if n.op in (INPUT, CONST) else (n.op, *n.args) for n in template.nodes
+        (n.op, names[n.value]) if n.op == INPUT else (n.op, n.value if n.op == CONST else n.args)
+        for n in template.nodes
     )
     return steps, template.outputs[0]
 

@@ -203,6 +203,7 @@ class _Pattern(NamedTuple):
     graph: Graph
     root: int
     linear: dict[int, float]  # pattern nodes that are k * x, with their k
+    needs: tuple[tuple[str, ...], ...]  # op families a graph must contain for a match (_needs)
 
 
 @cache
@@ -223,11 +224,26 @@ def _compile_pattern(gate: str, text: str) -> _Pattern:
                     linear[i] = c * linear[args[1 - k]]
         elif node.op == "div" and args[0] in linear and g.constant_value(args[1]) is not None:
             linear[i] = linear[args[0]] / g.constant_value(args[1])
-    return _Pattern(gate, g, g.outputs[0], linear)
+    return _Pattern(gate, g, g.outputs[0], linear, _needs(g, g.outputs[0], linear))
 
 
-# The graph ops a pattern's root op can match (see _alternatives).
-_ROOT_FAMILY = {"div": ("div", "pow"), "sub": ("sub", "add"), "add": ("add", "sub")}
+def _needs(g: Graph, root: int, linear: dict[int, float]) -> tuple[tuple[str, ...], ...]:
+    """The op families (``_FAMILY``) a graph must contain for the pattern to match anywhere.
+
+    A match pairs every pattern node it reaches — all but constants and the readings of x,
+    which match any node — with a graph node of that node's family (see ``_Matcher.match``)."""
+    needs, stack = set(), [root]
+    while stack:
+        pn = stack.pop()
+        node = g.nodes[pn]
+        if pn not in linear and node.op != CONST:
+            needs.add(_FAMILY.get(node.op, (node.op,)))
+            stack.extend(node.args)
+    return tuple(sorted(needs))
+
+
+# The graph ops a pattern's op can match (see _alternatives); other ops match only themselves.
+_FAMILY = {"div": ("div", "pow"), "sub": ("sub", "add"), "add": ("add", "sub")}
 
 
 def _patterns_by_op(names: Sequence[str]) -> dict[str, list[_Pattern]]:
@@ -240,7 +256,7 @@ def _patterns_by_op(names: Sequence[str]) -> dict[str, list[_Pattern]]:
             except ParseError:  # names a gate that is no longer registered
                 continue
             op = p.graph.nodes[p.root].op
-            for graph_op in _ROOT_FAMILY.get(op, (op,)):
+            for graph_op in _FAMILY.get(op, (op,)):
                 by_op.setdefault(graph_op, []).append(p)
     return by_op
 
@@ -260,9 +276,9 @@ class _Operand(NamedTuple):
 
 
 class _State(NamedTuple):
-    x: _Operand | None
     core: tuple[int, ...]  # graph nodes the gate replaces
-    occurrences: tuple[tuple[int, float], ...]  # (graph node, k): where k * operand was read
+    occurrences: tuple[tuple[int, float], ...]  # (graph node, k): where k * operand was read;
+    # the first one binds the operand (``_Matcher.operand``), the others must agree with it
 
 
 class Match(NamedTuple):
@@ -289,10 +305,10 @@ class _Matcher:
             return self._bind(p.linear[pn], gn, st)
         if pnode.op == CONST:
             return st if gnode.op == CONST and gnode.value == pnode.value else None
-        if pnode.op in LEAVES or gnode.op in LEAVES:
-            return None
+        if gnode.op not in _FAMILY.get(pnode.op, (pnode.op,)) or gnode.op in LEAVES:
+            return None  # most tries end here: no alternative pairs these two ops
         for pairs, extra in _alternatives(p, pn, g, gn):
-            s: _State | None = _State(st.x, st.core + (gn, *extra), st.occurrences)
+            s: _State | None = _State(st.core + (gn, *extra), st.occurrences)
             for pa, ga in pairs:
                 s = self.match(p, pa, ga, s)
                 if s is None:
@@ -302,17 +318,22 @@ class _Matcher:
         return None
 
     def _bind(self, k: float, gn: int, st: _State) -> _State | None:
-        """The pattern reads ``k * x`` where the graph has node ``gn``: bind or check x."""
+        """The pattern reads ``k * x`` where the graph has node ``gn``: bind or check x.
+
+        The first reading binds x without computing anything: most tries fail later on, and
+        linear forms are the costly part. A second reading must give the first one's x."""
+        if st.occurrences:
+            x, other = self.operand(*st.occurrences[0]), self.operand(gn, k)
+            if x.key != other.key or x.s != other.s:
+                return None
+        return _State(st.core, st.occurrences + ((gn, k),))
+
+    def operand(self, gn: int, k: float) -> _Operand:
+        """x where the pattern reads ``k * x`` and the graph has node ``gn``."""
         key, scale = self.linear(gn)
         s = scale / k  # x = s * sum(key)
-        if st.x is None:
-            base, c = _view(self.graph, gn)  # gn = c * base, and base = (scale / c) * sum(key)
-            x = _Operand(key, s, base, s * c / scale)
-        elif st.x.key == key and st.x.s == s:
-            x = st.x
-        else:
-            return None
-        return _State(x, st.core, st.occurrences + ((gn, k),))
+        base, c = _view(self.graph, gn)  # gn = c * base, and base = (scale / c) * sum(key)
+        return _Operand(key, s, base, s * c / scale)
 
     def linear(self, i: int) -> tuple[tuple[tuple[int, float], ...], float]:
         """Node ``i`` as ``scale * sum(c * term)`` over the add/sub/neg/constant-factor tree
@@ -401,9 +422,24 @@ def _alternatives(p: _Pattern, pn: int, g: Graph, gn: int):
                 yield [(u, gnode.args[0])], ()
 
 
+def _possible(graph: Graph, patterns: dict[str, list[_Pattern]]) -> dict[str, list[_Pattern]]:
+    """The patterns that can match somewhere in ``graph`` (in their order): those whose needed
+    op families all occur in it. Most graphs rule out most patterns at once."""
+    ops = {node.op for node in graph.nodes}
+    possible: dict[str, list[_Pattern]] = {}
+    for op, candidates in patterns.items():
+        kept = [p for p in candidates if all(not ops.isdisjoint(f) for f in p.needs)]
+        if kept:
+            possible[op] = kept
+    return possible
+
+
 def _find_matches(graph: Graph, patterns: dict[str, list[_Pattern]]):
     """Non-overlapping matches, outermost first (roots visited from the output down)."""
-    users = graph.users()
+    patterns = _possible(graph, patterns)
+    if not patterns:
+        return {}, []
+    users: list[list[int]] | None = None  # made at the first match: most tries find none
     outputs = set(graph.outputs)
     consumed: set[int] = set()
     matches: dict[int, Match] = {}
@@ -414,18 +450,20 @@ def _find_matches(graph: Graph, patterns: dict[str, list[_Pattern]]):
         if not candidates or root in consumed:
             continue
         for p in candidates:
-            st = matcher.match(p, p.root, root, _State(None, (), ()))
-            if st is None or st.x is None:
+            st = matcher.match(p, p.root, root, _State((), ()))
+            if st is None or not st.occurrences:
                 continue
+            x = matcher.operand(*st.occurrences[0])
             core = frozenset(st.core)
+            users = graph.users() if users is None else users
             shared = _shared_interior(core, root, users, outputs, consumed) or (
-                [st.x.base] if st.x.base in core else []
+                [x.base] if x.base in core else []
             )
             if shared:
                 skipped.append(_skip_reason(graph, p, root, shared, users, core))
                 continue
             note = _note(graph, root, st)
-            matches[root] = Match(p.gate, root, st.x.base, st.x.coef, core, note)
+            matches[root] = Match(p.gate, root, x.base, x.coef, core, note)
             consumed |= core
             break
     return matches, skipped

@@ -64,6 +64,7 @@ class Kernel:
         self._graph_key = graph.key()
         self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
+        self._trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
         self._tier: str | None = None  # the tier that answered the latest call
@@ -213,10 +214,11 @@ class Kernel:
         return module
 
     def _uses_llvm(self) -> bool:
-        """Whether the compiled tier is LLVM's (large graphs) rather than Numba's."""
+        """Whether the compiled tier is LLVM's rather than Numba's: for large graphs, and for
+        graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
         from runtime import llvm_tier
 
-        return self._ops > llvm_tier.LLVM_OPS
+        return self._ops > llvm_tier.LLVM_OPS or (self._trig and llvm_tier.LLVM_TRIG)
 
     def _llvm_module(self, kinds: str):
         with self._lock:

@@ -9,6 +9,7 @@ Numba kernels (``runtime.cache``), sealed with a SHA-256: a damaged file reads a
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -94,6 +95,18 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
         if isinstance(r, BaseException):
             raise CompileError(f"LLVM could not compile the kernel: {r}") from r
     return results  # type: ignore[return-value]
+
+
+def address(array) -> int:
+    """The address of a C-contiguous array's first element, for a ctypes call: through the
+    buffer protocol when the array is writeable (0.7 µs: four times ``array.ctypes.data``,
+    which counts for small calls with a dozen arrays). An empty array's is 0: never read."""
+    if not array.size:
+        return 0
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except TypeError:  # read-only
+        return array.ctypes.data
 
 
 class Loaded:

@@ -4,7 +4,7 @@ Every test works in its own temporary cache directory (``SYMGRAD_CACHE_DIR``), i
 with ``runtime.cache._loaded`` emptied, or in child processes given that directory. Whether a
 child recompiled is read from Numba's own dispatcher statistics (``stats.cache_hits`` and
 ``cache_misses``) and from the files in the directory. Expected values are computed here with
-``math`` for f(x, y) = x * sin(y) + 2.
+``math`` for f(x, y) = x * tanh(y) + 2 (no sin or cos: those graphs compile with LLVM).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import compiler.codegen.numba_source as numba_source
 from runtime import cache
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPR = "x * sin(y) + 2"
+EXPR = "x * tanh(y) + 2"
 X, Y = 1.5, 0.3
-VALUE = X * math.sin(Y) + 2
-GRADS = {"x": math.sin(Y), "y": X * math.cos(Y)}
+VALUE = X * math.tanh(Y) + 2
+GRADS = {"x": math.tanh(Y), "y": X * (1 - math.tanh(Y) ** 2)}
 
 CHILD = textwrap.dedent(
     """
@@ -162,9 +162,9 @@ def test_edited_module_is_detected_by_its_checksum(cache_dir):
     assert_result(fresh_result())
     [entry] = modules(cache_dir)
     text = entry.read_text()
-    assert "math.sin(" in text
-    entry.write_text(text.replace("math.sin(", "math.cos("))  # still valid Python, wrong maths
-    assert_result(fresh_result())  # sin again, not cos
+    assert "math.tanh(" in text
+    entry.write_text(text.replace("math.tanh(", "math.sinh("))  # still valid Python, wrong maths
+    assert_result(fresh_result())  # tanh again, not sinh
     assert checksum_ok(entry) and entry.read_text() == text
 
 
@@ -353,7 +353,7 @@ def test_numba_failure_leaves_nothing_and_the_next_compile_works(cache_dir, monk
     real = numba_source.generate
 
     def untypable(*args, **kwargs):
-        return real(*args, **kwargs).replace("math.sin(", "no_such_function(")
+        return real(*args, **kwargs).replace("math.tanh(", "no_such_function(")
 
     monkeypatch.setattr(numba_source, "generate", untypable)
     with pytest.raises(compiler.CompileError):

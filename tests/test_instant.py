@@ -22,6 +22,7 @@ import runtime.kernel
 from compiler.codegen import numba_source
 from runtime import background, cache
 from runtime.instant import program, vm_source
+from runtime.llvm_tier import LLVMModule
 
 RTOL_TIERS = (
     1e-12  # the tiers differ only by rounding (x**3 multiplies in one, calls pow in the other)
@@ -295,14 +296,13 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def test_auto_answers_with_llvm_then_switches_to_the_numba_kernel(private_cache):
-    """A new small graph: LLVM's code answers the first call (compiled in milliseconds, no
-    Numba), Numba's kernel compiles behind it and takes over; both on disk afterwards."""
-    k = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
+    """A new small graph (no sin or cos: those stay LLVM's): LLVM's code answers the first call
+    (compiled in milliseconds, no Numba), Numba's kernel compiles behind it and takes over; both
+    on disk afterwards."""
+    k = compiler.compile_gradient("x * tanh(y) + exp(-x * y)")
     assert k.requested_mode == "auto" and k.mode == "compiled"
     args = {"x": np.linspace(-1, 1, 5), "y": 0.25}
     first = k.value_and_grad(**args)
-    from runtime.llvm_tier import LLVMModule
-
     assert k._jobs and isinstance(k._auto("aas", "value_and_grad"), (LLVMModule, type(cache)))
     assert k.wait(timeout=300)
     second = k.value_and_grad(**args)
@@ -310,9 +310,23 @@ def test_auto_answers_with_llvm_then_switches_to_the_numba_kernel(private_cache)
     assert_same_results(first, second)
     # The Numba kernel is now on disk: a new kernel (as in a new process) starts with it.
     cache._loaded.clear()
-    again = compiler.compile_gradient("x * sin(y) + exp(-x * y)")
+    again = compiler.compile_gradient("x * tanh(y) + exp(-x * y)")
     assert_same_results(again.value_and_grad(**args), second)
     assert again.mode == "compiled" and not again._jobs
+
+
+def test_graphs_with_sin_or_cos_take_llvm_whatever_their_size(private_cache):
+    """Numba's kernels call the C library's sin and cos one point at a time; LLVM's optimised
+    entries compute them four at a time: such a graph answers with the instant tier while its
+    LLVM code compiles, and stays LLVM's."""
+    k = compiler.compile_gradient("x * sin(y) + cos(x)")
+    args = {"x": np.linspace(-1, 1, 5), "y": 0.25}
+    first = k.value_and_grad(**args)
+    assert k._uses_llvm() and k.mode == "instant"
+    assert k.wait(timeout=300)
+    assert_same_results(k.value_and_grad(**args), first)
+    assert k.mode == "compiled" and isinstance(k._auto("ass", "value_and_grad"), LLVMModule)
+    assert not compiler.compile_gradient("x * tanh(y)")._uses_llvm()
 
 
 def test_small_graphs_answer_at_once_in_auto(private_cache):
@@ -327,7 +341,7 @@ def test_a_failed_background_compile_warns_and_keeps_the_stand_in(private_cache,
         raise RuntimeError("codegen exploded")
 
     monkeypatch.setattr(numba_source, "generate", broken)
-    k = compiler.compile_gradient("x * cos(y) - y")
+    k = compiler.compile_gradient("x * tanh(y) - y")
     args = {"x": np.arange(4.0), "y": 0.5}
     first = k.value_and_grad(**args)
     assert not k.wait(timeout=300)
@@ -345,15 +359,15 @@ def test_a_background_compile_error_in_numba_discards_the_entry(private_cache, m
     real = numba_source.generate
 
     def untypable(*args, **kwargs):
-        return real(*args, **kwargs).replace("math.sin(", "math.no_such_function(")
+        return real(*args, **kwargs).replace("math.tanh(", "math.no_such_function(")
 
     monkeypatch.setattr(numba_source, "generate", untypable)
-    k = compiler.compile_gradient("sin(x) * y")
+    k = compiler.compile_gradient("tanh(x) * y")
     k.value_and_grad(x=np.arange(3.0), y=2.0)
     assert not k.wait(timeout=300)
     with pytest.warns(RuntimeWarning, match="background"):
         value, grads = k.value_and_grad(x=np.arange(3.0), y=2.0)
-    assert close(value, np.sin(np.arange(3.0)) * 2.0)
+    assert close(value, np.tanh(np.arange(3.0)) * 2.0)
     assert not list(private_cache.glob("k_*.py"))
 
 
@@ -365,7 +379,7 @@ def test_mode_is_checked():
 def test_background_jobs_compile_the_signatures_calls_use(private_cache, monkeypatch):
     """The background compile and a call share one Numba signature: no second compile."""
     monkeypatch.setattr(numba_source, "SPLIT_LINES", 4)  # segments too
-    k = compiler.compile_gradient("x * sin(y) + exp(-x * y) / (1 + y * y)")
+    k = compiler.compile_gradient("x * tanh(y) + exp(-x * y) / (1 + y * y)")
     args = {"x": np.linspace(-1, 1, 50), "y": 0.25}
     k.value_and_grad(**args)
     assert k.wait(timeout=300)
@@ -400,7 +414,7 @@ print(json.dumps({"first": first, "ready": ready, "last": k.mode, "hits": hits,
                   "misses": misses, "machine": bool(runtime.instant._machine),
                   "value": list(value)}))
 """
-WIDE = " + ".join(f"sin(x * {i} + y) * exp(-y * {i})" for i in range(1, 8))  # 62 ops
+WIDE = " + ".join(f"tanh(x * {i} + y) * exp(-y * {i})" for i in range(1, 8))  # 62 ops
 
 
 def test_a_warm_cache_makes_the_next_process_start_compiled(tmp_path):

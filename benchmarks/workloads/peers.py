@@ -139,6 +139,11 @@ class Problem:
     child: str = ""
     param: float = math.nan  # x-axis of the plot (k for F4)
     extra: list[Contender] = field(default_factory=list)
+    #: The hand-written Numba multiplies with np.dot, i.e. SciPy's OpenBLAS, whose idle threads
+    #: spin for ~0.1 s after each product: interleaved with NumPy's OpenBLAS on two cores each
+    #: pool halves the other's cores (measured in T1: NumPy's lines 0.65 -> 4.0 ms; here the
+    #: contender's own median was 38 ms against a best of 3.7). It gets rounds of its own.
+    numba_apart: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -360,6 +365,7 @@ def network(relu: bool, b: int, d: int, h: int, c: int) -> Problem:
         source=lambda: loss,
         numpy=_net_numpy(relu),
         numba=_net_numba(relu),
+        numba_apart=True,
         scalar=True,
         shapes=NET_SHAPES,
         child=(
@@ -673,18 +679,29 @@ def run_case(p: Problem, opts: Options, log, gave_up: dict[str, str], first: boo
     for name, why in gave_up.items():
         skip.setdefault(name, why)
     runnable = [c for c in rows if c.name not in skip]
-    timed = run_contenders(
-        runnable,
-        p.make_data(opts.seed),
-        reference="numpy",
-        repeats=opts.repeats or (5 if opts.quick else 30),
-        warmup=1 if opts.quick else 5,
-        min_sample=0.002 if opts.quick else 0.02,
-        budget=opts.budget if opts.budget is not None else (0.0 if opts.quick else 150.0),
-        settle=0.0 if opts.quick else SETTLE,
-        log=lambda s: log("  " + s),
-    )
+    apart = {"numba"} if p.numba_apart else set()
+    data = p.make_data(opts.seed)
+    repeats = opts.repeats or (5 if opts.quick else 30)
+
+    def timed_rounds(group: list[Contender], repeats: int) -> Timed:
+        return run_contenders(
+            group,
+            data,
+            reference="numpy",
+            repeats=repeats,
+            warmup=1 if opts.quick else 5,
+            min_sample=0.002 if opts.quick else 0.02,
+            budget=opts.budget if opts.budget is not None else (0.0 if opts.quick else 150.0),
+            settle=0.0 if opts.quick else SETTLE,
+            log=lambda s: log("  " + s),
+        )
+
+    timed = timed_rounds([c for c in runnable if c.name not in apart], repeats)
     by = {r.contender.name: r for r in timed.results}
+    if apart & {c.name for c in runnable}:
+        group = [c for c in runnable if c.name in apart | {"numpy", OURS}]
+        side = timed_rounds(group, max(5, repeats // 3))
+        by.update({r.contender.name: r for r in side.results if r.contender.name in apart})
     results = []
     for c in rows:
         if c.name in skip:
@@ -992,7 +1009,14 @@ def run_part(
             f"#### {c.problem.title}: time per call",
             "",
             c.timed.describe() + ". First call: this process's first call (compiles; symgrad "
-            "starts from an empty cache directory).",
+            "starts from an empty cache directory)."
+            + (
+                " The hand-written Numba multiplies with `np.dot` (SciPy's OpenBLAS, whose idle "
+                "threads spin after each product and halve everyone else's cores): it is timed "
+                "in rounds of its own with the NumPy reference and symgrad."
+                if c.problem.numba_apart
+                else ""
+            ),
             "",
             timing_table(c.results),
             "",

@@ -79,30 +79,20 @@ class InstantModule(EntryModule):
         """
         p = self.program(entry)
         run = machine()
-        addresses = np.array([args[k].ctypes.data for k in p.arrays], dtype=np.uint64)
+        address = llvm_jit.address
+        addresses = np.array([address(args[k]) for k in p.arrays], dtype=np.uint64)
         scalars = np.array([*(args[k] for k in p.scalars), *p.constants], dtype=np.float64)
         n_blocks = -(-n // p.block)
         partial = np.zeros((n_blocks, len(p.sums)))
-        pointers = (p.code.ctypes.data, addresses.ctypes.data, scalars.ctypes.data)
+        at = (address(p.code), address(addresses), address(scalars), address(partial))
         size, n_code, n_sums = p.n_regs * p.block, len(p.code), len(p.sums)
 
         def work(first: int, last: int) -> None:
             regs = np.empty(size)
-            code, at, values = pointers
-            run(
-                code,
-                n_code,
-                p.block,
-                first,
-                last,
-                n,
-                at,
-                values,
-                partial.ctypes.data,
-                n_sums,
-                regs.ctypes.data,
-            )
+            code, arrays, values, sums = at
+            run(code, n_code, p.block, first, last, n, arrays, values, sums, n_sums, address(regs))
 
         in_parallel(n_blocks, work, parallel)
-        for k, total in zip(p.sums, partial.sum(axis=0)):
-            args[k][0] = total
+        if p.sums:
+            for k, total in zip(p.sums, partial.sum(axis=0)):
+                args[k][0] = total

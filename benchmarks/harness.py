@@ -338,8 +338,11 @@ def run_contenders(
 
 def paired_ratio(ours: Result, theirs: Result) -> tuple[float, float, float]:
     """Median(ours) / median(theirs), and the quartiles of the per-round ratios (same round,
-    so slow phases of a noisy machine cancel)."""
+    so slow phases of a noisy machine cancel); no quartiles (nan) for contenders timed in rounds
+    of their own."""
     ratio = ours.stats.median / theirs.stats.median
+    if len(ours.samples) != len(theirs.samples):
+        return ratio, math.nan, math.nan
     per_round = np.asarray(ours.samples) / np.asarray(theirs.samples)
     q1, q3 = np.percentile(per_round, [25, 75])
     return ratio, float(q1), float(q3)
@@ -473,7 +476,8 @@ def ratio_cell(r: Result, by_name: dict[str, Result]) -> str:
     if other is r:
         return "1 (itself)"
     ratio, q1, q3 = paired_ratio(other, r)
-    return f"{ratio:.2f} ({q1:.2f}–{q3:.2f})"
+    spread = "timed apart" if math.isnan(q1) else f"{q1:.2f}–{q3:.2f}"
+    return f"{ratio:.2f} ({spread})"
 
 
 def timing_table(results: Sequence[Result]) -> str:

@@ -665,7 +665,7 @@ class Case:
         if not (ours in by and theirs in by and by[ours].ok and by[theirs].ok):
             return math.nan, ""
         r, q1, q3 = paired_ratio(by[ours], by[theirs])
-        return r, f"per-round IQR {q1:.2f}–{q3:.2f}"
+        return r, "timed apart" if math.isnan(q1) else f"per-round IQR {q1:.2f}–{q3:.2f}"
 
     def fastest_peer(self) -> Result | None:
         peers = [r for r in self.results if r.contender.kind == "peer" and r.ok]

@@ -225,8 +225,14 @@ class Kernel:
             if kinds not in self._llvm:
                 from runtime.llvm_tier import LLVMModule
 
+                # Only LLVM's final code gets O3; a stand-in for Numba's must compile at once.
                 self._llvm[kinds] = LLVMModule(
-                    self.adjoint, self.inputs, kinds, self._key(kinds), self.title
+                    self.adjoint,
+                    self.inputs,
+                    kinds,
+                    self._key(kinds),
+                    self.title,
+                    optimise=self._uses_llvm(),
                 )
             return self._llvm[kinds]
 

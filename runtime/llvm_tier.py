@@ -157,13 +157,23 @@ class LLVMModule(EntryModule):
 
     TIER = "compiled"
 
-    def __init__(self, adj: AdjointGraph, inputs: tuple[str, ...], kinds: str, key: str, title=""):
+    def __init__(
+        self,
+        adj: AdjointGraph,
+        inputs: tuple[str, ...],
+        kinds: str,
+        key: str,
+        title: str = "",
+        optimise: bool = True,
+    ):
+        """``optimise=False``: never LLVM's O3 pipeline, for a stand-in that answers while
+        Numba compiles (it must compile in milliseconds, not seconds)."""
         layout, entries = plan(adj, inputs, kinds)
         self.INPUTS, self.USED, self.WRT = layout.inputs, layout.used, layout.wrt
         self.BACKWARD_READS, self.SAVED = layout.backward_reads, layout.saved
         self.SEEDED, self.KINDS = layout.seeded, kinds
         self.__name__ = f"llvm:{kinds}"
-        self._adj, self._title, self._key = adj, title, key
+        self._adj, self._title, self._key, self._optimise = adj, title, key, optimise
         self._entries = {e.name: e for e in entries}
         self._compiled: dict[str, CompiledEntry] = {}
         # One lock per entry: a call of one entry never waits for another one's compile.
@@ -185,7 +195,7 @@ class LLVMModule(EntryModule):
 
     def optimised(self, entry: str) -> bool:
         """Whether the entry goes through LLVM's O3 pipeline, written for it (vector exp/sin)."""
-        return len(self._entries[entry].nodes) <= OPTIMISE_NODES
+        return self._optimise and len(self._entries[entry].nodes) <= OPTIMISE_NODES
 
     def compiled(self, entry: str, stopping: threading.Event | None = None) -> CompiledEntry:
         with self._locks[entry]:

@@ -13,8 +13,11 @@ import ctypes
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from compiler.errors import CompileError
@@ -52,6 +55,20 @@ def target_machine():
     )
 
 
+@contextmanager
+def exclusive() -> Iterator[None]:
+    """LLVM driven from one thread at a time: ``background.COMPILE_LOCK``, and Numba's own
+    compiler lock when Numba is loaded (it compiles, and loads from its cache, under that lock
+    on any thread, e.g. a first call of a kernel while LLVM compiles behind it)."""
+    numba = sys.modules.get("numba.core.compiler_lock")
+    with background.COMPILE_LOCK:
+        if numba is None:
+            yield
+        else:
+            with numba.global_compiler_lock:
+                yield
+
+
 def compile_objects(
     texts: list[str], stopping: threading.Event | None = None, optimise: bool = False
 ) -> list[bytes]:
@@ -62,7 +79,7 @@ def compile_objects(
     for start in range(0, len(texts), COMPILE_THREADS):
         if stopping is not None and stopping.is_set():
             raise CompileError("interpreter exiting: LLVM compile abandoned")
-        with background.COMPILE_LOCK:
+        with exclusive():
             objects += _compile_wave(texts[start : start + COMPILE_THREADS], optimise)
     return objects
 
@@ -117,10 +134,12 @@ class Loaded:
 
     def __init__(self, objects: list[bytes]):
         binding = llvm()
-        self._engine = binding.create_mcjit_compiler(binding.parse_assembly(""), target_machine())
-        for data in objects:
-            self._engine.add_object_file(binding.ObjectFileRef.from_data(data))
-        self._engine.finalize_object()
+        with exclusive():
+            machine = target_machine()
+            self._engine = binding.create_mcjit_compiler(binding.parse_assembly(""), machine)
+            for data in objects:
+                self._engine.add_object_file(binding.ObjectFileRef.from_data(data))
+            self._engine.finalize_object()
 
     def address(self, symbol: str) -> int:
         address = self._engine.get_function_address(symbol)

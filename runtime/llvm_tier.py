@@ -48,10 +48,8 @@ LLVM_OPS = 128
 #: them branch-free, four points at a time, where Numba's kernels call the C library for each
 #: point. Measured (value_and_grad, 100,000 points): the chain g(u) = sin(u)·u + exp(-u·u)
 #: composed 4 and 16 times, Numba 15.7 / 37.3 ms, LLVM 8.1 / 19.8 ms. A small call costs more here
-#: (~80 µs against ~45 µs for 100 points: ctypes and the block driver). Off until an
-#: OverflowError that the full test suite showed once with it on (test_oracle, auto mode:
-#: the instant tier answering such graphs first) is understood.
-LLVM_TRIG = False
+#: (~80 µs against ~45 µs for 100 points: ctypes and the block driver).
+LLVM_TRIG = True
 
 #: Entries of up to this many nodes are written with branch-free exp, sin and cos and go through
 #: LLVM's O3 pipeline, which vectorises the chunks' loops. Measured on the sin/exp chain

@@ -315,13 +315,10 @@ def test_auto_answers_with_llvm_then_switches_to_the_numba_kernel(private_cache)
     assert again.mode == "compiled" and not again._jobs
 
 
-def test_graphs_with_sin_or_cos_take_llvm_whatever_their_size(private_cache, monkeypatch):
+def test_graphs_with_sin_or_cos_take_llvm_whatever_their_size(private_cache):
     """Numba's kernels call the C library's sin and cos one point at a time; LLVM's optimised
     entries compute them four at a time: such a graph answers with the instant tier while its
     LLVM code compiles, and stays LLVM's."""
-    from runtime import llvm_tier
-
-    monkeypatch.setattr(llvm_tier, "LLVM_TRIG", True)  # the policy, when switched on
     k = compiler.compile_gradient("x * sin(y) + cos(x)")
     args = {"x": np.linspace(-1, 1, 5), "y": 0.25}
     first = k.value_and_grad(**args)

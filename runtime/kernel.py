@@ -69,7 +69,7 @@ class Kernel:
         self._checked: set[tuple[str, str]] = set()
         self._tier: str | None = None  # the tier that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
-        self._llvm: dict[str, Any] = {}  # kinds -> LLVMModule (the compiled tier, large graphs)
+        self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
         self._reported: set[int] = set()  # failed jobs already warned about
         self._lock = threading.RLock()
@@ -88,7 +88,7 @@ class Kernel:
             return self.requested_mode
         if self._tier is not None:
             return self._tier
-        return "instant" if self._uses_llvm() else "compiled"
+        return "instant" if self._large() else "compiled"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compiles started so far; True if they all succeeded.
@@ -218,46 +218,55 @@ class Kernel:
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
         from runtime import llvm_tier
 
-        return self._ops > llvm_tier.LLVM_OPS or (self._trig and llvm_tier.LLVM_TRIG)
+        return self._large() or (self._trig and llvm_tier.LLVM_TRIG)
 
-    def _llvm_module(self, kinds: str):
+    def _large(self) -> bool:
+        """More ops than Numba compiles in a few seconds (``LLVM_OPS``)."""
+        from runtime import llvm_tier
+
+        return self._ops > llvm_tier.LLVM_OPS
+
+    def _llvm_module(self, kinds: str, optimise: bool | None = None):
+        """LLVM's code for ``kinds``: by default the compiled tier's (O3 when LLVM is that
+        tier); ``optimise=False`` for a stand-in, which must compile at once."""
+        optimise = self._uses_llvm() if optimise is None else optimise
         with self._lock:
-            if kinds not in self._llvm:
+            if (kinds, optimise) not in self._llvm:
                 from runtime.llvm_tier import LLVMModule
 
-                # Only LLVM's final code gets O3; a stand-in for Numba's must compile at once.
-                self._llvm[kinds] = LLVMModule(
-                    self.adjoint,
-                    self.inputs,
-                    kinds,
-                    self._key(kinds),
-                    self.title,
-                    optimise=self._uses_llvm(),
+                self._llvm[kinds, optimise] = LLVMModule(
+                    self.adjoint, self.inputs, kinds, self._key(kinds), self.title, optimise
                 )
-            return self._llvm[kinds]
+            return self._llvm[kinds, optimise]
+
+    def _stand_in(self, kinds: str, entry: str):
+        """What answers while the compiled tier compiles: LLVM's unoptimised code, compiled in
+        milliseconds, for a graph of up to ``LLVM_OPS`` ops; the instant tier for a larger one."""
+        if self._large():
+            return self._instant_module(kinds)
+        stand_in = self._llvm_module(kinds, optimise=False)
+        stand_in.compiled(entry)  # before a background compile starts: one LLVM user at a time
+        return stand_in
 
     def _auto(self, kinds: str, entry: str):
         """The compiled kernel if it is ready (or on disk), else a stand-in while it compiles in
-        the background: the LLVM tier for a graph Numba compiles, the instant tier for one LLVM
-        compiles."""
+        the background (see ``_stand_in``)."""
         with self._lock:
             job = self._jobs.get((kinds, entry))
             if job is None and self._uses_llvm():
                 module = self._llvm_module(kinds)
                 if module.cached(entry):
                     return module
-                instant = self._instant_module(kinds)
+                stand_in = self._stand_in(kinds, entry)
                 from runtime.llvm_tier import Job
 
-                job = Job(module, entry)
-                self._jobs[(kinds, entry)] = background.submit(job)
-                return instant
+                self._jobs[(kinds, entry)] = background.submit(Job(module, entry))
+                return stand_in
             if job is None:
                 module = cache.cached_module(self._key(kinds))
                 if module is not None and background.load_cached(module, entry):
                     return module
-                stand_in = self._llvm_module(kinds)
-                stand_in.compiled(entry)  # before Numba starts: one LLVM user at a time
+                stand_in = self._stand_in(kinds, entry)
                 job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
                 self._jobs[(kinds, entry)] = background.submit(job)
                 return stand_in
@@ -265,7 +274,7 @@ class Kernel:
             return job.module
         if job.state == "failed":
             self._report(job)
-        return self._instant_module(kinds) if self._uses_llvm() else self._llvm_module(kinds)
+        return self._stand_in(kinds, entry)
 
     def _report(self, job: background.Job) -> None:
         """Warn once, on the user's thread, that a background compile failed."""

@@ -167,7 +167,7 @@ class LLVMModule(EntryModule):
         optimise: bool = True,
     ):
         """``optimise=False``: never LLVM's O3 pipeline, for a stand-in that answers while
-        Numba compiles (it must compile in milliseconds, not seconds)."""
+        the compiled tier compiles (it must compile in milliseconds, not seconds)."""
         layout, entries = plan(adj, inputs, kinds)
         self.INPUTS, self.USED, self.WRT = layout.inputs, layout.used, layout.wrt
         self.BACKWARD_READS, self.SAVED = layout.backward_reads, layout.saved

@@ -9,6 +9,7 @@ entry of the Kernel API: broadcasting, seeds, ``out=`` buffers, ``vjp``.
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 
 import numpy as np
@@ -481,6 +482,10 @@ def test_tensor_auto_answers_with_numpy_then_switches_to_the_compiled_module(pri
     assert again.mode == "compiled"
     assert_same_results(again.value_and_grad(**args), second)
     assert again._job is None
+    # loaded, it answers without looking at the disk again (a call's overhead counts)
+    shutil.rmtree(private_cache)
+    assert again.mode == "compiled"
+    assert_same_results(again.value_and_grad(**args), second)
 
 
 def test_tensor_auto_failed_background_compile_warns_and_stays_instant(private_cache, monkeypatch):

@@ -227,3 +227,23 @@ def test_nan_propagates_through_arithmetic_and_functions():
     k = K("exp(x) * y + abs(x)")
     v, g = k.value_and_grad(x=NAN, y=1.0)
     assert math.isnan(v) and math.isnan(g["x"]) and math.isnan(g["y"])
+
+
+def test_ignore_errors_is_errstate_ignore_and_restores_the_callers_state():
+    """The kernels' fast ``np.errstate(all="ignore")``: quiet inside, the caller's state (here
+    "raise", from the fixture) back afterwards, also after an exception and when nested."""
+    from runtime.quiet import ignore_errors
+
+    before = np.geterr()
+    with ignore_errors():
+        assert np.geterr() == {k: "ignore" for k in before}
+        assert np.divide(1.0, 0.0) == INF and math.isnan(np.subtract(INF, INF))
+        with ignore_errors():
+            assert np.multiply(1e308, 10.0) == INF
+        assert np.geterr() == {k: "ignore" for k in before}
+    assert np.geterr() == before
+    with pytest.raises(KeyError), ignore_errors():
+        raise KeyError("inside")
+    assert np.geterr() == before
+    with pytest.raises(FloatingPointError):
+        np.divide(1.0, 0.0)

@@ -43,6 +43,13 @@ class Region:
     outputs: list[int] = field(default_factory=list)
 
 
+#: Scalar ops written as Python arithmetic between the entry's steps: Python's floats are IEEE
+#: doubles, so +, - and * give NumPy's float64 results, inf and nan included, without a ufunc
+#: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division and
+#: the rest stay NumPy's (x / 0 raises in Python).
+_PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg"})
+
+
 def _is_loop_node(g: TensorGraph, i: int) -> bool:
     return g.nodes[i].op in OPS and g.shapes[i] != ()
 
@@ -181,6 +188,8 @@ class TensorWriter:
             note = self.adj.notes.get(i)
             comment = f"  # fused: {note.format(**operands)}" if note else ""
             return f"    {self.ident[i]} = {code}{comment}"
+        if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
+            return f"    {self.ident[i]} = float({OPS[node.op].code.format(**operands)})"
         self.numpy_ops.add(node.op)  # NumPy's float64 semantics
         call = f"np_{node.op}({', '.join(operands.values())})"
         if self.adj.shapes[i] != ():

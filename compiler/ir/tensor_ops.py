@@ -165,7 +165,8 @@ def _same(shapes: list[Shape], _attrs) -> Shape:
 _TABLE = [
     TensorOp("matmul", 2, _matmul_shape, _matmul_vjp, "{a} @ {b}", "{a} @ {b}"),
     TensorOp("transpose", 1, lambda s, _: s[0][::-1], _transpose_vjp, "{a}.T", "{a}.T"),
-    TensorOp("sum", 1, _reduced, _sum_vjp, "sum({a}, axis={attrs})", "np.sum({a}, axis={attrs})"),
+    TensorOp("sum", 1, _reduced, _sum_vjp, "sum({a}, axis={attrs})",
+             "np.add.reduce({a}, axis={attrs})"),  # np.sum without its wrapper
     TensorOp("max", 1, _reduced, _extreme_vjp, "max({a}, axis={attrs})",
              "np.max({a}, axis={attrs})"),
     TensorOp("min", 1, _reduced, _extreme_vjp, "min({a}, axis={attrs})",

@@ -45,8 +45,8 @@ class Region:
 
 #: Scalar ops written as Python arithmetic between the entry's steps: Python's floats are IEEE
 #: doubles, so +, - and * give NumPy's float64 results, inf and nan included, without a ufunc
-#: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division and
-#: the rest stay NumPy's (x / 0 raises in Python).
+#: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division is
+#: Python's too but by zero (which raises in Python): NumPy's there. The rest stay NumPy's.
 _PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg"})
 
 
@@ -190,6 +190,14 @@ class TensorWriter:
             return f"    {self.ident[i]} = {code}{comment}"
         if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
             return f"    {self.ident[i]} = float({OPS[node.op].code.format(**operands)})"
+        if self.adj.shapes[i] == () and node.op == "div":  # NumPy's only for x / 0 (inf, nan)
+            a, b = operands.values()
+            code = f"float({a} / {b})"
+            divisor = self.adj.nodes[node.args[1]]
+            if not (divisor.op == CONST and divisor.value != 0):
+                self.numpy_ops.add("div")
+                code = f"{code} if {b} else float(np_div({a}, {b}))"
+            return f"    {self.ident[i]} = {code}"
         self.numpy_ops.add(node.op)  # NumPy's float64 semantics
         call = f"np_{node.op}({', '.join(operands.values())})"
         if self.adj.shapes[i] != ():

@@ -74,17 +74,15 @@ def test_instant_tier_agrees_with_sympy_and_finite_differences(e, env):
     for j in np.flatnonzero(ok):
         point = {v: float(env[v][j]) for v in oracle.VARS}
         f_exact = oracle.exact(e.sym, point)
+        if f_exact is None:  # no exact reference: mpmath overflows (see oracle.exact)
+            continue
         scale_f = oracle._scale(f_exact)
         assert abs(value[j] - f_exact) <= oracle.RTOL_ORACLE * scale_f, (e.text, point)
         for v in oracle.VARS:
             g, g_exact = float(grads[v][j]), oracle.exact(derivatives[v], point)
-            assert abs(g - g_exact) <= oracle.RTOL_ORACLE * oracle._scale(g_exact, f_exact), (
-                e.text,
-                point,
-                v,
-                g,
-                g_exact,
-            )
+            if g_exact is not None:
+                tol = oracle.RTOL_ORACLE * oracle._scale(g_exact, f_exact)
+                assert abs(g - g_exact) <= tol, (e.text, point, v, g, g_exact)
             fd = oracle.central_difference(e, env, v, j)
             if fd is not None:
                 numeric, error = fd

@@ -336,14 +336,19 @@ points = st.lists(
 ).map(lambda xs: {v: np.array(xs[k::3], dtype=float) for k, v in enumerate(VARS)})
 
 
-def exact(expr: sp.Expr, point: dict[str, float]) -> float:
-    """``expr`` at ``point``, computed by SymPy at 30 significant digits."""
+def exact(expr: sp.Expr, point: dict[str, float]) -> float | None:
+    """``expr`` at ``point``, computed by SymPy at 30 significant digits; None where mpmath
+    itself overflows (SymPy's form of a derivative can hold a power the function's own
+    intermediates, all checked below BIG, do not: then there is no exact reference here)."""
     subs = {SYMBOLS[v]: sp.Float(point[v], 30) for v in VARS}
-    value = expr.xreplace(subs).evalf(30)
-    if value.has(sp.DiracDelta):  # DiracDelta at a non-zero argument is 0
-        value = value.replace(sp.DiracDelta, lambda *args: sp.Integer(0)).evalf(30)
-    assert value.is_number and value.is_real, (expr, point, value)
-    return float(value)
+    try:
+        value = expr.xreplace(subs).evalf(30)
+        if value.has(sp.DiracDelta):  # DiracDelta at a non-zero argument is 0
+            value = value.replace(sp.DiracDelta, lambda *args: sp.Integer(0)).evalf(30)
+        assert value.is_number and value.is_real, (str(expr), point, str(value))
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def central_difference(e: Expr, env: dict, var: str, j: int) -> tuple[float, float] | None:
@@ -446,6 +451,8 @@ def test_gradients_agree_with_sympy_and_finite_differences(e: Expr, env):
     for j in np.flatnonzero(ok):
         point = {v: float(env[v][j]) for v in VARS}
         f_exact = exact(e.sym, point)
+        if f_exact is None:
+            continue
         scale_f = _scale(f_exact)
         assert abs(value[j] - f_exact) <= RTOL_ORACLE * scale_f, (e.text, point, value[j], f_exact)
         assert abs(value[j] - value_np[j]) <= RTOL_ORACLE * scale_f, (e.text, point)
@@ -453,8 +460,9 @@ def test_gradients_agree_with_sympy_and_finite_differences(e: Expr, env):
             g = float(grads[v][j])
             g_exact = exact(derivatives[v], point)
             assert math.isfinite(g), (e.text, point, v, g, g_exact)
-            tol = RTOL_ORACLE * _scale(g_exact, f_exact)
-            assert abs(g - g_exact) <= tol, (e.text, point, v, g, g_exact)
+            if g_exact is not None:
+                tol = RTOL_ORACLE * _scale(g_exact, f_exact)
+                assert abs(g - g_exact) <= tol, (e.text, point, v, g, g_exact)
             fd = central_difference(e, env, v, j)
             if fd is not None:
                 numeric, error = fd

@@ -190,7 +190,7 @@ class TensorKernel:
             return 1.0  # a scalar loss: the common case, with no shape to work out
         shape = sh.concrete(declared, sizes)
         if seed is None:
-            return 1.0 if not shape else np.ones(shape)
+            return np.ones(shape)
         array = as_float_array("seed", seed)
         if array.shape != shape:
             try:

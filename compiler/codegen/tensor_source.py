@@ -47,7 +47,7 @@ class Region:
 #: doubles, so +, - and * give NumPy's float64 results, inf and nan included, without a ufunc
 #: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division is
 #: Python's too but by zero (which raises in Python): NumPy's there. The rest stay NumPy's.
-_PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg"})
+_PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg", "div"})
 
 
 def _is_loop_node(g: TensorGraph, i: int) -> bool:
@@ -189,20 +189,26 @@ class TensorWriter:
             comment = f"  # fused: {note.format(**operands)}" if note else ""
             return f"    {self.ident[i]} = {code}{comment}"
         if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
-            return f"    {self.ident[i]} = float({OPS[node.op].code.format(**operands)})"
-        if self.adj.shapes[i] == () and node.op == "div":  # NumPy's only for x / 0 (inf, nan)
-            a, b = operands.values()
-            code = f"float({a} / {b})"
-            divisor = self.adj.nodes[node.args[1]]
-            if not (divisor.op == CONST and divisor.value != 0):
-                self.numpy_ops.add("div")
-                code = f"{code} if {b} else float(np_div({a}, {b}))"
-            return f"    {self.ident[i]} = {code}"
+            return f"    {self.ident[i]} = {self.python_scalar(i, operands)}"
         self.numpy_ops.add(node.op)  # NumPy's float64 semantics
         call = f"np_{node.op}({', '.join(operands.values())})"
         if self.adj.shapes[i] != ():
             return f"    {self.ident[i]} = {call}"
         return f"    {self.ident[i]} = float({call})"
+
+    def python_scalar(self, i: int, operands: dict[str, str]) -> str:
+        """A scalar op as Python arithmetic (``_PYTHON_SCALAR``); a division by a value that
+        may be zero falls back to NumPy's there (inf or nan where Python raises)."""
+        node = self.adj.nodes[i]
+        code = f"float({OPS[node.op].code.format(**operands)})"
+        if node.op != "div":
+            return code
+        divisor = self.adj.nodes[node.args[1]]
+        if divisor.op == CONST and divisor.value != 0:
+            return code
+        self.numpy_ops.add("div")
+        a, b = operands.values()
+        return f"{code} if {b} else float(np_div({a}, {b}))"
 
     # ----------------------------------------------------------------- loops
     def element(self, i: int, region: Region, rank: int) -> str:

@@ -7,6 +7,7 @@
 """
 
 __version__ = "0.1.0"
+__symgrad__ = True  # marks this package as symgrad's (symgrad/__init__.py checks it)
 
 from compiler import ops  # noqa: E402
 from compiler.api import compile_gradient, trace  # noqa: E402

@@ -1,5 +1,7 @@
 """symgrad's runtime: compiled kernels, their on-disk cache, and the gradient checker."""
 
+__symgrad__ = True  # marks this package as symgrad's (symgrad/__init__.py checks it)
+
 from compiler.errors import CompileError, InputError
 from runtime.gradcheck import GradcheckResult, gradcheck
 from runtime.kernel import Kernel

@@ -36,7 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="run only this workload (id like F1 or name like neuron); may repeat or use commas",
     )
     p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})"
+        "--out",
+        type=Path,
+        help=f"report file (default {DEFAULT_OUT}; a --quick run writes none unless given)",
     )
     p.add_argument(
         "--repeats", type=int, help="quiet interleaved rounds wanted (default: per workload)"
@@ -79,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         for w, sec in zip(workloads, sections)
     }
     report = HEADER + "".join(blocks.values())
-    out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
+    out = report_path(args)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(merged(out, blocks), encoding="utf-8")
     print(report)
     log(f"report written to {out}" if out else "quick run: report printed only (--out to keep it)")
     return 0
+
+
+def report_path(args: argparse.Namespace) -> Path | None:
+    """Where the report is merged: ``--out``, else the tracked RESULTS.md, except for a
+    ``--quick`` run, whose tiny-size numbers must never replace the measured ones."""
+    if args.out is not None:
+        return args.out
+    return None if args.quick else DEFAULT_OUT
 
 
 HEADER = (

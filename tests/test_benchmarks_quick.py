@@ -109,3 +109,12 @@ def test_quick_benchmark_runs_and_agrees(tmp_path):
     # every target row carries a verdict
     targets = report.split("## Targets")[1].split("\n## ")[0]
     assert re.search(r"\*\*(met|missed)\*\*", targets)
+
+
+def test_a_quick_run_never_writes_the_tracked_results():
+    from benchmarks.__main__ import DEFAULT_OUT, parse, report_path
+
+    assert report_path(parse(["--quick"])) is None
+    assert report_path(parse(["--quick", "--only", "neuron"])) is None
+    assert report_path(parse([])) == DEFAULT_OUT
+    assert report_path(parse(["--quick", "--out", "elsewhere.md"])) == Path("elsewhere.md")

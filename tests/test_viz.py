@@ -23,7 +23,9 @@ NEURON_AT = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
 GREEN, RED, GRAY = "#1a7f37", "#cf222e", "#6e7781"
 
 _NODE = re.compile(r'^\s*"([^"]+)" \[label=<(.*?)>, ', re.M)
-_EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(?: \[label=<(.*)>\])?;$', re.M)
+_WIRE = re.compile(r'^\s*"([^"]+)" \[shape=plaintext, [^\n]*label=<(<table.*</table>)>\];$', re.M)
+_INTO = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(:w:[ns]|:w:w)? \[arrowhead=none\];$', re.M)
+_EDGE = re.compile(r'^\s*"([^"]+)"(:w:[es])? -> "([^"]+)";$', re.M)
 _FONT = re.compile(r'<font color="(#\w+)"[^>]*>(.*?)</font>')
 
 
@@ -39,14 +41,19 @@ class Edges(dict):
 
 def picture(drawing) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, list[str]]]]:
     """(node id -> label's first word, (tail label, head label) -> {"value", "grad", "shape"});
-    every edge between equally labelled nodes is in ``edges.repeated``."""
-    labels = {ident: _text(label) for ident, label in _NODE.findall(drawing.source)}
+    every edge between equally labelled nodes is in ``edges.repeated``. An edge's numbers are
+    a node on it (``tail -> wire -> head``): they are read back as that edge's."""
+    source = drawing.source
+    labels = {ident: _text(label) for ident, label in _NODE.findall(source)}
+    wires = dict(_WIRE.findall(source))
+    tails = {wire: tail for tail, wire, _ in _INTO.findall(source)}
     edges = Edges()
     kinds = {GREEN: "value", RED: "grad", GRAY: "shape"}
-    for tail, head, label in _EDGE.findall(drawing.source):
+    for tail, _, head in _EDGE.findall(source):
         found: dict[str, list[str]] = {"value": [], "grad": [], "shape": []}
-        for color, text in _FONT.findall(label or ""):
+        for color, text in _FONT.findall(wires.get(tail, "")):
             found[kinds[color]].append(html.unescape(text))
+        tail = tails.get(tail, tail)
         key = (labels.get(tail, tail), labels.get(head, head))
         edges.repeated.setdefault(key, []).append(found)
         edges[key] = found
@@ -179,7 +186,7 @@ def test_fan_out_edges_carry_their_own_share():
     _, edges = picture(compiler.draw("x * x + y", at={"x": 3, "y": 1}))
     assert on(edges, "x", "*") == ("3.00", "3.00")
     src = compiler.draw("x * x + y", at={"x": 3, "y": 1}).source
-    assert len(re.findall(r'"n0" -> ', src)) == 2
+    assert len(re.findall(r'^  "n0" -> ', src, re.M)) == 2
 
 
 def test_example4_tensor_shapes_and_small_values():

@@ -30,9 +30,9 @@ FORMATS = ("svg", "png", "pdf", "dot")
 #: Seconds ``dot`` may spend on one picture; ``SYMGRAD_DRAW_TIMEOUT`` (seconds) overrides it.
 DOT_TIMEOUT = 30.0
 #: A picture whose layout would place more than this many nodes (its nodes plus one per rank
-#: each edge crosses, as ``dot`` does) is refused: layout time grows steeply beyond it (a
-#: 60-term sum's 2,500 took 12 s, a 100-term sum's 5,800 took 100 s).
-MAX_LAYOUT = 2000
+#: each edge crosses, as ``dot`` does) is refused: layout time grows steeply beyond it (3,000
+#: took 4 s, 4,200 took 8 s, a 100-term sum's 10,700 over 100 s); such a picture is unreadable.
+MAX_LAYOUT = 3000
 #: The width (CSS px) a notebook shows a picture at, and the smallest text (px) read there.
 WIDTH, MIN_FONT_PX = 900, 8.0
 

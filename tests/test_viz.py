@@ -476,3 +476,16 @@ def test_jupyter_scrolls_rather_than_shrink_text_below_8px():
     smallest = min(float(s) for s in re.findall(r'font-size="([\d.]+)"', svg))
     assert smallest * least / width >= 8 - 0.01  # the smallest text at the narrowest it is shown
     assert "overflow-x:auto" in page and "max-width:100%" in page
+
+
+def test_compare_draws_the_unfused_graph_first():
+    """Saved as one picture, unfused comes first: on top (left to right) or on the left."""
+    svg = softmax_compare().drawing.svg()
+    boxes = {}
+    for g in ElementTree.fromstring(svg.encode()).iter(f"{_SVG}g"):
+        if g.get("class") == "cluster":
+            shape = g.find(f"{_SVG}path")
+            xy = np.array(_curve(shape.get("d")))
+            boxes[g.findtext(f"{_SVG}title")] = (*xy.min(axis=0), *xy.max(axis=0))
+    (ux0, uy0, ux1, uy1), (fx0, fy0, fx1, fy1) = boxes["cluster_u"], boxes["cluster_f"]
+    assert ux1 <= fx0 or uy1 <= fy0, boxes

@@ -22,21 +22,28 @@ _warned = False
 
 
 def _drawing(what: Any, **options) -> Drawing | None:
-    """``draw(what)``, or None (text display) when it is too big or ``dot`` is missing."""
+    """``draw(what)``, or None (text display) when it is too big, ``dot`` is missing (warned
+    once) or ``dot`` fails or runs out of time (warned: the picture was asked for)."""
     from compiler.viz.draw import draw, source_of
+    from compiler.viz.render import dot_program
 
     graph = source_of(what)[0]
     if sum(1 for _ in graph.op_nodes()) > REPR_MAX_OPS:
+        return None
+    try:
+        dot_program()
+    except DrawError as e:
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(f"symgrad: no pictures: {e}", RuntimeWarning, stacklevel=3)
         return None
     try:
         drawing = draw(what, **options)
         drawing.svg()
         return drawing
     except DrawError as e:
-        global _warned
-        if not _warned:
-            _warned = True
-            warnings.warn(f"symgrad: no pictures: {e}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"symgrad: shown as text: {e}", RuntimeWarning, stacklevel=3)
         return None
 
 

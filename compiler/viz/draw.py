@@ -161,8 +161,9 @@ class Picture:
             rank[n] = max((rank[t] + 1 for t in tails[n]), default=0)
         return len(rank) + sum(rank[b] - rank[a] - 1 for b, ts in tails.items() for a in ts)
 
-    def drawing(self, timeout: float | None = None) -> Drawing:
-        """The picture, or a DrawError when it is too big to lay out in reasonable time."""
+    def drawing(self, timeout: float | None = None, top_down: Picture | None = None) -> Drawing:
+        """The picture, or a DrawError when it is too big to lay out in reasonable time;
+        ``top_down`` is the picture to draw when top to bottom reads better (default: this)."""
         size = self.layout_size()
         if size > MAX_LAYOUT:
             raise DrawError(
@@ -171,8 +172,9 @@ class Picture:
                 "(compiler.viz.render.MAX_LAYOUT); draw a smaller graph or part of it, or read "
                 "its listing: print(kernel.graph)"
             )
+        tall = top_down or self
         return Drawing(self.source("LR"), self.gates, self.title,
-                       top_down=lambda: self.source("TB"), timeout=timeout)  # fmt: skip
+                       top_down=lambda: tall.source("TB"), timeout=timeout)  # fmt: skip
 
 
 def wrap(text: str, width: int = WRAP) -> str:

@@ -487,5 +487,12 @@ def test_compare_draws_the_unfused_graph_first():
             shape = g.find(f"{_SVG}path")
             xy = np.array(_curve(shape.get("d")))
             boxes[g.findtext(f"{_SVG}title")] = (*xy.min(axis=0), *xy.max(axis=0))
-    (ux0, uy0, ux1, uy1), (fx0, fy0, fx1, fy1) = boxes["cluster_u"], boxes["cluster_f"]
-    assert ux1 <= fx0 or uy1 <= fy0, boxes
+    unfused, fused = boxes["cluster_u"], boxes["cluster_f"]  # (x0, y0, x1, y1)
+    assert unfused[2] <= fused[0] or unfused[3] <= fused[1], boxes
+
+
+def test_a_long_title_wraps_instead_of_widening_the_picture():
+    title = "+".join(f"w{i}*x{i}" for i in range(100))
+    drawing = compiler.draw("x * y", at={"x": 1, "y": 2}, title=title)
+    assert legible_px(drawing.svg()) >= 8
+    assert "w0*x0+w1*x1+w2*x2" in drawing.source

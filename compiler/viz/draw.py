@@ -177,9 +177,12 @@ class Picture:
                        top_down=lambda: tall.source("TB"), timeout=timeout)  # fmt: skip
 
 
-def wrap(text: str, width: int = WRAP) -> str:
-    """``text`` escaped for a label, broken into lines of about ``width`` characters."""
-    lines = textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False)
+def wrap(text: str, width: int = WRAP, most: int = 4) -> str:
+    """``text`` escaped for a label, in at most ``most`` lines of about ``width`` characters
+    (a long title would otherwise set the picture's width)."""
+    lines = textwrap.wrap(
+        str(text), width, max_lines=most, placeholder=" …", break_on_hyphens=False
+    )
     return "<br/>".join(escape(line) for line in lines or [""])
 
 

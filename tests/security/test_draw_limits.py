@@ -161,3 +161,25 @@ def test_a_bad_timeout_setting_is_an_error():
         timeout=60,
     )
     assert run.stdout.startswith("DrawError:") and "'soon'" in run.stdout, run.stderr
+
+
+def test_ctrl_c_in_the_cli_while_drawing_is_one_line(slow_dot, tmp_path):
+    env, pids = slow_dot
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "x * y", "--at", "x=1,y=2", "--draw",
+         str(tmp_path / "g.svg")],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SYMGRAD_CACHE_DIR": str(tmp_path / "c"),
+             **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(recorded(pids)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(recorded(pids)) == 2, "the fake dot never started"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err == "symgrad: interrupted\n", err
+    assert all(gone(pid) for pid in recorded(pids))

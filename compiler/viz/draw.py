@@ -2,12 +2,13 @@
 
 One node per gate, labelled from the op table (``OPS[op].symbol``; a constant operand folds into
 the label, as in the lecture's ``+1`` and ``1/x``; tensor ops print their listing over ``x``).
-Inputs are on the left, the output on the right. Given a point ``at=``, each edge carries the
-value flowing forward (green, above) and the gradient flowing back (red, below); a tensor graph's
-edges carry their shapes, and values only when they are small. A fused gate (``graph.notes``) is
-one node naming what it replaced; ``expand=True`` draws that subgraph inside a dashed box instead.
-``backward=True`` draws the adjoint graph itself: forward nodes, then the backward nodes (red),
-each output named.
+Inputs are on the left in the kernel's order, the output on the right (top and bottom when a
+wide graph reads better so). Given a point ``at=``, each edge carries the value flowing forward
+(green, above the wire) and the gradient flowing back (red, below), and each input its value and
+total gradient (the sum over its edges); a tensor graph's edges carry their shapes, and values
+only when they are small. A fused gate (``graph.notes``) is one node naming what it replaced;
+``expand=True`` draws that subgraph inside a dashed box instead. ``backward=True`` draws the
+adjoint graph itself: forward nodes, then the backward nodes (red), each output named.
 """
 
 from __future__ import annotations

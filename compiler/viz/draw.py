@@ -405,9 +405,8 @@ def input_label(name: str, numbers: Annotated | None, i: int, digits: int) -> st
         label += f' = <font color="{GREEN}">{escape(value[0])}</font>'
     grad = numbers.grads.get(i)
     lines = None if grad is None else format_value(grad, digits)
-    if lines:
-        head = f"∂f/∂{name} = "
-        rows = [head + lines[0]] if len(lines) == 1 else [head, *lines]
+    if lines:  # the name and the number on lines of their own: many inputs stay narrow
+        rows = [f"∂f/∂{name} =", *lines]
         label += "".join(f'<br/><font color="{RED}">{escape(r)}</font>' for r in rows)
     return label
 

@@ -7,6 +7,8 @@ With no expression it runs the lecture's neuron at the lecture's point.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 
 NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2)))"
@@ -32,7 +34,10 @@ the language:
   maximum/minimum at a tie give each operand half, sqrt'(0) = inf.
 
 exit status:
-  0 on success; 2 for a bad expression or point (a one-line message on stderr).
+  0 on success; 2 for a bad expression, point or picture (a one-line message on stderr);
+  130 when interrupted; 141 when the reader of the output goes away (symgrad ... | head -1).
+
+drawing runs Graphviz's dot for at most $SYMGRAD_DRAW_TIMEOUT seconds (default 30).
 
 Kernels are cached in $SYMGRAD_CACHE_DIR (default: $XDG_CACHE_HOME/symgrad or ~/.cache/symgrad).
 """
@@ -45,6 +50,8 @@ def parse_point(text: str) -> dict[str, float]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"--at expects name=value pairs separated by commas, got {item!r}")
+        if name.strip() in point:
+            raise ValueError(f"--at gives {name.strip()} twice")
         try:
             point[name.strip()] = float(value)
         except ValueError:
@@ -81,7 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command; its exit status. A closed output pipe or Ctrl-C ends it quietly, without a
+    traceback, as a well-behaved filter does."""
+    try:
+        status = _run(sys.argv[1:] if argv is None else list(argv))
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # `symgrad | head -1`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return 128 + int(signal.SIGPIPE)
+    except KeyboardInterrupt:
+        print("symgrad: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str]) -> int:
     args = build_parser().parse_args(_shield_expression(argv))
     import compiler
 
@@ -103,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.draw:
             compiler.draw(kernel, at=parse_point(at)).save(args.draw)
     except (compiler.SymgradError, ValueError, OSError) as e:
-        print(f"symgrad: error: {e}", file=sys.stderr)
+        print(f"symgrad: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except (RecursionError, MemoryError):
+        print("symgrad: error: the expression is too large or too deeply nested", file=sys.stderr)
         return 2
     print(f"f({at}) = {value:.12g}")
     for name, g in grads.items():
@@ -140,6 +165,10 @@ def _shield_expression(argv: list[str]) -> list[str]:
         expects_value = arg in ("--at", "--wrt", "--draw")
         out.append(arg)
     return out
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _indent(text: str) -> str:

@@ -45,6 +45,9 @@ RUNS = {
     "missing_input": ["x * y", "--at", "x=1"],
     "unknown_input": ["x * y", "--at", "x=1,y=2,z=3"],
     "unknown_wrt": ["x * y", "--at", "x=1,y=2", "--wrt", "q"],
+    "repeated_at": ["x * y", "--at", "x=1,y=2,x=3"],
+    "unwritable_draw": ["x * y", "--at", "x=1,y=2", "--draw", "/nonexistent-symgrad/g.svg"],
+    "draw_format": ["x * y", "--at", "x=1,y=2", "--draw", "g.jpg"],
     "empty_expression": ["", "--at", "x=1"],
     "help": ["--help"],
     "unknown_option": ["--frobnicate"],
@@ -161,6 +164,9 @@ def test_expression_may_start_with_a_minus(runs):
         ("missing_input", ["missing", "'y'"]),
         ("unknown_input", ["unknown", "'z'"]),
         ("unknown_wrt", ["wrt", "'q'"]),
+        ("repeated_at", ["x", "twice"]),
+        ("unwritable_draw", ["cannot write", "/nonexistent-symgrad/g.svg"]),
+        ("draw_format", ["format", "g.jpg", ".svg"]),
         ("empty_expression", ["empty"]),
         ("unknown_option", ["--frobnicate"]),
     ],
@@ -193,3 +199,19 @@ def test_console_script_is_installed():
     assert script, "the symgrad console script is not on PATH (pip install -e .)"
     run = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "usage: symgrad" in run.stdout
+
+
+# --------------------------------------------------------------------------- a well-behaved filter
+def test_a_closed_pipe_ends_quietly():
+    """``symgrad --source | head -1``: the reader goes away before symgrad writes; it stops
+    without a traceback, with the status a process killed by SIGPIPE reports (141)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "--source"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    proc.stdout.close()  # before the child has imported anything: its first write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=180) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 import warnings
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -23,7 +24,9 @@ NEURON_AT = {"w0": 2.0, "x0": -1.0, "w1": -3.0, "x1": -2.0, "w2": -3.0}
 GREEN, RED, GRAY = "#1a7f37", "#cf222e", "#6e7781"
 
 _NODE = re.compile(r'^\s*"([^"]+)" \[label=<(.*?)>, ', re.M)
-_EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(?: \[label=<(.*)>\])?;$', re.M)
+_WIRE = re.compile(r'^\s*"([^"]+)" \[shape=plaintext, [^\n]*label=<(<table.*</table>)>\];$', re.M)
+_INTO = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(:w:[ns]|:w:w)? \[arrowhead=none\];$', re.M)
+_EDGE = re.compile(r'^\s*"([^"]+)"(:w:[es])? -> "([^"]+)";$', re.M)
 _FONT = re.compile(r'<font color="(#\w+)"[^>]*>(.*?)</font>')
 
 
@@ -39,14 +42,19 @@ class Edges(dict):
 
 def picture(drawing) -> tuple[dict[str, str], dict[tuple[str, str], dict[str, list[str]]]]:
     """(node id -> label's first word, (tail label, head label) -> {"value", "grad", "shape"});
-    every edge between equally labelled nodes is in ``edges.repeated``."""
-    labels = {ident: _text(label) for ident, label in _NODE.findall(drawing.source)}
+    every edge between equally labelled nodes is in ``edges.repeated``. An edge's numbers are
+    a node on it (``tail -> wire -> head``): they are read back as that edge's."""
+    source = drawing.source
+    labels = {ident: _text(label) for ident, label in _NODE.findall(source)}
+    wires = dict(_WIRE.findall(source))
+    tails = {wire: tail for tail, wire, _ in _INTO.findall(source)}
     edges = Edges()
     kinds = {GREEN: "value", RED: "grad", GRAY: "shape"}
-    for tail, head, label in _EDGE.findall(drawing.source):
+    for tail, _, head in _EDGE.findall(source):
         found: dict[str, list[str]] = {"value": [], "grad": [], "shape": []}
-        for color, text in _FONT.findall(label or ""):
+        for color, text in _FONT.findall(wires.get(tail, "")):
             found[kinds[color]].append(html.unescape(text))
+        tail = tails.get(tail, tail)
         key = (labels.get(tail, tail), labels.get(head, head))
         edges.repeated.setdefault(key, []).append(found)
         edges[key] = found
@@ -179,7 +187,7 @@ def test_fan_out_edges_carry_their_own_share():
     _, edges = picture(compiler.draw("x * x + y", at={"x": 3, "y": 1}))
     assert on(edges, "x", "*") == ("3.00", "3.00")
     src = compiler.draw("x * x + y", at={"x": 3, "y": 1}).source
-    assert len(re.findall(r'"n0" -> ', src)) == 2
+    assert len(re.findall(r'^  "n0" -> ', src, re.M)) == 2
 
 
 def test_example4_tensor_shapes_and_small_values():
@@ -316,3 +324,177 @@ def test_every_tensor_gate_expands_to_what_it_replaced(form):
     written = compiler.compile_gradient(f"sum({form})", shapes=shapes, fuse=False)
     replaced = compiler.compile_gradient(f"sum({body})", shapes=shapes, fuse=False)
     np.testing.assert_allclose(replaced(S=S), written(S=S), rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------ at notebook width
+# These read the SVG dot laid out: where text and lines are, and how big text is at 900 px.
+_SVG = "{http://www.w3.org/2000/svg}"
+NOTEBOOK_PX = 900
+
+
+def _curve(d: str) -> list[tuple[float, float]]:
+    """Points along an SVG path of dot's form ``M p C p p p p p p ...`` (cubic Béziers)."""
+    nums = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", d)]
+    pts = list(zip(nums[::2], nums[1::2]))
+    out = [pts[0]]
+    for k in range(1, len(pts) - 2, 3):
+        p0, p1, p2, p3 = pts[k - 1], pts[k], pts[k + 1], pts[k + 2]
+        for t in np.linspace(0.05, 1, 20):
+            s = 1 - t
+            out.append(tuple(s**3 * a + 3 * s * s * t * b + 3 * s * t * t * c + t**3 * e
+                             for a, b, c, e in zip(p0, p1, p2, p3)))  # fmt: skip
+    return out
+
+
+def layout(svg: str):
+    """(texts: [(text, x, y, size)], lines: [(owner node id, points)], inputs: {name: (x, y)});
+    a line's owner is the node its edge starts from: an edge into a value label continues
+    through the label's wire and out of it, all owned by the edge's tail."""
+    root = ElementTree.fromstring(svg.encode())
+    texts, lines, inputs, into = [], [], {}, {}
+    for g in root.iter(f"{_SVG}g"):
+        kind, title = g.get("class"), g.findtext(f"{_SVG}title")
+        for t in g.iter(f"{_SVG}text") if kind in ("node", "edge") else ():
+            size = float(t.get("font-size"))
+            texts.append((t.text, float(t.get("x")), float(t.get("y")), size))
+        if kind == "edge":
+            tail, head = (end.split(":")[0] for end in title.split("->"))
+            into[head] = tail
+            for p in g.iter(f"{_SVG}path"):
+                lines.append((tail, _curve(p.get("d"))))
+        elif kind == "node":
+            for p in g.iter(f"{_SVG}polygon"):  # a value label's wire
+                if p.get("fill") == GRAY:
+                    pts = [tuple(map(float, xy.split(","))) for xy in p.get("points").split()]
+                    lines.append((title, pts))
+            box = g.find(f".//{_SVG}path")
+            if box is not None and box.get("fill") == "#ddf4ff":
+                xy = np.array(_curve(box.get("d")))
+                inputs[g.findtext(f".//{_SVG}text").split(" =")[0]] = tuple(xy.mean(axis=0))
+    return texts, [(into.get(o, o), pts) for o, pts in lines], inputs
+
+
+def legible_px(svg: str) -> float:
+    """The smallest text's size in CSS px when the picture is shown at most 900 px wide."""
+    width = float(re.search(r'viewBox="[\d.-]+ [\d.-]+ ([\d.]+) ', svg).group(1))
+    smallest = min(float(s) for s in re.findall(r'font-size="([\d.]+)"', svg))
+    return smallest * min(4 / 3, NOTEBOOK_PX / width)  # 1 pt = 4/3 px; wider pictures shrink
+
+
+def test_a_tensor_value_sits_on_the_edge_from_the_node_that_made_it():
+    k = compiler.compile_gradient(
+        "sum((W @ x)**2)", shapes={"W": ("n", "n"), "x": ("n",)}, fuse=False
+    )
+    drawing = compiler.draw(k, at={"W": [[0.1, 0.5], [-0.3, 0.8]], "x": [0.2, 0.4]}, digits=3)
+    texts, lines, _ = layout(drawing.svg())
+    names = {ident: label for ident, label in picture(drawing)[0].items()}
+    W, x = np.array([[0.1, 0.5], [-0.3, 0.8]]), np.array([0.2, 0.4])
+    q = W @ x  # NumPy's values, each with the node that produced it
+    for producer, value in [("W", "[0.100, 0.500]"), ("x", "[0.200, 0.400]"),
+                            ("@", f"[{q[0]:.3f}, {q[1]:.3f}]"),
+                            ("**2", f"[{q[0]**2:.3f}, {q[1]**2:.3f}]")]:  # fmt: skip
+        (text, tx, ty, size), = [t for t in texts if html.unescape(t[0] or "") == value]  # fmt: skip
+        centre = np.array([tx + 0.3 * size * len(text), ty - 0.35 * size])
+        nearest = min(lines, key=lambda line: np.min(np.hypot(*(np.array(line[1]) - centre).T)))
+        assert names[nearest[0]] == producer, (value, names[nearest[0]])
+
+
+def test_inputs_are_drawn_in_the_kernels_order_by_draw_and_compare():
+    text = "x1*w1 + 1/(1+exp(-(w0*x0+w2)))"
+    k = compiler.compile_gradient(text)
+    assert k.inputs == ("x1", "w1", "w0", "x0", "w2")
+    at = dict(x1=-2.0, w1=-3.0, w0=2.0, x0=-1.0, w2=-3.0)
+    c = compiler.compare(text, at=at, repeat=0)
+    for drawing in [compiler.draw(k, at=at), compiler.draw(k), *c.drawings]:
+        inputs = layout(drawing.svg())[2]
+        xs, ys = np.array(list(inputs.values())).T
+        across = np.ptp(xs) > np.ptp(ys)  # in a row (top to bottom) or a column (left to right)
+        drawn = sorted(inputs, key=lambda n: inputs[n][0 if across else 1])
+        assert tuple(drawn) == k.inputs
+
+
+def test_an_input_shows_its_total_gradient_where_it_fans_out():
+    # x feeds both operands of x * x and the sin: df/dx = 2x + cos(x), SymPy's derivative
+    import sympy
+
+    X = sympy.Symbol("x")
+    total = float(sympy.diff(X * X + sympy.sin(X), X).subs(X, 3))
+    labels = dict(_NODE.findall(compiler.draw("x * x + sin(x)", at={"x": 3}).source))
+    (x_label,) = [lab for lab in labels.values() if _text(lab) == "x"]
+    shown = html.unescape(re.sub(r"<[^>]+>", "", x_label.replace("<br/>", "\n")))
+    assert shown.splitlines() == ["x = 3.00", "∂f/∂x =", f"{total:.2f}"]
+
+
+def thirteen_inputs():
+    text = "1/(1+exp(-(" + "+".join(f"w{i}*x{i}" for i in range(6)) + "+b)))"
+    at = {**{f"w{i}": 0.1 * i for i in range(6)}, **{f"x{i}": 1 - 0.2 * i for i in range(6)}}
+    return compiler.compile_gradient(text), {**at, "b": 0.5}
+
+
+def two_layer_net():
+    shapes = {"x": ("N", "D"), "w1": ("D", "H"), "w2": ("H", "C"), "y": ("N", "C")}
+    return compiler.compile_gradient(
+        "sum((1/(1+exp(-(x @ w1))) @ w2 - y)**2) / N", shapes=shapes, wrt=["w1", "w2"]
+    )
+
+
+def softmax_compare():
+    rng = np.random.default_rng(0)
+    at = dict(x=rng.normal(size=(2, 2)), W=rng.normal(size=(2, 3)), y=np.eye(3)[[0, 2]])
+    text = "-sum(y * log(exp(x @ W) / sum(exp(x @ W), axis=1, keepdims=True)))"
+    shapes = {"x": ("N", "D"), "W": ("D", "C"), "y": ("N", "C")}
+    return compiler.compare(text, at=at, shapes=shapes, repeat=0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lambda: compiler.draw(*thirteen_inputs(), backward=True),
+        lambda: compiler.draw(*thirteen_inputs()),
+        lambda: compiler.draw(two_layer_net(), backward=True),
+        lambda: softmax_compare().drawing,
+        lambda: softmax_compare().drawings[0],
+        lambda: compiler.draw(NEURON, at=NEURON_AT),
+    ],
+    ids=[
+        "13-input backward",
+        "13-input forward",
+        "two-layer net backward",
+        "softmax compare",
+        "softmax unfused",
+        "neuron",
+    ],  # fmt: skip
+)
+def test_text_stays_readable_at_notebook_width(case):
+    assert legible_px(case().svg()) >= 8
+
+
+def test_jupyter_scrolls_rather_than_shrink_text_below_8px():
+    drawing = compiler.draw(*thirteen_inputs())
+    page = display.fitted_svg(drawing)
+    least = float(re.search(r"min-width:(\d+)px", page).group(1))
+    svg = drawing.svg()
+    width = float(re.search(r'viewBox="[\d.-]+ [\d.-]+ ([\d.]+) ', svg).group(1))
+    smallest = min(float(s) for s in re.findall(r'font-size="([\d.]+)"', svg))
+    assert smallest * least / width >= 8 - 0.01  # the smallest text at the narrowest it is shown
+    assert "overflow-x:auto" in page and "max-width:100%" in page
+
+
+def test_compare_draws_the_unfused_graph_first():
+    """Saved as one picture, unfused comes first: on top (left to right) or on the left."""
+    svg = softmax_compare().drawing.svg()
+    boxes = {}
+    for g in ElementTree.fromstring(svg.encode()).iter(f"{_SVG}g"):
+        if g.get("class") == "cluster":
+            shape = g.find(f"{_SVG}path")
+            xy = np.array(_curve(shape.get("d")))
+            boxes[g.findtext(f"{_SVG}title")] = (*xy.min(axis=0), *xy.max(axis=0))
+    unfused, fused = boxes["cluster_u"], boxes["cluster_f"]  # (x0, y0, x1, y1)
+    assert unfused[2] <= fused[0] or unfused[3] <= fused[1], boxes
+
+
+def test_a_long_title_wraps_instead_of_widening_the_picture():
+    title = "+".join(f"w{i}*x{i}" for i in range(100))
+    drawing = compiler.draw("x * y", at={"x": 1, "y": 2}, title=title)
+    assert legible_px(drawing.svg()) >= 8
+    assert "w0*x0+w1*x1+w2*x2" in drawing.source

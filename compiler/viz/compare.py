@@ -120,11 +120,14 @@ def compare(
         for f in (False, fuse)
     ]
     report = kernels[1].fusion
-    both, singles = Picture(kernels[1].title), [Picture(), Picture()]
-    # In the picture of both, dot puts the cluster written last on top: the fused one goes first.
-    for pic, k in [(singles[0], 0), (singles[1], 1), (both, 1), (both, 0)]:
+    title = kernels[1].title
+    wide, tall, singles = Picture(title), Picture(title), [Picture(), Picture()]
+    # In the picture of both, dot puts the cluster written last on top when drawing left to
+    # right, and the one written first on the left when top to bottom: unfused comes first.
+    for pic, k in [(singles[0], 0), (singles[1], 1), (wide, 1), (wide, 0), (tall, 0), (tall, 1)]:
         name = ("unfused", "fused")[k]
-        box = cluster_of(pic, name[0], f"<<b>{name}</b>>") if pic is both else nullcontext()
+        pair = pic is wide or pic is tall
+        box = cluster_of(pic, name[0], f"<<b>{name}</b>>") if pair else nullcontext()
         with box:
             draw_into(pic, kernels[k].graph, at, False, expand=expand, wrt=kernels[k].wrt,
                       digits=digits, prefix=name[0])  # fmt: skip
@@ -138,7 +141,8 @@ def compare(
         "seconds": tuple(_best_time(k, arrays, repeat) for k in kernels),
     }
     drawings = (singles[0].drawing(), singles[1].drawing())
-    return Comparison(kernels[0], kernels[1], drawings, both.drawing(), rows, measured)
+    both = wide.drawing(top_down=tall)
+    return Comparison(kernels[0], kernels[1], drawings, both, rows, measured)
 
 
 def _timing_inputs(kernel, at, shapes, elements: int) -> tuple[dict | None, str]:

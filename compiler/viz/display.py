@@ -8,11 +8,12 @@ quickly, or a machine without Graphviz's ``dot`` (warned once), falls back to th
 from __future__ import annotations
 
 import html
+import re
 import warnings
 from typing import Any
 
 from compiler.errors import DrawError
-from compiler.viz.render import Drawing
+from compiler.viz.render import MIN_FONT_PX, Drawing, legible_px
 
 #: Graphs of more op nodes than this show as text in Jupyter (``draw`` still draws them).
 REPR_MAX_OPS = 200
@@ -21,21 +22,28 @@ _warned = False
 
 
 def _drawing(what: Any, **options) -> Drawing | None:
-    """``draw(what)``, or None (text display) when it is too big or ``dot`` is missing."""
+    """``draw(what)``, or None (text display) when it is too big, ``dot`` is missing (warned
+    once) or ``dot`` fails or runs out of time (warned: the picture was asked for)."""
     from compiler.viz.draw import draw, source_of
+    from compiler.viz.render import dot_program
 
     graph = source_of(what)[0]
     if sum(1 for _ in graph.op_nodes()) > REPR_MAX_OPS:
+        return None
+    try:
+        dot_program()
+    except DrawError as e:
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(f"symgrad: no pictures: {e}", RuntimeWarning, stacklevel=3)
         return None
     try:
         drawing = draw(what, **options)
         drawing.svg()
         return drawing
     except DrawError as e:
-        global _warned
-        if not _warned:
-            _warned = True
-            warnings.warn(f"symgrad: no pictures: {e}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"symgrad: shown as text: {e}", RuntimeWarning, stacklevel=3)
         return None
 
 
@@ -89,8 +97,20 @@ def side_by_side(pictures: list[tuple[str, Drawing]], rows: list, note: str) -> 
 
 
 def fitted_svg(drawing: Drawing) -> str:
-    """The drawing's SVG element, shrunk to the width of its cell when wider."""
-    return drawing.inline_svg().replace("<svg ", '<svg style="max-width:100%;height:auto" ', 1)
+    """The drawing's SVG element, shrunk to the width of its cell when wider, but never below
+    the width at which its smallest text is MIN_FONT_PX: then the cell scrolls sideways."""
+    svg = drawing.inline_svg()
+    at_full = legible_px(svg, 10**9)  # its smallest text at its natural size (1 pt = 4/3 px)
+    natural = _width_px(svg)
+    least = min(natural, natural * MIN_FONT_PX / at_full) if at_full > 0 else natural
+    style = f"max-width:100%;min-width:{least:.0f}px;height:auto"
+    fitted = svg.replace("<svg ", f'<svg style="{style}" ', 1)
+    return f"<div style='overflow-x:auto;max-width:100%'>{fitted}</div>"
+
+
+def _width_px(svg: str) -> float:
+    found = re.search(r'<svg width="([\d.]+)pt"', svg)
+    return float(found.group(1)) * 4 / 3 if found else 0.0
 
 
 # ------------------------------------------------------------------------------ source

@@ -2,19 +2,23 @@
 
 One node per gate, labelled from the op table (``OPS[op].symbol``; a constant operand folds into
 the label, as in the lecture's ``+1`` and ``1/x``; tensor ops print their listing over ``x``).
-Inputs are on the left, the output on the right. Given a point ``at=``, each edge carries the
-value flowing forward (green, above) and the gradient flowing back (red, below); a tensor graph's
-edges carry their shapes, and values only when they are small. A fused gate (``graph.notes``) is
-one node naming what it replaced; ``expand=True`` draws that subgraph inside a dashed box instead.
-``backward=True`` draws the adjoint graph itself: forward nodes, then the backward nodes (red),
-each output named.
+Inputs are on the left in the kernel's order, the output on the right (top and bottom when a
+wide graph reads better so). Given a point ``at=``, each edge carries the value flowing forward
+(green, above the wire) and the gradient flowing back (red, below), and each input its value and
+total gradient (the sum over its edges); a tensor graph's edges carry their shapes, and values
+only when they are small. A fused gate (``graph.notes``) is one node naming what it replaced;
+``expand=True`` draws that subgraph inside a dashed box instead. ``backward=True`` draws the
+adjoint graph itself: forward nodes, then the backward nodes (red), each output named.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
 from typing import Any
 
 import numpy as np
@@ -25,12 +29,14 @@ from compiler.ir.graph import CONST, INPUT, SEED, Graph, format_const
 from compiler.ir.registry import OPS
 from compiler.ir.tensor import DIM, TensorGraph, attrs_text
 from compiler.ir.tensor_ops import TENSOR_OPS
-from compiler.viz.render import MAX_NODES, Drawing, attributes, dot_program, escape
+from compiler.viz.render import MAX_LAYOUT, Drawing, attributes, dot_program, escape
 from compiler.viz.values import Annotated, annotate, evaluate
 
 GREEN, RED, GRAY, INK = "#1a7f37", "#cf222e", "#6e7781", "#24292f"
 #: Arrays of at most this many elements show their values on an edge; larger ones their shape.
 MAX_ELEMENTS = 6
+#: Labels (a title, what a fused gate replaced) wrap at about this many characters.
+WRAP = 48
 FOLDED = (CONST, DIM)  # leaves drawn inside the label of the node that reads them
 
 STYLES = {
@@ -43,21 +49,51 @@ STYLES = {
     "output": {"shape": "plaintext", "fontcolor": INK},
 }  # fmt: skip
 HEADER = (
-    'graph [rankdir=LR, fontname="Helvetica", fontsize=13, nodesep=0.4, ranksep=0.45, '
+    'graph [rankdir={rankdir}, fontname="Helvetica", fontsize=13, nodesep=0.12, ranksep=0.3, '
     'bgcolor="white", pad=0.15, labelloc=t, newrank=true];\n'
     'node [fontname="Helvetica", fontsize=12, margin="0.08,0.03", height=0.32];\n'
     f'edge [fontname="Helvetica", fontsize=11, color="{GRAY}", arrowsize=0.6];'
 )
 
 
+@dataclass
+class Wire:
+    """The numbers on one edge, drawn as a node the edge passes through: shape and value
+    (green) on one side of the wire, the gradient (red) on the other, so a label can only be
+    read as its own edge's."""
+
+    ident: str
+    shape: list[str]
+    values: list[str]
+    grads: list[str]
+
+    def node(self, rankdir: str) -> str:
+        """The label node: a table whose thin middle cell (port ``w``) is the wire itself."""
+        top = [*(f'<font color="{GRAY}" point-size="10">{t}</font>' for t in self.shape),
+               *(f'<font color="{GREEN}">{t}</font>' for t in self.values)]  # fmt: skip
+        above = f"<td>{'<br/>'.join(top)}</td>"
+        below = "<td>" + "<br/>".join(f'<font color="{RED}">{t}</font>' for t in self.grads)
+        below += "</td>"
+        if rankdir == "LR":
+            wire = f'<td port="w" height="1" bgcolor="{GRAY}"></td>'
+            rows = f"<tr>{above}</tr><tr>{wire}</tr><tr>{below}</tr>"
+        else:
+            wire = f'<td port="w" width="1" bgcolor="{GRAY}"></td>'
+            rows = f"<tr>{above}{wire}{below}</tr>"
+        table = f'<table border="0" cellborder="0" cellspacing="0" cellpadding="1">{rows}</table>'
+        return f'"{self.ident}" [shape=plaintext, margin=0, width=0, height=0, label=<{table}>];'
+
+
 class Picture:
     """DOT text under construction: nodes (inside clusters where opened), then every edge at the
-    top level (an edge written inside a cluster would pull its ends into it)."""
+    top level (an edge written inside a cluster would pull its ends into it). It is written left
+    to right or top to bottom on demand (``source``)."""
 
     def __init__(self, title: str = ""):
         self.title = title
-        self.body: list[str] = []
-        self.edges: list[str] = []
+        self.body: list[str | Wire] = []
+        self.edges: list[tuple[str, str, Wire | None]] = []
+        self.ranks: list[list[str]] = []
         self.depth = 1
         self.gates = 0
         self.nodes = 0
@@ -65,21 +101,21 @@ class Picture:
     def node(self, ident: str, label: str, kind: str, tooltip: str | None = None) -> str:
         """A node; ``label`` is an HTML-like label's content (text escaped)."""
         self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise DrawError(f"the picture would have more than {MAX_NODES} nodes: too big to lay "
-                            "out; draw a smaller graph")  # fmt: skip
         attrs = {"label": f"<{label}>", **STYLES[kind], "tooltip": tooltip}
         self.body.append("  " * self.depth + f'"{ident}"{attributes(attrs)};')
         return ident
 
-    def edge(self, tail: str, head: str, label: str | None = None) -> None:
-        self.edges.append(f'  "{tail}" -> "{head}"{attributes({"label": label})};')
+    def edge(self, tail: str, head: str, label: Wire | None = None) -> None:
+        """An edge; its label, if any, becomes a node on it, written where the edge's ends are."""
+        if label is not None:
+            label.ident = f"{tail}_{head}_{len(self.edges)}"
+            self.body.append(label)
+        self.edges.append((tail, head, label))
 
     def order(self, idents: Sequence[str]) -> None:
-        """Put these nodes in one rank, in this order (top to bottom)."""
+        """Put these nodes in one rank, in this order (top to bottom, or left to right)."""
         if len(idents) > 1:
-            chain = " -> ".join(f'"{i}"' for i in idents)
-            self.edges.append(f"  {{rank=same; {chain} [style=invis]}}")
+            self.ranks.append(list(idents))
 
     @contextmanager
     def cluster(self, ident: str, label: str, color: str = GRAY, dashed: bool = True):
@@ -95,11 +131,60 @@ class Picture:
             self.depth -= 1
             self.body.append(f"{pad}}}")
 
-    def drawing(self) -> Drawing:
-        title = {"label": f"<<b>{escape(self.title)}</b>>"} if self.title else {}
-        lines = ["digraph symgrad {", HEADER, f"graph{attributes(title)};" if title else ""]
-        text = "\n".join([*lines, *self.body, *self.edges, "}"])
-        return Drawing(text, self.gates, self.title)
+    def source(self, rankdir: str = "LR") -> str:
+        """The DOT text, laid out left to right (``LR``) or top to bottom (``TB``)."""
+        title = {"label": f"<<b>{wrap(self.title)}</b>>"} if self.title else {}
+        lines = ["digraph symgrad {", HEADER.format(rankdir=rankdir)]
+        lines += [f"graph{attributes(title)};"] if title else []
+        lines += [b if isinstance(b, str) else "  " + b.node(rankdir) for b in self.body]
+        ends = (":w:w", ":w:e") if rankdir == "LR" else (":w:n", ":w:s")
+        for tail, head, wire in self.edges:
+            if wire is None:
+                lines.append(f'  "{tail}" -> "{head}";')
+            else:
+                lines.append(f'  "{tail}" -> "{wire.ident}"{ends[0]} [arrowhead=none];')
+                lines.append(f'  "{wire.ident}"{ends[1]} -> "{head}";')
+        for rank in self.ranks:
+            chain = " -> ".join(f'"{i}"' for i in rank)
+            lines.append(f"  {{rank=same; {chain} [style=invis]}}")
+        return "\n".join([*lines, "}"])
+
+    def layout_size(self) -> int:
+        """Nodes ``dot`` would place: every node, plus one per rank each edge crosses."""
+        tails: dict[str, list[str]] = {}
+        for tail, head, wire in self.edges:
+            hops = [tail, head] if wire is None else [tail, wire.ident, head]
+            for a, b in zip(hops, hops[1:]):
+                tails.setdefault(b, []).append(a)
+                tails.setdefault(a, [])
+        rank: dict[str, int] = {}
+        for n in TopologicalSorter(tails).static_order():
+            rank[n] = max((rank[t] + 1 for t in tails[n]), default=0)
+        return len(rank) + sum(rank[b] - rank[a] - 1 for b, ts in tails.items() for a in ts)
+
+    def drawing(self, timeout: float | None = None, top_down: Picture | None = None) -> Drawing:
+        """The picture, or a DrawError when it is too big to lay out in reasonable time;
+        ``top_down`` is the picture to draw when top to bottom reads better (default: this)."""
+        size = self.layout_size()
+        if size > MAX_LAYOUT:
+            raise DrawError(
+                f"the picture is too big to lay out: {self.nodes} nodes and {len(self.edges)} "
+                f"edges would place {size:,} nodes, over the limit of {MAX_LAYOUT:,} "
+                "(compiler.viz.render.MAX_LAYOUT); draw a smaller graph or part of it, or read "
+                "its listing: print(kernel.graph)"
+            )
+        tall = top_down or self
+        return Drawing(self.source("LR"), self.gates, self.title,
+                       top_down=lambda: tall.source("TB"), timeout=timeout)  # fmt: skip
+
+
+def wrap(text: str, width: int = WRAP, most: int = 4) -> str:
+    """``text`` escaped for a label, in at most ``most`` lines of about ``width`` characters
+    (a long title would otherwise set the picture's width)."""
+    lines = textwrap.wrap(
+        str(text), width, max_lines=most, placeholder=" …", break_on_hyphens=False
+    )
+    return "<br/>".join(escape(line) for line in lines or [""])
 
 
 # ------------------------------------------------------------------------------ the entry point
@@ -113,6 +198,7 @@ def draw(
     seed: Any = None,
     digits: int = 2,
     title: str | None = None,
+    timeout: float | None = None,
 ) -> Drawing:
     """Draw a graph, a kernel (its graph), a fusion report (the fused graph), or text / SymPy /
     a callable (traced, unfused) with Graphviz.
@@ -120,8 +206,10 @@ def draw(
     ``at`` (input values) puts on each edge its value (green) and its gradient (red), the
     gradient of the output seeded with ``seed`` (default 1) with respect to ``wrt`` (default: a
     kernel's ``wrt``, else every input). ``expand`` draws each fused gate's subgraph, ``backward``
-    the adjoint graph; ``digits`` is the number of decimals shown. Returns a ``Drawing``
-    (``.save("g.svg")``, ``.svg()``, shown by Jupyter); a DrawError without Graphviz's ``dot``.
+    the adjoint graph; ``digits`` is the number of decimals shown. ``timeout`` bounds ``dot``'s
+    layout in seconds (default ``SYMGRAD_DRAW_TIMEOUT`` or 30). Returns a ``Drawing``
+    (``.save("g.svg")``, ``.svg()``, shown by Jupyter); a DrawError without Graphviz's ``dot``,
+    for a graph too big to lay out, or when ``dot`` runs out of time.
     """
     dot_program()
     graph, kernel_wrt, adj, name = source_of(what)
@@ -132,7 +220,7 @@ def draw(
         pic, graph, at, backward or adj is graph, expand=expand,
         wrt=kernel_wrt if wrt is None else wrt, seed=seed, digits=digits, adj=adj,
     )  # fmt: skip
-    return pic.drawing()
+    return pic.drawing(timeout)
 
 
 def source_of(what: Any) -> tuple[Graph, tuple[str, ...] | None, Any, str]:
@@ -206,12 +294,15 @@ class _Writer:
         live = g.reachable(g.outputs[:1])
         ids: dict[int, str] = {}
         expanded: set[int] = set()
+        inputs = []
         for i, node in enumerate(g.nodes):
             ident = f"{prefix}n{i}"
-            if node.op == INPUT:
-                ids[i] = sources.get(node.value) or self.pic.node(
-                    ident, escape(node.value), "input", node.value
-                )
+            if node.op == INPUT and node.value in sources:
+                ids[i] = sources[node.value]
+            elif node.op == INPUT:
+                label = input_label(node.value, numbers, i, self.digits)
+                ids[i] = self.pic.node(ident, label, "input", node.value)
+                inputs.append(ids[i])
             elif node.op in FOLDED or not live[i]:
                 continue
             elif self.expand and i in g.notes and (body := gate_body(g, i)) is not None:
@@ -231,6 +322,7 @@ class _Writer:
                 value = numbers.values[a] if numbers else None
                 grad = numbers.edge_grads.get((i, k)) if numbers else None
                 self.pic.edge(ids[a], ids[i], self.edge_label(_shape(g, a), value, grad))
+        self.pic.order(inputs)  # the kernel's input order, the same in every picture
         return ids[g.outputs[0]]
 
     def gate(self, g: Graph, i: int, body: Graph, numbers, ident: str, ids: dict) -> str:
@@ -243,24 +335,23 @@ class _Writer:
             inner = (Annotated(body, evaluate(body, at)) if upstream is None
                      else annotate(body, at, ["x"], upstream))  # fmt: skip
         name = g.nodes[i].op
-        label = f"<<b>{escape(name)}</b> (fused) = {escape(g.notes[i].format(a='x'))}>"
+        label = f"<<b>{escape(name)}</b> (fused) = {wrap(g.notes[i].format(a='x'))}>"
         with self.pic.cluster(ident, label, STYLES["gate"]["color"]):
             drawn = inner.graph if inner is not None else body
             return self.graph(drawn, inner, f"{ident}_", {"x": ids[operand]})
 
-    def edge_label(self, shape, value, grad) -> str | None:
-        rows = []
-        if shape:
-            rows.append(f'<font color="{GRAY}" point-size="10">{escape(sh.text(shape))}</font>')
-        for number, color in ((value, GREEN), (grad, RED)):
-            if number is None:
-                continue
-            lines = format_value(number, self.digits)
-            if lines is None and not shape:  # a scalar graph on arrays: say how many
-                rows.append(f'<font color="{GRAY}">{escape(str(np.shape(number)))}</font>')
-            for line in lines or ():
-                rows.append(f'<font color="{color}">{escape(line)}</font>')
-        return f"<{'<br/>'.join(rows)}>" if rows else None
+    def edge_label(self, shape, value, grad) -> Wire | None:
+        """What an edge carries: its shape (tensors), value (green) and gradient (red)."""
+        shapes = [escape(sh.text(shape))] if shape else []
+        sides = []
+        for number in (value, grad):
+            lines = None if number is None else format_value(number, self.digits)
+            if number is not None and lines is None and not shape:  # a scalar graph on arrays
+                shapes = [escape(str(np.shape(number)))]
+            sides.append([escape(line) for line in lines or ()])
+        if not (shapes or sides[0] or sides[1]):
+            return None
+        return Wire("", shapes, *sides)
 
 
 def _shape(g: Graph, i: int):
@@ -272,15 +363,17 @@ def _draw_adjoint(pic: Picture, adj, values: list | None, digits: int, prefix: s
     live = adj.reachable(adj.outputs)
     writer = _Writer(pic, digits, False)
     ids: dict[int, str] = {}
+    inputs = []
     for i, node in enumerate(adj.nodes):
         ident = f"{prefix}n{i}"
         if not live[i] or node.op in FOLDED:
             continue
         if node.op in (INPUT, SEED):
             ids[i] = pic.node(ident, "seed" if node.op == SEED else escape(node.value), "input")
+            inputs.append(ids[i])
             continue
         kind = "gate" if i in adj.notes else ("op" if i < adj.n_forward else "backward")
-        name = f'<br/><font point-size="9" color="{GRAY}">{escape(adj.names[i])}</font>'
+        name = f'<br/><font point-size="10" color="{GRAY}">{escape(adj.names[i])}</font>'
         ids[i] = pic.node(ident, node_label(adj, i) + name, kind, adj.line(i))
         pic.gates += 1
     for i in ids:
@@ -296,10 +389,28 @@ def _draw_adjoint(pic: Picture, adj, values: list | None, digits: int, prefix: s
         markers.append(pic.node(f"{prefix}out{k}", escape(name), "output"))
         value = values[o] if values else None
         pic.edge(ids[o], markers[-1], writer.edge_label(_shape(adj, o), value, None))
+    pic.order(inputs)
     pic.order(markers[1:])
 
 
 # ------------------------------------------------------------------------------ labels
+def input_label(name: str, numbers: Annotated | None, i: int, digits: int) -> str:
+    """An input's label: its name, its value when a number, and the total gradient reaching it
+    (the sum of what its edges carry back, where it fans out): ``x = -2.00``, ``∂f/∂x = -4.00``."""
+    label = escape(name)
+    if numbers is None:
+        return label
+    value = format_value(numbers.values[i], digits)
+    if value is not None and len(value) == 1 and np.ndim(numbers.values[i]) == 0:
+        label += f' = <font color="{GREEN}">{escape(value[0])}</font>'
+    grad = numbers.grads.get(i)
+    lines = None if grad is None else format_value(grad, digits)
+    if lines:  # the name and the number on lines of their own: many inputs stay narrow
+        rows = [f"∂f/∂{name} =", *lines]
+        label += "".join(f'<br/><font color="{RED}">{escape(r)}</font>' for r in rows)
+    return label
+
+
 def leaf_text(g: Graph, i: int) -> str:
     """A folded leaf as its label shows it: a constant's literal, a dimension's name."""
     node = g.nodes[i]
@@ -316,7 +427,7 @@ def node_label(g: Graph, i: int) -> str:
     node = g.nodes[i]
     folded = {k: leaf_text(g, a) for k, a in enumerate(node.args) if g.nodes[a].op in FOLDED}
     if i in g.notes:
-        replaced = escape(g.notes[i].format(a="x"))
+        replaced = wrap(g.notes[i].format(a="x"), WRAP // 2)
         return f'<b>{escape(node.op)}</b><br/><font point-size="10">{replaced}</font>'
     if node.op in OPS:
         text = _elementwise_label(node.op, folded)

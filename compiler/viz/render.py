@@ -2,14 +2,22 @@
 
 Graphviz's ``dot`` program is a real dependency of drawing (Debian's package ``graphviz``); it is
 run as a subprocess, so no Python binding is needed. Without it, drawing raises ``DrawError``
-saying how to install it.
+saying how to install it. ``dot`` runs in a process group of its own under a time limit: on
+timeout or Ctrl-C the whole group is killed, so no layout is left running.
+
+A picture is laid out left to right, as the lecture draws it; when that is too wide to read at
+a notebook's width (``WIDTH`` px) and top to bottom reads better, it is drawn top to bottom.
 """
 
 from __future__ import annotations
 
 import html
+import os
+import re
 import shutil
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from compiler.errors import DrawError
@@ -19,8 +27,14 @@ INSTALL = (
     "(macOS) or `conda install graphviz`, so that `dot` is on PATH"
 )
 FORMATS = ("svg", "png", "pdf", "dot")
-#: A picture of more nodes than this is refused: dot's layout time grows quickly with size.
-MAX_NODES = 1500
+#: Seconds ``dot`` may spend on one picture; ``SYMGRAD_DRAW_TIMEOUT`` (seconds) overrides it.
+DOT_TIMEOUT = 30.0
+#: A picture whose layout would place more than this many nodes (its nodes plus one per rank
+#: each edge crosses, as ``dot`` does) is refused: layout time grows steeply beyond it (3,000
+#: took 4 s, 4,200 took 8 s, a 100-term sum's 10,700 over 100 s); such a picture is unreadable.
+MAX_LAYOUT = 3000
+#: The width (CSS px) a notebook shows a picture at, and the smallest text (px) read there.
+WIDTH, MIN_FONT_PX = 900, 8.0
 
 
 def dot_program() -> str:
@@ -29,6 +43,57 @@ def dot_program() -> str:
     if path is None:
         raise DrawError(f"drawing needs Graphviz's `dot` program, which is not on PATH: {INSTALL}")
     return path
+
+
+def dot_timeout() -> float:
+    """The time limit for one run of ``dot``: ``SYMGRAD_DRAW_TIMEOUT`` or ``DOT_TIMEOUT``."""
+    text = os.environ.get("SYMGRAD_DRAW_TIMEOUT")
+    if not text:
+        return DOT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise DrawError(f"SYMGRAD_DRAW_TIMEOUT={text!r} is not a positive number of seconds")
+    return seconds
+
+
+def run_dot(args: list[str], source: str, timeout: float | None = None) -> bytes:
+    """``dot args`` on ``source``: its output, or a DrawError. It runs in a session of its own,
+    killed as a group at the time limit or on KeyboardInterrupt (then re-raised)."""
+    limit = dot_timeout() if timeout is None else timeout
+    proc = subprocess.Popen(
+        [dot_program(), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(source.encode(), timeout=limit)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise DrawError(
+            f"Graphviz's dot did not lay out the picture within {limit:g} s and was stopped: draw "
+            "a smaller graph (fewer terms, no backward=True), or allow more time with "
+            "draw(..., timeout=seconds) or SYMGRAD_DRAW_TIMEOUT=seconds"
+        ) from None
+    except BaseException:  # KeyboardInterrupt, or a failed write: leave nothing running
+        _kill(proc)
+        raise
+    if proc.returncode != 0:
+        raise DrawError(f"dot failed: {err.decode(errors='replace').strip()}")
+    return out
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s process group (dot and anything it started) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()
 
 
 def quote(text: str) -> str:
@@ -52,38 +117,75 @@ def attributes(attrs: dict) -> str:
     return f" [{', '.join(parts)}]" if parts else ""
 
 
+_SIZE = re.compile(r'<svg width="[\d.]+pt" height="[\d.]+pt"\s+viewBox="[\d.-]+ [\d.-]+ ([\d.]+) ')
+_FONT = re.compile(r'font-size="([\d.]+)"')
+
+
+def legible_px(svg: str, width: int = WIDTH) -> float:
+    """The smallest text of ``svg`` in CSS px when it is shown at most ``width`` px wide (a
+    browser shows 1 pt as 4/3 px and shrinks a wider picture to fit)."""
+    found = _SIZE.search(svg)
+    fonts = [float(f) for f in _FONT.findall(svg)]
+    if not found or not fonts:
+        return float("inf")
+    view = float(found.group(1)) or 1.0
+    return min(fonts) * min(4 / 3, width / view)
+
+
 class Drawing:
     """A picture of a graph: its DOT ``source``, rendered by ``dot`` on demand.
 
     In Jupyter it shows itself (``_repr_svg_``); elsewhere ``save("g.svg")`` (or .png, .pdf,
-    .dot) writes it. ``gates`` counts the op nodes drawn (a fused gate is one).
+    .dot) writes it. ``gates`` counts the op nodes drawn (a fused gate is one). ``source`` is
+    laid out left to right; ``rankdir`` says how it was drawn ("TB" when that read better).
     """
 
-    def __init__(self, source: str, gates: int, title: str = ""):
+    def __init__(
+        self,
+        source: str,
+        gates: int,
+        title: str = "",
+        *,
+        top_down: Callable[[], str] | None = None,
+        timeout: float | None = None,
+    ):
         self.source = source
         self.gates = gates
         self.title = title
+        self.timeout = timeout
+        self.rankdir = "LR"
+        self._top_down = top_down
         self._svg: str | None = None
 
     def __repr__(self) -> str:
         return f"<Drawing {self.title!r} gates={self.gates}>"
 
+    @property
+    def drawn_source(self) -> str:
+        """The DOT text as drawn: ``source``, or its top-to-bottom form."""
+        self.svg()
+        return self._top_down() if self.rankdir == "TB" else self.source
+
     def pipe(self, fmt: str = "svg", dpi: int | None = None) -> bytes:
         """The picture in ``fmt`` (svg, png, pdf) as bytes, from ``dot``."""
         if fmt not in FORMATS:
             raise DrawError(f"unknown picture format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if fmt == "svg":
+            return self.svg().encode()
         if fmt == "dot":
-            return self.source.encode()
-        command = [dot_program(), f"-T{fmt}"] + ([f"-Gdpi={dpi}"] if dpi else [])
-        done = subprocess.run(command, input=self.source.encode(), capture_output=True)
-        if done.returncode != 0:
-            raise DrawError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
-        return done.stdout
+            return self.drawn_source.encode()
+        args = [f"-T{fmt}"] + ([f"-Gdpi={dpi}"] if dpi else [])
+        return run_dot(args, self.drawn_source, self.timeout)
 
     def svg(self) -> str:
-        """The SVG text (cached)."""
+        """The SVG text (cached): left to right, or top to bottom when that is more legible."""
         if self._svg is None:
-            self._svg = self.pipe("svg").decode()
+            svg = run_dot(["-Tsvg"], self.source, self.timeout).decode()
+            if self._top_down is not None and legible_px(svg) < MIN_FONT_PX:
+                tall = run_dot(["-Tsvg"], self._top_down(), self.timeout).decode()
+                if legible_px(tall) > legible_px(svg):
+                    svg, self.rankdir = tall, "TB"
+            self._svg = svg
         return self._svg
 
     def inline_svg(self) -> str:
@@ -99,8 +201,11 @@ class Drawing:
             raise DrawError(
                 f"cannot tell the format of {str(path)!r}: use .svg, .png, .pdf or .dot"
             )
-        data = self.svg().encode() if fmt == "svg" else self.pipe(fmt, dpi or 110)
-        path.write_bytes(data)
+        data = self.pipe(fmt, dpi or 110)
+        try:
+            path.write_bytes(data)
+        except OSError as e:
+            raise DrawError(f"cannot write the picture to {str(path)!r}: {e.strerror or e}") from e
         return path
 
     def _repr_svg_(self) -> str:

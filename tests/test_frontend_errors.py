@@ -76,6 +76,10 @@ HEAVY = {
     "product_megabyte": "'x*' * 500000 + 'x'",
     "flat_sum_of_names": "'+'.join(f'x{i}' for i in range(100000))",
     "unary_minus_100000": "'-' * 100000 + 'x'",
+    "chain_20000": "'x+' * 20000 + 'x'",
+    "product_20000": "'x*' * 20000 + 'x'",
+    "flat_sum_of_20000_names": "'+'.join(f'x{i}' for i in range(20000))",
+    "unary_minus_20000": "'-' * 20000 + 'x'",
     "power_tower": "'9**9**9**9'",
     "long_name_megabyte": "'x' * 1000000",
     "long_float_megabyte": "'1.' + '0' * 1000000",
@@ -141,13 +145,39 @@ def test_ten_thousand_nested_parentheses(heavy, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["chain_megabyte", "product_megabyte", "flat_sum_of_names", "unary_minus_100000"]
+    "name, column",
+    [
+        ("chain_megabyte", 100_000),  # 'x+x+...': the 100,001st token starts at character 100,000
+        ("product_megabyte", 100_000),
+        ("flat_sum_of_names", sum(len(f"x{i}+") for i in range(50_000))),
+        ("unary_minus_100000", 100_000),
+    ],
 )
-def test_megabyte_chains_are_refused_quickly_and_clearly(heavy, name):
+def test_megabyte_chains_are_refused_quickly_by_their_size(heavy, name, column):
+    # Python's AST would take ~500 bytes a token: too many tokens is refused before parsing, at
+    # the first token over the limit (token 100,000 counting from 0; in flat_sum_of_names, tokens
+    # alternate name and '+', so that is the name x50000).
+    r = heavy[name]
+    refused(r)
+    assert "100,000 tokens" in r["msg"]
+    assert r["column"] == column, r
+
+
+@pytest.mark.parametrize(
+    "name, token",
+    [
+        ("chain_20000", "+"),
+        ("product_20000", "*"),
+        ("flat_sum_of_20000_names", "+"),
+        ("unary_minus_20000", "-"),
+    ],
+)
+def test_deep_chains_are_refused_quickly_and_clearly(heavy, name, token):
     r = heavy[name]
     refused(r)
     assert "nested too deeply" in r["msg"]
     assert "a+b+c" in r["msg"]  # says why a flat-looking chain is deep
+    assert r["token"] == token and r["column"] is not None  # where: at one of the chain's operators
 
 
 def test_power_tower_is_inf(heavy):

@@ -14,6 +14,7 @@ import itertools
 import math
 import re
 import unicodedata
+import warnings
 
 from compiler.errors import ParseError, ShapeError, did_you_mean
 from compiler.ir.graph import Graph
@@ -48,7 +49,7 @@ _OPERATOR_HINTS = {ast.BitXor: " (use ** for powers, as in x**2)"}
 MAX_LENGTH = 10_000_000
 MAX_TOKENS = 100_000  # about 50 MB of Python AST at most
 _COUNTED = re.compile(r"\w+|\S")  # what counts as a token for MAX_TOKENS (over-counts numbers)
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNREADABLE = re.compile("[\0\ud800-\udfff]")  # null bytes and lone surrogates
 _IDENTIFIER = re.compile(r"(?<![\w.])[^\W\d]\w*")
 _LONG_INT = re.compile(r"\d{4301,}")  # Python refuses longer int literals (max_str_digits)
 _TOKEN = re.compile(r"\w+|\*\*|//|\S|.")  # one token of text, roughly
@@ -82,9 +83,10 @@ def _check_size(text: str) -> None:
         )  # fmt: skip
     if not text.strip():
         raise ParseError("empty expression", column=0)
-    surrogate = _SURROGATE.search(text)
-    if surrogate:
-        raise _error_at(text, surrogate.start(), "lone surrogate (not a character)", surrogate[0])
+    unreadable = _UNREADABLE.search(text)
+    if unreadable:
+        what = "null byte in the expression" if unreadable[0] == "\0" else "lone surrogate"
+        raise _error_at(text, unreadable.start(), what, unreadable[0])
     over = next(itertools.islice(_COUNTED.finditer(text), MAX_TOKENS, None), None)
     if over:
         raise _error_at(
@@ -175,11 +177,10 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # how Python's tokenizer splits lines
 
 
 def _parse_ast(source: _Source) -> ast.Expression:
-    null = source.original.find("\0")
-    if null >= 0:
-        raise _error_at(source.original, null, "null byte in the expression", "\0")
     try:
-        return ast.parse(source.text, mode="eval")
+        with warnings.catch_warnings():  # SyntaxWarnings are about Python code, not this text
+            warnings.simplefilter("ignore")
+            return ast.parse(source.text, mode="eval")
     except SyntaxError as e:
         line, col = _syntax_error_position(source, e)
         token = _TOKEN.match(source.lines[line - 1], col)
@@ -188,8 +189,10 @@ def _parse_ast(source: _Source) -> ast.Expression:
             raise source.error(f"unexpected end of {end}", line, col, None) from None
         message = "invalid syntax" if e.msg == "invalid syntax" else f"invalid syntax ({e.msg})"
         raise source.error(message, line, col, token.group()[:40]) from None
-    except (RecursionError, MemoryError):
-        index = _deepest(source.original)
+    except (RecursionError, MemoryError) as e:
+        index, depth = _deepest(source.original)
+        if isinstance(e, MemoryError) and depth < _SHALLOW:
+            raise  # not the parser's stack overflowing (Python 3.11 says MemoryError) but memory
         raise _error_at(
             source.original, index, "expression is nested too deeply for Python's parser: a few "
             "thousand levels at most, where each operator of a chain such as a+b+c+... counts as "
@@ -203,9 +206,13 @@ def _parse_ast(source: _Source) -> ast.Expression:
 _NESTING = re.compile(r"[(\[{]|[)\]}]|,|\*\*|//|[-+*/@%^&|<>=~!]|\w+|\S")
 
 
-def _deepest(text: str) -> int:
+_SHALLOW = 200  # fewer levels than this cannot overflow Python's parser
+
+
+def _deepest(text: str) -> tuple[int, int]:
     """Where ``text`` nests deepest, roughly as Python's parser counts: each open bracket and
-    each operator of a chain within one bracket (or argument) is a level. O(tokens)."""
+    each operator of a chain within one bracket (or argument) is a level: (index, levels).
+    O(tokens)."""
     groups = [0]  # operators so far in each open bracket's current argument
     depth = deepest = where = 0
     for match in _NESTING.finditer(text):
@@ -223,7 +230,7 @@ def _deepest(text: str) -> int:
             depth += 1
         if depth > deepest:
             deepest, where = depth, match.start()
-    return where
+    return where, deepest
 
 
 def _syntax_error_position(source: _Source, e: SyntaxError) -> tuple[int, int]:

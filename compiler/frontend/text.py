@@ -104,6 +104,8 @@ def _check_spellings(text: str) -> None:
     seen: dict[str, tuple[str, int]] = {}
     for match in _IDENTIFIER.finditer(text):
         raw = match[0]
+        if not raw.isidentifier():
+            continue  # 'x²': Python refuses the character itself, with its column
         name = unicodedata.normalize("NFKC", raw)
         first, where = seen.setdefault(name, (raw, match.start()))
         if first != raw:

@@ -147,7 +147,7 @@ class Var:
     __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _no_bitwise
 
     def __getattr__(self, name: str):
-        if name.startswith("__"):  # NumPy, copy and pickle probe these: the usual answer
+        if name.startswith("_"):  # NumPy, SymPy, IPython, copy and pickle probe these
             raise AttributeError(name)
         raise ParseError(
             f"a traced value has no attribute '{name}': it supports arithmetic, compiler.ops "

@@ -5,6 +5,10 @@ in the op registry (``exp(x)``, ``maximum(a, b)``, ...). On a ``TensorGraph`` (i
 shapes) also NumPy's ``a @ b``, ``x.T`` and the tensor functions ``sum``, ``mean``, ``max``, ``min``
 (with ``axis=`` and ``keepdims=``), ``transpose``, ``dot`` and ``matmul``. Anything else raises
 ``ParseError`` naming the token and its column. The walk is iterative, so depth is limited only by Python's own parser.
+
+Before parsing, the text is screened in O(n) time and memory: at most ``MAX_LENGTH`` characters
+and ``MAX_TOKENS`` tokens (Python's AST costs about 500 bytes a token), no null bytes or lone
+surrogates, and no name spelt two ways that NFKC normalisation (which Python applies) would merge.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ _OPERATOR_TEXT = {
 }
 _OPERATOR_HINTS = {ast.BitXor: " (use ** for powers, as in x**2)"}
 MAX_LENGTH = 10_000_000
-MAX_TOKENS = 100_000  # about 50 MB of Python AST at most
+MAX_TOKENS = 100_000  # at most about 60 MB of Python AST
 _COUNTED = re.compile(r"\w+|\S")  # what counts as a token for MAX_TOKENS (over-counts numbers)
 _UNREADABLE = re.compile("[\0\ud800-\udfff]")  # null bytes and lone surrogates
 _IDENTIFIER = re.compile(r"(?<![\w.])[^\W\d]\w*")
@@ -65,7 +69,7 @@ def parse(text: str, graph: Graph | None = None) -> Graph:
     """
     if not isinstance(text, str):
         raise ParseError(f"expected a string, got {type(text).__name__}")
-    _check_size(text)
+    _screen(text)
     source = _Source(text)
     tree = _parse_ast(source)
     graph = graph if graph is not None else Graph()
@@ -73,7 +77,7 @@ def parse(text: str, graph: Graph | None = None) -> Graph:
     return graph
 
 
-def _check_size(text: str) -> None:
+def _screen(text: str) -> None:
     """Refuse, in O(n) time and memory, what Python's parser would choke on or take gigabytes
     for (its AST costs about 500 bytes per token): every error names its column."""
     if len(text) > MAX_LENGTH:
@@ -206,8 +210,6 @@ def _parse_ast(source: _Source) -> ast.Expression:
 
 
 _NESTING = re.compile(r"[(\[{]|[)\]}]|,|\*\*|//|[-+*/@%^&|<>=~!]|\w+|\S")
-
-
 _SHALLOW = 200  # fewer levels than this cannot overflow Python's parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from compiler.errors import InputError, ParseError
+from compiler.errors import InputError, ParseError, did_you_mean
 from compiler.ir.graph import Graph, copy_nodes, prune
 
 if TYPE_CHECKING:
@@ -73,12 +73,24 @@ def _trace_tensor(source: Source, inputs: Sequence[str] | None, shapes: Mapping[
     extra = [n for n in graph.inputs if n not in names]
     if extra:
         raise InputError(f"the expression uses {extra}, which inputs={names} does not declare")
+    _check_shape_keys(declared, names)
     out = TensorGraph(declared)  # declared inputs first, in order; only what the output needs
     for name in names:
         out.input(name)
     mapping = copy_nodes(graph, out, {}, keep=graph.reachable(graph.outputs))
     out.outputs = [mapping[o] for o in graph.outputs]
     return out
+
+
+def _check_shape_keys(declared: Mapping[str, Any], names: list[str]) -> None:
+    """A ``shapes`` key that names no input is a typo (``"X"`` for ``x``), not something to
+    ignore: the input it meant would silently stay a scalar."""
+    for key in declared:
+        if key not in names:
+            raise InputError(
+                f"shapes names '{key}', which is not an input of the expression (its inputs "
+                f"are {names}){did_you_mean(key, names)}"
+            )
 
 
 def compile_gradient(

@@ -1,5 +1,10 @@
 """Exception families raised by the compiler: one type per family, each naming the culprit."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class SymgradError(Exception):
     """Base class of every error symgrad raises on purpose."""
@@ -39,3 +44,12 @@ class ShapeError(InputError):
 
 class DrawError(SymgradError, RuntimeError):
     """A graph cannot be drawn: Graphviz's ``dot`` is missing or failed, or the graph is too big."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``": did you mean exp?"`` for the closest of ``choices`` (case first), or ``""``: a typo's
+    error should name the fix."""
+    choices = sorted(set(choices))
+    same_case = [c for c in choices if c.lower() == name.lower()]
+    close = same_case or difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f": did you mean {close[0]}?" if close else ""

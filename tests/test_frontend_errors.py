@@ -76,6 +76,10 @@ HEAVY = {
     "product_megabyte": "'x*' * 500000 + 'x'",
     "flat_sum_of_names": "'+'.join(f'x{i}' for i in range(100000))",
     "unary_minus_100000": "'-' * 100000 + 'x'",
+    "chain_20000": "'x+' * 20000 + 'x'",
+    "product_20000": "'x*' * 20000 + 'x'",
+    "flat_sum_of_20000_names": "'+'.join(f'x{i}' for i in range(20000))",
+    "unary_minus_20000": "'-' * 20000 + 'x'",
     "power_tower": "'9**9**9**9'",
     "long_name_megabyte": "'x' * 1000000",
     "long_float_megabyte": "'1.' + '0' * 1000000",
@@ -141,13 +145,39 @@ def test_ten_thousand_nested_parentheses(heavy, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["chain_megabyte", "product_megabyte", "flat_sum_of_names", "unary_minus_100000"]
+    "name, column",
+    [
+        ("chain_megabyte", 100_000),  # 'x+x+...': the 100,001st token starts at character 100,000
+        ("product_megabyte", 100_000),
+        ("flat_sum_of_names", sum(len(f"x{i}+") for i in range(50_000))),
+        ("unary_minus_100000", 100_000),
+    ],
 )
-def test_megabyte_chains_are_refused_quickly_and_clearly(heavy, name):
+def test_megabyte_chains_are_refused_quickly_by_their_size(heavy, name, column):
+    # Python's AST would take ~500 bytes a token: too many tokens is refused before parsing, at
+    # the first token over the limit (token 100,000 counting from 0; in flat_sum_of_names, tokens
+    # alternate name and '+', so that is the name x50000).
+    r = heavy[name]
+    refused(r)
+    assert "100,000 tokens" in r["msg"]
+    assert r["column"] == column, r
+
+
+@pytest.mark.parametrize(
+    "name, token",
+    [
+        ("chain_20000", "+"),
+        ("product_20000", "*"),
+        ("flat_sum_of_20000_names", "+"),
+        ("unary_minus_20000", "-"),
+    ],
+)
+def test_deep_chains_are_refused_quickly_and_clearly(heavy, name, token):
     r = heavy[name]
     refused(r)
     assert "nested too deeply" in r["msg"]
     assert "a+b+c" in r["msg"]  # says why a flat-looking chain is deep
+    assert r["token"] == token and r["column"] is not None  # where: at one of the chain's operators
 
 
 def test_power_tower_is_inf(heavy):
@@ -301,7 +331,33 @@ def test_unclosed_parenthesis_is_named(text, column):
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t "])
 def test_empty_text(text):
-    assert "empty" in str(parse_error(text))
+    e = parse_error(text)
+    assert "empty" in str(e)
+    assert e.column == 0 and "column 0" in str(e)  # every ParseError from text has a column
+
+
+@pytest.mark.parametrize(
+    "text, column, token",
+    [
+        ("x + \ud800", 4, "\ud800"),
+        ("\udfff", 0, "\udfff"),
+        ("exp(x) * \udc80y", 9, "\udc80"),
+        ("x +\n  \ud800", 2, "\ud800"),  # line 2
+    ],
+)
+def test_lone_surrogates_are_named_with_their_column(text, column, token):
+    e = check_error(text, column, token)
+    assert "surrogate" in str(e)
+    str(e).encode()  # the message is printable text: the surrogate is shown escaped
+
+
+def test_too_many_tokens_names_where_the_limit_is_reached():
+    from compiler.frontend.text import MAX_TOKENS
+
+    text = "(" + "x," * MAX_TOKENS + ")"  # token MAX_TOKENS (from 0) is the 50,000th comma
+    e = parse_error(text)
+    assert f"{MAX_TOKENS:,} tokens" in str(e)
+    assert (e.column, e.token) == (MAX_TOKENS, ",")
 
 
 @pytest.mark.parametrize(
@@ -364,6 +420,26 @@ def test_unicode_names_compile_and_run():
 def test_pi_is_the_constant():
     k = compiler.compile_gradient("pi * x")
     assert k(x=2.0) == pytest.approx(2 * math.pi, rel=1e-15)
+
+
+@pytest.mark.parametrize(
+    "text, column, token, first",
+    [
+        ("\U0001d431 + x", 4, "x", "\U0001d431"),  # MATHEMATICAL BOLD SMALL X, then x
+        ("x * \uff58", 4, "\uff58", "x"),  # FULLWIDTH LATIN SMALL LETTER X
+        ("\ufb01 + fi", 4, "fi", "\ufb01"),  # the ligature fi
+        ("exp(IX) + \u2168", 10, "\u2168", "IX"),  # ROMAN NUMERAL NINE
+        ("y +\n  \U0001d431 * x", 6, "x", "\U0001d431"),  # line 2
+    ],
+)
+def test_names_python_would_merge_by_nfkc_are_refused(text, column, token, first):
+    # Python reads identifiers NFKC-normalised: '\U0001d431 + x' would silently be 2*x.
+    e = check_error(text, column, token)
+    assert f"'{first}'" in str(e) and "NFKC" in str(e)
+
+
+def test_one_spelling_of_a_normalised_name_is_fine():
+    assert compiler.trace("\U0001d431 * 2 + \U0001d431").inputs == ("x",)
 
 
 # ------------------------------------------------------------------ runtime input errors
@@ -508,6 +584,59 @@ def test_other_bad_callables():
         compiler.compile_gradient(42)
 
 
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (lambda x: int(x) * x, "no floor or round op"),
+        (lambda x: round(x), "no floor or round op"),
+        (lambda x: math.floor(x), "no floor or round op"),
+        (lambda x: np.floor(x), "no floor or round op"),
+        (lambda x: x // 2, "no floor or round op"),
+        (lambda x: 3 // x, "no floor or round op"),
+        (lambda x: x % 2, "no floor or round op"),
+        (lambda x: x[0], "not a sequence"),
+        (lambda x: len(x) * x, "not a sequence"),
+        (lambda x: sum(v for v in x), "not a sequence"),
+        (lambda x: bool(x) * x, "heaviside"),
+        (lambda x: x if x else -x, "heaviside"),
+        (lambda x: x ^ 2, "use ** for powers"),
+        (lambda x: x & 1, "bitwise"),
+        (lambda x: x.exp(), "no attribute 'exp'"),
+    ],
+    ids=[
+        "int", "round", "math.floor", "np.floor", "floordiv", "rfloordiv", "mod", "index", "len",
+        "iterate", "bool", "if", "xor", "and", "attribute",
+    ],
+)  # fmt: skip
+def test_untraceable_python_says_what_to_use(fn, words):
+    # Each was a bare TypeError or AttributeError from deep inside Python.
+    with pytest.raises(compiler.ParseError) as info:
+        compiler.trace(fn)
+    assert words in str(info.value)
+
+
+def test_protocol_probes_on_traced_values_still_answer_no():
+    # NumPy, SymPy, IPython and copy ask with getattr(..., default) or hasattr: only the names
+    # people write (x.exp()) get the explanation; the probes keep their plain "no".
+    seen = []
+
+    def f(x):
+        seen.extend(hasattr(x, p) for p in ("_sympy_", "_repr_html_", "__array_interface__"))
+        return x * 2
+
+    compiler.trace(f)
+    assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("ufunc, fix", [(np.exp, "lambda x: np.exp(x)"), (np.hypot, "x, y")])
+def test_a_numpy_ufunc_as_the_callable_says_to_wrap_it(ufunc, fix):
+    with pytest.raises(compiler.ParseError) as info:
+        compiler.compile_gradient(ufunc)
+    assert fix in str(info.value)
+    k = compiler.compile_gradient(lambda x: np.exp(x), mode="instant")  # the advice works
+    assert k(x=1.0) == pytest.approx(math.e, rel=1e-15)
+
+
 def test_numpy_ufuncs_on_tracers_work():
     def f(x, y):
         return np.exp(x) * np.sin(y) + np.maximum(x, 0.25) / np.sqrt(y) - np.tanh(-x)
@@ -565,6 +694,31 @@ def test_sympy_infinity_is_a_real_number():
     k = compiler.compile_gradient(sp.oo * X)
     values = k(x=np.array([2.0, -1.0, 0.0]))
     assert values[0] == math.inf and values[1] == -math.inf and math.isnan(values[2])
+
+
+@pytest.mark.parametrize(
+    "expr, text",
+    [
+        (sp.Integer(10) ** 400 * X, "10**400 * x"),
+        (-(sp.Integer(10) ** 400) * X, "-10**400 * x"),
+        (sp.Integer(10) ** 400 + X, "10**400 + x"),
+        (X / sp.Integer(10) ** 400, "x / 10**400"),
+    ],
+    ids=["times", "negated", "plus", "divided"],
+)
+def test_sympy_numbers_beyond_float64_behave_like_text(expr, text):
+    # Was a raw OverflowError; float64 has inf (and 0 for 1/10**400), as the text gives.
+    at = np.array([2.0, -3.0])
+    with np.errstate(all="ignore"):
+        expected = {  # float64 by hand: 10**400 is inf
+            "10**400 * x": at * np.inf,
+            "-10**400 * x": at * -np.inf,
+            "10**400 + x": at + np.inf,
+            "x / 10**400": at / np.inf,
+        }[text]
+    for source in (expr, text):
+        k = compiler.compile_gradient(source, mode="instant")
+        np.testing.assert_array_equal(k(x=at), expected)
 
 
 def test_ops_accept_sympy_functions_made_at_run_time():

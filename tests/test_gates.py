@@ -337,3 +337,54 @@ def test_user_gate_runs_in_a_fresh_process_from_the_cache(clean_gates, tmp_path)
     assert runs[0].stdout == runs[1].stdout
     assert value == pytest.approx(2 * math.exp(-0.25), rel=1e-15)
     assert grads["x"] == pytest.approx(-2 * math.exp(-0.25), rel=1e-15)
+
+
+NESTED_EXP_CHILD = """
+import json, sys
+import compiler
+levels = int(sys.argv[1])
+definition = "exp(" * levels + "x" + ")" * levels
+try:
+    compiler.register_gate("tower", definition)
+except compiler.GateError as e:
+    print(json.dumps({"kind": "GateError", "message": str(e)}))
+else:
+    k = compiler.compile_gradient("tower(x)", mode="instant")
+    value, grads = k.value_and_grad(x=-0.5)
+    print(json.dumps({"kind": "accepted", "value": value, "grad": grads["x"]}))
+"""
+
+
+@pytest.mark.parametrize("levels, answer", [(3, "accepted"), (5, "accepted"), (10, "GateError")])
+def test_towers_of_exp_get_a_clear_answer_in_bounded_time(levels, answer, tmp_path):
+    # exp(exp(exp(x))) raised a raw MemoryError (mpmath building exp(exp(1e13)) digit by digit at
+    # the spot check x = 30); five levels ran > 300 s. The answer now: the gate, checked where
+    # float64 does not overflow (x <= -0.5 for five levels), or a GateError when too few points
+    # are finite (ten levels overflow at every point). In a child with a timeout, so a
+    # hang fails rather than blocks.
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = subprocess.run(
+        [sys.executable, "-c", NESTED_EXP_CHILD, str(levels)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["kind"] == answer, result
+    if answer == "GateError":
+        assert "finite" in result["message"] and "tower" in result["message"]
+        return
+    value, slope = mpmath.mpf(-0.5), mpmath.mpf(1)  # the chain rule by hand, at 50 digits
+    for _ in range(levels):
+        value = mpmath.exp(value)
+        slope *= value
+    assert result["value"] == pytest.approx(float(value), rel=1e-12)
+    assert result["grad"] == pytest.approx(float(slope), rel=1e-12)

@@ -112,7 +112,10 @@ class _Builder:
     def _mul(self, expr, memo) -> int:
         g = self.graph
         num, den, coeff = _split_mul(expr)
-        p, q = (coeff.p, coeff.q) if coeff.is_Rational else (float(coeff), 1)
+        if coeff.is_Rational and not (_overflows(coeff.p) or _overflows(coeff.q)):
+            p, q = float(coeff.p), coeff.q  # x/3 stays a division, exact as text's
+        else:
+            p, q = _number(coeff), 1  # 10**400 * x: inf, as the text gives
         negative = p < 0
         factors = [memo[f] for f in num]
         if abs(p) != 1 or not factors:
@@ -175,6 +178,15 @@ def _number(expr) -> float:
     try:
         return float(expr)
     except (TypeError, OverflowError):
-        if expr.is_infinite:
+        if expr.is_infinite or (expr.is_Number and expr.is_finite):  # 10**400: inf, like text
             return math.inf if expr.is_positive else -math.inf
-        raise ParseError(f"unsupported number {expr}") from None
+        raise ParseError(f"unsupported number {str(expr)[:60]}") from None
+
+
+def _overflows(n) -> bool:
+    """An exact number beyond float64 (``float`` would raise)."""
+    try:
+        float(n)
+    except OverflowError:
+        return True
+    return False

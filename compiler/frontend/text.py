@@ -5,15 +5,22 @@ in the op registry (``exp(x)``, ``maximum(a, b)``, ...). On a ``TensorGraph`` (i
 shapes) also NumPy's ``a @ b``, ``x.T`` and the tensor functions ``sum``, ``mean``, ``max``, ``min``
 (with ``axis=`` and ``keepdims=``), ``transpose``, ``dot`` and ``matmul``. Anything else raises
 ``ParseError`` naming the token and its column. The walk is iterative, so depth is limited only by Python's own parser.
+
+Before parsing, the text is screened in O(n) time and memory: at most ``MAX_LENGTH`` characters
+and ``MAX_TOKENS`` tokens (Python's AST costs about 500 bytes a token), no null bytes or lone
+surrogates, and no name spelt two ways that NFKC normalisation (which Python applies) would merge.
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 import re
+import unicodedata
+import warnings
 
-from compiler.errors import ParseError, ShapeError
+from compiler.errors import ParseError, ShapeError, did_you_mean
 from compiler.ir.graph import Graph
 from compiler.ir.registry import CONSTANTS, FUNCTIONS, OPS
 from compiler.ir.tensor import TensorGraph
@@ -42,7 +49,12 @@ _OPERATOR_TEXT = {
     ast.Invert: "~",
     ast.Not: "not",
 }
+_OPERATOR_HINTS = {ast.BitXor: " (use ** for powers, as in x**2)"}
 MAX_LENGTH = 10_000_000
+MAX_TOKENS = 100_000  # at most about 60 MB of Python AST
+_COUNTED = re.compile(r"\w+|\S")  # what counts as a token for MAX_TOKENS (over-counts numbers)
+_UNREADABLE = re.compile("[\0\ud800-\udfff]")  # null bytes and lone surrogates
+_IDENTIFIER = re.compile(r"(?<![\w.])[^\W\d]\w*")
 _LONG_INT = re.compile(r"\d{4301,}")  # Python refuses longer int literals (max_str_digits)
 _TOKEN = re.compile(r"\w+|\*\*|//|\S|.")  # one token of text, roughly
 
@@ -57,17 +69,79 @@ def parse(text: str, graph: Graph | None = None) -> Graph:
     """
     if not isinstance(text, str):
         raise ParseError(f"expected a string, got {type(text).__name__}")
-    if len(text) > MAX_LENGTH:
-        raise ParseError(
-            f"expression is {len(text):,} characters long; the limit is {MAX_LENGTH:,}"
-        )
-    if not text.strip():
-        raise ParseError("empty expression")
+    _screen(text)
     source = _Source(text)
     tree = _parse_ast(source)
     graph = graph if graph is not None else Graph()
     graph.outputs = [_Walker(source, graph).build(tree.body)]
     return graph
+
+
+def _screen(text: str) -> None:
+    """Refuse, in O(n) time and memory, what Python's parser would choke on or take gigabytes
+    for (its AST costs about 500 bytes per token): every error names its column."""
+    if len(text) > MAX_LENGTH:
+        raise _error_at(
+            text, MAX_LENGTH, f"expression is {len(text):,} characters long; the limit is "
+            f"{MAX_LENGTH:,}, reached here", None,
+        )  # fmt: skip
+    if not text.strip():
+        raise ParseError("empty expression", column=0)
+    unreadable = _UNREADABLE.search(text)
+    if unreadable:
+        what = "null byte in the expression" if unreadable[0] == "\0" else "lone surrogate"
+        raise _error_at(text, unreadable.start(), what, unreadable[0])
+    over = next(itertools.islice(_COUNTED.finditer(text), MAX_TOKENS, None), None)
+    if over:
+        raise _error_at(
+            text, over.start(), f"expression has more than {MAX_TOKENS:,} tokens (names, numbers, "
+            "operators, parentheses); the limit is reached here", over[0][:40],
+        )  # fmt: skip
+    _check_spellings(text)
+
+
+def _check_spellings(text: str) -> None:
+    """Python reads names NFKC-normalised, so '𝐱' and 'x' would silently be one input: refuse
+    two spellings of one name."""
+    if text.isascii():
+        return
+    seen: dict[str, tuple[str, int]] = {}
+    for match in _IDENTIFIER.finditer(text):
+        raw = match[0]
+        if not raw.isidentifier():
+            continue  # 'x²': Python refuses the character itself, with its column
+        name = unicodedata.normalize("NFKC", raw)
+        first, where = seen.setdefault(name, (raw, match.start()))
+        if first != raw:
+            column = _position(text, where)[1]
+            raise _error_at(
+                text, match.start(), f"'{raw}' and '{first}' (column {column}) are the same name "
+                f"'{name}' once Unicode-normalised (NFKC, as Python reads names): spell it one way",
+                raw,
+            )  # fmt: skip
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """(1-based line, 0-based column) of ``text[index]``, in O(n) time and no extra memory."""
+    head = text[:index]
+    line = head.count("\n") + head.count("\r") - head.count("\r\n") + 1
+    return line, index - max(head.rfind("\n"), head.rfind("\r")) - 1
+
+
+def _error_at(text: str, index: int, message: str, token: str | None) -> ParseError:
+    """A ParseError at ``text[index]`` of the text as given."""
+    line, column = _position(text, index)
+    multiline = len(_LINE_BREAK.split(text.rstrip(), maxsplit=1)) > 1
+    where = f" on line {line}" if multiline else ""
+    return ParseError(f"{message}{_shown(message, token)}{where}", column=column, token=token)
+
+
+def _shown(message: str, token: str | None) -> str:
+    """``": 'token'"`` (escaped if unprintable), unless the message already quotes it."""
+    if token is None:
+        return ""
+    shown = token if token.isprintable() else repr(token)[1:-1]
+    return "" if f"'{shown}'" in message else f": '{shown}'"
 
 
 class _Source:
@@ -92,22 +166,27 @@ class _Source:
         if lineno == 1:
             col += self.lead_col
         where = f" on line {lineno + self.lead_lines}" if self.multiline else ""
-        what = f": '{token}'" if token is not None else ""
-        return ParseError(f"{message}{what}{where}", column=col, token=token)
+        return ParseError(f"{message}{_shown(message, token)}{where}", column=col, token=token)
+
+    def segment(self, node: ast.AST, limit: int = 40) -> str:
+        """The start of ``node``'s text, at most ``limit`` characters and one line: O(limit)
+        beyond the line's encoding (``ast.get_source_segment`` copies the whole text, slowly)."""
+        line = self.lines[node.lineno - 1]
+        start = self.char_col(node.lineno, node.col_offset)
+        end = len(line)
+        if node.end_lineno == node.lineno:
+            end = self.char_col(node.lineno, node.end_col_offset)
+        return line[start : min(end, start + limit)]
 
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # how Python's tokenizer splits lines
 
 
 def _parse_ast(source: _Source) -> ast.Expression:
-    null = source.original.find("\0")
-    if null >= 0:
-        before = source.original[:null]
-        col = len(_LINE_BREAK.split(before)[-1])
-        where = f" on line {len(_LINE_BREAK.findall(before)) + 1}" if source.multiline else ""
-        raise ParseError(f"null byte in the expression: '\\x00'{where}", column=col, token="\x00")
     try:
-        return ast.parse(source.text, mode="eval")
+        with warnings.catch_warnings():  # SyntaxWarnings are about Python code, not this text
+            warnings.simplefilter("ignore")
+            return ast.parse(source.text, mode="eval")
     except SyntaxError as e:
         line, col = _syntax_error_position(source, e)
         token = _TOKEN.match(source.lines[line - 1], col)
@@ -116,13 +195,46 @@ def _parse_ast(source: _Source) -> ast.Expression:
             raise source.error(f"unexpected end of {end}", line, col, None) from None
         message = "invalid syntax" if e.msg == "invalid syntax" else f"invalid syntax ({e.msg})"
         raise source.error(message, line, col, token.group()[:40]) from None
-    except (RecursionError, MemoryError):
-        raise ParseError(
-            "expression is nested too deeply for Python's parser: a few thousand levels at most, "
-            "where each operator of a chain such as a+b+c+... counts as one level"
-        ) from None
+    except (RecursionError, MemoryError) as e:
+        index, depth = _deepest(source.original)
+        if isinstance(e, MemoryError) and depth < _SHALLOW:
+            raise  # not the parser's stack overflowing (Python 3.11 says MemoryError) but memory
+        raise _error_at(
+            source.original, index, "expression is nested too deeply for Python's parser: a few "
+            "thousand levels at most, where each operator of a chain such as a+b+c+... counts as "
+            "one level; split it into parts, as in (a+b+...)+(c+d+...). It is deepest here",
+            _TOKEN.match(source.original, index)[0][:40],
+        ) from None  # fmt: skip
     except ValueError as e:  # anything else ast refuses
-        raise ParseError(f"invalid text: {e}") from None
+        raise ParseError(f"invalid text: {e}", column=0) from None
+
+
+_NESTING = re.compile(r"[(\[{]|[)\]}]|,|\*\*|//|[-+*/@%^&|<>=~!]|\w+|\S")
+_SHALLOW = 200  # fewer levels than this cannot overflow Python's parser
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """Where ``text`` nests deepest, roughly as Python's parser counts: each open bracket and
+    each operator of a chain within one bracket (or argument) is a level: (index, levels).
+    O(tokens)."""
+    groups = [0]  # operators so far in each open bracket's current argument
+    depth = deepest = where = 0
+    for match in _NESTING.finditer(text):
+        token = match[0]
+        if token in "([{":
+            groups.append(0)
+            depth += 1
+        elif token in ")]}" and len(groups) > 1:
+            depth -= groups.pop() + 1
+        elif token == ",":
+            depth -= groups[-1]
+            groups[-1] = 0
+        elif token[0] in "-+*/@%^&|<>=~!":
+            groups[-1] += 1
+            depth += 1
+        if depth > deepest:
+            deepest, where = depth, match.start()
+    return where, deepest
 
 
 def _syntax_error_position(source: _Source, e: SyntaxError) -> tuple[int, int]:
@@ -136,6 +248,13 @@ def _syntax_error_position(source: _Source, e: SyntaxError) -> tuple[int, int]:
         before = _LINE_BREAK.split(source.text[: digits.start()])
         return len(before), len(before[-1])
     return len(lines), len(lines[-1])  # Python points nowhere: the text ended too soon
+
+
+def _literal(node: ast.AST) -> bool:
+    """A constant, maybe negated, or a tuple: what can only be an option, never an operand."""
+    if isinstance(node, ast.UnaryOp):
+        node = node.operand
+    return isinstance(node, (ast.Constant, ast.Tuple))
 
 
 class _Walker:
@@ -165,7 +284,8 @@ class _Walker:
                 self._need_tensor(node, "@")
                 return [node.left, node.right]
             if type(node.op) not in _BINOPS:
-                raise self._error(node, "unsupported operator", _OPERATOR_TEXT.get(type(node.op)))
+                message = "unsupported operator" + _OPERATOR_HINTS.get(type(node.op), "")
+                raise self._error(node, message, _OPERATOR_TEXT.get(type(node.op)))
             return [node.left, node.right]
         if isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, _UNARY):
@@ -184,11 +304,16 @@ class _Walker:
         if not isinstance(node.func, ast.Name):
             raise self._error(node.func, "only calls of named functions are allowed")
         name = node.func.id
+        self._not_elementwise(node, name)
         if name in TENSOR_FUNCTIONS:
             self._need_tensor(node.func, name)
             return self._tensor_args(node, name)
         if name not in FUNCTIONS:
-            raise self._error(node.func, f"unknown function '{name}'", name)
+            known = [*FUNCTIONS, *TENSOR_FUNCTIONS]
+            raise self._error(
+                node.func, f"unknown function '{name}'{did_you_mean(name, known)} (the functions "
+                "are compiler.ops.__all__, listed in the README's language section)", name,
+            )  # fmt: skip
         if node.keywords:
             raise self._error(node.keywords[0], f"{name}() takes no keyword arguments")
         for arg in node.args:
@@ -200,6 +325,20 @@ class _Walker:
                 node, f"{name}() takes {arity} argument(s), got {len(node.args)}", name
             )
         return list(node.args)
+
+    def _not_elementwise(self, node: ast.Call, name: str) -> None:
+        """``max(x, y)`` means NumPy's reduction, whose second argument is an axis: people
+        writing it mean the elementwise ``maximum``, so say so."""
+        full = {"max": "maximum", "min": "minimum"}.get(name)
+        if full is None or len(node.args) < 2:
+            return
+        if isinstance(self.graph, TensorGraph) and _literal(node.args[1]):
+            return  # max(x, 0) on arrays: axis 0
+        nested = f", nested for more: {full}(x, {full}(y, z))" if len(node.args) > 2 else ""
+        raise self._error(
+            node.func, f"{name}() reduces one array; the elementwise {name} of two values is "
+            f"{full}(x, y){nested}", name,
+        )  # fmt: skip
 
     def _need_tensor(self, node: ast.AST, token: str) -> None:
         if not isinstance(self.graph, TensorGraph):
@@ -300,7 +439,7 @@ class _Walker:
         except ShapeError as e:
             src = self.source
             col = src.char_col(node.lineno, node.col_offset)
-            token = (ast.get_source_segment(src.text, node) or "")[:40]
+            token = src.segment(node)
             raise ShapeError(f"{e} (column {col}: '{token}')") from None
 
     def _number(self, node: ast.Constant) -> float:
@@ -339,5 +478,5 @@ class _Walker:
             else:
                 lineno, col = node.lineno, src.char_col(node.lineno, node.col_offset)
         if token is None:
-            token = (ast.get_source_segment(src.text, node) or type(node).__name__)[:40]
+            token = src.segment(node) or type(node).__name__
         return src.error(message, lineno, col, token)

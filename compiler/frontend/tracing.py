@@ -6,6 +6,8 @@ import inspect
 import numbers
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from compiler.errors import InputError, ParseError
 from compiler.ir.graph import Graph
 
@@ -33,6 +35,8 @@ _UFUNCS = {
     "minimum": "minimum",
     "heaviside": "heaviside",
 }
+
+_ROUNDING = ("floor", "ceil", "trunc", "rint", "fix", "floor_divide", "remainder", "fmod", "divmod")
 
 
 class Var:
@@ -97,8 +101,10 @@ class Var:
 
     def _no_branching(self, *_):
         raise ParseError(
-            "a traced value has no truth value or order: comparisons and if/else on inputs "
-            "cannot be traced; use ops.maximum, ops.minimum, ops.relu or ops.heaviside"
+            "a traced value has no truth value or order: comparisons and if/else (bool()) on "
+            "inputs cannot be traced; use ops.maximum, ops.minimum or ops.relu, or blend the "
+            "branches with a step (there is no where() yet): h = ops.heaviside(x, 0.0); "
+            "h * a + (1 - h) * b"
         )
 
     # == and != too: object identity would silently pick one branch of ``x if x == 0 else y``.
@@ -110,13 +116,57 @@ class Var:
             "math.* functions cannot take traced values; use compiler.ops (exp, log, ...)"
         )
 
+    # What Python would otherwise refuse with a bare TypeError, each with what to write instead.
+    def _no_rounding(self, *_):
+        raise ParseError(
+            "int(), round(), math.floor/ceil/trunc and // or % of a traced value are not "
+            "supported: symgrad has no floor or round op yet (their gradient is 0 almost "
+            "everywhere); keep the value real, or use ops.heaviside or ops.sign for steps"
+        )
+
+    __int__ = __index__ = __round__ = __trunc__ = __floor__ = __ceil__ = _no_rounding
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __divmod__ = __rdivmod__ = _no_rounding
+    __complex__ = __float__
+
+    def _no_container(self, *_):
+        raise ParseError(
+            "a traced value is one number (elementwise over the arrays the kernel is called "
+            "with), not a sequence: len(), indexing and iteration are not supported; give each "
+            "component its own input, or declare shapes= and use sum, mean, @ and .T"
+        )
+
+    __len__ = __getitem__ = __iter__ = __contains__ = _no_container
+
+    def _no_bitwise(self, *_):
+        raise ParseError(
+            "bitwise operators (^ & | ~ << >>) are not supported on traced values: "
+            "use ** for powers, as in x**2"
+        )
+
+    __xor__ = __rxor__ = __and__ = __rand__ = __or__ = __ror__ = __invert__ = _no_bitwise
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _no_bitwise
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):  # NumPy, SymPy, IPython, copy and pickle probe these
+            raise AttributeError(name)
+        raise ParseError(
+            f"a traced value has no attribute '{name}': it supports arithmetic, compiler.ops "
+            "(ops.exp(x)) and NumPy's ufuncs (np.exp(x)); with shapes=, also .T, .shape, "
+            ".sum(), .mean(), .max() and .min()"
+        )
+
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if ufunc.__name__ == "matmul" and method == "__call__" and not kwargs:
             a, b = inputs
             return a.__matmul__(b) if isinstance(a, Var) else b.__rmatmul__(a)
         op = _UFUNCS.get(ufunc.__name__)
+        if ufunc.__name__ in _ROUNDING:
+            self._no_rounding()
         if method != "__call__" or op is None or kwargs:
-            raise ParseError(f"numpy.{ufunc.__name__} is not supported on traced values")
+            raise ParseError(
+                f"numpy.{ufunc.__name__}{'' if method == '__call__' else '.' + method} is not "
+                f"supported on traced values; these are: {', '.join(_UFUNCS)}"
+            )
         first = next(v for v in inputs if isinstance(v, Var))
         return first.apply(op, *inputs)
 
@@ -224,10 +274,20 @@ def _arguments(fn: Callable, names: list[str], tracers: list[Var], declared: boo
 
 
 def _parameter_names(fn: Callable) -> list[str]:
+    name = getattr(fn, "__name__", type(fn).__name__)
+    if isinstance(fn, np.ufunc):  # its signature lists out=, where=, dtype=...: not inputs
+        params = ", ".join("xyzw"[: fn.nin]) if fn.nin <= 4 else "*args"
+        raise ParseError(
+            f"numpy.{name} is a ufunc, not a function of named inputs: pass one that calls "
+            f"it, lambda {params}: np.{name}({params})"
+        )
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        raise ParseError("cannot read the callable's parameters; pass inputs=[...]") from None
+        raise ParseError(
+            f"cannot read the parameters of {name}; wrap it, as in lambda x: {name}(x), "
+            "or pass inputs=[...]"
+        ) from None
     names = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

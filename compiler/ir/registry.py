@@ -182,7 +182,7 @@ FUNCTIONS: dict[str, str] = {
 }
 FUNCTIONS["pow"] = "pow"
 
-CONSTANTS: dict[str, float] = {"pi": math.pi}
+CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 
 def sympy_definition(op: str):

@@ -95,9 +95,16 @@ def environment_fingerprint() -> str:
     h = hashlib.sha256()
     versions = [compiler.__version__, _version("numba"), _version("llvmlite"), numpy.__version__]
     h.update(f"{'|'.join(versions)}|{sys.version}|{_cpu()}".encode())
-    for name, path in _sources(Path(__file__).resolve().parent.parent):
-        h.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    h.update(source_digest(Path(__file__).resolve().parent.parent))
     return h.hexdigest()
+
+
+def source_digest(root: Path) -> bytes:
+    """A hash of every ``.py`` under ``root``'s ``compiler`` and ``runtime``, paths included."""
+    h = hashlib.sha256()
+    for name, path in _sources(root):
+        h.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.digest()
 
 
 def _sources(root: Path) -> list[tuple[str, Path]]:
@@ -160,8 +167,7 @@ def load_module(key: str, make_source: Callable[[], str], prefix: str = "k") -> 
         module = _loaded.get(key)
         if module is not None:
             return module
-        path = usable_dir() / f"{prefix}_{key}.py"
-        source = _read_verified(path)
+        path, source = _find(f"{prefix}_{key}.py")
         if source is None:
             path, source = _publish_somewhere(path, _generate(make_source))
         return _import(key, path, f"_symgrad_{prefix}_{key}", source)
@@ -173,8 +179,7 @@ def cached_module(key: str, prefix: str = "k") -> ModuleType | None:
         module = _loaded.get(key)
         if module is not None:
             return module
-        path = usable_dir() / f"{prefix}_{key}.py"
-        source = _read_verified(path)
+        path, source = _find(f"{prefix}_{key}.py")
         if source is None:
             return None
         return _import(key, path, f"_symgrad_{prefix}_{key}", source)
@@ -201,6 +206,16 @@ def discard(module: ModuleType) -> None:
     """Remove a module that failed to compile, so nothing half-built stays cached."""
     forget(module)
     _remove(Path(module.__file__))
+
+
+def _find(name: str) -> tuple[Path, str | None]:
+    """Where the module file ``name`` belongs, and its verified source if it is there."""
+    directory = usable_dir()
+    source = _read_verified(directory / name)
+    if source is None and usable_dir() != directory:  # a foreign file: the directory refused
+        directory = usable_dir()
+        source = _read_verified(directory / name)
+    return directory / name, source
 
 
 def _lock_for(key: str) -> threading.Lock:
@@ -339,20 +354,9 @@ def _fall_back(directory: Path, problem: str) -> Path | None:
     from memory). One warning per directory."""
     name = str(directory)
     with _lock:
-        if name in _fallback:
-            return _fallback[name]
-        stand_in = None
-        for parent in ("/dev/shm", None):
-            if parent is None or os.path.isdir(parent):
-                try:
-                    stand_in = Path(tempfile.mkdtemp(prefix="symgrad-cache-", dir=parent))
-                    break
-                except OSError:
-                    continue
-        _fallback[name] = stand_in
-        if stand_in is not None:
-            atexit.register(shutil.rmtree, stand_in, ignore_errors=True)
-            _fallback[str(stand_in)] = None  # and if that fails too: memory
+        if name not in _fallback:
+            _fallback[name] = _stand_in()
+        stand_in = _fallback[name]
     where = f"using {stand_in}" if stand_in else "compiling kernels in memory"
     _warn_once(
         name,
@@ -360,6 +364,19 @@ def _fall_back(directory: Path, problem: str) -> Path | None:
         "process (set SYMGRAD_CACHE_DIR to a private directory to fix)",
     )
     return stand_in
+
+
+def _stand_in() -> Path | None:
+    for parent in ("/dev/shm", None):
+        if parent is None or os.path.isdir(parent):
+            try:
+                stand_in = Path(tempfile.mkdtemp(prefix="symgrad-cache-", dir=parent))
+            except OSError:
+                continue
+            atexit.register(shutil.rmtree, stand_in, ignore_errors=True)
+            _fallback[str(stand_in)] = None  # and if that fails too: memory
+            return stand_in
+    return None
 
 
 def _warn_once(topic: str, message: str) -> None:
@@ -498,16 +515,23 @@ def _import(key: str, path: Path, name: str, source: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     # The checksum line is line 1 of the file: keep line numbers (Numba names cache files by them).
     code = compile("\n" + source, str(path), "exec", dont_inherit=True)
+    try:  # before Numba makes it (world-readable) when the decorators run
+        if path.parent.is_dir():
+            _make_private(path.parent / "__pycache__")
+    except OSError:
+        pass  # a read-only cache: Numba finds its files elsewhere, or compiles without
     sys.modules[name] = _Entry(module)
     try:
         try:
             exec(code, module.__dict__)
-        except RuntimeError as e:
-            # Numba finds no cache location when the file is gone (a deleted cache directory,
-            # a full disk): let it compile this module in memory.
-            if "no locator available" not in str(e) or not _allow_memory_modules():
+        except (RuntimeError, OSError) as e:
+            # Numba's cache decorator needs the file (a deleted cache directory, a full disk):
+            # run this module from memory, under a name no file has, and Numba compiles it so.
+            gone = isinstance(e, OSError) or "no locator available" in str(e)
+            if not gone or not _allow_memory_modules():
                 raise
-            exec(code, module.__dict__)
+            where = f"<symgrad module in memory: {path.name}>"
+            exec(compile("\n" + source, where, "exec", dont_inherit=True), module.__dict__)
     except BaseException:
         _unregister(name, module)
         raise

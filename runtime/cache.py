@@ -57,6 +57,7 @@ _HEADER = "# symgrad-sha256: "
 _loaded: weakref.WeakValueDictionary[str, ModuleType] = weakref.WeakValueDictionary()
 _fallback: dict[str, Path | None] = {}  # refused cache directory -> private stand-in (None: memory)
 _vetted: set[str] = set()  # cache directories found private in this process
+_MEMORY = Path("<symgrad: kernels in memory>")  # where no stand-in could be made: never touched
 _lock = threading.RLock()  # the tables here
 _key_locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
 _warned: set[str] = set()
@@ -256,6 +257,8 @@ def _digest(body: str) -> str:
 def _publish_somewhere(path: Path, source: str) -> tuple[Path, str]:
     """Publish in the cache directory, else in this process's private stand-in, else nowhere:
     the module then runs from memory (Numba compiles it without its file cache)."""
+    if path.parent == _MEMORY:
+        return path, source
     try:
         return path, _publish(path, source)
     except OSError as e:
@@ -306,11 +309,11 @@ def usable_dir() -> Path:
     name = str(directory)
     with _lock:
         if name in _fallback:
-            return _fallback[name] or directory
+            return _fallback[name] or _MEMORY
         if name not in _vetted:
             problem = _unsafe(directory)
             if problem:
-                return _fall_back(directory, problem) or directory
+                return _fall_back(directory, problem) or _MEMORY
             if directory.is_dir():  # an absent one is checked again once it exists
                 _vetted.add(name)
     return directory
@@ -328,13 +331,7 @@ def _unsafe(directory: Path) -> str | None:
     if not stat.S_ISDIR(found.st_mode):
         return "it is not a directory"
     problem = _foreign(link) if stat.S_ISLNK(link.st_mode) else None
-    problem = problem or _foreign(found)
-    if problem is None and found.st_mode & 0o077 and _UID is not None:
-        try:
-            os.chmod(directory, stat.S_IMODE(found.st_mode) & 0o700)  # ours: make it private
-        except OSError:
-            pass
-    return problem
+    return problem or _foreign(found)
 
 
 def _foreign(st: os.stat_result) -> str | None:
@@ -391,6 +388,8 @@ def read_private(path: Path | str) -> bytes | None:
     """The bytes of the cache file ``path``, or None (a miss) unless it is a regular file of at
     most ``MAX_FILE`` bytes. It is opened without following a link or blocking (a FIFO), checked
     with ``fstat`` before reading; one another user could have written refuses the directory."""
+    if Path(path).parent == _MEMORY:
+        return None
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError:
@@ -420,6 +419,8 @@ def read_private(path: Path | str) -> bytes | None:
 
 def write_private(path: Path, data: bytes) -> None:
     """Publish ``data`` as ``path`` atomically, readable by this user only (OSError if not)."""
+    if path.parent == _MEMORY:
+        raise OSError(errno.EROFS, "symgrad keeps this process's kernels in memory")
     tmp = _write_temp(path.parent, data, path.suffix)
     try:
         _replace(tmp, path)
@@ -516,7 +517,7 @@ def _import(key: str, path: Path, name: str, source: str) -> ModuleType:
     # The checksum line is line 1 of the file: keep line numbers (Numba names cache files by them).
     code = compile("\n" + source, str(path), "exec", dont_inherit=True)
     try:  # before Numba makes it (world-readable) when the decorators run
-        if path.parent.is_dir():
+        if path.parent != _MEMORY and path.parent.is_dir():
             _make_private(path.parent / "__pycache__")
     except OSError:
         pass  # a read-only cache: Numba finds its files elsewhere, or compiles without

@@ -10,6 +10,7 @@ and the instant tier (its LLVM virtual machine) — and the answers are checked 
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import json
@@ -20,6 +21,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import warnings
@@ -299,6 +301,30 @@ def test_a_cache_others_can_write_is_refused(warm, tmp_path, how):
     assert str(directory) in warning and (
         "writable by others" in warning or "another user" in warning
     )
+
+
+def test_a_refused_cache_with_no_stand_in_is_never_read(own_cache, tmp_path, monkeypatch):
+    # No private directory can be made anywhere: the kernels run from memory, and the refused
+    # directory's planted module is still never executed.
+    k = compiler.compile_gradient("x * tanh(y) + 12", mode="compiled")
+    assert k(x=X, y=Y) == pytest.approx(X * math.tanh(Y) + 12)
+    del k
+    gc.collect()
+    marker = tmp_path / "marker"
+    plant(own_cache, marker)
+    own_cache.chmod(0o777)
+    monkeypatch.setattr(cache, "_vetted", set())
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", no_space)
+    with pytest.warns(RuntimeWarning, match="writable by others.*in memory"):
+        k = compiler.compile_gradient("x * tanh(y) + 12", mode="compiled")
+        value, grads = k.value_and_grad(x=X, y=Y)
+    t = math.tanh(Y)
+    assert (value, grads) == pytest.approx((X * t + 12, {"x": t, "y": X * (1 - t * t)}))
+    assert not marker.exists()
 
 
 def test_a_new_cache_directory_and_its_files_are_private(warm):

@@ -186,6 +186,11 @@ def cached_module(key: str, prefix: str = "k") -> ModuleType | None:
         return _import(key, path, f"_symgrad_{prefix}_{key}", source)
 
 
+def on_disk(key: str, prefix: str = "k") -> bool:
+    """Whether the module for ``key`` is loaded or whole on disk, without executing it."""
+    return key in _loaded or _find(f"{prefix}_{key}.py")[1] is not None
+
+
 def source_of(module: ModuleType) -> str:
     """The generated source, without the checksum line."""
     return _read_verified(Path(module.__file__)) or ""

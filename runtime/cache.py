@@ -34,6 +34,7 @@ import errno
 import hashlib
 import importlib.util
 import io
+import linecache
 import os
 import pickle
 import shutil
@@ -651,7 +652,7 @@ def _seal_numba_caches(module: ModuleType) -> None:
         # imported helpers (runtime.scalar) keep Numba's plain files for their other users
         if getattr(getattr(obj, "py_func", None), "__module__", None) == module.__name__
     ]
-    weakref.finalize(module, _release, own)
+    weakref.finalize(module, _release, own, module.__file__)
     for obj in own:
         cache = getattr(obj, "_cache", None)
         locator = getattr(getattr(cache, "_impl", None), "locator", None)
@@ -663,7 +664,7 @@ def _seal_numba_caches(module: ModuleType) -> None:
             cache._cache_file.__class__ = sealed
 
 
-def _release(dispatchers: list) -> None:
+def _release(dispatchers: list, filename: str) -> None:
     """Free a dropped module's machine code. Each compiled function's environment holds the
     module's globals, which hold its dispatcher, which holds the function out of the garbage
     collector's sight (and Numba's target context holds it until the dispatcher's finalizer
@@ -674,6 +675,7 @@ def _release(dispatchers: list) -> None:
             dispatcher._reset_overloads()
         except AttributeError:  # pragma: no cover - a Numba without these: kept, as before
             pass
+    linecache.cache.pop(filename, None)  # the source lines Numba read for its annotations
 
 
 class _InMemory:

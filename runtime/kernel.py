@@ -70,6 +70,7 @@ class Kernel:
         self._tier: str | None = None  # the tier that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
         self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
+        self._numba: dict[str, ModuleType] = {}  # kinds -> module (the cache holds it weakly)
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
         self._reported: set[int] = set()  # failed jobs already warned about
         self._lock = threading.RLock()
@@ -265,6 +266,7 @@ class Kernel:
             if job is None:
                 module = cache.cached_module(self._key(kinds))
                 if module is not None and background.load_cached(module, entry):
+                    self._numba[kinds] = module
                     return module
                 stand_in = self._stand_in(kinds, entry)
                 job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
@@ -319,7 +321,9 @@ class Kernel:
     def _module_for(self, kinds: str):
         if self._uses_llvm():
             return self._llvm_module(kinds)
-        return cache.load_module(self._key(kinds), self._source_maker(kinds))
+        if kinds not in self._numba:
+            self._numba[kinds] = cache.load_module(self._key(kinds), self._source_maker(kinds))
+        return self._numba[kinds]
 
     def _run(self, module, entry: str, n: int, *args) -> None:
         name = entry if n * self._ops >= PARALLEL_WORK else f"{entry}_serial"
@@ -332,11 +336,13 @@ class Kernel:
             # A first call compiles or loads from Numba's cache: a failure there means a damaged
             # cache entry. Rebuild it once; a second failure is ours, and nothing stays cached.
             cache.forget(module)
+            self._numba.pop(module.KINDS, None)
             module = self._module_for(module.KINDS)
             try:
                 getattr(module, name)(n, *args)
             except Exception as e:
                 cache.discard(module)
+                self._numba.pop(module.KINDS, None)
                 raise CompileError(f"compiling {name} for {self.title!r} failed: {e}") from e
         self._checked.add((module.__name__, name))
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,7 +148,7 @@ class Loaded:
 
 # ------------------------------------------------------------------------------- disk cache
 def path(key: str) -> Path:
-    return cache.cache_dir() / f"llvm_{key}.bin"
+    return cache.usable_dir() / f"llvm_{key}.bin"
 
 
 def _pack(meta: dict, objects: list[bytes]) -> bytes:
@@ -176,22 +174,16 @@ def _unpack(raw: bytes) -> tuple[dict, list[bytes]] | None:
 def read(key: str) -> tuple[dict, list[bytes]] | None:
     """``(meta, objects)`` stored under ``key``, or None (missing or damaged)."""
     try:
-        return _unpack(path(key).read_bytes())
-    except (OSError, ValueError):
+        raw = cache.read_private(path(key))  # a regular file of bounded size, else a miss
+        return None if raw is None else _unpack(raw)
+    except (ValueError, KeyError, TypeError):
         return None
 
 
 def store(key: str, meta: dict, objects: list[bytes]) -> None:
-    """Publish atomically; an unwritable cache directory only costs the next process."""
-    target = path(key)
+    """Publish atomically and privately; an unwritable cache directory only costs the next
+    process."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".bin")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_pack(meta, objects))
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        cache.write_private(path(key), _pack(meta, objects))
     except OSError:
         pass

@@ -280,6 +280,19 @@ def test_key_follows_wrt(cache_dir):
     assert len(modules(cache_dir)) == 2
 
 
+def test_on_disk_tells_without_loading(cache_dir):
+    k = compiler.compile_gradient(EXPR, mode="compiled")
+    key = k._key("sss")
+    assert not cache.on_disk(key)
+    assert_result(k.value_and_grad(x=X, y=Y))
+    assert cache.on_disk(key)
+    cache._loaded.clear()
+    assert cache.on_disk(key) and key not in cache._loaded  # checked, not executed
+    [entry] = modules(cache_dir)
+    entry.write_text(entry.read_text() + "# damaged\n")
+    assert not cache.on_disk(key)
+
+
 # --------------------------------------------------------------------------- (e) location
 def test_location_follows_symgrad_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "here"))
@@ -320,7 +333,7 @@ def test_unwritable_location_falls_back_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(blocker / "cache"))
     monkeypatch.setattr(cache, "_loaded", {})
     monkeypatch.setattr(cache, "_fallback", {})
-    with pytest.warns(RuntimeWarning, match="cannot write its kernel cache"):
+    with pytest.warns(RuntimeWarning, match="cannot use its kernel cache"):
         result = compiler.compile_gradient(EXPR, mode="compiled").value_and_grad(x=X, y=Y)
     assert_result(result)
     with warnings.catch_warnings():

@@ -372,6 +372,10 @@ class _Walker:
         g = self.graph
         if isinstance(g, TensorGraph) and node.id in g.dim_names and node.id not in g.declared:
             return g.dim(node.id)  # a dimension's name stands for its size: sum(x) / n
+        if isinstance(g, TensorGraph) and node.id not in g.declared:  # as listings print it
+            dim = node.id.removeprefix("size_")
+            if dim != node.id and dim in g.dim_names:
+                return g.dim(dim)
         return g.input(node.id)
 
     def _error(self, node: ast.AST, message: str, token: str | None = None) -> ParseError:

@@ -7,9 +7,11 @@ is a loop over the node list, never recursion, so graphs 100,000 nodes deep are 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 from collections.abc import Iterable
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -201,6 +203,43 @@ class Graph:
     def op_nodes(self) -> Iterable[int]:
         return (i for i, n in enumerate(self.nodes) if n.op not in LEAVES)
 
+    def template(self, i: int) -> str:
+        """Node ``i``'s op as text over its operands ``{a}``, ``{b}``: how listings print it."""
+        return OPS[self.nodes[i].op].text
+
+    def leaf_text(self, i: int) -> str:
+        """A leaf in the text language: an input's name, a constant's literal."""
+        node = self.nodes[i]
+        if node.op == CONST and not math.isfinite(node.value):  # no inf or nan in the text
+            inf = "1e999" if node.value > 0 else "(-1e999)"
+            return inf if not math.isnan(node.value) else "(1e999 - 1e999)"
+        return self.operand_text(i)
+
+    def to_text(self, output: int = 0, limit: int = 10_000_000) -> str:
+        """Output ``output`` as one expression of the text language, which parses back to this
+        graph: ``(x + y) * z``. A value read twice is written twice (parsing shares it again);
+        a ValueError when that makes the text longer than ``limit`` characters."""
+        live = self.reachable([self.outputs[output]])
+        text: dict[int, tuple[str, int]] = {}  # node -> (text, precedence)
+        for i, node in enumerate(self.nodes):
+            if not live[i]:
+                continue
+            if not node.args:  # a leaf
+                text[i] = (self.leaf_text(i), _ATOM)
+                continue
+            shape = _template_shape(self.template(i))
+            operands = {
+                slot: _wrap(*text[a], shape.needs[slot]) for slot, a in zip("ab", node.args)
+            }
+            written = self.template(i).format(**operands)
+            if len(written) > limit:
+                raise ValueError(
+                    f"as one expression the graph is over {limit:,} characters (shared values "
+                    "are written out each time they are read); print the listing instead"
+                )
+            text[i] = (written, shape.precedence)
+        return text[self.outputs[output]][0]
+
     def __str__(self) -> str:
         lines = [self.line(i) for i in self.op_nodes()]
         lines.append("return " + ", ".join(self.operand_text(o) for o in self.outputs))
@@ -273,6 +312,43 @@ class Graph:
         from compiler.viz.display import graph_svg
 
         return graph_svg(self)
+
+
+# ---- to_text: Python's operator precedence, read from each op's template by ``ast``
+_ATOM = 20
+_PRECEDENCE = {
+    ast.Add: 10, ast.Sub: 10, ast.Mult: 11, ast.Div: 11, ast.MatMult: 11, ast.Pow: 13
+}  # fmt: skip
+_UNARY = 12
+
+
+class _Shape(NamedTuple):
+    precedence: int  # of the template's outermost operation
+    needs: dict[str, int]  # the least precedence an operand may have unparenthesized, per slot
+
+
+@cache
+def _template_shape(template: str) -> _Shape:
+    """Where ``{a}`` and ``{b}`` stand in a template, as precedences: ``{a} - {b}`` writes
+    ``a + b`` for a as is and ``(a + b)`` for b."""
+    tree = ast.parse(template.format(a="a", b="b"), mode="eval").body
+    needs = {"a": 0, "b": 0}  # inside a call's parentheses: anything goes
+    if isinstance(tree, ast.BinOp):
+        own = _PRECEDENCE[type(tree.op)]
+        left, right = (own + 1, _UNARY) if isinstance(tree.op, ast.Pow) else (own, own + 1)
+        for side, need in ((tree.left, left), (tree.right, right)):
+            if isinstance(side, ast.Name) and side.id in needs:
+                needs[side.id] = need
+        return _Shape(own, needs)
+    if isinstance(tree, ast.UnaryOp):
+        return _Shape(_UNARY, {"a": _UNARY, "b": _UNARY})
+    if isinstance(tree, ast.Attribute):  # x.T
+        return _Shape(_ATOM, {"a": _ATOM, "b": _ATOM})
+    return _Shape(_ATOM, needs)
+
+
+def _wrap(text: str, precedence: int, need: int) -> str:
+    return text if precedence >= need else f"({text})"
 
 
 def _sympy_number(value: float):

@@ -203,13 +203,22 @@ class TensorGraph(Graph):
         node = self.nodes[i]
         if node.op in OPS:
             return f"{super().line(i)}  # {sh.text(self.shapes[i])}"
-        spec = TENSOR_OPS[node.op]
         operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
-        body = spec.listing.format(**operands, attrs=attrs_text(node.op, node.value))
+        body = self.template(i).format(**operands)
         return f"{self.names[i]} = {body}  # {sh.text(self.shapes[i])}"
 
     def op_nodes(self):
         return (i for i, n in enumerate(self.nodes) if n.op not in TENSOR_LEAVES)
+
+    def template(self, i: int) -> str:
+        node = self.nodes[i]
+        if node.op in OPS:
+            return super().template(i)
+        return TENSOR_OPS[node.op].listing.replace("{attrs}", attrs_text(node.op, node.value))
+
+    def leaf_text(self, i: int) -> str:
+        node = self.nodes[i]
+        return node.value if node.op == DIM else super().leaf_text(i)  # n: the size of n
 
     def key(self) -> str:
         h = hashlib.sha256(super().key().encode())

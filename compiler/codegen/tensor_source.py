@@ -328,7 +328,7 @@ class TensorWriter:
 
     def module(self) -> str:
         adj = self.adj
-        value, grads, saved = adj.outputs[0], list(adj.outputs[1:]), list(adj.saved)
+        value, grads, saved = adj.outputs[0], list(adj.outputs[1:]), list(adj.saved_nodes)
         entries = [
             *self.entry("forward", [value]),
             "",

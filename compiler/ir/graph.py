@@ -35,7 +35,9 @@ class Node(NamedTuple):
 
 
 def format_const(value: float) -> str:
-    """Short, exact text of a constant for listings: 2, 0.5, -1, inf, nan."""
+    """Short, exact text of a constant for listings: 2, 0.5, -1, -0.0, inf, nan."""
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0.0"  # not 0: x * -0.0 is -0.0 for x > 0
     if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
         return str(int(value))
     return repr(value)

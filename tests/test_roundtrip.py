@@ -305,3 +305,66 @@ def test_options_are_checked_with_the_position():
         parse("reshape(A, (n, 1))", TensorGraph(shapes))
     with pytest.raises(ParseError, match="needs shapes"):
         parse("logsumexp(x, axis=0)")
+
+
+# ------------------------------------------------------------------------------ integer labels
+CE_SHAPES = {"z": ("B", "C"), "y": ("B", 1)}
+CE_TEXT = "-mean(take_along_axis(log_softmax(z, axis=1), y, axis=1))"
+
+
+def _numpy_cross_entropy(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
+    """Softmax cross-entropy with integer targets and its gradient, written out in NumPy."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    rows = np.arange(len(labels))
+    loss = -np.mean(np.log(p[rows, labels]))
+    grad = p.copy()
+    grad[rows, labels] -= 1
+    return loss, grad / len(labels)
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled"])
+@pytest.mark.parametrize(
+    "source", [CE_TEXT, lambda z, y: -ops.mean(ops.take_along_axis(ops.log_softmax(z, 1), y, 1))]
+)
+def test_softmax_cross_entropy_with_integer_labels(source, mode):
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(6, 5)) * 3
+    labels = rng.integers(0, 5, size=6)
+    k = compiler.compile_gradient(source, shapes=CE_SHAPES, wrt=["z"], mode=mode)
+    value, grads = k.value_and_grad(z=z, y=labels[:, None])  # an integer array, as is
+    loss, grad = _numpy_cross_entropy(z, labels)
+    assert value == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(grads["z"], grad, rtol=1e-10, atol=1e-14)
+
+
+def test_take_along_axis_gradient_matches_finite_differences():
+    """Repeated indices add up (scatter-add), on any axis."""
+    shapes = {"a": (4, 3), "i": (2, 3)}
+    k = compiler.compile_gradient(
+        "sum(take_along_axis(a, i, axis=0) ** 3)", shapes=shapes, wrt=["a"], mode="instant"
+    )
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(4, 3))
+    i = np.array([[0, 3, 3], [0, 1, -1]])  # column 0 picks row 0 twice; -1 is the last row
+    grad = k.grad(a=a, i=i)["a"]
+    h, fd = 1e-6, np.zeros_like(a)
+    for index in np.ndindex(a.shape):
+        step = np.zeros_like(a)
+        step[index] = h
+        fd[index] = (k(a=a + step, i=i) - k(a=a - step, i=i)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+    assert grad[0, 0] == pytest.approx(2 * 3 * a[0, 0] ** 2)  # picked twice
+
+
+@pytest.mark.parametrize("bad", [2.5, 5, -6, np.nan])
+def test_take_along_axis_refuses_a_label_that_is_no_index(bad):
+    k = compiler.compile_gradient(CE_TEXT, shapes=CE_SHAPES, wrt=["z"], mode="instant")
+    y = np.array([[0.0], [bad]])
+    with pytest.raises(compiler.InputError, match="not an integer in"):
+        k.value_and_grad(z=np.zeros((2, 5)), y=y)
+
+
+def test_take_along_axis_needs_indices_of_the_arrays_rank():
+    with pytest.raises(ShapeError, match="same rank"):
+        parse("take_along_axis(z, y, axis=1)", TensorGraph({"z": ("B", "C"), "y": ("B",)}))

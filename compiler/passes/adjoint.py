@@ -41,9 +41,10 @@ class AdjointGraph(Graph):
 
     @property
     def reads(self) -> tuple[str, ...]:
-        """The forward values and inputs the backward part reads (returned ones included)."""
-        n = self.n_forward
-        read = {a for i in self.backward_nodes() for a in self.nodes[i].args if a < n}
+        """The forward values and inputs the backward part reads (returned ones included): what
+        the listing's last line reports."""
+        n, live = self.n_forward, self.reachable(self.outputs)
+        read = {a for i in self.backward_nodes() if live[i] for a in self.nodes[i].args if a < n}
         read.update(o for o in self.outputs[1:] if o < n)
         return tuple(self.names[i] for i in sorted(read) if self.nodes[i].op not in (CONST, SEED))
 
@@ -75,8 +76,9 @@ class AdjointGraph(Graph):
         return self.const(0.0)
 
     def __str__(self) -> str:
+        live = self.reachable(self.outputs)  # not the broadcasts a sum absorbed, say
         forward = [self.line(i) for i in self.op_nodes() if i < self.n_forward]
-        backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward]
+        backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward and live[i]]
         outs = [self.operand_text(self.outputs[0])]
         for name, o in zip(self.wrt, self.outputs[1:]):  # each gradient under its input's name
             want = f"d_{name}"

@@ -368,3 +368,16 @@ def test_take_along_axis_refuses_a_label_that_is_no_index(bad):
 def test_take_along_axis_needs_indices_of_the_arrays_rank():
     with pytest.raises(ShapeError, match="same rank"):
         parse("take_along_axis(z, y, axis=1)", TensorGraph({"z": ("B", "C"), "y": ("B",)}))
+
+
+def test_a_drawing_s_numbers_for_integer_labels():
+    """compiler.viz evaluates the adjoint's scatter_along_axis with its (axis, shape)."""
+    from compiler.viz.values import annotate
+
+    z = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    labels = np.array([[1], [2]])
+    graph = compiler.trace(CE_TEXT, None, CE_SHAPES)
+    numbers = annotate(graph, {"z": z, "y": labels}, wrt=["z"])
+    z_node = graph.inputs.index("z")
+    _, grad = _numpy_cross_entropy(z, labels[:, 0])
+    np.testing.assert_allclose(numbers.grads[z_node], grad, rtol=1e-12)

@@ -114,6 +114,40 @@ def _registry_texts() -> list[tuple[str, tuple | None]]:
     return out
 
 
+def _using(f, arity: int):
+    """A callable of x and y applying ``f`` (a parameter default would be traced too)."""
+    if arity == 1:
+        return lambda x, y: f(x * y) - x
+    return lambda x, y: f(x, y) / (1 + y)
+
+
+def _callables() -> list[tuple[str, object, dict | None]]:
+    """Traced callables: every function of ``compiler.ops`` once, scalar and on tensors."""
+    out = []
+    for name, op in FUNCTIONS.items():
+        out.append((f"ops.{name}", _using(getattr(ops, name), OPS[op].arity), None))
+    out += [
+        (
+            "ops.ce",
+            lambda A, L: -ops.mean(ops.take_along_axis(ops.log_softmax(A, 1), L, 1)),
+            MATRIX,
+        ),
+        ("ops.softmax", lambda A, Y: ops.sum(ops.softmax(A, axis=0) * Y), MATRIX),
+        ("ops.lse", lambda A, v: ops.sum(ops.logsumexp(A, axis=1, keepdims=True) * A @ v), MATRIX),
+        (
+            "ops.sumsq",
+            lambda A: ops.sumsq(ops.reshape(A, ("m", "n")), axis=1) @ ops.sum(A, 0),
+            MATRIX,
+        ),
+        (
+            "ops.shapes",
+            lambda A, v: ops.sum(ops.sum_to(ops.broadcast_to(v, ("n", "m")) * A, (1, "m"))),
+            MATRIX,
+        ),
+    ]
+    return out
+
+
 def _trace(text: str, shapes) -> Graph | None:
     shapes = dict(shapes) if shapes is not None else None
     try:
@@ -136,6 +170,9 @@ def cases() -> list[tuple[str, tuple | None, bool, Graph]]:
         if graph is None or not any(True for _ in graph.op_nodes()):
             continue
         out.append((text, shapes, False, graph))
+    for label, fn, shapes in _callables():
+        out.append((label, shapes, False, compiler.trace(fn, None, shapes)))
+    for text, shapes, _, graph in list(out):
         fused, report = fuse(graph, True)
         if report.fused:
             out.append((text, shapes, True, fused))

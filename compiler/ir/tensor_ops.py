@@ -9,6 +9,14 @@ Tensor gates (``logsumexp``, ``softmax``, ``log_softmax`` — the softmax cross-
 and ``sumsq``) are entries here too: the fusion pass builds them from the forms people write.
 An all ``-inf`` slice has logsumexp ``-inf`` and gradient 0 (not nan), and softmax 0 there.
 
+``take_along_axis`` (NumPy's) picks by integer indices — class labels, for softmax cross-entropy
+with integer targets: ``-mean(take_along_axis(log_softmax(z, axis=1), y, axis=1))`` with ``y`` of
+shape ``(B, 1)``. Inputs are float64, so indices are float64 arrays of whole numbers, checked when
+used; its VJP adds the upstream gradient into the picked positions (``scatter_along_axis``).
+
+Every op here is also a function of the text language and of ``compiler.ops``, spelled as its
+``listing`` prints it, so a listing reads back (``Graph.to_text``).
+
 Tie rule of the ``max``/``min`` reductions (the kink table's rule for ``maximum``, and JAX's): the
 upstream gradient is split equally among the elements equal to the extremum, so the partials sum
 to 1.

@@ -418,3 +418,17 @@ def test_a_drawing_s_numbers_for_integer_labels():
     z_node = graph.inputs.index("z")
     _, grad = _numpy_cross_entropy(z, labels[:, 0])
     np.testing.assert_allclose(numbers.grads[z_node], grad, rtol=1e-12)
+
+
+def test_to_text_refuses_what_python_s_parser_cannot_read_and_writes_what_it_can():
+    for depth, readable in ((150, True), (250, False)):
+        g = Graph()
+        node = g.input("x")
+        for _ in range(depth):
+            node = g.add("exp", node)
+        g.outputs = [node]
+        if readable:
+            assert canonical(parse(g.to_text())).key() == canonical(g).key()
+        else:
+            with pytest.raises(ValueError, match="parentheses"):
+                g.to_text()

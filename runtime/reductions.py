@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.errors import InputError
 from runtime.inputs import sum_to
 
-__all__ = ["log_softmax", "logsumexp", "softmax", "sum_to", "sumsq", "ties"]
+__all__ = [
+    "log_softmax", "logsumexp", "scatter_along_axis", "softmax", "sum_to", "sumsq",
+    "take_along_axis", "ties",
+]  # fmt: skip
 
 
 def ties(x: np.ndarray, extreme: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
@@ -51,3 +55,35 @@ def sumsq(x: np.ndarray, axes: int | tuple[int, ...]) -> np.ndarray:
     """sum(x * x) over ``axes``: ``np.add.reduce``, the very sum ``np.sum`` makes, without its
     Python wrapper's microseconds (a loss is often this, called once per step)."""
     return np.add.reduce(np.square(x), axis=axes)
+
+
+def _indices(indices: np.ndarray, size: int) -> np.ndarray:
+    """Float64 indices (every input is float64) as NumPy integers, checked: whole numbers in
+    [-size, size), as NumPy's indexing takes them; an InputError says which is not."""
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(indices) & (indices == np.round(indices))
+    inside = whole & (indices >= -size) & (indices < size)
+    if not inside.all():
+        bad = indices[~inside].flat[0]
+        raise InputError(
+            f"take_along_axis: index {bad!r} is not an integer in [-{size}, {size}) "
+            f"(the size of the axis it indexes)"
+        )
+    return indices.astype(np.intp)
+
+
+def take_along_axis(x: np.ndarray, indices: np.ndarray, axis: int) -> np.ndarray:
+    """numpy.take_along_axis with float64 indices holding integers (class labels, say)."""
+    return np.take_along_axis(x, _indices(indices, x.shape[axis]), axis=axis)
+
+
+def scatter_along_axis(
+    g: np.ndarray, indices: np.ndarray, axis: int, shape: tuple[int, ...]
+) -> np.ndarray:
+    """take_along_axis's adjoint: zeros of ``shape`` with ``g`` added at ``indices`` along
+    ``axis`` (a repeated index receives the sum of its shares)."""
+    out = np.zeros(shape)
+    where = list(np.indices(indices.shape, sparse=True))
+    where[axis] = _indices(indices, shape[axis])
+    np.add.at(out, tuple(where), g)
+    return out

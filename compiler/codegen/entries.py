@@ -66,7 +66,7 @@ def plan(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str) -> tuple[Layout
         used=tuple(n for n in inputs if n in idx and fwd_live[idx[n]]),
         backward_reads=tuple(n for n in inputs if idx.get(n) in bwd_reads),
         wrt=adj.wrt,
-        saved=tuple(adj.names[i] for i in adj.saved),
+        saved=adj.saved,
         seeded=seed is not None,
     )
 
@@ -74,7 +74,7 @@ def plan(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str) -> tuple[Layout
         return [(idx[n], kind[n]) for n in names]
 
     seed_in = [(seed, kinds[len(inputs)])] if seed is not None else []
-    saved = [(s, "a") for s in adj.saved]
+    saved = [(s, "a") for s in adj.saved_nodes]
     grad_outs = [(g, kind[w]) for g, w in zip(grads, adj.wrt)]
     specs = {
         "forward": (ins(layout.used), [(value, "a")]),

@@ -131,7 +131,7 @@ class ModuleWriter:
                 self.ident[i] = self.namer.claim(adj.names[i])
         # Buffer names, shared by the entries that write them (claimed in this order: stable text).
         self.grad_names = [self.namer.claim(f"g_{self.input_ident[w]}") for w in adj.wrt]
-        self.saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved]
+        self.saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved_nodes]
         self.indexed: set[int] = set()
         self.split = False
         self.signatures: dict[str, dict[str, str]] = {e.name: {} for e in self.entries}

@@ -23,12 +23,13 @@ from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
 from compiler.ir.shapes import Shape
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
-from compiler.ir.tensor_ops import AXES_OPS, TENSOR_OPS
+from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
 from runtime import reductions
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
 _RESERVED = {"math", "np", "njit", "FLAGS", "ties", "sum_to", "OPS", "float"}
+_RESERVED |= set(reductions.__all__)  # the helpers the entries call
 _VIEWS = ("transpose", "reshape", "broadcast_to")  # results that may share an operand's memory
 
 
@@ -173,6 +174,8 @@ class TensorWriter:
     def attrs_code(self, op: str, attrs) -> str:
         if op in AXES_OPS:
             return str(attrs[0]) if len(attrs) == 1 else str(tuple(attrs))
+        if op in AXIS_SHAPE_OPS:  # (axis, shape)
+            return f"{attrs[0]}, {self.shape_code(attrs[1])}"
         return self.shape_code(attrs)
 
     def step_line(self, i: int) -> str:
@@ -325,7 +328,7 @@ class TensorWriter:
 
     def module(self) -> str:
         adj = self.adj
-        value, grads, saved = adj.outputs[0], list(adj.outputs[1:]), list(adj.saved)
+        value, grads, saved = adj.outputs[0], list(adj.outputs[1:]), list(adj.saved_nodes)
         entries = [
             *self.entry("forward", [value]),
             "",

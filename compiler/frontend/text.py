@@ -23,13 +23,25 @@ import warnings
 from compiler.errors import ParseError, ShapeError, did_you_mean
 from compiler.ir.graph import Graph
 from compiler.ir.registry import CONSTANTS, FUNCTIONS, OPS
+from compiler.ir.shapes import normalize_axes
 from compiler.ir.tensor import TensorGraph
+from compiler.ir.tensor_ops import TENSOR_OPS
 
-#: Tensor functions of the text language: how many array operands each takes.
+#: Tensor functions of the text language: how many array operands each takes. Every tensor op a
+#: listing prints is one (``compiler.ir.tensor_ops``), so a listing's lines parse back.
 TENSOR_FUNCTIONS = {
-    "sum": 1, "mean": 1, "max": 1, "min": 1, "transpose": 1, "dot": 2, "matmul": 2
+    **{name: op.arity for name, op in TENSOR_OPS.items()}, "mean": 1, "dot": 2
 }  # fmt: skip
-_REDUCTIONS = ("sum", "mean", "max", "min")
+_REDUCTIONS = ("sum", "mean", "max", "min", "logsumexp", "sumsq")
+#: The static options of each tensor function after its arrays, in order (those marked
+#: required in _REQUIRED must be given): what a listing prints, as NumPy names them.
+_OPTIONS = {
+    **{name: ("axis", "keepdims") for name in _REDUCTIONS},
+    **{name: ("axis",) for name in ("softmax", "log_softmax", "take_along_axis", "ties")},
+    **{name: ("shape",) for name in ("reshape", "broadcast_to", "sum_to")},
+    "scatter_along_axis": ("axis", "shape"),
+}
+_REQUIRED = {name: opts for name, opts in _OPTIONS.items() if name not in _REDUCTIONS}
 _NEEDS_SHAPES = (
     "needs shapes: declare the inputs' shapes, as in "
     "compile_gradient(text, shapes={'W': ('n', 'm'), 'x': ('m',)})"
@@ -347,7 +359,7 @@ class _Walker:
     def _tensor_args(self, node: ast.Call, name: str) -> list[ast.AST]:
         """The array operands of a tensor function; its static options are read in _emit."""
         n = TENSOR_FUNCTIONS[name]
-        allowed = ("axis", "keepdims") if name in _REDUCTIONS else ()
+        allowed = _OPTIONS.get(name, ())
         positional = n + len(allowed)
         for arg in node.args:
             if isinstance(arg, ast.Starred):
@@ -361,14 +373,24 @@ class _Walker:
         return list(node.args[:n])
 
     def _options(self, node: ast.Call, name: str) -> dict:
-        """``axis`` and ``keepdims`` of a reduction, from positional or keyword arguments."""
-        names = ("axis", "keepdims")[: len(node.args) - TENSOR_FUNCTIONS[name]]
+        """The static options (``axis``, ``keepdims``, ``shape``) of a tensor function, from
+        positional or keyword arguments."""
+        names = _OPTIONS.get(name, ())[: len(node.args) - TENSOR_FUNCTIONS[name]]
         given = dict(zip(names, node.args[TENSOR_FUNCTIONS[name] :]))
         for kw in node.keywords:
             if kw.arg in given:
                 raise self._error(kw, f"{name}() got '{kw.arg}' twice", kw.arg)
             given[kw.arg] = kw.value
+        missing = [k for k in _REQUIRED.get(name, ()) if k not in given]
+        if missing:
+            arrays = ", ".join("xyz"[: TENSOR_FUNCTIONS[name]])
+            example = ", ".join(f"{k}={'1' if k == 'axis' else '(n, 1)'}" for k in missing)
+            raise self._error(
+                node, f"{name}() needs {' and '.join(missing)}, as in {name}({arrays}, {example})"
+            )
         options = {k: self._static(v) for k, v in given.items()}
+        if "shape" in options:
+            options["shape"] = self._shape(given["shape"], options["shape"])
         if not isinstance(options.get("keepdims", False), bool):
             raise self._error(given["keepdims"], "keepdims must be True or False")
         axis = options.get("axis")
@@ -394,7 +416,20 @@ class _Walker:
             return -node.operand.value
         if isinstance(node, ast.Tuple):
             return tuple(self._static(e) for e in node.elts)
+        if isinstance(node, ast.Name):  # a dimension's name, in a shape
+            return node.id
         raise self._error(node, "expected a literal: an integer, a tuple of integers, True/False")
+
+    def _shape(self, node: ast.AST, value) -> tuple:
+        """A ``shape=`` option: sizes and the graph's dimension names, as a listing prints it."""
+        dims = value if isinstance(value, tuple) else (value,)
+        known = self.graph.dim_names if isinstance(self.graph, TensorGraph) else set()
+        for d in dims:
+            if isinstance(d, str) and d not in known:
+                raise self._error(node, f"'{d}' in a shape is no dimension of the inputs", d)
+            if isinstance(d, bool) or not isinstance(d, (int, str)) or isinstance(d, int) and d < 0:
+                raise self._error(node, "a shape is a tuple of sizes and dimension names")
+        return dims
 
     # ------------------------------------------------------------ building
     def _emit(self, node: ast.AST, values: list[int]) -> int:
@@ -423,14 +458,31 @@ class _Walker:
     def _tensor_call(self, call: ast.Call, name: str, values: list[int]) -> int:
         g = self.graph
         args = [values.pop() for _ in range(TENSOR_FUNCTIONS[name])][::-1]
+        options = self._options(call, name)
         if name in _REDUCTIONS:
-            options = self._options(call, name)
             return self._shaped(call, g.reduce, name, args[0], **options)
+        if name in _OPTIONS:
+            return self._shaped(call, self._tensor_op, name, args, **options)
         if name == "transpose":
             return self._shaped(call, g.add, "transpose", args[0])
         if name == "dot" and not (g.shapes[args[0]] and g.shapes[args[1]]):
             return self._shaped(call, g.add, "mul", *args)  # NumPy: dot of a scalar multiplies
         return self._shaped(call, g.matmul, *args)
+
+    def _tensor_op(self, name: str, args: list[int], axis=None, shape=None) -> int:
+        """A tensor op with its axis (normalized as NumPy's) and/or target shape."""
+        g = self.graph
+        if axis is None and "axis" in _OPTIONS[name]:
+            raise ShapeError(f"{name}() needs an integer axis (or a tuple of them), not None")
+        if axis is not None:
+            axis = normalize_axes(axis, len(g.shapes[args[0]]), f"{name}()")
+        if axis is not None and not axis:
+            raise ShapeError(f"{name}() needs at least one axis")
+        if name in ("take_along_axis", "scatter_along_axis") and len(axis) != 1:
+            raise ShapeError(f"{name}() takes one axis, not {len(axis)}")
+        if name == "scatter_along_axis":
+            return g.add(name, *args, attrs=(axis[0], shape))
+        return g.add(name, *args, attrs=axis if shape is None else shape)
 
     def _shaped(self, node: ast.AST, build, *args, **kwargs) -> int:
         """``build(*args)``, with a ShapeError pointed at the text that wrote it."""
@@ -459,6 +511,10 @@ class _Walker:
         g = self.graph
         if isinstance(g, TensorGraph) and node.id in g.dim_names and node.id not in g.declared:
             return g.dim(node.id)  # a dimension's name stands for its size: sum(x) / n
+        if isinstance(g, TensorGraph) and node.id not in g.declared:  # as listings print it
+            dim = node.id.removeprefix("size_")
+            if dim != node.id and dim in g.dim_names:
+                return g.dim(dim)
         return g.input(node.id)
 
     def _error(self, node: ast.AST, message: str, token: str | None = None) -> ParseError:

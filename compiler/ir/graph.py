@@ -7,9 +7,11 @@ is a loop over the node list, never recursion, so graphs 100,000 nodes deep are 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import math
 from collections.abc import Iterable
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +35,9 @@ class Node(NamedTuple):
 
 
 def format_const(value: float) -> str:
-    """Short, exact text of a constant for listings: 2, 0.5, -1, inf, nan."""
+    """Short, exact text of a constant for listings: 2, 0.5, -1, -0.0, inf, nan."""
+    if value == 0 and math.copysign(1.0, value) < 0:
+        return "-0.0"  # not 0: x * -0.0 is -0.0 for x > 0
     if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
         return str(int(value))
     return repr(value)
@@ -201,6 +205,61 @@ class Graph:
     def op_nodes(self) -> Iterable[int]:
         return (i for i, n in enumerate(self.nodes) if n.op not in LEAVES)
 
+    def template(self, i: int) -> str:
+        """Node ``i``'s op as text over its operands ``{a}``, ``{b}``: how listings print it."""
+        return OPS[self.nodes[i].op].text
+
+    def leaf_text(self, i: int) -> str:
+        """A leaf in the text language: an input's name, a constant's literal."""
+        node = self.nodes[i]
+        if node.op == CONST and not math.isfinite(node.value):  # no inf or nan in the text
+            inf = "1e999" if node.value > 0 else "(-1e999)"
+            return inf if not math.isnan(node.value) else "(1e999 - 1e999)"
+        return self.operand_text(i)
+
+    def to_text(self, output: int = 0, limit: int = 10_000_000) -> str:
+        """Output ``output`` as one expression of the text language, which parses back to this
+        graph: ``(x + y) * z``. A value read twice is written twice (parsing shares it again).
+        A ValueError when the text would be longer than ``limit`` characters or nested deeper
+        than the parser reads (``MAX_DEPTH``): the listing then says it better."""
+        root = self.outputs[output]
+        live = self.reachable([root])
+        uses = [0] * len(self.nodes)  # readers still to come: a text is dropped after its last
+        for i, node in enumerate(self.nodes):
+            if live[i]:
+                for a in node.args:
+                    uses[a] += 1
+        # node -> (text, precedence, depth in nodes, depth in parentheses)
+        text: dict[int, tuple[str, int, int, int]] = {}
+        for i, node in enumerate(self.nodes):
+            if not live[i]:
+                continue
+            if not node.args:  # a leaf
+                leaf = self.leaf_text(i)
+                text[i] = (leaf, _ATOM, 0, int(leaf.startswith("(")))
+                continue
+            shape = _template_shape(self.template(i))
+            operands, depth, parens = {}, 0, 0
+            for slot, a in zip("ab", node.args):
+                written, precedence, below, inner = text[a]
+                wrapped = _wrap(written, precedence, shape.needs[slot])
+                operands[slot] = wrapped
+                depth = max(depth, below + 1)
+                parens = max(parens, inner + shape.parens[slot] + (wrapped is not written))
+                uses[a] -= 1
+                if not uses[a] and a != root:
+                    del text[a]
+            written = self.template(i).format(**operands)
+            if len(written) > limit or depth > MAX_DEPTH or parens > MAX_PARENTHESES:
+                raise ValueError(
+                    f"as one expression this graph is over {limit:,} characters or nested "
+                    f"deeper than Python's parser reads ({MAX_DEPTH} operations, "
+                    f"{MAX_PARENTHESES} parentheses; a value read twice is written twice): "
+                    "print the listing instead"
+                )
+            text[i] = (written, shape.precedence, depth, parens)
+        return text[root][0]
+
     def __str__(self) -> str:
         lines = [self.line(i) for i in self.op_nodes()]
         lines.append("return " + ", ".join(self.operand_text(o) for o in self.outputs))
@@ -273,6 +332,51 @@ class Graph:
         from compiler.viz.display import graph_svg
 
         return graph_svg(self)
+
+
+# ---- to_text: Python's operator precedence, read from each op's template by ``ast``
+#: The deepest nesting to_text writes: Python's parser reads a few thousand operations and 200
+#: parentheses deep at most.
+MAX_DEPTH, MAX_PARENTHESES = 1000, 200
+_ATOM = 20
+_PRECEDENCE = {
+    ast.Add: 10, ast.Sub: 10, ast.Mult: 11, ast.Div: 11, ast.MatMult: 11, ast.Pow: 13
+}  # fmt: skip
+_UNARY = 12
+
+
+class _Shape(NamedTuple):
+    precedence: int  # of the template's outermost operation
+    needs: dict[str, int]  # the least precedence an operand may have unparenthesized, per slot
+    parens: dict[str, int]  # the parentheses around each slot: 1 in exp({a})
+
+
+@cache
+def _template_shape(template: str) -> _Shape:
+    """Where ``{a}`` and ``{b}`` stand in a template, as precedences: ``{a} - {b}`` writes
+    ``a + b`` for a as is and ``(a + b)`` for b."""
+    tree = ast.parse(template.format(a="a", b="b"), mode="eval").body
+    parens = {}
+    for slot in "ab":
+        before = template.split(f"{{{slot}}}")[0]
+        parens[slot] = before.count("(") - before.count(")")
+    needs = {"a": 0, "b": 0}  # inside a call's parentheses: anything goes
+    if isinstance(tree, ast.BinOp):
+        own = _PRECEDENCE[type(tree.op)]
+        left, right = (own + 1, _UNARY) if isinstance(tree.op, ast.Pow) else (own, own + 1)
+        for side, need in ((tree.left, left), (tree.right, right)):
+            if isinstance(side, ast.Name) and side.id in needs:
+                needs[side.id] = need
+        return _Shape(own, needs, parens)
+    if isinstance(tree, ast.UnaryOp):
+        return _Shape(_UNARY, {"a": _UNARY, "b": _UNARY}, parens)
+    if isinstance(tree, ast.Attribute):  # x.T
+        return _Shape(_ATOM, {"a": _ATOM, "b": _ATOM}, parens)
+    return _Shape(_ATOM, needs, parens)
+
+
+def _wrap(text: str, precedence: int, need: int) -> str:
+    return text if precedence >= need else f"({text})"
 
 
 def _sympy_number(value: float):

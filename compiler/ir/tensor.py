@@ -25,7 +25,7 @@ from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, LEAVES, SEED, Graph, Node, copy_nodes
 from compiler.ir.registry import OPS
 from compiler.ir.shapes import Shape
-from compiler.ir.tensor_ops import AXES_OPS, TENSOR_OPS
+from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
 
 DIM = "dim"  # a leaf: the size of a named dimension, bound at call time (for mean)
 TENSOR_LEAVES = (*LEAVES, DIM)
@@ -86,7 +86,7 @@ class TensorGraph(Graph):
             return args[0]
         if op == "transpose" and len(self.shapes[args[0]]) < 2:
             return args[0]
-        if op in ("sum", "max", "min") and not attrs:
+        if op in ("sum", "max", "min", "logsumexp") and not attrs:
             return args[0]  # reducing over no axes
         key = (op, args, attrs)
         index = self._index.get(key)
@@ -178,12 +178,15 @@ class TensorGraph(Graph):
 
     # ----------------------------------------------------------------- building for users
     def reduce(self, op: str, node: int, axis: Any = None, keepdims: bool = False) -> int:
-        """``sum``, ``mean``, ``max`` or ``min`` over ``axis`` (None: all), as NumPy's."""
+        """``sum``, ``mean``, ``max``, ``min``, ``logsumexp`` or ``sumsq`` over ``axis`` (None:
+        all), as NumPy's (and SciPy's logsumexp)."""
         what = f"{op}({self.names[node]})"
         axes = sh.normalize_axes(axis, len(self.shapes[node]), what)
         if op == "mean":
             count = self.size(tuple(self.shapes[node][k] for k in axes))
             result = self.add("div", self.add("sum", node, attrs=axes), count)
+        elif op == "sumsq" and not axes:
+            result = self.add("mul", node, node)
         else:
             result = self.add(op, node, attrs=axes)
         return self.keepdims(result, axes, node) if keepdims else result
@@ -200,13 +203,22 @@ class TensorGraph(Graph):
         node = self.nodes[i]
         if node.op in OPS:
             return f"{super().line(i)}  # {sh.text(self.shapes[i])}"
-        spec = TENSOR_OPS[node.op]
         operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
-        body = spec.listing.format(**operands, attrs=attrs_text(node.op, node.value))
+        body = self.template(i).format(**operands)
         return f"{self.names[i]} = {body}  # {sh.text(self.shapes[i])}"
 
     def op_nodes(self):
         return (i for i, n in enumerate(self.nodes) if n.op not in TENSOR_LEAVES)
+
+    def template(self, i: int) -> str:
+        node = self.nodes[i]
+        if node.op in OPS:
+            return super().template(i)
+        return TENSOR_OPS[node.op].listing.replace("{attrs}", attrs_text(node.op, node.value))
+
+    def leaf_text(self, i: int) -> str:
+        node = self.nodes[i]
+        return node.value if node.op == DIM else super().leaf_text(i)  # n: the size of n
 
     def key(self) -> str:
         h = hashlib.sha256(super().key().encode())
@@ -231,6 +243,8 @@ def attrs_text(op: str, attrs: Any) -> str:
         return ""
     if op in AXES_OPS:
         return str(attrs[0]) if len(attrs) == 1 else str(tuple(attrs))
+    if op in AXIS_SHAPE_OPS:
+        return f"{attrs[0]}, shape={sh.text(attrs[1])}"
     return sh.text(attrs)
 
 

@@ -9,12 +9,21 @@ Tensor gates (``logsumexp``, ``softmax``, ``log_softmax`` — the softmax cross-
 and ``sumsq``) are entries here too: the fusion pass builds them from the forms people write.
 An all ``-inf`` slice has logsumexp ``-inf`` and gradient 0 (not nan), and softmax 0 there.
 
+``take_along_axis`` (NumPy's) picks by integer indices — class labels, for softmax cross-entropy
+with integer targets: ``-mean(take_along_axis(log_softmax(z, axis=1), y, axis=1))`` with ``y`` of
+shape ``(B, 1)``. Inputs are float64, so indices are float64 arrays of whole numbers, checked when
+used; its VJP adds the upstream gradient into the picked positions (``scatter_along_axis``).
+
+Every op here is also a function of the text language and of ``compiler.ops``, spelled as its
+``listing`` prints it, so a listing reads back (``Graph.to_text``).
+
 Tie rule of the ``max``/``min`` reductions (the kink table's rule for ``maximum``, and JAX's): the
 upstream gradient is split equally among the elements equal to the extremum, so the partials sum
 to 1.
 
-``attrs`` is a node's static attribute: the reduced axes (``sum``, ``max``, ``min``, ``ties``) or a
-target shape (``reshape``, ``broadcast_to``, ``sum_to``). VJP rules receive the graph ``g``, the
+``attrs`` is a node's static attribute: the reduced axes (``sum``, ``max``, ``min``, ``ties``,
+``take_along_axis``), a target shape (``reshape``, ``broadcast_to``, ``sum_to``) or both
+(``scatter_along_axis``: ``(axis, shape)``). VJP rules receive the graph ``g``, the
 node ``i``, its upstream gradient ``G`` and the operand index ``k``, and return the contribution to
 that operand's gradient (of that operand's shape), or None for no gradient.
 """
@@ -72,7 +81,20 @@ def _reduced(shapes: list[Shape], axes: tuple[int, ...]) -> Shape:
 
 
 def _target(shapes: list[Shape], shape: Shape) -> Shape:
+    if _size(shapes[0]) != _size(shape):
+        raise ShapeError(f"cannot reshape {text(shapes[0])} to {text(shape)}: sizes differ")
     return shape
+
+
+def _size(shape: Shape) -> tuple:
+    """A shape's element count as (product of its sizes, its dimension names sorted)."""
+    known, names = 1, []
+    for d in shape:
+        if isinstance(d, int):
+            known *= d
+        else:
+            names.append(d)
+    return known, sorted(names)
 
 
 def _broadcast_to(shapes: list[Shape], shape: Shape) -> Shape:
@@ -161,6 +183,43 @@ def _same(shapes: list[Shape], _attrs) -> Shape:
     return shapes[0]
 
 
+# ---- take_along_axis: integer labels into a tensor (softmax cross-entropy with integer targets)
+def _take_shape(shapes: list[Shape], axes: tuple[int, ...]) -> Shape:
+    a, idx = shapes
+    (axis,) = axes
+    if len(idx) != len(a):
+        raise ShapeError(
+            f"take_along_axis of {text(a)} by indices {text(idx)}: the indices need the same "
+            f"rank as the array ({len(a)}), e.g. labels of shape (B, 1) for scores (B, C)"
+        )
+    for k, (d, e) in enumerate(zip(a, idx)):
+        if k != axis and d != e:
+            raise ShapeError(
+                f"take_along_axis of {text(a)} by indices {text(idx)}: axis {k} differs "
+                f"({d} vs {e}); only axis {axis} may"
+            )
+    return idx
+
+
+def _take_vjp(g, i: int, G: int, k: int) -> int | None:
+    if k == 1:
+        return None  # indices are piecewise constant: no gradient
+    a, idx = g.nodes[i].args
+    (axis,) = g.nodes[i].value
+    return g.add("scatter_along_axis", G, idx, attrs=(axis, g.shapes[a]))
+
+
+def _scatter_shape(shapes: list[Shape], attrs: tuple[int, Shape]) -> Shape:
+    return attrs[1]
+
+
+def _scatter_vjp(g, i: int, G: int, k: int) -> int | None:
+    if k == 1:
+        return None
+    idx, (axis, _) = g.nodes[i].args[1], g.nodes[i].value
+    return g.add("take_along_axis", G, idx, attrs=(axis,))
+
+
 # fmt: off
 _TABLE = [
     TensorOp("matmul", 2, _matmul_shape, _matmul_vjp, "{a} @ {b}", "{a} @ {b}"),
@@ -192,13 +251,24 @@ _TABLE = [
              overflow="log(softmax(x)) is -inf where softmax underflows; log_softmax is x - lse(x)"),
     TensorOp("sumsq", 1, _reduced, _sumsq_vjp, "sumsq({a}, axis={attrs})", "sumsq({a}, {attrs})",
              overflow="no overflow risk: sumsq saves the squared temporary and its pass"),
+    # ---- integer indices (float64 arrays of integral values, as every input is), NumPy's rules
+    TensorOp("take_along_axis", 2, _take_shape, _take_vjp, "take_along_axis({a}, {b}, axis={attrs})",
+             "take_along_axis({a}, {b}, {attrs})"),
+    # take_along_axis's adjoint: {a} added into zeros of the given shape at the indices {b}.
+    TensorOp("scatter_along_axis", 2, _scatter_shape, _scatter_vjp,
+             "scatter_along_axis({a}, {b}, axis={attrs})", "scatter_along_axis({a}, {b}, {attrs})"),
 ]
 # fmt: on
 
 TENSOR_OPS: dict[str, TensorOp] = {op.name: op for op in _TABLE}
 
 #: Tensor ops whose attribute is a tuple of axes (the others' is a target shape).
-AXES_OPS = ("sum", "max", "min", "ties", "logsumexp", "softmax", "log_softmax", "sumsq")
+AXES_OPS = (
+    "sum", "max", "min", "ties", "logsumexp", "softmax", "log_softmax", "sumsq", "take_along_axis"
+)  # fmt: skip
+
+#: ``scatter_along_axis``'s attribute is ``(axis, shape)``: printed ``1, shape=(B, C)``.
+AXIS_SHAPE_OPS = ("scatter_along_axis",)
 
 #: The tensor gates, by name.
 TENSOR_GATES = tuple(op.name for op in _TABLE if op.is_gate)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
+from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
 from compiler.ir.tensor import TENSOR_LEAVES, TensorGraph
@@ -24,13 +25,28 @@ from compiler.ir.tensor_ops import TENSOR_OPS
 class AdjointGraph(Graph):
     """Forward nodes first (``n_forward`` of them), then the backward nodes.
 
-    ``outputs`` is ``[value, d_wrt0, d_wrt1, ...]``; ``saved`` lists the forward values the
-    backward part reads — what a separate forward pass must keep for it.
+    ``outputs`` is ``[value, d_wrt0, d_wrt1, ...]``; ``saved_nodes`` lists the values a separate
+    forward pass (a ``vjp``) keeps for the backward part, ``saved`` their names.
     """
 
     n_forward: int = 0
     wrt: tuple[str, ...] = ()
-    saved: tuple[int, ...] = ()
+    saved_nodes: tuple[int, ...] = ()
+
+    @property
+    def saved(self) -> tuple[str, ...]:
+        """The names of what a ``vjp``'s forward keeps for its backward (``saved_nodes``: the
+        node indices)."""
+        return tuple(self.names[i] for i in self.saved_nodes)
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        """The forward values and inputs the backward part reads (returned ones included): what
+        the listing's last line reports."""
+        n, live = self.n_forward, self.reachable(self.outputs)
+        read = {a for i in self.backward_nodes() if live[i] for a in self.nodes[i].args if a < n}
+        read.update(o for o in self.outputs[1:] if o < n)
+        return tuple(self.names[i] for i in sorted(read) if self.nodes[i].op not in (CONST, SEED))
 
     def _next_name(self) -> str:
         if not self.n_forward:
@@ -60,20 +76,31 @@ class AdjointGraph(Graph):
         return self.const(0.0)
 
     def __str__(self) -> str:
+        live = self.reachable(self.outputs)  # not the broadcasts a sum absorbed, say
         forward = [self.line(i) for i in self.op_nodes() if i < self.n_forward]
-        backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward]
-        outs = ", ".join(self.operand_text(o) for o in self.outputs)
-        saved = ", ".join(self.names[i] for i in self.saved) or "nothing"
+        backward = [self.line(i) for i in self.op_nodes() if i >= self.n_forward and live[i]]
+        outs = [self.operand_text(self.outputs[0])]
+        for name, o in zip(self.wrt, self.outputs[1:]):  # each gradient under its input's name
+            want = f"d_{name}"
+            if self.names[o] != want or self.nodes[o].op in (CONST, INPUT):
+                backward.append(self.alias_line(want, o))
+            outs.append(want)
         return "\n".join(
             [
                 "# forward",
                 *forward,
                 "# backward (seed = upstream gradient)",
                 *backward,
-                f"return {outs}",
-                f"# the backward reads: {saved}",
+                f"return {', '.join(outs)}",
+                f"# the backward reads: {', '.join(self.reads) or 'nothing'}",
+                f"# a vjp's forward keeps: {', '.join(self.saved) or 'nothing'}",
             ]
         )
+
+    def alias_line(self, name: str, i: int) -> str:
+        """``d_x = d_t0``: node ``i`` under another name."""
+        line = f"{name} = {self.operand_text(i)}"
+        return f"{line}  # {sh.text(self.shapes[i])}" if isinstance(self, TensorGraph) else line
 
 
 class TensorAdjointGraph(AdjointGraph, TensorGraph):
@@ -111,7 +138,7 @@ def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
         node = adj.input(name)
         adj.outputs.append(grads[node] if node in grads else adj.zero_gradient(node))
         _name_adjoint(adj, node, grads)
-    adj.saved = _saved(adj)
+    adj.saved_nodes = _saved(adj)
     return adj
 
 

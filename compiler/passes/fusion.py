@@ -56,6 +56,7 @@ class Fused(NamedTuple):
     node: str
     operand: str
     template: str  # the replaced subgraph over the operand, "{a}"
+    call: str = ""  # the gate as the listing writes it: "log_softmax(S, axis=1)"
 
     @property
     def replaced(self) -> str:
@@ -120,7 +121,7 @@ class FusionReport:
         if not self.fused:
             lines.append("  nothing fused")
         for f in self.fused:
-            lines.append(f"  {f.node} = {f.gate}({f.operand})  replaces  {f.replaced}")
+            lines.append(f"  {f.node} = {f.call}  replaces  {f.replaced}")
             note = self.overflow.get(f.template)
             if note:
                 lines.append(f"      {note.format(a=f.operand)}")
@@ -192,7 +193,13 @@ def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
 
 def _fused_nodes(graph: Graph) -> list[Fused]:
     return [
-        Fused(graph.nodes[i].op, graph.names[i], graph.operand_text(graph.nodes[i].args[0]), note)
+        Fused(
+            graph.nodes[i].op,
+            graph.names[i],
+            graph.operand_text(graph.nodes[i].args[0]),
+            note,
+            graph.template(i).format(a=graph.operand_text(graph.nodes[i].args[0])),
+        )
         for i, note in sorted(graph.notes.items())
     ]
 

@@ -177,7 +177,7 @@ def _saved_bytes(kernel, arrays: dict) -> int:
     adj = kernel.adjoint
     if hasattr(adj, "shapes"):
         sizes = sh.bind(kernel.shapes, {n: np.asarray(v) for n, v in arrays.items()})
-        return 8 * sum(math.prod(sh.concrete(adj.shapes[i], sizes)) for i in adj.saved)
+        return 8 * sum(math.prod(sh.concrete(adj.shapes[i], sizes)) for i in adj.saved_nodes)
     n = max((np.size(v) for v in arrays.values()), default=1)
     return 8 * n * len(adj.saved)
 

@@ -20,7 +20,7 @@ from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph
 from compiler.ir.registry import OPS
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
-from compiler.ir.tensor_ops import AXES_OPS, TENSOR_OPS
+from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
 from runtime import reductions
 
 _NAMESPACE = {"np": np, **{h: getattr(reductions, h) for h in reductions.__all__}}
@@ -63,6 +63,8 @@ def _tensor_op(graph: Graph, i: int, args: list, sizes: dict[str, int]):
     attrs = node.value
     if node.op in AXES_OPS:
         attrs = str(attrs[0]) if len(attrs) == 1 else str(tuple(attrs))
+    elif node.op in AXIS_SHAPE_OPS:  # (axis, shape)
+        attrs = f"{attrs[0]}, {sh.concrete(attrs[1], sizes)!r}"
     elif attrs is not None:
         attrs = repr(sh.concrete(attrs, sizes))
     code = TENSOR_OPS[node.op].code.format(a="a", b="b", attrs=attrs)

@@ -1,20 +1,21 @@
-"""``Kernel``: a function and its gradient, called like a NumPy function, on one of two tiers.
+"""``Kernel``: a function and its gradient, called like a NumPy function, on one of three modes.
 
 It binds and checks arguments, picks the code for the inputs' kinds, runs the serial or the
 parallel loop by size, and shapes the results: the value has the broadcast shape, each gradient its
-input's shape. The code comes from one of two tiers (``mode``):
+input's shape. ``mode`` is what was asked for; ``tier`` names the engine that answered the latest
+call (``runtime.policy`` chooses it, one table for every kernel):
 
-- ``"compiled"``: the generated Numba module (compiled once per call pattern, cached on disk);
+- ``"compiled"``: the final engine — the generated Numba module (compiled once per call pattern,
+  cached on disk), or LLVM's O3 code for graphs with sin/cos or beyond ``LLVM_OPS`` ops;
 - ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
   is compiled once per machine (LLVM IR, no Numba) — a new expression answers at once;
-- ``"auto"`` (the default): a kernel already in the disk cache is loaded and used at once. Else a
-  graph of up to ``LLVM_OPS`` ops answers with the LLVM tier (``runtime.llvm_tier``: compiled in
-  tens of milliseconds, no Numba) while its Numba kernel (faster per call) compiles on a
-  background thread; a larger graph answers with the instant tier while LLVM compiles it. Each
-  switches once its kernel is ready.
+- ``"auto"`` (the default): the final engine if it is loaded or on disk. Else a large call
+  (``policy.WAIT_WORK``) waits for LLVM's O3 code (a tenth of a second) and a small one answers
+  from LLVM's unoptimised code (the virtual machine for large graphs), while the final engine
+  compiles on a background thread and takes over once ready.
 
-Both tiers take the same arguments and give the same numbers to rounding, so a call pattern can
-change tier between two calls (or between a ``vjp``'s forward and its pullback).
+The engines take the same arguments and give the same numbers to rounding, so a call pattern can
+change engine between two calls (or between a ``vjp``'s forward and its pullback).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from compiler.errors import CompileError, InputError
 from compiler.ir.graph import Graph
-from runtime import background, cache
+from runtime import background, cache, policy
 from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
 
 #: Below this much work (elements x forward ops) a call runs the serial loop: waking threads costs
@@ -59,15 +60,17 @@ class Kernel:
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
-        self.requested_mode = mode
+        self.mode = mode
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._graph_key = graph.key()
         self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         self._trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
+        self._stats = policy.Stats(self._ops, self._trig)
+        self._final: dict[tuple[str, str], Any] = {}  # auto: (kinds, entry) -> final module
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
-        self._tier: str | None = None  # the tier that answered the latest call
+        self._tier: str | None = None  # the engine that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
         self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
@@ -78,17 +81,15 @@ class Kernel:
         return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
 
     @property
-    def mode(self) -> str:
-        """The tier answering calls: ``"instant"`` or ``"compiled"``.
+    def requested_mode(self) -> str:
+        """The mode asked for (an alias of ``mode``, kept for older code)."""
+        return self.mode
 
-        With ``mode="auto"`` (see ``requested_mode``), the tier of the latest call; before any
-        call, the tier ``auto`` starts with.
-        """
-        if self.requested_mode != "auto":
-            return self.requested_mode
-        if self._tier is not None:
-            return self._tier
-        return "instant" if self._large() else "compiled"
+    @property
+    def tier(self) -> str | None:
+        """The engine that answered the latest call (``runtime.policy.ENGINES``: ``"numba"``,
+        ``"llvm-O3"``, ``"llvm-O0"`` or ``"vm"``); None before any call."""
+        return self._tier
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compiles started so far; True if they all succeeded.
@@ -178,13 +179,15 @@ class Kernel:
         value = np.empty(max(lay.n, 1))
         saved = [np.empty(max(lay.n, 1)) for _ in module.SAVED]
         self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
+        # The caller may change its arrays before pulling back: keep the inputs the backward reads.
+        kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
 
         def pullback(cotangent: Any = None) -> Grads:
             seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
             back = self._module(lay, seed_kind, "backward")
             grads = _grad_buffers(lay, self.wrt, None)
             if grads:
-                reads = (lay.flat[n] for n in back.BACKWARD_READS)
+                reads = (kept[n] if n in kept else lay.flat[n] for n in back.BACKWARD_READS)
                 seed_args = (seed_flat,) if back.SEEDED else ()
                 self._run(
                     back,
@@ -201,30 +204,20 @@ class Kernel:
 
     # ------------------------------------------------------------ tiers
     def _module(self, lay: Layout, seed_kind: str, entry: str):
-        """The module (compiled, or the instant tier's stand-in) that runs ``entry`` now."""
+        """The module that runs ``entry`` now, as ``runtime.policy`` chooses."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        if self.requested_mode == "instant":
-            module = self._instant_module(kinds)
-        elif self.requested_mode == "compiled":
-            module = self._module_for(kinds)
+        if self.requested_mode == "auto":
+            module = self._auto(kinds, entry, lay.n)
         else:
-            module = self._auto(kinds, entry)
-        compiled = isinstance(module, ModuleType) or getattr(module, "TIER", "") == "compiled"
-        self._tier = "compiled" if compiled else "instant"
+            choice = policy.choose(self._stats, lay.n, self.requested_mode, frozenset(), "idle")
+            module = self._engine(choice.now, kinds)
+        self._tier = _label(module, entry)
         return module
 
     def _uses_llvm(self) -> bool:
-        """Whether the compiled tier is LLVM's rather than Numba's: for large graphs, and for
+        """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
-        from runtime import llvm_tier
-
-        return self._large() or (self._trig and llvm_tier.LLVM_TRIG)
-
-    def _large(self) -> bool:
-        """More ops than Numba compiles in a few seconds (``LLVM_OPS``)."""
-        from runtime import llvm_tier
-
-        return self._ops > llvm_tier.LLVM_OPS
+        return policy.final(self._stats) == "llvm-O3"
 
     def _llvm_module(self, kinds: str, optimise: bool | None = None):
         """LLVM's code for ``kinds``: by default the compiled tier's (O3 when LLVM is that
@@ -239,42 +232,60 @@ class Kernel:
                 )
             return self._llvm[kinds, optimise]
 
-    def _stand_in(self, kinds: str, entry: str):
-        """What answers while the compiled tier compiles: LLVM's unoptimised code, compiled in
-        milliseconds, for a graph of up to ``LLVM_OPS`` ops; the instant tier for a larger one."""
-        if self._large():
+    def _engine(self, name: str, kinds: str):
+        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``kinds``."""
+        if name == "vm":
             return self._instant_module(kinds)
-        stand_in = self._llvm_module(kinds, optimise=False)
-        stand_in.compiled(entry)  # before a background compile starts: one LLVM user at a time
-        return stand_in
+        if name == "numba":
+            background.import_numba()
+            return cache.load_module(self._key(kinds), self._source_maker(kinds))
+        return self._llvm_module(kinds, optimise=name == "llvm-O3")
 
-    def _auto(self, kinds: str, entry: str):
-        """The compiled kernel if it is ready (or on disk), else a stand-in while it compiles in
-        the background (see ``_stand_in``)."""
+    def _auto(self, kinds: str, entry: str, points: int):
+        """``auto``: the final engine once it is ready (or on disk), else what the policy
+        answers with while the final engine compiles in the background."""
+        key, goal = (kinds, entry), policy.final(self._stats)
         with self._lock:
-            job = self._jobs.get((kinds, entry))
-            if job is None and self._uses_llvm():
-                module = self._llvm_module(kinds)
-                if module.cached(entry):
-                    return module
-                stand_in = self._stand_in(kinds, entry)
-                from runtime.llvm_tier import Job
-
-                self._jobs[(kinds, entry)] = background.submit(Job(module, entry))
-                return stand_in
-            if job is None:
-                module = cache.cached_module(self._key(kinds))
-                if module is not None and background.load_cached(module, entry):
-                    return module
-                stand_in = self._stand_in(kinds, entry)
-                job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
-                self._jobs[(kinds, entry)] = background.submit(job)
-                return stand_in
-        if job.state == "ready":
-            return job.module
-        if job.state == "failed":
+            if key not in self._final and key not in self._jobs:
+                self._final[key] = self._on_disk(kinds, entry)  # looked at once per pattern
+            job = self._jobs.get(key)
+            if self._final.get(key) is None and job is not None and job.state == "ready":
+                self._final[key] = job.module
+            if self._final.get(key) is not None:
+                return self._final[key]
+            o3 = self._llvm.get((kinds, True))
+            ready = frozenset({"llvm-O3"} if o3 is not None and o3.cached(entry) else ())
+            state = "idle" if job is None else job.state
+            choice = policy.choose(self._stats, points, "auto", ready, state)
+            if choice.behind is not None:
+                self._jobs[key] = background.submit(self._job(kinds, entry))
+        if state == "failed":
             self._report(job)
-        return self._stand_in(kinds, entry)
+        module = self._engine(choice.now, kinds)
+        if choice.now == goal == "llvm-O3":  # waited for: it answers from now on
+            module.compiled(entry)
+            with self._lock:
+                self._final[key] = module
+        return module
+
+    def _on_disk(self, kinds: str, entry: str):
+        """The final engine's module if it is loaded or on disk (nothing compiled), else None."""
+        if self._uses_llvm():
+            module = self._llvm_module(kinds)
+            return module if module.cached(entry) else None
+        background.import_numba()
+        module = cache.cached_module(self._key(kinds))
+        if module is not None and background.load_cached(module, entry):
+            return module
+        return None
+
+    def _job(self, kinds: str, entry: str) -> background.Job:
+        """The final engine's compile, for the background thread."""
+        if self._uses_llvm():
+            from runtime.llvm_tier import Job
+
+            return Job(self._llvm_module(kinds), entry)
+        return background.Job(self._key(kinds), self._source_maker(kinds), entry)
 
     def _report(self, job: background.Job) -> None:
         """Warn once, on the user's thread, that a background compile failed."""
@@ -284,7 +295,7 @@ class Kernel:
             self._reported.add(id(job))
         warnings.warn(
             f"symgrad: compiling {job.entry} of {self.title!r} in the background failed "
-            f"({type(job.error).__name__}: {job.error}); the {self.mode} tier keeps answering",
+            f"({type(job.error).__name__}: {job.error}); the {self._tier} engine keeps answering",
             RuntimeWarning,
             stacklevel=5,
         )
@@ -317,9 +328,7 @@ class Kernel:
         return make_source
 
     def _module_for(self, kinds: str):
-        if self._uses_llvm():
-            return self._llvm_module(kinds)
-        return cache.load_module(self._key(kinds), self._source_maker(kinds))
+        return self._engine(policy.final(self._stats), kinds)
 
     def _run(self, module, entry: str, n: int, *args) -> None:
         name = entry if n * self._ops >= PARALLEL_WORK else f"{entry}_serial"
@@ -346,6 +355,20 @@ class Kernel:
         return kernel_html(self)
 
 
+def _label(module: Any, entry: str) -> str:
+    """The engine a module is (``runtime.policy.ENGINES``)."""
+    if isinstance(module, ModuleType):
+        return "numba"
+    if hasattr(module, "optimised"):
+        return "llvm-O3" if module.optimised(entry) else "llvm-O0"
+    return "vm"
+
+
+def _own(value: np.ndarray | float) -> np.ndarray | float:
+    """A private copy of an array input (a float is immutable already)."""
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
 def _used(module: ModuleType, lay: Layout) -> list:
     return [lay.flat[n] for n in module.USED]
 
@@ -365,9 +388,27 @@ def _unalias(lay: Layout, *buffers: np.ndarray | None) -> None:
 def _split_out(out) -> tuple[np.ndarray | None, dict | None]:
     if out is None:
         return None, None
+    form = "out must be (value_buffer, {input: gradient_buffer})"
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise InputError("out must be (value_buffer, {input: gradient_buffer})")
+        raise InputError(form)
+    if out[1] is not None and not isinstance(out[1], dict):
+        got = type(out[1]).__name__
+        raise InputError(f"{form}: the gradients by input name in a dict, not a {got}")
+    _disjoint(
+        {"the value": out[0], **{f"the gradient of '{n}'": b for n, b in (out[1] or {}).items()}}
+    )
     return out
+
+
+def _disjoint(buffers: dict[str, Any]) -> None:
+    """Refuse output buffers that share memory: each would overwrite another's results."""
+    arrays = [(what, b) for what, b in buffers.items() if isinstance(b, np.ndarray)]
+    for i, (what, a) in enumerate(arrays):
+        for other, b in arrays[i + 1 :]:
+            if np.may_share_memory(a, b):
+                raise InputError(
+                    f"out buffers for {what} and {other} share memory: give each its own array"
+                )
 
 
 def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,6 +12,7 @@ whose every named dimension is 1: the same Numba types as any call), and switche
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -278,10 +279,13 @@ class TensorKernel:
 
     def _ready(self) -> frozenset[str]:
         """``{"numba"}`` if the compiled module is loaded, or was on disk at the first look
-        (loading it costs what a look would: a call never looks at the disk twice)."""
+        (loading it costs what a look would: a call never looks at the disk twice). Only once
+        Numba is imported: importing it (0.3-0.5 s) is the background thread's work."""
         if True in self._modules:
             return frozenset({"numba"})
         if self._on_disk is None and self._job is None:
+            if "numba" not in sys.modules:
+                return frozenset()
             background.import_numba()
             self._on_disk = cache.cached_module(self._key(True), prefix="t") is not None
         return frozenset({"numba"} if self._on_disk else ())

@@ -36,11 +36,17 @@ EXIT_NOTE = 1.0
 _numba_lock = threading.Lock()
 
 
+def numba_imported() -> bool:
+    """Whether Numba is imported whole already (looking at a kernel on disk then costs
+    milliseconds; importing it costs 0.3-0.5 s, which a call should not wait for)."""
+    numba = sys.modules.get("numba")
+    return numba is not None and not getattr(numba.__spec__, "_initializing", False)
+
+
 def import_numba() -> None:
     """Import Numba whole, once, under a lock, before any thread needs it: a thread importing it
     while another one does could see a half-imported ``numba`` (``cannot import name 'njit'``)."""
-    numba = sys.modules.get("numba")
-    if numba is not None and not getattr(numba.__spec__, "_initializing", False):
+    if numba_imported():
         return
     with _numba_lock:
         import numba  # noqa: F401
@@ -136,7 +142,7 @@ class _Worker:
         self.jobs.put(_LAST)
         self.thread.join(EXIT_NOTE)
         if self.thread.is_alive():
-            left = self.jobs.qsize() + (self.current is not None)
+            left = self.jobs.qsize() - 1 + (self.current is not None)  # not counting _LAST
             print(
                 f"symgrad: finishing {left} background compile(s) so the next run starts "
                 f"compiled (at most {EXIT_WAIT:.0f} s)",

@@ -20,7 +20,6 @@ change engine between two calls (or between a ``vjp``'s forward and its pullback
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -278,7 +277,7 @@ class Kernel:
         o3 = self._llvm_module(kinds, optimise=True)
         if o3.cached(entry) and self._uses_llvm():
             return o3
-        if self._uses_llvm() or "numba" not in sys.modules:
+        if self._uses_llvm() or not background.numba_imported():
             return None
         background.import_numba()
         module = cache.cached_module(self._key(kinds))

@@ -12,7 +12,6 @@ whose every named dimension is 1: the same Numba types as any call), and switche
 
 from __future__ import annotations
 
-import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -284,7 +283,7 @@ class TensorKernel:
         if True in self._modules:
             return frozenset({"numba"})
         if self._on_disk is None and self._job is None:
-            if "numba" not in sys.modules:
+            if not background.numba_imported():
                 return frozenset()
             background.import_numba()
             self._on_disk = cache.cached_module(self._key(True), prefix="t") is not None

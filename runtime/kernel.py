@@ -20,6 +20,7 @@ change engine between two calls (or between a ``vjp``'s forward and its pullback
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -32,6 +33,14 @@ from compiler.errors import CompileError, InputError
 from compiler.ir.graph import Graph
 from runtime import background, cache, policy
 from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
+
+#: Output arrays of at least this many bytes come from a kernel's ``Pool``: a new one costs a page
+#: fault per 4 KiB on first write (at 10^6 points, three fresh outputs cost 4-10 ms against the
+#: O3 kernel's 3 ms of work), a reused one none. Smaller ones come from malloc's free lists.
+POOL_MIN_BYTES = 1 << 20
+
+#: At most this many bytes of output arrays are kept per kernel for reuse.
+POOL_BYTES = 64 << 20
 
 #: Below this much work (elements x forward ops) a call runs the serial loop: waking threads costs
 #: ~3 us here. Measured with the neuron (8 ops): threads win from about 1,000 elements.
@@ -76,6 +85,7 @@ class Kernel:
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
         self._reported: set[int] = set()  # failed jobs already warned about
         self._lock = threading.RLock()
+        self._pool = Pool()
 
     def __repr__(self) -> str:
         return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
@@ -136,7 +146,7 @@ class Kernel:
         """The value, with NumPy broadcasting over the inputs."""
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward")
-        value = _value_buffer(lay, out)
+        value = _value_buffer(lay, out, self._pool.empty)
         _unalias(lay, out)
         self._run(module, "forward", lay.n, *_used(module, lay), value)
         return _shape_value(lay, value, out)
@@ -151,8 +161,8 @@ class Kernel:
         seed_kind, seed_flat = arrange_seed(seed, lay.shape)
         module = self._module(lay, seed_kind, "value_and_grad")
         value_out, grads_out = _split_out(out)
-        value = _value_buffer(lay, value_out)
-        grads = _grad_buffers(lay, self.wrt, grads_out)
+        value = _value_buffer(lay, value_out, self._pool.empty)
+        grads = _grad_buffers(lay, self.wrt, grads_out, self._pool.empty)
         _unalias(lay, value_out, *(grads_out or {}).values())
         seed_args = (seed_flat,) if module.SEEDED else ()
         self._run(
@@ -176,8 +186,8 @@ class Kernel:
         """
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward_save")
-        value = np.empty(max(lay.n, 1))
-        saved = [np.empty(max(lay.n, 1)) for _ in module.SAVED]
+        value = self._pool.empty(max(lay.n, 1))
+        saved = [self._pool.empty(max(lay.n, 1)) for _ in module.SAVED]
         self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
         # The caller may change its arrays before pulling back: keep the inputs the backward reads.
         kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
@@ -185,7 +195,7 @@ class Kernel:
         def pullback(cotangent: Any = None) -> Grads:
             seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
             back = self._module(lay, seed_kind, "backward")
-            grads = _grad_buffers(lay, self.wrt, None)
+            grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
             if grads:
                 reads = (kept[n] if n in kept else lay.flat[n] for n in back.BACKWARD_READS)
                 seed_args = (seed_flat,) if back.SEEDED else ()
@@ -361,6 +371,34 @@ class Kernel:
         return kernel_html(self)
 
 
+class Pool:
+    """Output arrays handed out again once the caller has let them go (see ``POOL_MIN_BYTES``).
+
+    An array is free when only the pool refers to it (CPython's reference count): whatever the
+    caller still holds — the array, a view of it, a pullback's residuals — is never handed out
+    again. Every array handed out is written whole by the kernel before the caller sees it.
+    """
+
+    _FREE = 3  # references to a free array while it is looked at: the list, the loop, the call
+
+    def __init__(self) -> None:
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, n: int) -> np.ndarray:
+        """A float64 array of ``n`` elements, contents undefined (as ``np.empty``)."""
+        if n * 8 < POOL_MIN_BYTES:
+            return np.empty(n)
+        with self._lock:
+            for array in self._arrays:
+                if array.shape[0] == n and sys.getrefcount(array) == self._FREE:
+                    return array
+            array = np.empty(n)
+            if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
+                self._arrays.append(array)
+            return array
+
+
 def _label(module: Any, entry: str) -> str:
     """The engine a module is (``runtime.policy.ENGINES``)."""
     if isinstance(module, ModuleType):
@@ -434,13 +472,13 @@ def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def _value_buffer(lay: Layout, out: np.ndarray | None) -> np.ndarray:
+def _value_buffer(lay: Layout, out: np.ndarray | None, empty=np.empty) -> np.ndarray:
     if out is None:
-        return np.empty(max(lay.n, 1))
+        return empty(max(lay.n, 1))
     return _check_buffer("the value", out, lay.shape) if lay.n else np.empty(1)
 
 
-def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None) -> dict:
+def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None, empty=np.empty) -> dict:
     """Per input: (flat buffer the loop writes, the user's buffer or None)."""
     if out is not None and set(out) != set(wrt):
         raise InputError(f"out gradients must be given for exactly {list(wrt)}, got {list(out)}")
@@ -452,7 +490,7 @@ def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None) -> dict:
         if lay.kinds[name] == "s":
             flat = user.reshape(-1) if user is not None else np.empty(1)
         elif name in lay.expanded or user is None:
-            flat = np.empty(lay.n)
+            flat = empty(lay.n)
         else:
             flat = user.reshape(-1)
         buffers[name] = (flat, user)

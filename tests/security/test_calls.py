@@ -187,3 +187,28 @@ def test_many_threads_call_new_tensor_programs_in_auto_mode(tmp_path):
             timeout=600,
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ reused output arrays
+@pytest.mark.parametrize("mode", ["compiled", "instant", "auto"])
+def test_outputs_the_caller_still_holds_are_never_reused(private_cache, mode):
+    """Large outputs come from a pool (``runtime.kernel.Pool``): an array, a view of it or a
+    pullback's residuals that the caller still holds is never written by a later call."""
+    n = (1 << 20) // 8 + 1  # large enough to be pooled
+    rng = np.random.default_rng(4)
+    k = compiler.compile_gradient(EXPR, mode=mode)
+    xs = [rng.standard_normal(n) for _ in range(4)]
+    y = rng.standard_normal(n)
+    first = k.value_and_grad(x=xs[0], y=y)
+    view = k(x=xs[1], y=y)[10:20]  # only a view of the value is kept
+    value, pullback = k.vjp(x=xs[2], y=y)
+    for _ in range(3):  # calls whose results are dropped at once: their arrays are reused
+        k.value_and_grad(x=xs[3], y=y)
+    grads = pullback()
+    last = k.value_and_grad(x=xs[3], y=y)
+    for x, (v, g) in zip((xs[0], xs[2], xs[3]), (first, (value, grads), last)):
+        np.testing.assert_allclose(v, x * x * y + np.exp(x), rtol=1e-12, atol=1e-12)
+        for name, want in want_grads(x, y, 1.0).items():
+            np.testing.assert_allclose(g[name], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(view, (xs[1] * xs[1] * y + np.exp(xs[1]))[10:20], rtol=1e-12)
+    assert not np.shares_memory(first[0], last[0]) and not np.shares_memory(value, last[0])

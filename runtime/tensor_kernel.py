@@ -2,11 +2,12 @@
 
 It binds the inputs, checks them against their declared shapes (binding each dimension name to
 one size for the call), and runs the generated module (``compiler.codegen.tensor_source``): BLAS
-for the matrix products, fused Numba loops for the elementwise regions. Two tiers, as for
-elementwise kernels: ``"compiled"`` (each region is a small function that compiles in about a
-second, once, then comes from the disk cache) and ``"instant"`` (the same steps as NumPy calls:
-nothing to compile). ``"auto"`` answers with the compiled module when it is on disk, else with
-the instant one while a background thread compiles every entry (by calling it once on inputs
+for the matrix products, fused Numba loops for the elementwise regions. ``mode`` is the mode asked
+for, ``tier`` the engine that answered the latest call (``runtime.policy``): ``"compiled"`` runs
+``numba`` (each region is a small function that compiles in about a second, once, then comes from
+the disk cache), ``"instant"`` runs ``numpy`` (the same steps as NumPy calls: nothing to
+compile). ``"auto"`` answers with the compiled module when it is loaded or on disk, else with
+NumPy's steps while a background thread compiles every entry (by calling it once on inputs
 whose every named dimension is 1: the same Numba types as any call), and switches when done.
 """
 

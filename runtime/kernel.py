@@ -379,8 +379,6 @@ class Pool:
     again. Every array handed out is written whole by the kernel before the caller sees it.
     """
 
-    _FREE = 3  # references to a free array while it is looked at: the list, the loop, the call
-
     def __init__(self) -> None:
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
@@ -391,12 +389,25 @@ class Pool:
             return np.empty(n)
         with self._lock:
             for array in self._arrays:
-                if array.shape[0] == n and sys.getrefcount(array) == self._FREE:
+                if array.shape[0] == n and sys.getrefcount(array) == _FREE:
                     return array
             array = np.empty(n)
             if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
                 self._arrays.append(array)
             return array
+
+
+def _free_count() -> int:
+    """The reference count ``Pool.empty`` sees for an array that only the pool holds, measured
+    with the same loop (so an interpreter counting otherwise never makes a used array look free).
+    """
+    arrays, count = [np.empty(1)], 0
+    for array in arrays:
+        count = sys.getrefcount(array)
+    return count
+
+
+_FREE = _free_count()
 
 
 def _label(module: Any, entry: str) -> str:

@@ -34,6 +34,7 @@ EXIT_WAIT = 10.0
 EXIT_NOTE = 1.0
 
 _numba_lock = threading.Lock()
+_numba_done: list[bool] = []  # import_numba has run
 
 
 def numba_imported() -> bool:
@@ -46,13 +47,18 @@ def numba_imported() -> bool:
 def import_numba() -> None:
     """Import Numba whole, once, under a lock, before any thread needs it: a thread importing it
     while another one does could see a half-imported ``numba`` (``cannot import name 'njit'``)."""
-    if numba_imported():
+    if _numba_done:
         return
     with _numba_lock:
         import numba  # noqa: F401
         import numba.core.compiler_lock  # noqa: F401
         import numba.core.errors  # noqa: F401
         import numba.core.sigutils  # noqa: F401
+
+        import runtime.jit  # noqa: F401 - what generated modules import beside Numba
+        import runtime.scalar  # noqa: F401
+
+        _numba_done.append(True)
 
 
 class Job:

@@ -216,10 +216,10 @@ class Kernel:
     def _module(self, lay: Layout, seed_kind: str, entry: str):
         """The module that runs ``entry`` now, as ``runtime.policy`` chooses."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        if self.requested_mode == "auto":
+        if self.mode == "auto":
             module = self._auto(kinds, entry, lay.n)
         else:
-            choice = policy.choose(self._stats, lay.n, self.requested_mode, frozenset(), "idle")
+            choice = policy.choose(self._stats, lay.n, self.mode, frozenset(), "idle")
             module = self._engine(choice.now, kinds)
         self._tier = _label(module, entry)
         return module

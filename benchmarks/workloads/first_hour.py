@@ -180,6 +180,14 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
                     f"{r['per_call'] / np_call:.2f}×",
                 ]
             )
+        warm = ours[1:]
+        why = (
+            f"runs 2–4: first call {statistics.median(r['first'] for r in warm) * 1e3:.0f} ms "
+            f"(importing llvmlite, loading the cached O3 code) of {calls} calls, then a median "
+            f"call of {statistics.median(r['median'] for r in warm) * 1e3:.1f} ms "
+            f"({statistics.median(r['median'] for r in warm) / np_call:.2f}× NumPy's per call); "
+            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
         worst_any = max(r["per_call"] for r in ours) / np_call
         worst_warm = max(r["per_call"] for r in ours[1:]) / np_call
         extra = ours[0]["wall"] - np_wall
@@ -191,7 +199,7 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
                 PER_CALL_ANY_RUN,
                 spread=f"runs: {spread}",
             ),
-            Target(f"{name}: runs 2–4 per-call time / NumPy's", worst_warm, PER_CALL_WARM),
+            Target(f"{name}: runs 2–4 per-call time / NumPy's", worst_warm, PER_CALL_WARM, why=why),
             Target(
                 f"{name}: run 1 wall time − NumPy's",
                 extra,

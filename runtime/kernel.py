@@ -36,8 +36,9 @@ from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
 
 #: Output arrays of at least this many bytes come from a kernel's ``Pool``: a new one costs a page
 #: fault per 4 KiB on first write (at 10^6 points, three fresh outputs cost 4-10 ms against the
-#: O3 kernel's 3 ms of work), a reused one none. Smaller ones come from malloc's free lists.
-POOL_MIN_BYTES = 1 << 20
+#: O3 kernel's 3 ms of work), a reused one none. Smaller ones come from malloc's free lists
+#: (this is glibc's default threshold for giving each allocation its own fresh pages).
+POOL_MIN_BYTES = 128 << 10
 
 #: At most this many bytes of output arrays are kept per kernel for reuse.
 POOL_BYTES = 64 << 20

@@ -4,8 +4,9 @@ One daemon thread serves every kernel: Numba compiles under a single global lock
 threads would only queue. A job loads (or generates) the kernel module, then compiles the entry's
 jitted functions one at a time — for a split kernel, segment by segment — with the exact
 signatures a call uses, loading each from Numba's disk cache when it is there. Between two
-functions the worker checks whether the interpreter is exiting, so a large compile never keeps a
-finished program waiting for more than one bounded function.
+functions the worker checks whether it must stop. An exiting interpreter lets the compiles queued so
+far finish (a script's first run leaves its kernels cached), for at most ``EXIT_WAIT`` seconds,
+with a note on stderr after ``EXIT_NOTE``; then the compile stops after one bounded function.
 
 A job never leaves a half-built cache entry: the module file is published atomically and whole,
 Numba writes each function's cache file atomically, and a job that fails discards the module and
@@ -17,18 +18,47 @@ from __future__ import annotations
 
 import atexit
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
 
 from runtime import cache
 
-#: How long an exiting interpreter waits for the function being compiled (seconds).
+#: How long an exiting interpreter waits for the compiles queued so far (seconds): a script's
+#: first run leaves its kernels cached, so the next run starts compiled. After this the compile
+#: stops at its next bounded step (one Numba function, one wave of LLVM modules).
 EXIT_WAIT = 10.0
 
-#: Held while Numba (here) or the LLVM tier (``runtime.llvm_tier``) runs LLVM: ``auto`` answers
-#: with LLVM's code while Numba compiles behind it, and the two must not drive LLVM at once.
-COMPILE_LOCK = threading.Lock()
+#: After this long (seconds) the exiting interpreter says on stderr what it waits for.
+EXIT_NOTE = 1.0
+
+_numba_lock = threading.Lock()
+_numba_done: list[bool] = []  # import_numba has run
+
+
+def numba_imported() -> bool:
+    """Whether Numba is imported whole already (looking at a kernel on disk then costs
+    milliseconds; importing it costs 0.3-0.5 s, which a call should not wait for)."""
+    numba = sys.modules.get("numba")
+    return numba is not None and not getattr(numba.__spec__, "_initializing", False)
+
+
+def import_numba() -> None:
+    """Import Numba whole, once, under a lock, before any thread needs it: a thread importing it
+    while another one does could see a half-imported ``numba`` (``cannot import name 'njit'``)."""
+    if _numba_done:
+        return
+    with _numba_lock:
+        import numba  # noqa: F401
+        import numba.core.compiler_lock  # noqa: F401
+        import numba.core.errors  # noqa: F401
+        import numba.core.sigutils  # noqa: F401
+
+        import runtime.jit  # noqa: F401 - what generated modules import beside Numba
+        import runtime.scalar  # noqa: F401
+
+        _numba_done.append(True)
 
 
 class Job:
@@ -44,13 +74,12 @@ class Job:
     def run(self, stopping: threading.Event) -> None:
         module = None
         try:
-            with COMPILE_LOCK:
-                module = cache.load_module(self.key, self.make_source)
+            import_numba()
+            module = cache.load_module(self.key, self.make_source)
             for name, signature in module.SIGNATURES[self.entry].items():
                 if stopping.is_set():
                     return  # exiting: what is compiled so far is cached, the rest never started
-                with COMPILE_LOCK:
-                    compile_signature(getattr(module, name), signature)
+                compile_signature(getattr(module, name), signature)
             self.module, self.state = module, "ready"
         except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
             if module is not None:
@@ -108,16 +137,30 @@ class _Worker:
     def _loop(self) -> None:
         while True:
             job = self.jobs.get()
-            if self.stopping.is_set():
+            if job is _LAST or self.stopping.is_set():
                 return
             self.current = job
             job.run(self.stopping)
             self.current = None
 
     def stop(self) -> None:
+        """At exit: finish the compiles queued so far (up to ``EXIT_WAIT``), then stop."""
+        self.jobs.put(_LAST)
+        self.thread.join(EXIT_NOTE)
+        if self.thread.is_alive():
+            left = self.jobs.qsize() - 1 + (self.current is not None)  # not counting _LAST
+            print(
+                f"symgrad: finishing {left} background compile(s) so the next run starts "
+                f"compiled (at most {EXIT_WAIT:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.thread.join(max(0.0, EXIT_WAIT - EXIT_NOTE))
         self.stopping.set()
-        self.jobs.put(Job("", str, ""))  # wake the loop if it waits
         self.thread.join(EXIT_WAIT)
+
+
+_LAST = Job("", str, "")  # queued at exit: the worker stops when it gets there
 
 
 _worker: list[_Worker] = []

@@ -1,24 +1,26 @@
-"""``Kernel``: a function and its gradient, called like a NumPy function, on one of two tiers.
+"""``Kernel``: a function and its gradient, called like a NumPy function, on one of three modes.
 
 It binds and checks arguments, picks the code for the inputs' kinds, runs the serial or the
 parallel loop by size, and shapes the results: the value has the broadcast shape, each gradient its
-input's shape. The code comes from one of two tiers (``mode``):
+input's shape. ``mode`` is what was asked for; ``tier`` names the engine that answered the latest
+call (``runtime.policy`` chooses it, one table for every kernel):
 
-- ``"compiled"``: the generated Numba module (compiled once per call pattern, cached on disk);
+- ``"compiled"``: the final engine — the generated Numba module (compiled once per call pattern,
+  cached on disk), or LLVM's O3 code for graphs with sin/cos or beyond ``LLVM_OPS`` ops;
 - ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
   is compiled once per machine (LLVM IR, no Numba) — a new expression answers at once;
-- ``"auto"`` (the default): a kernel already in the disk cache is loaded and used at once. Else a
-  graph of up to ``LLVM_OPS`` ops answers with the LLVM tier (``runtime.llvm_tier``: compiled in
-  tens of milliseconds, no Numba) while its Numba kernel (faster per call) compiles on a
-  background thread; a larger graph answers with the instant tier while LLVM compiles it. Each
-  switches once its kernel is ready.
+- ``"auto"`` (the default): the final engine if it is loaded or on disk. Else a large call
+  (``policy.WAIT_WORK``) waits for LLVM's O3 code (a tenth of a second) and a small one answers
+  from LLVM's unoptimised code (the virtual machine for large graphs), while the final engine
+  compiles on a background thread and takes over once ready.
 
-Both tiers take the same arguments and give the same numbers to rounding, so a call pattern can
-change tier between two calls (or between a ``vjp``'s forward and its pullback).
+The engines take the same arguments and give the same numbers to rounding, so a call pattern can
+change engine between two calls (or between a ``vjp``'s forward and its pullback).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -29,8 +31,17 @@ import numpy as np
 
 from compiler.errors import CompileError, InputError
 from compiler.ir.graph import Graph
-from runtime import background, cache
+from runtime import background, cache, policy
 from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
+
+#: Output arrays of at least this many bytes come from a kernel's ``Pool``: a new one costs a page
+#: fault per 4 KiB on first write (at 10^6 points, three fresh outputs cost 4-10 ms against the
+#: O3 kernel's 3 ms of work), a reused one none. Smaller ones come from malloc's free lists
+#: (this is glibc's default threshold for giving each allocation its own fresh pages).
+POOL_MIN_BYTES = 128 << 10
+
+#: At most this many bytes of output arrays are kept per kernel for reuse.
+POOL_BYTES = 64 << 20
 
 #: Below this much work (elements x forward ops) a call runs the serial loop: waking threads costs
 #: ~3 us here. Measured with the neuron (8 ops): threads win from about 1,000 elements.
@@ -59,37 +70,38 @@ class Kernel:
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
-        self.requested_mode = mode
+        self.mode = mode
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._graph_key = graph.key()
         self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         self._trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
+        self._stats = policy.Stats(self._ops, self._trig)
+        self._final: dict[tuple[str, str], Any] = {}  # auto: (kinds, entry) -> final module
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
-        self._tier: str | None = None  # the tier that answered the latest call
+        self._tier: str | None = None  # the engine that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
         self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
         self._numba: dict[str, ModuleType] = {}  # kinds -> module (the cache holds it weakly)
         self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
         self._reported: set[int] = set()  # failed jobs already warned about
         self._lock = threading.RLock()
+        self._pool = Pool()
 
     def __repr__(self) -> str:
         return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
 
     @property
-    def mode(self) -> str:
-        """The tier answering calls: ``"instant"`` or ``"compiled"``.
+    def requested_mode(self) -> str:
+        """The mode asked for (an alias of ``mode``, kept for older code)."""
+        return self.mode
 
-        With ``mode="auto"`` (see ``requested_mode``), the tier of the latest call; before any
-        call, the tier ``auto`` starts with.
-        """
-        if self.requested_mode != "auto":
-            return self.requested_mode
-        if self._tier is not None:
-            return self._tier
-        return "instant" if self._large() else "compiled"
+    @property
+    def tier(self) -> str | None:
+        """The engine that answered the latest call (``runtime.policy.ENGINES``: ``"numba"``,
+        ``"llvm-O3"``, ``"llvm-O0"`` or ``"vm"``); None before any call."""
+        return self._tier
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compiles started so far; True if they all succeeded.
@@ -136,7 +148,7 @@ class Kernel:
         """The value, with NumPy broadcasting over the inputs."""
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward")
-        value = _value_buffer(lay, out)
+        value = _value_buffer(lay, out, self._pool.empty)
         _unalias(lay, out)
         self._run(module, "forward", lay.n, *_used(module, lay), value)
         return _shape_value(lay, value, out)
@@ -151,8 +163,8 @@ class Kernel:
         seed_kind, seed_flat = arrange_seed(seed, lay.shape)
         module = self._module(lay, seed_kind, "value_and_grad")
         value_out, grads_out = _split_out(out)
-        value = _value_buffer(lay, value_out)
-        grads = _grad_buffers(lay, self.wrt, grads_out)
+        value = _value_buffer(lay, value_out, self._pool.empty)
+        grads = _grad_buffers(lay, self.wrt, grads_out, self._pool.empty)
         _unalias(lay, value_out, *(grads_out or {}).values())
         seed_args = (seed_flat,) if module.SEEDED else ()
         self._run(
@@ -176,16 +188,18 @@ class Kernel:
         """
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward_save")
-        value = np.empty(max(lay.n, 1))
-        saved = [np.empty(max(lay.n, 1)) for _ in module.SAVED]
+        value = self._pool.empty(max(lay.n, 1))
+        saved = [self._pool.empty(max(lay.n, 1)) for _ in module.SAVED]
         self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
+        # The caller may change its arrays before pulling back: keep the inputs the backward reads.
+        kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
 
         def pullback(cotangent: Any = None) -> Grads:
             seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
             back = self._module(lay, seed_kind, "backward")
-            grads = _grad_buffers(lay, self.wrt, None)
+            grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
             if grads:
-                reads = (lay.flat[n] for n in back.BACKWARD_READS)
+                reads = (kept[n] if n in kept else lay.flat[n] for n in back.BACKWARD_READS)
                 seed_args = (seed_flat,) if back.SEEDED else ()
                 self._run(
                     back,
@@ -202,30 +216,20 @@ class Kernel:
 
     # ------------------------------------------------------------ tiers
     def _module(self, lay: Layout, seed_kind: str, entry: str):
-        """The module (compiled, or the instant tier's stand-in) that runs ``entry`` now."""
+        """The module that runs ``entry`` now, as ``runtime.policy`` chooses."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        if self.requested_mode == "instant":
-            module = self._instant_module(kinds)
-        elif self.requested_mode == "compiled":
-            module = self._module_for(kinds)
+        if self.mode == "auto":
+            module = self._auto(kinds, entry, lay.n)
         else:
-            module = self._auto(kinds, entry)
-        compiled = isinstance(module, ModuleType) or getattr(module, "TIER", "") == "compiled"
-        self._tier = "compiled" if compiled else "instant"
+            choice = policy.choose(self._stats, lay.n, self.mode, frozenset(), "idle")
+            module = self._engine(choice.now, kinds)
+        self._tier = _label(module, entry)
         return module
 
     def _uses_llvm(self) -> bool:
-        """Whether the compiled tier is LLVM's rather than Numba's: for large graphs, and for
+        """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
-        from runtime import llvm_tier
-
-        return self._large() or (self._trig and llvm_tier.LLVM_TRIG)
-
-    def _large(self) -> bool:
-        """More ops than Numba compiles in a few seconds (``LLVM_OPS``)."""
-        from runtime import llvm_tier
-
-        return self._ops > llvm_tier.LLVM_OPS
+        return policy.final(self._stats) == "llvm-O3"
 
     def _llvm_module(self, kinds: str, optimise: bool | None = None):
         """LLVM's code for ``kinds``: by default the compiled tier's (O3 when LLVM is that
@@ -240,43 +244,68 @@ class Kernel:
                 )
             return self._llvm[kinds, optimise]
 
-    def _stand_in(self, kinds: str, entry: str):
-        """What answers while the compiled tier compiles: LLVM's unoptimised code, compiled in
-        milliseconds, for a graph of up to ``LLVM_OPS`` ops; the instant tier for a larger one."""
-        if self._large():
+    def _engine(self, name: str, kinds: str):
+        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``kinds``."""
+        if name == "vm":
             return self._instant_module(kinds)
-        stand_in = self._llvm_module(kinds, optimise=False)
-        stand_in.compiled(entry)  # before a background compile starts: one LLVM user at a time
-        return stand_in
+        if name == "numba":
+            background.import_numba()
+            if kinds not in self._numba:  # the cache holds modules weakly: the kernel keeps its own
+                self._numba[kinds] = cache.load_module(self._key(kinds), self._source_maker(kinds))
+            return self._numba[kinds]
+        return self._llvm_module(kinds, optimise=name == "llvm-O3")
 
-    def _auto(self, kinds: str, entry: str):
-        """The compiled kernel if it is ready (or on disk), else a stand-in while it compiles in
-        the background (see ``_stand_in``)."""
+    def _auto(self, kinds: str, entry: str, points: int):
+        """``auto``: the final engine once it is ready (or on disk), else what the policy
+        answers with while the final engine compiles in the background."""
+        key, goal = (kinds, entry), policy.final(self._stats)
         with self._lock:
-            job = self._jobs.get((kinds, entry))
-            if job is None and self._uses_llvm():
-                module = self._llvm_module(kinds)
-                if module.cached(entry):
-                    return module
-                stand_in = self._stand_in(kinds, entry)
-                from runtime.llvm_tier import Job
-
-                self._jobs[(kinds, entry)] = background.submit(Job(module, entry))
-                return stand_in
-            if job is None:
-                module = cache.cached_module(self._key(kinds))
-                if module is not None and background.load_cached(module, entry):
-                    self._numba[kinds] = module
-                    return module
-                stand_in = self._stand_in(kinds, entry)
-                job = background.Job(self._key(kinds), self._source_maker(kinds), entry)
-                self._jobs[(kinds, entry)] = background.submit(job)
-                return stand_in
-        if job.state == "ready":
-            return job.module
-        if job.state == "failed":
+            if key not in self._final:  # the disk, looked at once per pattern
+                self._final[key] = self._on_disk(kinds, entry)
+            job = self._jobs.get(key)
+            if self._final[key] is None and job is not None and job.state == "ready":
+                self._final[key] = job.module
+            if self._final[key] is not None:
+                return self._final[key]
+            o3 = self._llvm.get((kinds, True))
+            ready = frozenset({"llvm-O3"} if o3 is not None and o3.loaded(entry) else ())
+            state = "idle" if job is None else job.state
+            choice = policy.choose(self._stats, points, "auto", ready, state)
+            if choice.behind is not None:
+                self._jobs[key] = background.submit(self._job(kinds, entry))
+        if state == "failed":
             self._report(job)
-        return self._stand_in(kinds, entry)
+        module = self._engine(choice.now, kinds)
+        if choice.now == goal == "llvm-O3":  # waited for: it answers from now on
+            module.compiled(entry)
+            with self._lock:
+                self._final[key] = module
+        return module
+
+    def _on_disk(self, kinds: str, entry: str):
+        """The final engine's module if it is loaded or on disk, else None; LLVM's O3 code for
+        ``entry`` is loaded too if it is on disk (it answers while Numba's kernel loads).
+
+        Numba's kernel counts only once Numba is imported: importing it costs 0.3-0.5 s, which
+        the background thread pays, loading the kernel from disk, while LLVM's code answers."""
+        o3 = self._llvm_module(kinds, optimise=True)
+        if o3.cached(entry) and self._uses_llvm():
+            return o3
+        if self._uses_llvm() or not background.numba_imported():
+            return None
+        background.import_numba()
+        module = cache.cached_module(self._key(kinds))
+        if module is not None and background.load_cached(module, entry):
+            return module
+        return None
+
+    def _job(self, kinds: str, entry: str) -> background.Job:
+        """The final engine's compile, for the background thread."""
+        if self._uses_llvm():
+            from runtime.llvm_tier import Job
+
+            return Job(self._llvm_module(kinds), entry)
+        return background.Job(self._key(kinds), self._source_maker(kinds), entry)
 
     def _report(self, job: background.Job) -> None:
         """Warn once, on the user's thread, that a background compile failed."""
@@ -286,7 +315,7 @@ class Kernel:
             self._reported.add(id(job))
         warnings.warn(
             f"symgrad: compiling {job.entry} of {self.title!r} in the background failed "
-            f"({type(job.error).__name__}: {job.error}); the {self.mode} tier keeps answering",
+            f"({type(job.error).__name__}: {job.error}); the {self._tier} engine keeps answering",
             RuntimeWarning,
             stacklevel=5,
         )
@@ -319,11 +348,13 @@ class Kernel:
         return make_source
 
     def _module_for(self, kinds: str):
-        if self._uses_llvm():
-            return self._llvm_module(kinds)
-        if kinds not in self._numba:
-            self._numba[kinds] = cache.load_module(self._key(kinds), self._source_maker(kinds))
-        return self._numba[kinds]
+        return self._engine(policy.final(self._stats), kinds)
+
+    def _drop(self, module: ModuleType) -> None:
+        """Forget a damaged Numba module wherever this kernel keeps it."""
+        with self._lock:
+            self._numba = {k: m for k, m in self._numba.items() if m is not module}
+            self._final = {k: m for k, m in self._final.items() if m is not module}
 
     def _run(self, module, entry: str, n: int, *args) -> None:
         name = entry if n * self._ops >= PARALLEL_WORK else f"{entry}_serial"
@@ -335,14 +366,14 @@ class Kernel:
         except Exception:
             # A first call compiles or loads from Numba's cache: a failure there means a damaged
             # cache entry. Rebuild it once; a second failure is ours, and nothing stays cached.
+            self._drop(module)
             cache.forget(module)
-            self._numba.pop(module.KINDS, None)
             module = self._module_for(module.KINDS)
             try:
                 getattr(module, name)(n, *args)
             except Exception as e:
+                self._drop(module)
                 cache.discard(module)
-                self._numba.pop(module.KINDS, None)
                 raise CompileError(f"compiling {name} for {self.title!r} failed: {e}") from e
         self._checked.add((module.__name__, name))
 
@@ -350,6 +381,59 @@ class Kernel:
         from compiler.viz.display import kernel_html
 
         return kernel_html(self)
+
+
+class Pool:
+    """Output arrays handed out again once the caller has let them go (see ``POOL_MIN_BYTES``).
+
+    An array is free when only the pool refers to it (CPython's reference count): whatever the
+    caller still holds — the array, a view of it, a pullback's residuals — is never handed out
+    again. Every array handed out is written whole by the kernel before the caller sees it.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, n: int) -> np.ndarray:
+        """A float64 array of ``n`` elements, contents undefined (as ``np.empty``)."""
+        if n * 8 < POOL_MIN_BYTES:
+            return np.empty(n)
+        with self._lock:
+            for array in self._arrays:
+                if array.shape[0] == n and sys.getrefcount(array) == _FREE:
+                    return array
+            array = np.empty(n)
+            if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
+                self._arrays.append(array)
+            return array
+
+
+def _free_count() -> int:
+    """The reference count ``Pool.empty`` sees for an array that only the pool holds, measured
+    with the same loop (so an interpreter counting otherwise never makes a used array look free).
+    """
+    arrays, count = [np.empty(1)], 0
+    for array in arrays:
+        count = sys.getrefcount(array)
+    return count
+
+
+_FREE = _free_count()
+
+
+def _label(module: Any, entry: str) -> str:
+    """The engine a module is (``runtime.policy.ENGINES``)."""
+    if isinstance(module, ModuleType):
+        return "numba"
+    if hasattr(module, "optimised"):
+        return "llvm-O3" if module.optimised(entry) else "llvm-O0"
+    return "vm"
+
+
+def _own(value: np.ndarray | float) -> np.ndarray | float:
+    """A private copy of an array input (a float is immutable already)."""
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def _used(module: ModuleType, lay: Layout) -> list:
@@ -371,9 +455,27 @@ def _unalias(lay: Layout, *buffers: np.ndarray | None) -> None:
 def _split_out(out) -> tuple[np.ndarray | None, dict | None]:
     if out is None:
         return None, None
+    form = "out must be (value_buffer, {input: gradient_buffer})"
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise InputError("out must be (value_buffer, {input: gradient_buffer})")
+        raise InputError(form)
+    if out[1] is not None and not isinstance(out[1], dict):
+        got = type(out[1]).__name__
+        raise InputError(f"{form}: the gradients by input name in a dict, not a {got}")
+    _disjoint(
+        {"the value": out[0], **{f"the gradient of '{n}'": b for n, b in (out[1] or {}).items()}}
+    )
     return out
+
+
+def _disjoint(buffers: dict[str, Any]) -> None:
+    """Refuse output buffers that share memory: each would overwrite another's results."""
+    arrays = [(what, b) for what, b in buffers.items() if isinstance(b, np.ndarray)]
+    for i, (what, a) in enumerate(arrays):
+        for other, b in arrays[i + 1 :]:
+            if np.may_share_memory(a, b):
+                raise InputError(
+                    f"out buffers for {what} and {other} share memory: give each its own array"
+                )
 
 
 def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -393,13 +495,13 @@ def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def _value_buffer(lay: Layout, out: np.ndarray | None) -> np.ndarray:
+def _value_buffer(lay: Layout, out: np.ndarray | None, empty=np.empty) -> np.ndarray:
     if out is None:
-        return np.empty(max(lay.n, 1))
+        return empty(max(lay.n, 1))
     return _check_buffer("the value", out, lay.shape) if lay.n else np.empty(1)
 
 
-def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None) -> dict:
+def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None, empty=np.empty) -> dict:
     """Per input: (flat buffer the loop writes, the user's buffer or None)."""
     if out is not None and set(out) != set(wrt):
         raise InputError(f"out gradients must be given for exactly {list(wrt)}, got {list(out)}")
@@ -411,7 +513,7 @@ def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None) -> dict:
         if lay.kinds[name] == "s":
             flat = user.reshape(-1) if user is not None else np.empty(1)
         elif name in lay.expanded or user is None:
-            flat = np.empty(lay.n)
+            flat = empty(lay.n)
         else:
             flat = user.reshape(-1)
         buffers[name] = (flat, user)

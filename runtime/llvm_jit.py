@@ -12,14 +12,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
 from pathlib import Path
 
 from compiler.errors import CompileError
-from runtime import background, cache
+from runtime import cache
 
 #: Modules compiled side by side (each gets a thread; llvmlite releases the GIL).
 COMPILE_THREADS = 2
@@ -53,20 +51,6 @@ def target_machine():
     )
 
 
-@contextmanager
-def exclusive() -> Iterator[None]:
-    """LLVM driven from one thread at a time: ``background.COMPILE_LOCK``, and Numba's own
-    compiler lock when Numba is loaded (it compiles, and loads from its cache, under that lock
-    on any thread, e.g. a first call of a kernel while LLVM compiles behind it)."""
-    numba = sys.modules.get("numba.core.compiler_lock")
-    with background.COMPILE_LOCK:
-        if numba is None:
-            yield
-        else:
-            with numba.global_compiler_lock:
-                yield
-
-
 def compile_objects(
     texts: list[str], stopping: threading.Event | None = None, optimise: bool = False
 ) -> list[bytes]:
@@ -77,8 +61,7 @@ def compile_objects(
     for start in range(0, len(texts), COMPILE_THREADS):
         if stopping is not None and stopping.is_set():
             raise CompileError("interpreter exiting: LLVM compile abandoned")
-        with exclusive():
-            objects += _compile_wave(texts[start : start + COMPILE_THREADS], optimise)
+        objects += _compile_wave(texts[start : start + COMPILE_THREADS], optimise)
     return objects
 
 
@@ -87,6 +70,7 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
     results: list[bytes | BaseException | None] = [None] * len(texts)
 
     def work(k: int) -> None:
+        context = module = None
         try:
             context = binding.create_context()
             module = binding.parse_assembly(texts[k], context=context)
@@ -98,6 +82,9 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
                 builder.getModulePassManager().run(module, builder)
             results[k] = machine.emit_object(module)
         except BaseException as e:  # noqa: BLE001 - raised on the calling thread
+            # Freed now, the module before its context: the traceback must not keep them for the
+            # garbage collector, which may free them in either order (a crash).
+            module = context = None  # noqa: F841
             results[k] = e
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(1, len(texts))]
@@ -107,6 +94,8 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
     for t in threads:
         t.join()
     for r in results:
+        if isinstance(r, (KeyboardInterrupt, SystemExit)):
+            raise r  # Ctrl-C is the user's, not a compile error
         if isinstance(r, BaseException):
             raise CompileError(f"LLVM could not compile the kernel: {r}") from r
     return results  # type: ignore[return-value]
@@ -132,18 +121,30 @@ class Loaded:
 
     def __init__(self, objects: list[bytes]):
         binding = llvm()
-        with exclusive():
-            machine = target_machine()
-            self._engine = binding.create_mcjit_compiler(binding.parse_assembly(""), machine)
-            for data in objects:
-                self._engine.add_object_file(binding.ObjectFileRef.from_data(data))
-            self._engine.finalize_object()
+        # Its own LLVM context, as each compile has: safe beside Numba compiling on another thread
+        # (Numba drives the global context), so nothing here waits for Numba's compiler lock.
+        context = binding.create_context()
+        engine = binding.create_mcjit_compiler(
+            binding.parse_assembly("", context), target_machine()
+        )
+        for data in objects:
+            engine.add_object_file(binding.ObjectFileRef.from_data(data))
+        engine.finalize_object()
+        self._engine = engine
+        # The engine (and its module) must go before their context, even when this object dies
+        # in a reference cycle, where the garbage collector frees objects in any order.
+        weakref.finalize(self, _dispose, engine, context)
 
     def address(self, symbol: str) -> int:
         address = self._engine.get_function_address(symbol)
         if not address:
             raise CompileError(f"LLVM object code lacks {symbol!r}")
         return address
+
+
+def _dispose(engine, context) -> None:
+    engine.close()
+    del context  # now the last reference
 
 
 # ------------------------------------------------------------------------------- disk cache

@@ -215,6 +215,10 @@ class LLVMModule(EntryModule):
                 self._compiled[entry] = found
             return True
 
+    def loaded(self, entry: str) -> bool:
+        """Whether the entry is compiled or loaded already (no look at the disk)."""
+        return entry in self._compiled
+
     def run(self, entry: str, n: int, *args, parallel: bool = True) -> None:
         self.compiled(entry)(n, args, parallel)
 

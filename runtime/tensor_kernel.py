@@ -2,11 +2,12 @@
 
 It binds the inputs, checks them against their declared shapes (binding each dimension name to
 one size for the call), and runs the generated module (``compiler.codegen.tensor_source``): BLAS
-for the matrix products, fused Numba loops for the elementwise regions. Two tiers, as for
-elementwise kernels: ``"compiled"`` (each region is a small function that compiles in about a
-second, once, then comes from the disk cache) and ``"instant"`` (the same steps as NumPy calls:
-nothing to compile). ``"auto"`` answers with the compiled module when it is on disk, else with
-the instant one while a background thread compiles every entry (by calling it once on inputs
+for the matrix products, fused Numba loops for the elementwise regions. ``mode`` is the mode asked
+for, ``tier`` the engine that answered the latest call (``runtime.policy``): ``"compiled"`` runs
+``numba`` (each region is a small function that compiles in about a second, once, then comes from
+the disk cache), ``"instant"`` runs ``numpy`` (the same steps as NumPy calls: nothing to
+compile). ``"auto"`` answers with the compiled module when it is loaded or on disk, else with
+NumPy's steps while a background thread compiles every entry (by calling it once on inputs
 whose every named dimension is 1: the same Numba types as any call), and switches when done.
 """
 
@@ -23,7 +24,7 @@ import numpy as np
 from compiler.errors import CompileError, InputError
 from compiler.ir import shapes as sh
 from compiler.ir.tensor import TensorGraph
-from runtime import background, cache
+from runtime import background, cache, policy
 from runtime.inputs import as_float_array, bind
 from runtime.quiet import ignore_errors
 
@@ -49,11 +50,15 @@ class TensorKernel:
         self.shapes = {n: graph.declared.get(n, ()) for n in self.inputs}
         self.wrt = wrt
         self.title = title
-        self.requested_mode = mode
+        self.mode = mode
         self.fusion = None
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
         self._job: _WarmUp | None = None  # auto: the compiled module being built
+        self._tier: str | None = None  # the engine that answered the latest call
+        self._on_disk: bool | None = None  # auto: the compiled module was on disk at first look
+        self._lock = threading.Lock()
+        self._stats = policy.Stats(sum(1 for _ in graph.op_nodes()), tensor=True)
         self._checked: set[tuple[bool, str]] = set()
         self._sizes: dict[tuple, dict[str, int]] = {}  # input shapes -> dimension sizes, checked
         self._scalar_inputs = not all(self.shapes.values())
@@ -72,22 +77,21 @@ class TensorKernel:
         return f"<TensorKernel {self.title!r} inputs=({shapes}) wrt={self.wrt} mode={self.mode!r}>"
 
     @property
-    def mode(self) -> str:
-        """The tier answering calls now: ``"instant"`` or ``"compiled"``."""
-        if self.requested_mode != "auto":
-            return self.requested_mode
-        if self._job is None:
-            if True in self._modules:  # loaded: no need to look at the disk on every call
-                return "compiled"
-            on_disk = cache.cached_module(self._key(True), prefix="t") is not None
-            return "compiled" if on_disk else "instant"
-        return "compiled" if self._job.state == "ready" else "instant"
+    def requested_mode(self) -> str:
+        """The mode asked for (an alias of ``mode``, kept for older code)."""
+        return self.mode
+
+    @property
+    def tier(self) -> str | None:
+        """The engine that answered the latest call: ``"numba"`` (the compiled module) or
+        ``"numpy"`` (the instant one); None before any call."""
+        return self._tier
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the background compile (``mode="auto"``); True once the compiled tier
+        """Wait for the background compile (``mode="auto"``); True once the compiled module
         answers (also when nothing had to compile)."""
         if self._job is None:
-            return self.mode == "compiled" or self.requested_mode == "instant"
+            return self.mode != "auto" or "numba" in self._ready()
         return self._job.done.wait(timeout) and self._job.state == "ready"
 
     @property
@@ -103,7 +107,7 @@ class TensorKernel:
     def source(self) -> str:
         """The generated Python/Numba source of the compiled tier (of the NumPy-only instant
         module with ``mode="instant"``)."""
-        return self._source_maker(self.requested_mode != "instant")()
+        return self._source_maker(self.mode != "instant")()
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
@@ -127,6 +131,10 @@ class TensorKernel:
         runs once, keeping what the backward reads (``adjoint.saved``)."""
         values, sizes = self._bind(args, kwargs)
         value, saved = self._run("forward_save", values)
+        # The caller may change its arrays before pulling back: the pullback keeps its own.
+        mine = [v.copy() if isinstance(v, np.ndarray) else v for v in values]
+        saved = [_unshared(s, values) for s in saved]
+        values = mine
 
         def pullback(seed: Any = None) -> Grads:
             grads = self._run("backward", [*values, *saved, self._seed(seed, sizes)])
@@ -216,18 +224,23 @@ class TensorKernel:
 
     def _module(self, fused: bool) -> ModuleType:
         if fused not in self._modules:
+            if fused:
+                background.import_numba()
             self._modules[fused] = cache.load_module(
                 self._key(fused), self._source_maker(fused), prefix="t"
             )
         return self._modules[fused]
 
     def _run(self, entry: str, args: list):
-        fused = self._tier()
+        choice = self._choose(args)
+        fused = choice.now == "numba"
         module = self._module(fused)
+        self._tier = choice.now
         with ignore_errors():  # NumPy's nan and inf, without its warnings
             if not fused:
                 result = getattr(module, entry)(*args)
-                self._compile_behind()  # after the answer: the compile would slow it down
+                if choice.behind is not None:
+                    self._compile_behind()  # after the answer: the compile would slow it down
                 return result
             if (fused, entry) in self._checked:
                 return getattr(module, entry)(*args)
@@ -244,30 +257,44 @@ class TensorKernel:
         self._checked.add((fused, entry))
         return result
 
-    def _tier(self) -> bool:
-        """Whether this call runs the compiled module."""
-        if self.requested_mode != "auto":
-            return self.requested_mode == "compiled"
-        if self._job is None:
-            return self.mode == "compiled"  # on disk: loading it costs what a check would
-        if self._job.state == "ready":
-            self._modules[True] = self._job.module
-            return True
-        if self._job.state == "failed" and not self._job.reported:
-            self._job.reported = True
+    def _choose(self, args: list) -> policy.Choice:
+        """This call's engine (``runtime.policy``)."""
+        if self.mode != "auto":
+            return policy.choose(self._stats, 0, self.mode, frozenset(), "idle")
+        job = self._job
+        if job is not None and job.state == "ready":
+            self._modules[True] = job.module
+        if job is not None and job.state == "failed" and not job.reported:
+            job.reported = True
             warnings.warn(
                 f"symgrad: compiling {self.title!r} in the background failed "
-                f"({type(self._job.error).__name__}: {self._job.error}); the instant tier "
+                f"({type(job.error).__name__}: {job.error}); the instant tier "
                 "keeps answering",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
-        return False
+        state = "idle" if job is None else job.state
+        points = max((a.size for a in args if isinstance(a, np.ndarray)), default=1)
+        return policy.choose(self._stats, points, "auto", self._ready(), state)
+
+    def _ready(self) -> frozenset[str]:
+        """``{"numba"}`` if the compiled module is loaded, or was on disk at the first look
+        (loading it costs what a look would: a call never looks at the disk twice). Only once
+        Numba is imported: importing it (0.3-0.5 s) is the background thread's work."""
+        if True in self._modules:
+            return frozenset({"numba"})
+        if self._on_disk is None and self._job is None:
+            if not background.numba_imported():
+                return frozenset()
+            background.import_numba()
+            self._on_disk = cache.on_disk(self._key(True), prefix="t")
+        return frozenset({"numba"} if self._on_disk else ())
 
     def _compile_behind(self) -> None:
         """``auto``: compile every entry on the background thread, once."""
-        if self.requested_mode == "auto" and self._job is None:
-            self._job = background.submit(_WarmUp(self))
+        with self._lock:
+            if self._job is None:
+                self._job = background.submit(_WarmUp(self))
 
     def _tiny_call(self) -> tuple[list, Any]:
         """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the
@@ -285,6 +312,15 @@ class TensorKernel:
         return kernel_html(self)
 
 
+def _unshared(saved: Any, values: list) -> Any:
+    """A residual, copied if it is a view of an input (a reshape or a transpose)."""
+    if isinstance(saved, np.ndarray) and any(
+        isinstance(v, np.ndarray) and np.may_share_memory(saved, v) for v in values
+    ):
+        return saved.copy()
+    return saved
+
+
 class _WarmUp:
     """A background job (``runtime.background``): load the compiled module and call each entry
     once on tiny inputs, so every fused loop is compiled (or loaded from Numba's cache)."""
@@ -300,6 +336,7 @@ class _WarmUp:
     def run(self, stopping: threading.Event) -> None:
         k, module = self.kernel, None
         try:
+            background.import_numba()
             module = cache.load_module(k._key(True), k._source_maker(True), prefix="t")
             values, seed = k._tiny_call()
             with ignore_errors():

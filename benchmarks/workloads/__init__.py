@@ -45,9 +45,16 @@ class Workload:
 
 
 def all_workloads() -> list[Workload]:
-    from benchmarks.workloads import fusion, network, neuron, peers, scale
+    from benchmarks.workloads import first_hour, fusion, network, neuron, peers, scale
 
-    return [neuron.WORKLOAD, fusion.WORKLOAD, scale.WORKLOAD, network.WORKLOAD, peers.WORKLOAD]
+    return [
+        neuron.WORKLOAD,
+        fusion.WORKLOAD,
+        scale.WORKLOAD,
+        network.WORKLOAD,
+        peers.WORKLOAD,
+        first_hour.WORKLOAD,
+    ]
 
 
 def select(only: list[str] | None) -> list[Workload]:

@@ -743,7 +743,7 @@ k = compiler.compile_gradient(SRC, mode={mode!r}, **KW)
 MARKS['compiled'] = _t.perf_counter()
 value, grads = k.value_and_grad(**DATA)
 MARKS['first'] = _t.perf_counter()
-MARKS['tier'] = k.mode
+MARKS['tier'] = k.tier
 """
 
 #: Fills a cache directory with the instant tier's virtual machine, from another expression.

@@ -162,7 +162,7 @@ k = compiler.compile_gradient(f, mode={mode!r})
 MARKS["compiled"] = _t.perf_counter()
 value, grads = k.value_and_grad(**args)
 MARKS["first"] = _t.perf_counter()
-MARKS["tier"] = k.mode
+MARKS["tier"] = k.tier
 """
 
 

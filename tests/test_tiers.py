@@ -1,0 +1,218 @@
+"""The tier policy (``runtime.policy``) and what a kernel reports of it.
+
+- ``choose`` is a pure function: its table, case by case;
+- ``k.mode`` is the mode asked for, ``k.tier`` the engine that answered the latest call;
+- in ``auto`` a large call waits for LLVM's O3 code (and compiles nothing behind it), a small one
+  answers from a stand-in while the final engine compiles in the background — and that stand-in
+  never queues behind a long background Numba compile;
+- a script's first run leaves its kernels cached: the exiting interpreter finishes the compile.
+
+Expected numbers come from NumPy formulas of the derivatives.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from runtime import background, cache, llvm_tier, policy
+from runtime.policy import Choice, Stats, choose
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL, TRIG, LARGE = Stats(7), Stats(7, trig=True), Stats(llvm_tier.LLVM_OPS + 1)
+NONE = frozenset()
+BIG = policy.WAIT_WORK  # points of a call that is large for a one-op graph
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "_loaded", {})
+    return tmp_path / "cache"
+
+
+# ------------------------------------------------------------------ the policy, a pure function
+@pytest.mark.parametrize(
+    "stats, points, mode, ready, state, want",
+    [
+        (SMALL, 10, "instant", NONE, "idle", Choice("vm")),
+        (Stats(3, tensor=True), 10, "instant", NONE, "idle", Choice("numpy")),
+        (SMALL, 10, "compiled", NONE, "idle", Choice("numba")),
+        (TRIG, 10, "compiled", NONE, "idle", Choice("llvm-O3")),
+        (LARGE, 10, "compiled", NONE, "idle", Choice("llvm-O3")),
+        # auto, nothing ready: a small call answers at once, the final engine compiles behind
+        (SMALL, 10, "auto", NONE, "idle", Choice("llvm-O0", "numba")),
+        (TRIG, 10, "auto", NONE, "idle", Choice("llvm-O0", "llvm-O3")),
+        (LARGE, 10, "auto", NONE, "idle", Choice("vm", "llvm-O3")),
+        (SMALL, 10, "auto", NONE, "pending", Choice("llvm-O0")),  # compiling already
+        (SMALL, 10, "auto", NONE, "failed", Choice("llvm-O0")),  # never again
+        # auto, a call large enough to repay the O3 compile waits for it; nothing behind
+        (SMALL, BIG, "auto", NONE, "idle", Choice("llvm-O3")),
+        (TRIG, BIG, "auto", NONE, "pending", Choice("llvm-O3")),
+        (LARGE, BIG, "auto", NONE, "idle", Choice("vm", "llvm-O3")),  # O3 would take seconds
+        # auto, something ready
+        (SMALL, 10, "auto", frozenset({"numba"}), "idle", Choice("numba")),
+        (SMALL, 10, "auto", NONE, "ready", Choice("numba")),
+        (SMALL, 10, "auto", frozenset({"llvm-O3"}), "idle", Choice("llvm-O3")),
+        (Stats(3, tensor=True), 10, "auto", NONE, "idle", Choice("numpy", "numba")),
+        (Stats(3, tensor=True), 10, "auto", frozenset({"numba"}), "idle", Choice("numba")),
+    ],
+)
+def test_the_policy_table(stats, points, mode, ready, state, want):
+    assert choose(stats, points, mode, ready, state) == want
+
+
+def test_the_wait_threshold_is_on_work_not_points():
+    """points x ops: the same call size waits for a larger graph, not for a one-op one."""
+    points = policy.WAIT_WORK // 7 + 1
+    assert choose(Stats(7), points, "auto", NONE, "idle").now == "llvm-O3"
+    assert choose(Stats(1), points, "auto", NONE, "idle").now == "llvm-O0"
+
+
+# ------------------------------------------------------------------ mode and tier
+EXPR = "x * tanh(y) + exp(-x * y)"
+
+
+def want(x, y):
+    t = np.tanh(y)
+    e = np.exp(-x * y)
+    return x * t + e, {"x": t - y * e, "y": x * (1 - t * t) - x * e}
+
+
+def check(got, x, y):
+    """A scalar input's gradient is summed over the points it was broadcast to."""
+    value, grads = got
+    v, g = want(x, y)
+    np.testing.assert_allclose(value, v, rtol=1e-12)
+    np.testing.assert_allclose(grads["x"], g["x"], rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(grads["y"], np.sum(g["y"]), rtol=1e-11)
+
+
+@pytest.mark.parametrize(
+    "mode, tier", [("instant", "vm"), ("compiled", "numba"), ("auto", "llvm-O0")]
+)
+def test_mode_is_what_was_asked_and_tier_what_answered(private_cache, mode, tier):
+    k = compiler.compile_gradient(EXPR, mode=mode)
+    assert k.mode == k.requested_mode == mode and k.tier is None
+    assert f"mode={mode!r}" in repr(k)
+    x = np.linspace(-1, 1, 5)
+    check(k.value_and_grad(x=x, y=0.25), x, 0.25)
+    assert k.tier == tier and k.mode == mode
+
+
+def test_a_large_call_waits_for_llvm_o3_and_compiles_nothing_behind(private_cache):
+    k = compiler.compile_gradient(EXPR)
+    x = np.linspace(-2, 2, policy.WAIT_WORK // k._ops + 1)
+    check(k.value_and_grad(x=x, y=0.5), x, 0.5)
+    assert k.tier == "llvm-O3" and not k._jobs
+    assert list(private_cache.glob("llvm_*.bin"))  # cached: the next process loads it
+    check(k.value_and_grad(x=x[:3], y=0.5), x[:3], 0.5)  # small calls too, from now on
+    assert k.tier == "llvm-O3" and not k._jobs
+    cache._loaded.clear()
+    again = compiler.compile_gradient(EXPR)  # as in a new process: from the disk, at once
+    check(again.value_and_grad(x=x[:3], y=0.5), x[:3], 0.5)
+    assert again.tier == "llvm-O3" and not again._jobs
+
+
+def test_a_small_call_answers_from_a_stand_in_then_the_final_engine(private_cache):
+    k = compiler.compile_gradient(EXPR)
+    x = np.linspace(-1, 1, 5)
+    check(k.value_and_grad(x=x, y=0.25), x, 0.25)
+    assert k.tier == "llvm-O0" and k._jobs
+    assert k.wait(timeout=300)
+    check(k.value_and_grad(x=x, y=0.25), x, 0.25)
+    assert k.tier == "numba" and k.mode == "auto"
+
+
+def test_a_tensor_kernel_reports_its_engine(private_cache):
+    shapes = {"W": ("n", "n"), "x": ("n",)}
+    k = compiler.compile_gradient("sum(tanh(W @ x) * x)", shapes=shapes)
+    assert k.mode == k.requested_mode == "auto" and k.tier is None
+    W, v = np.eye(3) * 0.5, np.array([0.1, -0.2, 0.3])
+    k.value_and_grad(W=W, x=v)
+    assert k.tier == "numpy"
+    assert k.wait(timeout=300)
+    _, grads = k.value_and_grad(W=W, x=v)
+    assert k.tier == "numba" and k.mode == "auto"
+    t = np.tanh(W @ v)
+    np.testing.assert_allclose(grads["x"], t + W.T @ ((1 - t * t) * v), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ no queueing behind Numba
+def test_a_stand_in_answers_while_a_numba_compile_holds_its_lock(private_cache, monkeypatch):
+    """A background Numba compile holds Numba's compiler lock for seconds; a new kernel's
+    stand-in (LLVM, in its own context) must answer meanwhile, not queue behind it."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    release, holding = threading.Event(), threading.Event()
+    real = background.compile_signature
+
+    def slow_compile(dispatcher, signature):
+        with global_compiler_lock:  # as Numba's compile does, for its whole length
+            holding.set()
+            release.wait(120)
+        real(dispatcher, signature)
+
+    monkeypatch.setattr(background, "compile_signature", slow_compile)
+    first = compiler.compile_gradient("x * tanh(y) - y")
+    first.value_and_grad(x=np.arange(3.0), y=0.5)  # its Numba compile starts behind
+    try:
+        assert holding.wait(120)
+        second = compiler.compile_gradient(EXPR)  # a new kernel: its stand-in must compile
+        answers = []
+        x = np.linspace(-1, 1, 5)
+        caller = threading.Thread(target=lambda: answers.append(second.value_and_grad(x=x, y=0.2)))
+        caller.start()
+        caller.join(60)
+        pending = next(iter(first._jobs.values())).state == "pending"
+        assert answers and pending, "the stand-in waited for the background compile"
+        assert second.tier == "llvm-O0"
+        check(answers[0], x, 0.2)
+    finally:
+        release.set()
+    assert first.wait(timeout=300)
+
+
+# ------------------------------------------------------------------ exit: the cache is filled
+SCRIPT = """
+import numpy as np
+import compiler
+k = compiler.compile_gradient("x * tanh(y) + exp(-x * y) / (1 + y * y)")
+k.value_and_grad(x=np.linspace(-1, 1, 5), y=0.5)
+assert k.tier == "llvm-O0" and k._jobs  # exits while Numba compiles behind
+"""
+
+WARM = """
+import numba  # imported: the Numba kernel on disk counts as ready at once
+import numpy as np
+import compiler
+k = compiler.compile_gradient("x * tanh(y) + exp(-x * y) / (1 + y * y)")
+k.value_and_grad(x=np.linspace(-1, 1, 5), y=0.5)
+print(k.tier, bool(k._jobs))
+"""
+
+
+def test_a_scripts_first_run_leaves_its_kernel_cached(tmp_path):
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    run(SCRIPT)
+    assert run(WARM).stdout.split() == ["numba", "False"]  # loaded, nothing compiled again

@@ -109,10 +109,10 @@ def compile_gradient(
     ``sigmoid`` node), False keeps every primitive, a list fuses only the gates it names, "auto"
     also discovers gates. What fusion did is ``kernel.fusion``, a ``FusionReport``.
 
-    ``mode`` picks the execution tier: "compiled" (a Numba kernel for this expression), "instant"
-    (a virtual machine compiled once, no wait per expression) or "auto" (the default: instant
-    answers while the kernel compiles in the background, small graphs compile at once);
-    ``kernel.mode`` tells which tier answers.
+    ``mode`` picks the execution tier: "compiled" (the final engine for this expression),
+    "instant" (a virtual machine compiled once, no wait per expression) or "auto" (the default:
+    ``runtime/policy.py`` chooses per call, by the call's work and what is cached);
+    ``kernel.tier`` names the engine that answered the latest call.
 
     ``shapes`` makes a tensor program (``trace``): its kernel is a ``runtime.TensorKernel``,
     whose elementwise regions run as fused Numba loops and whose matrix products go to BLAS.

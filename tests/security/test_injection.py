@@ -292,7 +292,9 @@ def test_unicode_dimension_names(mode):
 
 
 # ---------------------------------------------------------------------- processes and the CLI
-def run(code: str, cache_dir: Path, *args: str) -> subprocess.CompletedProcess:
+def run(
+    code: str, cache_dir: Path, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "SYMGRAD_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, *(["-c", code] if code else []), *args],
@@ -300,7 +302,7 @@ def run(code: str, cache_dir: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         env=env,
         cwd=ROOT,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -343,3 +345,120 @@ def test_a_poisoned_compile_leaves_nothing_for_the_next_process(payload, mode, t
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "(6.0, {'x': 3.0, 'y': 2.0})"
     assert cache.cache_dir() != tmp_path  # the module's own cache was not touched
+
+
+# ---------------------------------------------------------------------- the audit itself
+def test_every_op_passes_the_audit():
+    """Every function of the language in both writers' modules (generating one audits it), and
+    the tensor module runs: the scalar machine and the NumPy module agree."""
+    from compiler.ir.registry import FUNCTIONS
+
+    calls = []
+    for name in FUNCTIONS:
+        try:
+            compiler.trace(f"{name}(x)")
+            calls.append(f"{name}(x)")
+        except compiler.ParseError:  # a function of two operands
+            calls.append(f"{name}(x, y)")
+    text = " + ".join(calls)
+    kernel = compiler.compile_gradient(text, mode="instant")
+    assert kernel.source.startswith('"""symgrad kernels (generated')
+    shapes = {"x": ("n",), "y": ("n",)}
+    tensor = compiler.compile_gradient(f"sum({text})", shapes=shapes, mode="instant")
+    xs, ys = np.array([0.5, 1.5, 0.25]), np.array([0.3, 0.7, 1.1])
+    assert tensor(x=xs, y=ys) == pytest.approx(float(np.sum(kernel(x=xs, y=ys))), rel=1e-12)
+
+
+GOOD = '"""symgrad kernels (generated: edit the graph, not this file)."""\n\nimport math\n'
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '"""other docstring"""\n',
+        GOOD + 'open("/tmp/x", "w")\n',
+        GOOD + "import os\n",
+        GOOD + "from os import system\n",
+        GOOD + "X = print(1)\n",
+        GOOD + "def f(n):\n    return __import__('os')\n",
+        GOOD + "def f(n):\n    return n.__class__\n",
+        GOOD + "def f(n):\n    return eval('1')\n",
+        GOOD + "def f(n):\n    import os\n",
+        GOOD + "def f(n):\n    return np.save('/tmp/x', n)\n",
+        GOOD + "def f(n):\n    return [m for m in n]\n",
+        GOOD + "@decorate\ndef f(n):\n    return n\n",
+        GOOD + "class C:\n    pass\n",
+        GOOD + '"""+open("/tmp/x")+"""\n',
+        GOOD + "X = 1\x00\n",
+    ],
+)
+def test_the_python_audit_refuses(source):
+    from compiler.codegen.audit import check_python
+
+    with pytest.raises(compiler.CompileError, match="audit"):
+        check_python(source)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "declare i32 @system(ptr)\n",
+        'define void @forward() {\n  %"a b" = fadd double 0.0, 0.0\n}\n',
+        "; comment\u2028declare i32 @system(ptr)\n",
+        "define void @forward() {\n  call void @exit(i32 0)\n}\n",
+    ],
+)
+def test_the_llvm_audit_refuses(text):
+    from compiler.codegen.audit import check_llvm
+
+    with pytest.raises(compiler.CompileError, match="audit"):
+        check_llvm(text, {"forward"}, {"llvm.exp.f64"})
+
+
+@pytest.mark.parametrize("value", ['"""', "a\nb", "\u2028", "\x00", "\\", "'\"", ("x", "'''")])
+def test_data_literals_evaluate_back(value):
+    import ast
+
+    from compiler.codegen.audit import data
+
+    literal = data(value)
+    assert literal.isprintable() and "\u2028" not in literal and "\x85" not in literal
+    assert ast.literal_eval(literal) == value
+
+
+# ---------------------------------------------------------------------- titles are cheap
+TITLES = """
+import sys, sympy, compiler
+from compiler.api import _title
+x = sympy.Symbol("x")
+if sys.argv[1] == "deep":
+    e = x
+    for _ in range(100):
+        e = sympy.exp(e / 2) - 1
+else:
+    e = sympy.Add(*sympy.symbols("x0:20000"))
+print(_title(e))
+k = compiler.compile_gradient(e, mode="instant") if sys.argv[1] == "deep" else None
+print(k(x=0.5) if k else "")
+"""
+
+
+@pytest.mark.parametrize("kind", ["deep", "wide"])
+def test_titles_of_large_sympy_expressions_are_cheap(kind, tmp_path):
+    """str() of a deep expression raised RecursionError, of a 20,000-term sum took ~54 s."""
+    done = run(TITLES, tmp_path, kind, timeout=120)  # str() of the wide one took minutes
+    assert done.returncode == 0, done.stderr
+    title, value = done.stdout.splitlines()
+    assert title.startswith("<SymPy Add") and len(title) <= 80
+    if kind == "deep":
+        v = 0.5
+        for _ in range(100):
+            v = np.exp(v / 2) - 1
+        assert float(value) == pytest.approx(v, abs=1e-300)
+
+
+def test_titles_of_small_sympy_expressions_are_their_text():
+    from compiler.api import _title
+
+    x, y = sympy.symbols("x y")
+    assert _title(sympy.sin(x) * y) == "y*sin(x)"

@@ -3,7 +3,7 @@
 Generated source is executed (and cached for other processes), so no input may ever reach it as
 code. Inputs reach it in three ways only, each through one function:
 
-- *names* (inputs, SymPy symbols, dimensions) become identifiers through ``numba_source.Namer``:
+- *names* (inputs, SymPy symbols, dimensions) become identifiers through ``Namer``:
   ASCII letters, digits and underscores, never a keyword, a builtin or a generated name;
 - *data* (input names as strings, op names, sizes, axes) through ``data``: Python literals;
 - *comments* (what a fused gate replaced) through ``comment``: printable ASCII on one line.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import keyword
 import re
 
 from compiler.errors import CompileError
@@ -31,6 +32,36 @@ DOCSTRINGS = frozenset({NUMBA_DOCSTRING, TENSOR_DOCSTRING})
 
 
 # ------------------------------------------------------------------------------ into the source
+class Namer:
+    """Hands out unique, safe identifiers, whatever the names it is given: the only way a name
+    reaches generated code (Python or LLVM IR). Each is ASCII letters, digits and underscores,
+    starts with a letter or one underscore, and is never a keyword, a builtin, a reserved name or
+    one handed out before: the generated code's own names (claimed after the inputs', or
+    reserved) cannot collide with an input's."""
+
+    def __init__(self, reserved: set[str] | frozenset[str]):
+        self.taken = set(reserved) | BUILTIN_NAMES
+
+    def claim(self, name: str) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"a name must be a str, not {type(name).__name__}")
+        name = str.__str__(name)
+        base = name if name.isidentifier() and name.isascii() else _sanitise(name)
+        if keyword.iskeyword(base) or base.startswith("__"):
+            base = "in_" + base.strip("_")
+        ident, k = base, 1
+        while ident in self.taken:
+            ident, k = f"{base}_{k}", k + 1
+        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ident), ident
+        self.taken.add(ident)
+        return ident
+
+
+def _sanitise(name: str) -> str:
+    ascii_name = re.sub(r"[^A-Za-z0-9_]", "_", name.encode("ascii", "backslashreplace").decode())
+    return "in_" + ascii_name.strip("_") if not ascii_name[:1].isalpha() else ascii_name
+
+
 def data(value: object) -> str:
     """``value`` (a str, int, float, bool or None, or a tuple of them) as a Python literal.
 

@@ -43,7 +43,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from compiler.codegen.audit import check_llvm, comment
+from compiler.codegen.audit import Namer, check_llvm, comment
 from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST
 from compiler.passes.adjoint import AdjointGraph
@@ -481,8 +481,6 @@ class EntryWriter:
                 self.stores.setdefault(node, []).append(("s", len(self.sums) - 1))
         self.array_index = {pos: k for k, pos in enumerate(self.arrays)}
         self.scalar_index = {pos: k for k, pos in enumerate(self.scalars)}
-        from compiler.codegen.numba_source import Namer
-
         namer = Namer(_RESERVED)
         self.ident = {
             i: namer.claim(adj.names[i]) for i in [g for g, _ in entry.given] + list(entry.nodes)

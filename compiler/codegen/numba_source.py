@@ -20,18 +20,10 @@ bounded size, so compiling grows linearly with the node count; small entries sta
 
 from __future__ import annotations
 
-import keyword
 import math
-import re
 from dataclasses import dataclass
 
-from compiler.codegen.audit import (
-    BUILTIN_NAMES,
-    NUMBA_DOCSTRING,
-    check_python,
-    comment,
-    data,
-)
+from compiler.codegen.audit import NUMBA_DOCSTRING, Namer, check_python, comment, data
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
 from compiler.ir.graph import CONST, INPUT
 from compiler.ir.registry import OPS
@@ -51,36 +43,6 @@ SPLIT_LINES = 250
 #: Python's calls of the segments, about a microsecond each, stay small against their loops).
 TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 64, 512
-
-
-class Namer:
-    """Hands out unique, safe identifiers, whatever the names it is given: the only way a name
-    reaches generated code (Python or LLVM IR). Each is ASCII letters, digits and underscores,
-    starts with a letter or one underscore, and is never a keyword, a builtin, a reserved name or
-    one handed out before: the generated code's own names (claimed after the inputs', or
-    reserved) cannot collide with an input's."""
-
-    def __init__(self, reserved: set[str] | frozenset[str]):
-        self.taken = set(reserved) | BUILTIN_NAMES
-
-    def claim(self, name: str) -> str:
-        if not isinstance(name, str):
-            raise TypeError(f"a name must be a str, not {type(name).__name__}")
-        name = str.__str__(name)
-        base = name if name.isidentifier() and name.isascii() else _sanitise(name)
-        if keyword.iskeyword(base) or base.startswith("__"):
-            base = "in_" + base.strip("_")
-        ident, k = base, 1
-        while ident in self.taken:
-            ident, k = f"{base}_{k}", k + 1
-        assert re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ident), ident
-        self.taken.add(ident)
-        return ident
-
-
-def _sanitise(name: str) -> str:
-    ascii_name = re.sub(r"[^A-Za-z0-9_]", "_", name.encode("ascii", "backslashreplace").decode())
-    return "in_" + ascii_name.strip("_") if not ascii_name[:1].isalpha() else ascii_name
 
 
 def literal(value: float, exponent: bool = False) -> str:

@@ -248,7 +248,7 @@ class TensorWriter:
             *(f"    {o} = np.empty({size})" for o in outs),
         ]
         for k, d in enumerate(region.shape):
-            bound = str(d) if isinstance(d, int) else self.dim_ident[d]
+            bound = data(d) if isinstance(d, int) else self.dim_ident[d]
             lines.append(f"{'    ' * (k + 1)}for i{k} in range({bound}):")
         body = "    " * (rank + 1)
         for i in region.nodes:

@@ -169,14 +169,29 @@ def _check_top(s: ast.stmt) -> None:
         _refuse(f"line {s.lineno}: a top-level {type(s).__name__}")
 
 
+def _subclasses(classes) -> frozenset[type]:
+    found, stack = set(), list(classes)
+    while stack:
+        cls = stack.pop()
+        found.add(cls)
+        stack += cls.__subclasses__()
+    return frozenset(found)
+
+
+_NODE_TYPES = _subclasses(_NODES)  # exact types: one set lookup per node (modules run long)
+
+
 def _check_node(node: ast.AST) -> None:
-    if not isinstance(node, _NODES):
-        _refuse(f"it contains a {type(node).__name__}")
-    if isinstance(node, ast.Name) and (node.id.startswith("__") or node.id in _FORBIDDEN):
-        _refuse(f"line {node.lineno} names {node.id!r}")
-    if isinstance(node, ast.Attribute) and not _attribute(node):
-        _refuse(f"line {node.lineno} reads the attribute {node.attr!r}")
-    if isinstance(node, (ast.Import, ast.ImportFrom)) and node.col_offset:
+    kind = type(node)
+    if kind not in _NODE_TYPES:
+        _refuse(f"it contains a {kind.__name__}")
+    if kind is ast.Name:
+        if node.id.startswith("__") or node.id in _FORBIDDEN:
+            _refuse(f"line {node.lineno} names {node.id!r}")
+    elif kind is ast.Attribute:
+        if not _attribute(node):
+            _refuse(f"line {node.lineno} reads the attribute {node.attr!r}")
+    elif (kind is ast.Import or kind is ast.ImportFrom) and node.col_offset:
         _refuse(f"line {node.lineno} imports inside a function")
 
 

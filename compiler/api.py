@@ -168,13 +168,37 @@ def _is_sympy(obj: object) -> bool:
     return any((c.__module__ or "").startswith("sympy") for c in type(obj).__mro__)
 
 
+#: A SymPy expression of more nodes than this is titled by its class and size, not its text:
+#: SymPy's ``str`` is recursive (a deep expression raises RecursionError) and slow on big ones.
+TITLE_NODES = 60
+
+
 def _title(source: Source) -> str:
+    """A short name for the kernel's repr and messages (never part of generated code), cheap
+    whatever the source: SymPy's text only for small expressions (a bounded iterative count)."""
     if isinstance(source, str):
         return source if len(source) <= 80 else source[:77] + "..."
     if callable(source) and not _is_sympy(source):
-        return getattr(source, "__name__", "function")
-    text = str(source)
+        return str(getattr(source, "__name__", "function"))
+    if _is_sympy(source) and not _small(source, TITLE_NODES):
+        args = getattr(source, "args", ())
+        return f"<SymPy {type(source).__name__} of {len(args)} terms>"
+    try:
+        text = str(source)
+    except Exception:  # a SymPy printer failing on an odd object: the title is only a label
+        text = f"<SymPy {type(source).__name__}>"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _small(expr: Any, limit: int) -> bool:
+    """Whether ``expr`` has at most ``limit`` nodes: a walk that stops after ``limit``."""
+    stack, seen = [expr], 0
+    while stack:
+        seen += 1
+        if seen > limit:
+            return False
+        stack.extend(getattr(stack.pop(), "args", ()))
+    return True
 
 
 def _check_fuse(fuse: object) -> None:

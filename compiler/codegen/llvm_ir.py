@@ -43,6 +43,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from compiler.codegen.audit import Namer, check_llvm, comment
 from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST
 from compiler.passes.adjoint import AdjointGraph
@@ -429,11 +430,9 @@ class EntryIR:
         return texts
 
 
-def _ident(name: str) -> str:
-    """An LLVM local name for a node: letters, digits and underscores (never a leading dot,
-    which the writer's own names use)."""
-    ident = re.sub(r"[^A-Za-z0-9_]", "_", name.encode("ascii", "backslashreplace").decode())
-    return ident or "v"
+#: LLVM local names the chunks use themselves (parameters and labels); the writer's other
+#: names start with a dot or hang off a node's own (``%t5.e``), so never collide with a node's.
+_RESERVED = {"lo", "m", "arrays", "scalars", "temps", "sums", "entry", "loop", "exit"}
 
 
 class _Chunk:
@@ -463,7 +462,7 @@ class EntryWriter:
         chunk: int | None = None,
         vector: bool = True,
     ):
-        self.adj, self.entry, self.title, self.vector = adj, entry, title, vector
+        self.adj, self.entry, self.vector = adj, entry, vector  # the title is not written
         self.limit = CHUNK_INSTRUCTIONS if chunk is None else chunk
         self.costs = _VECTOR_COST if vector else _COST
         nodes = adj.nodes
@@ -482,16 +481,10 @@ class EntryWriter:
                 self.stores.setdefault(node, []).append(("s", len(self.sums) - 1))
         self.array_index = {pos: k for k, pos in enumerate(self.arrays)}
         self.scalar_index = {pos: k for k, pos in enumerate(self.scalars)}
-        taken: set[str] = set()
-        self.ident: dict[int, str] = {}
-        wanted = [g for g, _ in entry.given] + list(entry.nodes)
-        for i in wanted:
-            base = _ident(adj.names[i])
-            ident, k = base, 1
-            while ident in taken:
-                ident, k = f"{base}_{k}", k + 1
-            taken.add(ident)
-            self.ident[i] = ident
+        namer = Namer(_RESERVED)
+        self.ident = {
+            i: namer.claim(adj.names[i]) for i in [g for g, _ in entry.given] + list(entry.nodes)
+        }
         self.declared: set[str] = set()
         self.nodes = nodes
         # The chunk being written: whether it is an exact twin, the sin/cos reductions it has
@@ -601,7 +594,7 @@ class EntryWriter:
                         slot[i], rows = rows, rows + 1
             free += sorted((slot[a] for a in frees.get(k, ())), reverse=True)
         block = block_length(rows, TEMP_BUDGET, MIN_BLOCK, MAX_BLOCK)
-        prefix = _ident(entry.name)
+        prefix = entry.name  # one of ENTRIES
         functions: list[str] = []
         prototypes: list[str] = []
         flagged: list[bool] = []  # chunks returning whether a sin or cos argument was huge
@@ -615,15 +608,17 @@ class EntryWriter:
                 functions.append(self.chunk(f"{name}.exact", k, chunk, slot, after, block, True))
                 prototypes.append(_prototype("void", f"{name}.exact"))
         driver = self.driver(prefix, flagged, block)
-        title = self.title.replace("\n", " ")
         twins = f" (+{sum(flagged)} exact twins)" if any(flagged) else ""
         header = (
-            f"; symgrad {entry.name} for {title!r}: {len(entry.nodes)} nodes in {len(chunks)} "
+            f"; symgrad {entry.name}: {len(entry.nodes)} nodes in {len(chunks)} "
             f"chunks{twins}, {rows} temporary rows, blocks of {block} points"
         )
+        declarations = tuple(DECLARATIONS[name] for name in sorted(self.declared))
+        text = "\n".join([header, *declarations, *functions, *prototypes, driver])
+        check_llvm(text, _own(prefix, len(chunks)), set(DECLARATIONS))
         return EntryIR(
             header=header,
-            declarations=tuple(DECLARATIONS[name] for name in sorted(self.declared)),
+            declarations=declarations,
             functions=tuple(functions),
             prototypes=tuple(prototypes),
             driver=driver,
@@ -720,7 +715,7 @@ class EntryWriter:
             note = self.adj.notes.get(i)
             if len(lines) > 1 or note:
                 text = self.adj.line(i) if hasattr(self.adj, "line") else ident
-                c.body.append(f"; {text}{'  # fused: ' + note if note else ''}")
+                c.body.append(f"; {comment(text)}")  # the line ends with the fused note
             c.body += lines
             c.names[i] = f"%{ident}"
             if i in slot:
@@ -835,6 +830,12 @@ class EntryWriter:
             "}",
         ]
         return "\n".join(lines)
+
+
+def _own(prefix: str, chunks: int) -> set[str]:
+    """The functions the module of entry ``prefix`` with ``chunks`` chunks may define."""
+    names = {prefix, *(f"{prefix}.{k + 1}" for k in range(chunks))}
+    return names | {f"{name}.exact" for name in names}
 
 
 def _prototype(returns: str, name: str) -> str:

@@ -20,11 +20,10 @@ bounded size, so compiling grows linearly with the node count; small entries sta
 
 from __future__ import annotations
 
-import keyword
 import math
-import re
 from dataclasses import dataclass
 
+from compiler.codegen.audit import NUMBA_DOCSTRING, Namer, check_python, comment, data
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
 from compiler.ir.graph import CONST, INPUT
 from compiler.ir.registry import OPS
@@ -44,28 +43,6 @@ SPLIT_LINES = 250
 #: Python's calls of the segments, about a microsecond each, stay small against their loops).
 TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 64, 512
-
-
-class Namer:
-    """Hands out unique, safe Python identifiers, whatever the names it is given."""
-
-    def __init__(self, reserved: set[str]):
-        self.taken = set(reserved)
-
-    def claim(self, name: str) -> str:
-        base = name if name.isidentifier() and name.isascii() else _sanitise(name)
-        if keyword.iskeyword(base) or base.startswith("__"):
-            base = "in_" + base.strip("_")
-        ident, k = base, 1
-        while ident in self.taken:
-            ident, k = f"{base}_{k}", k + 1
-        self.taken.add(ident)
-        return ident
-
-
-def _sanitise(name: str) -> str:
-    ascii_name = re.sub(r"\W", "_", name.encode("ascii", "backslashreplace").decode())
-    return "in_" + ascii_name.strip("_") if not ascii_name[:1].isalpha() else ascii_name
 
 
 def literal(value: float, exponent: bool = False) -> str:
@@ -111,10 +88,9 @@ class ModuleWriter:
         adj: AdjointGraph,
         inputs: tuple[str, ...],
         kinds: str,
-        title: str,
         split_lines: int | None = None,
     ):
-        self.adj, self.inputs, self.title = adj, inputs, title
+        self.adj, self.inputs = adj, inputs
         self.kinds = kinds
         self.split_lines = SPLIT_LINES if split_lines is None else split_lines
         self.layout, self.entries = plan(adj, inputs, kinds)
@@ -154,7 +130,7 @@ class ModuleWriter:
         }
         line = f"{_BODY}{self.ident[i]} = {spec.code.format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
-        return f"{line}  # fused: {note.format(**ops)}" if note else line
+        return f"{line}  # fused: {comment(note.format(**ops))}" if note else line
 
     def body(self, entry: Entry, nodes: list[int], after: int = -1) -> list[str]:
         """The node lines, with a comment where the backward part starts (``after``: the node
@@ -255,7 +231,8 @@ class ModuleWriter:
     @staticmethod
     def _listing(signatures: dict[str, str]) -> str:
         return (
-            "".join(f"\n        {name!r}: {sig!r}," for name, sig in signatures.items()) + "\n    "
+            "".join(f"\n        {data(name)}: {data(sig)}," for name, sig in signatures.items())
+            + "\n    "
         )
 
     def _signature(self, entry: Entry, params: list[str]) -> str:
@@ -365,7 +342,7 @@ class ModuleWriter:
         for entry in self.entries:
             kernels += self.kernel(entry)
         header = [
-            f'"""symgrad kernels for {self.title!r} (generated: edit the graph, not this file)."""',
+            f'"""{NUMBA_DOCSTRING}"""',
             "",
             "import math",
             *(["from functools import partial"] if self.split else []),
@@ -376,13 +353,13 @@ class ModuleWriter:
             "from runtime.jit import FLAGS, serial",
             *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
             "",
-            f"INPUTS = {lay.inputs!r}",
-            f"USED = {lay.used!r}",
-            f"BACKWARD_READS = {lay.backward_reads!r}",
-            f"WRT = {lay.wrt!r}",
-            f"SAVED = {lay.saved!r}",
-            f"SEEDED = {lay.seeded}",
-            f"KINDS = {self.kinds!r}",
+            f"INPUTS = {data(lay.inputs)}",
+            f"USED = {data(lay.used)}",
+            f"BACKWARD_READS = {data(lay.backward_reads)}",
+            f"WRT = {data(lay.wrt)}",
+            f"SAVED = {data(lay.saved)}",
+            f"SEEDED = {data(lay.seeded)}",
+            f"KINDS = {data(self.kinds)}",
             "",
             "",
         ]
@@ -390,7 +367,7 @@ class ModuleWriter:
             "# Numba signatures of each entry's jitted functions, to compile them ahead of a call.",
             "SIGNATURES = {",
             *(
-                f"    {entry!r}: {{{self._listing(sigs)}}},"
+                f"    {data(entry)}: {{{self._listing(sigs)}}},"
                 for entry, sigs in self.signatures.items()
             ),
             "}",
@@ -408,6 +385,8 @@ def generate(
     """Source of the kernel module for ``adj`` with the given input kinds (plus the seed's).
 
     ``split_lines`` overrides ``SPLIT_LINES`` (tests force small graphs to split with it).
+    ``title`` is accepted and ignored: no text of the user's reaches generated code
+    (``compiler.codegen.audit``), which passes ``check_python`` before it is returned.
     """
     check_kinds(inputs, kinds)
-    return ModuleWriter(adj, inputs, kinds, title, split_lines).module()
+    return check_python(ModuleWriter(adj, inputs, kinds, split_lines).module())

@@ -18,6 +18,7 @@ import heapq
 import re
 from dataclasses import dataclass, field
 
+from compiler.codegen.audit import TENSOR_DOCSTRING, check_python, comment, data
 from compiler.codegen.numba_source import Namer, literal
 from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
@@ -28,8 +29,10 @@ from runtime import reductions
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
-_RESERVED = {"math", "np", "njit", "FLAGS", "ties", "sum_to", "OPS", "float"}
-_RESERVED |= set(reductions.__all__)  # the helpers the entries call
+# Names the generated code uses itself (with Python's builtins, which the Namer never hands out):
+# modules and imports, the reductions and helpers, the entries, the loops' indices.
+_RESERVED = {"math", "np", "njit", "FLAGS", "OPS", "ties", "sum_to", *reductions.__all__, *ENTRIES}
+_RESERVED |= {h for op in OPS.values() for h in op.helpers} | {f"i{k}" for k in range(32)}
 _VIEWS = ("transpose", "reshape", "broadcast_to")  # results that may share an operand's memory
 
 
@@ -141,8 +144,8 @@ def _order(g: TensorGraph, unit: dict) -> list[int | Region]:
 class TensorWriter:
     """Writes the module of one tensor adjoint graph."""
 
-    def __init__(self, adj: TensorGraph, title: str, fused: bool = True):
-        self.adj, self.title, self.fused = adj, title, fused
+    def __init__(self, adj: TensorGraph, fused: bool = True):
+        self.adj, self.fused = adj, fused
         self.namer = Namer(_RESERVED)
         self.input_ident = {n: self.namer.claim(n) for n in adj.inputs}
         self.dim_ident: dict[str, str] = {}
@@ -159,7 +162,8 @@ class TensorWriter:
             elif n.op != CONST:
                 self.ident[i] = self.namer.claim(adj.names[i])
         self.helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
-        self.numpy_ops: set[str] = set()
+        self.numpy_ops: dict[str, str] = {}  # op -> the name of its NumPy function
+        self.outs: dict[int, str] = {}  # node -> the name of a loop's output array
         self.loops: list[str] = []
 
     # ----------------------------------------------------------------- text
@@ -168,14 +172,14 @@ class TensorWriter:
         return literal(node.value, exponent) if node.op == CONST else self.ident[i]
 
     def shape_code(self, shape: Shape) -> str:
-        dims = [str(d) if isinstance(d, int) else self.dim_ident[d] for d in shape]
+        dims = [data(d) if isinstance(d, int) else self.dim_ident[d] for d in shape]
         return f"({', '.join(dims)},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
     def attrs_code(self, op: str, attrs) -> str:
         if op in AXES_OPS:
-            return str(attrs[0]) if len(attrs) == 1 else str(tuple(attrs))
+            return data(attrs[0]) if len(attrs) == 1 else data(tuple(attrs))
         if op in AXIS_SHAPE_OPS:  # (axis, shape)
-            return f"{attrs[0]}, {self.shape_code(attrs[1])}"
+            return f"{data(attrs[0])}, {self.shape_code(attrs[1])}"
         return self.shape_code(attrs)
 
     def step_line(self, i: int) -> str:
@@ -189,12 +193,11 @@ class TensorWriter:
             if self.adj.shapes[i] == ():  # a float, whatever NumPy returns (loops take floats)
                 code = f"float({code})"
             note = self.adj.notes.get(i)
-            comment = f"  # fused: {note.format(**operands)}" if note else ""
-            return f"    {self.ident[i]} = {code}{comment}"
+            remark = f"  # fused: {comment(note.format(**operands))}" if note else ""
+            return f"    {self.ident[i]} = {code}{remark}"
         if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
             return f"    {self.ident[i]} = {self.python_scalar(i, operands)}"
-        self.numpy_ops.add(node.op)  # NumPy's float64 semantics
-        call = f"np_{node.op}({', '.join(operands.values())})"
+        call = f"{self.numpy_op(node.op)}({', '.join(operands.values())})"  # NumPy's float64
         if self.adj.shapes[i] != ():
             return f"    {self.ident[i]} = {call}"
         return f"    {self.ident[i]} = float({call})"
@@ -209,9 +212,14 @@ class TensorWriter:
         divisor = self.adj.nodes[node.args[1]]
         if divisor.op == CONST and divisor.value != 0:
             return code
-        self.numpy_ops.add("div")
         a, b = operands.values()
-        return f"{code} if {b} else float(np_div({a}, {b}))"
+        return f"{code} if {b} else float({self.numpy_op('div')}({a}, {b}))"
+
+    def numpy_op(self, op: str) -> str:
+        """The name of ``op``'s NumPy function in the module (``np_exp = OPS["exp"].numpy``)."""
+        if op not in self.numpy_ops:
+            self.numpy_ops[op] = self.namer.claim(f"np_{op}")
+        return self.numpy_ops[op]
 
     # ----------------------------------------------------------------- loops
     def element(self, i: int, region: Region, rank: int) -> str:
@@ -230,9 +238,10 @@ class TensorWriter:
 
     def loop(self, region: Region) -> list[str]:
         adj, rank = self.adj, len(region.shape)
+        assert rank <= 32, "loop indices i0..i31 are reserved"
         dims = sorted({d for d in region.shape if isinstance(d, str)})
         params = [self.ident[a] for a in region.inputs] + [self.dim_ident[d] for d in dims]
-        outs = [f"out_{self.ident[o]}" for o in region.outputs]
+        outs = [self.out_name(o) for o in region.outputs]
         size = self.shape_code(region.shape)
         index = ", ".join(f"i{k}" for k in range(rank))
         lines = [
@@ -241,7 +250,7 @@ class TensorWriter:
             *(f"    {o} = np.empty({size})" for o in outs),
         ]
         for k, d in enumerate(region.shape):
-            bound = str(d) if isinstance(d, int) else self.dim_ident[d]
+            bound = data(d) if isinstance(d, int) else self.dim_ident[d]
             lines.append(f"{'    ' * (k + 1)}for i{k} in range({bound}):")
         body = "    " * (rank + 1)
         for i in region.nodes:
@@ -254,10 +263,15 @@ class TensorWriter:
             }
             line = f"{body}{self.ident[i]} = {OPS[node.op].code.format(**ops)}"
             note = adj.notes.get(i)
-            lines.append(f"{line}  # fused: {note.format(**ops)}" if note else line)
+            lines.append(f"{line}  # fused: {comment(note.format(**ops))}" if note else line)
         lines += [f"{body}{o}[{index}] = {self.ident[r]}" for o, r in zip(outs, region.outputs)]
         lines.append(f"    return {', '.join(outs)}{',' if len(outs) == 1 else ''}")
         return lines
+
+    def out_name(self, i: int) -> str:
+        if i not in self.outs:
+            self.outs[i] = self.namer.claim(f"out_{self.ident[i]}")
+        return self.outs[i]
 
     def call_region(self, region: Region) -> str:
         args = [self.region_arg(a) for a in region.inputs]
@@ -288,6 +302,7 @@ class TensorWriter:
         lines = [f"def {name}({', '.join(params)}):", *self.sizes()]
         for step in schedule(adj, outputs, _PREFIX[name], self.fused, frozenset(given)):
             if isinstance(step, Region):
+                step.name = self.namer.claim(step.name)
                 self.loops += [*self.loop(step), "", ""]
                 lines.append(self.call_region(step))
             else:
@@ -319,7 +334,8 @@ class TensorWriter:
         """A returned value: a float for a scalar, an array of its own otherwise."""
         node = self.adj.nodes[i]
         if node.op == CONST:
-            return literal(node.value) if self.adj.shapes[i] == () else f"np.full((), {node.value})"
+            value = literal(node.value)
+            return value if self.adj.shapes[i] == () else f"np.full((), {value})"
         if self.adj.shapes[i] == ():
             return f"float({self.ident[i]})"
         if node.op in (INPUT, SEED, *_VIEWS):
@@ -347,8 +363,7 @@ class TensorWriter:
         # runtime.scalar is Numba's: the NumPy-only module must not import it for nothing
         helpers = [h for h in self.helpers if re.search(rf"\b{h}\(", body)]
         header = [
-            f'"""symgrad tensor kernel for {self.title!r} (generated: edit the graph, not this '
-            'file)."""',
+            f'"""{TENSOR_DOCSTRING}"""',
             "",
             *(["import math", ""] if "math." in body else []),
             "import numpy as np",
@@ -362,7 +377,9 @@ class TensorWriter:
         ]
         if self.numpy_ops:
             header += ["from compiler.ir.registry import OPS", ""]
-            header += [f'np_{op} = OPS["{op}"].numpy' for op in sorted(self.numpy_ops)]
+            header += [
+                f"{name} = OPS[{data(op)}].numpy" for op, name in sorted(self.numpy_ops.items())
+            ]
         return "\n".join([*header, "", "", *self.loops, *entries]).rstrip() + "\n"
 
 
@@ -371,5 +388,7 @@ def generate_tensor(adj: TensorGraph, title: str = "", fused: bool = True) -> st
     ``value_and_grad(*inputs, seed)`` → ``(value, (gradients...))`` for ``adj``.
 
     ``fused=False`` writes the instant tier's module: NumPy calls only, nothing to compile.
+    ``title`` is accepted and ignored: no text of the user's reaches generated code
+    (``compiler.codegen.audit``), which passes ``check_python`` before it is returned.
     """
-    return TensorWriter(adj, title, fused).module()
+    return check_python(TensorWriter(adj, fused).module())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from compiler.codegen.audit import check_llvm
 from compiler.codegen.llvm_ir import DECLARATIONS
 from compiler.codegen.llvm_ir import OPS as IR_OPS
 from compiler.ir.registry import OPS, OpDef
@@ -220,4 +221,5 @@ def generate() -> str:
         "  ret void",
         "}",
     ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return check_llvm(text, {SYMBOL}, set(DECLARATIONS))  # no input's text is in it: a guard

@@ -438,3 +438,20 @@ def test_to_text_refuses_what_python_s_parser_cannot_read_and_writes_what_it_can
         else:
             with pytest.raises(ValueError, match="parentheses"):
                 g.to_text()
+
+
+def test_numpys_spellings_on_traced_values_build_the_ops_graphs():
+    """``np.take_along_axis``, ``np.reshape`` and ``np.broadcast_to`` on traced values are the
+    ``compiler.ops`` functions of the same names."""
+    shapes = {"A": ("n", "m"), "L": ("n", 1), "v": ("m",)}
+
+    def with_numpy(A, L, v):
+        picked = np.take_along_axis(ops.log_softmax(A, axis=1), L, axis=1)
+        return np.sum(np.reshape(picked, ("n",))) + np.sum(np.broadcast_to(v, ("n", "m")) * A)
+
+    def with_ops(A, L, v):
+        picked = ops.take_along_axis(ops.log_softmax(A, axis=1), L, axis=1)
+        return ops.sum(ops.reshape(picked, ("n",))) + ops.sum(ops.broadcast_to(v, ("n", "m")) * A)
+
+    got = compiler.trace(with_numpy, None, shapes)
+    assert got.key() == compiler.trace(with_ops, None, shapes).key()

@@ -229,7 +229,10 @@ class Var:
 
 
 # NumPy functions a traced function may call (they dispatch to ``compiler.ops``).
-_ARRAY_FUNCTIONS = ("sum", "mean", "max", "min", "amax", "amin", "dot", "transpose", "matmul")
+_ARRAY_FUNCTIONS = (
+    "sum", "mean", "max", "min", "amax", "amin", "dot", "transpose", "matmul",
+    "take_along_axis", "reshape", "broadcast_to",
+)  # fmt: skip
 
 
 def trace_callable(

@@ -24,6 +24,7 @@ import builtins
 import keyword
 import re
 
+from compiler import pyast
 from compiler.errors import CompileError
 
 NUMBA_DOCSTRING = "symgrad kernels (generated: edit the graph, not this file)."
@@ -133,7 +134,7 @@ _NUMPY = frozenset(
 def check_python(source: str) -> str:
     """``source`` if it is a module of the shape symgrad writes, else ``CompileError``."""
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (SyntaxError, ValueError) as e:
         _refuse(f"it does not parse ({e})")
     body = tree.body

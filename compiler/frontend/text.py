@@ -20,6 +20,7 @@ import re
 import unicodedata
 import warnings
 
+from compiler import pyast
 from compiler.errors import ParseError, ShapeError, did_you_mean
 from compiler.ir.graph import Graph
 from compiler.ir.registry import CONSTANTS, FUNCTIONS, OPS
@@ -198,7 +199,7 @@ def _parse_ast(source: _Source) -> ast.Expression:
     try:
         with warnings.catch_warnings():  # SyntaxWarnings are about Python code, not this text
             warnings.simplefilter("ignore")
-            return ast.parse(source.text, mode="eval")
+            return pyast.parse(source.text, mode="eval")
     except SyntaxError as e:
         line, col = _syntax_error_position(source, e)
         token = _TOKEN.match(source.lines[line - 1], col)

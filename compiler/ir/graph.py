@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from compiler import pyast
 from compiler.ir.registry import OPS, fingerprint, placeholders, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"
@@ -355,7 +356,7 @@ class _Shape(NamedTuple):
 def _template_shape(template: str) -> _Shape:
     """Where ``{a}`` and ``{b}`` stand in a template, as precedences: ``{a} - {b}`` writes
     ``a + b`` for a as is and ``(a + b)`` for b."""
-    tree = ast.parse(template.format(a="a", b="b"), mode="eval").body
+    tree = pyast.parse(template.format(a="a", b="b"), mode="eval").body
     parens = {}
     for slot in "ab":
         before = template.split(f"{{{slot}}}")[0]

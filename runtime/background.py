@@ -144,8 +144,12 @@ class _Worker:
             self.current = None
 
     def stop(self) -> None:
-        """At exit: finish the compiles queued so far (up to ``EXIT_WAIT``), then stop."""
+        """At exit: finish the compiles queued so far (up to ``EXIT_WAIT``), then stop; after
+        ``abandon``, only the function being compiled ends."""
         self.jobs.put(_LAST)
+        if self.stopping.is_set():
+            self.thread.join(EXIT_WAIT)
+            return
         self.thread.join(EXIT_NOTE)
         if self.thread.is_alive():
             left = self.jobs.qsize() - 1 + (self.current is not None)  # not counting _LAST
@@ -165,6 +169,14 @@ _LAST = Job("", str, "")  # queued at exit: the worker stops when it gets there
 
 _worker: list[_Worker] = []
 _worker_lock = threading.Lock()
+
+
+def abandon() -> None:
+    """Let the process exit without finishing the queued compiles (a command that computed one
+    point, an error, Ctrl-C): the function being compiled ends, the others never start."""
+    with _worker_lock:
+        if _worker:
+            _worker[0].stopping.set()
 
 
 def submit(job: Job) -> Job:

@@ -89,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command; its exit status. A closed output pipe or Ctrl-C ends it quietly, without a
-    traceback, as a well-behaved filter does."""
+    traceback, as a well-behaved filter does. A command computes one point: it leaves no
+    background compile to finish at exit (``runtime.background.abandon``)."""
+    from runtime import background
+
     try:
         status = _run(sys.argv[1:] if argv is None else list(argv))
         sys.stdout.flush()
@@ -101,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("symgrad: interrupted", file=sys.stderr)
         return 130
+    finally:
+        background.abandon()
 
 
 def _run(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ compiled without O3, and with the C library's forms (entries beyond ``OPTIMISE_N
 from __future__ import annotations
 
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -318,27 +319,50 @@ def test_a_scalar_inputs_gradient_is_summed_once(work, monkeypatch):
 
 
 # ------------------------------------------------------------------ vectorisation
+def optimised_chunks(ir) -> dict[str, str]:
+    """The text of each chunk function of an entry's IR after LLVM's O3 pipeline."""
+    from runtime import llvm_jit
+
+    binding = llvm_jit.llvm()
+    module = binding.parse_assembly(ir.text, context=binding.create_context())
+    options = binding.create_pipeline_tuning_options(speed_level=3)
+    builder = binding.create_pass_builder(llvm_jit.target_machine(), options)
+    builder.getModulePassManager().run(module, builder)
+    return {
+        f.name: str(f)
+        for f in module.functions
+        if f.name.startswith("value_and_grad.") and not f.is_declaration
+    }
+
+
 @pytest.mark.skipif(not _has_avx2_fma(), reason="needs a CPU with vector FMA (AVX2 or AVX-512)")
 @pytest.mark.parametrize("mode", ["o3"], indirect=True)  # O3 is what vectorises
 def test_the_chunk_loops_vectorise(mode):
-    from runtime import llvm_jit
-
     k = compiled(lambda x: _chain(x, 2))
-    ir = entry_ir(k)
-    binding = llvm_jit.llvm()
-    module = binding.parse_assembly(ir.text, context=binding.create_context())
-    machine = llvm_jit.target_machine()
-    options = binding.create_pipeline_tuning_options(speed_level=3)
-    builder = binding.create_pass_builder(machine, options)
-    builder.getModulePassManager().run(module, builder)
-    for function in module.functions:
-        if function.name.startswith("value_and_grad.") and not function.is_declaration:
-            text = str(function)
-            if function.name.endswith(".exact"):
-                assert "optnone" in text  # rarely run: not worth O3's time
-                continue
-            assert VECTOR_FMA.search(text), function.name  # several points at a time
-            assert "@llvm.exp" not in text and "@llvm.sin" not in text
+    for name, text in optimised_chunks(entry_ir(k)).items():
+        if name.endswith(".exact"):
+            assert "optnone" in text  # rarely run: not worth O3's time
+            continue
+        assert VECTOR_FMA.search(text), name  # several points at a time
+        assert "@llvm.exp" not in text and "@llvm.sin" not in text
+
+
+@pytest.mark.skipif(not _has_avx2_fma(), reason="needs a CPU with vector FMA (AVX2 or AVX-512)")
+@pytest.mark.parametrize("mode", ["o3"], indirect=True)
+def test_a_loop_summing_a_scalar_inputs_gradient_vectorises(mode):
+    """The sum over the points of a scalar input's gradient is a reduction LLVM may reassociate:
+    a serial chain of additions kept such loops scalar (the Gaussian NLL's, twice as slow)."""
+    k = compiled("0.5 * ((x - mu) / sigma) ** 2 + log(sigma) + sin(x)")
+    ir = k._llvm_module("ass" + "s").ir("value_and_grad")  # x an array, mu and sigma scalars
+    chunks = {n: t for n, t in optimised_chunks(ir).items() if not n.endswith(".exact")}
+    assert chunks
+    for name, text in chunks.items():
+        assert re.search(r"fadd reassoc <\d+ x double>", text), name  # lanes of partial sums
+    x = RNG.normal(size=5000)
+    value, grads = k.value_and_grad(x=x, mu=0.3, sigma=1.7)
+    np.testing.assert_allclose(grads["mu"], math.fsum(-(x - 0.3) / 1.7**2), rtol=1e-12)
+    want = math.fsum(-((x - 0.3) ** 2) / 1.7**3 + 1 / 1.7)
+    np.testing.assert_allclose(grads["sigma"], want, rtol=1e-12)
 
 
 def test_outputs_written_over_the_inputs_give_what_fresh_outputs_give(mode):

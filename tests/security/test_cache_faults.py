@@ -323,7 +323,8 @@ def test_a_refused_cache_with_no_stand_in_is_never_read(own_cache, tmp_path, mon
         k = compiler.compile_gradient("x * tanh(y) + 12", mode="compiled")
         value, grads = k.value_and_grad(x=X, y=Y)
     t = math.tanh(Y)
-    assert (value, grads) == pytest.approx((X * t + 12, {"x": t, "y": X * (1 - t * t)}))
+    assert value == pytest.approx(X * t + 12)  # pytest 9.2's approx takes no nested data
+    assert grads == pytest.approx({"x": t, "y": X * (1 - t * t)})
     assert not marker.exists()
 
 
@@ -443,7 +444,9 @@ def test_the_directory_deleted_between_writing_and_importing_a_module(own_cache,
     monkeypatch.setattr(cache, "_publish", publish_then_delete)
     k = compiler.compile_gradient("x * tanh(y) + 11", mode="compiled")
     t = math.tanh(Y)
-    assert k.value_and_grad(x=X, y=Y) == pytest.approx((X * t + 11, {"x": t, "y": X * (1 - t * t)}))
+    value, grads = k.value_and_grad(x=X, y=Y)
+    assert value == pytest.approx(X * t + 11)
+    assert grads == pytest.approx({"x": t, "y": X * (1 - t * t)})
     k = compiler.compile_gradient(
         "sum(tanh(W @ x)**2) + 11", shapes={"W": ("n", "n"), "x": ("n",)}, mode="compiled"
     )

@@ -51,6 +51,7 @@ def import_numba() -> None:
         return
     with _numba_lock:
         import numba  # noqa: F401
+        import numba.core.caching  # noqa: F401 - what @njit(cache=True) imports when applied
         import numba.core.compiler_lock  # noqa: F401
         import numba.core.errors  # noqa: F401
         import numba.core.sigutils  # noqa: F401
@@ -169,6 +170,23 @@ _LAST = Job("", str, "")  # queued at exit: the worker stops when it gets there
 
 _worker: list[_Worker] = []
 _worker_lock = threading.Lock()
+
+
+def on_this_thread(
+    key: str, make_source: Callable[[], str], prefix: str = "k"
+) -> Callable[[], str]:
+    """``make_source``, run now on the caller's thread unless the module is on disk already.
+
+    Generating a module audits it, which parses Python (``compiler/pyast.py``): CPython 3.11's
+    parser breaks when two threads parse at once, and the user's thread may be parsing its own
+    code (IPython, pytest, any library). So the background thread never parses."""
+    if cache.on_disk(key, prefix):
+        return make_source
+    try:
+        source = make_source()
+    except Exception:  # noqa: BLE001 - the background job reports it, on the user's thread
+        return make_source
+    return lambda: source
 
 
 def abandon() -> None:

@@ -639,20 +639,22 @@ _classes: list = []  # [classes or None], made on first use: Numba is imported l
 def _seal_numba_caches(module: ModuleType) -> None:
     """Switch the module's Numba dispatchers to sealed, safe cache files (before their first
     call); a module Numba could only locate in memory compiles without a file cache."""
-    if "numba" not in sys.modules:
-        return  # a NumPy-only module (the instant tier of a tensor program): nothing to seal
-    with _lock:
-        if not _classes:
-            _classes.append(_numba_classes())
-    if _classes[0] is None:  # pragma: no cover
-        return
-    sealed, safe, null = _classes[0]
     own = [
         obj
         for obj in vars(module).values()
         # imported helpers (runtime.scalar) keep Numba's plain files for their other users
         if getattr(getattr(obj, "py_func", None), "__module__", None) == module.__name__
     ]
+    if not own:
+        # A NumPy-only module (the instant tier of a tensor program): nothing to seal, and no
+        # import of Numba's caching here, where another thread may be importing Numba right now.
+        return
+    with _lock:
+        if not _classes:
+            _classes.append(_numba_classes())
+    if _classes[0] is None:  # pragma: no cover
+        return
+    sealed, safe, null = _classes[0]
     weakref.finalize(module, _release, own, module.__file__)
     for obj in own:
         cache = getattr(obj, "_cache", None)

@@ -305,7 +305,8 @@ class Kernel:
             from runtime.llvm_tier import Job
 
             return Job(self._llvm_module(kinds), entry)
-        return background.Job(self._key(kinds), self._source_maker(kinds), entry)
+        key = self._key(kinds)
+        return background.Job(key, background.on_this_thread(key, self._source_maker(kinds)), entry)
 
     def _report(self, job: background.Job) -> None:
         """Warn once, on the user's thread, that a background compile failed."""

@@ -327,6 +327,8 @@ class _WarmUp:
 
     def __init__(self, kernel: TensorKernel):
         self.kernel, self.entry = kernel, "every entry"
+        key, make = kernel._key(True), kernel._source_maker(True)
+        self.make_source = background.on_this_thread(key, make, prefix="t")
         self.state = "pending"
         self.module: ModuleType | None = None
         self.error: BaseException | None = None
@@ -337,7 +339,7 @@ class _WarmUp:
         k, module = self.kernel, None
         try:
             background.import_numba()
-            module = cache.load_module(k._key(True), k._source_maker(True), prefix="t")
+            module = cache.load_module(k._key(True), self.make_source, prefix="t")
             values, seed = k._tiny_call()
             with ignore_errors():
                 module.forward(*values)

@@ -62,3 +62,28 @@ def test_parses_on_several_threads_never_corrupt_each_other():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "errors: []", run.stdout  # before: a SystemError within 0.5 s
+
+
+def test_the_background_thread_never_parses_python(tmp_path, monkeypatch):
+    """The user's thread may be parsing its own code (IPython, pytest) while symgrad compiles
+    behind it: so the audit of a module compiled in the background runs before it is queued."""
+    import threading
+
+    import numpy as np
+
+    import compiler
+    from compiler import pyast
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    threads = []
+    real = pyast.parse
+    monkeypatch.setattr(
+        pyast, "parse", lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k)
+    )
+    k = compiler.compile_gradient("x * tanh(y) + 13", mode="auto")
+    k.value_and_grad(x=np.ones(10), y=2.0)  # a small call: answered now, compiled behind
+    t = compiler.compile_gradient("sum(tanh(W @ v) * 13)", shapes={"W": (3, 2), "v": (2,)})
+    t.value_and_grad(W=np.ones((3, 2)), v=np.ones(2))
+    assert k.wait(120), [(j.state, repr(j.error)) for j in k._jobs.values()]
+    assert t.wait(120), (t._job.state, repr(t._job.error))
+    assert threads and all(th is threading.main_thread() for th in threads)

@@ -130,6 +130,7 @@ class _Worker:
     def __init__(self) -> None:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.stopping = threading.Event()
+        self.abandoned = False  # set by ``abandon``: at exit, do not finish the queue
         self.current: Job | None = None
         self.thread = threading.Thread(target=self._loop, name="symgrad-compile", daemon=True)
         self.thread.start()
@@ -148,7 +149,8 @@ class _Worker:
         """At exit: finish the compiles queued so far (up to ``EXIT_WAIT``), then stop; after
         ``abandon``, only the function being compiled ends."""
         self.jobs.put(_LAST)
-        if self.stopping.is_set():
+        if self.abandoned:
+            self.stopping.set()
             self.thread.join(EXIT_WAIT)
             return
         self.thread.join(EXIT_NOTE)
@@ -191,10 +193,12 @@ def on_this_thread(
 
 def abandon() -> None:
     """Let the process exit without finishing the queued compiles (a command that computed one
-    point, an error, Ctrl-C): the function being compiled ends, the others never start."""
+    point, an error, Ctrl-C): at exit the function being compiled ends, the others never start.
+    Until exit the worker goes on, so a process that calls the CLI in-process (a test, a
+    notebook) still gets its later kernels compiled."""
     with _worker_lock:
         if _worker:
-            _worker[0].stopping.set()
+            _worker[0].abandoned = True
 
 
 def submit(job: Job) -> Job:

@@ -131,6 +131,20 @@ def test_a_small_call_answers_from_a_stand_in_then_the_final_engine(private_cach
     assert k.tier == "numba" and k.mode == "auto"
 
 
+def test_a_cli_call_in_process_leaves_the_worker_compiling(private_cache):
+    """The CLI abandons queued compiles *at exit*; a process that goes on (a test, a notebook
+    calling ``cli.main``) still gets its later kernels compiled (CI saw one wait forever)."""
+    from runtime import cli
+
+    assert cli.main(["x * y", "--at", "x=2,y=3"]) == 0
+    k = compiler.compile_gradient(EXPR)
+    x = np.linspace(-1, 1, 5)
+    check(k.value_and_grad(x=x, y=0.25), x, 0.25)
+    assert k.wait(timeout=300)
+    check(k.value_and_grad(x=x, y=0.25), x, 0.25)
+    assert k.tier == "numba"
+
+
 def test_a_tensor_kernel_reports_its_engine(private_cache):
     shapes = {"W": ("n", "n"), "x": ("n",)}
     k = compiler.compile_gradient("sum(tanh(W @ x) * x)", shapes=shapes)

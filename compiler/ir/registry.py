@@ -30,46 +30,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class OpDef:
-    """One elementwise op.
-
-    ``text`` prints the op in graph listings and is also how the text parser spells it;
-    ``code`` prints it in generated Numba source; ``numpy`` evaluates it (constant folding,
-    oracles); ``symbol`` is the short label drawings use.
-    """
-
-    name: str
-    arity: int
-    definition: str
-    text: str
-    code: str
-    numpy: Callable[..., float]
-    symbol: str
-    grads: tuple[str, ...] | None = None
-    commutative: bool = False
-    helper: str | None = None  # name of the runtime.scalar function the code calls, if any
-    # Gates (see the module docstring): the subgraphs fusion turns into this op, the stable
-    # formula ``code`` computes, more helpers a composed ``code`` calls, and who made the entry.
-    patterns: tuple[str, ...] = ()
-    stable: str | None = None
-    calls: tuple[str, ...] = ()
-    origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
-
-    @property
-    def helpers(self) -> tuple[str, ...]:
-        """Every ``runtime.scalar`` function the generated code calls for this op."""
-        return tuple(dict.fromkeys(((self.helper,) if self.helper else ()) + self.calls))
-
-    @property
-    def is_gate(self) -> bool:
-        return bool(self.patterns) or self.origin != "builtin"
+from compiler.ir.opdef import OpDef
 
 
 def _xlogy(x, y):

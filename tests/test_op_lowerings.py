@@ -81,11 +81,16 @@ def ulps(got: np.ndarray, want: np.ndarray) -> np.ndarray:
     bits = np.dtype(f"i{got.dtype.itemsize}")
     low = np.iinfo(bits).min
 
-    def ordered(v):
-        i = v.view(bits).astype(object)
-        return np.where(v.view(bits) < 0, low - i, i)
+    def ordered(v):  # the floats' order as integers' (-0.0 and 0.0 both 0)
+        i = v.view(bits)
+        return np.where(i < 0, low - i, i)
 
-    distance = np.abs(ordered(got) - ordered(want)).astype(np.float64)
+    g, w = ordered(got), ordered(want)
+    with np.errstate(over="ignore"):
+        same_side = np.abs(g - w).astype(np.float64)  # exact where g, w have one sign
+    distance = np.where(
+        (g < 0) == (w < 0), same_side, np.abs(g.astype(float)) + np.abs(w.astype(float))
+    )
     both, either = np.isnan(got) & np.isnan(want), np.isnan(got) | np.isnan(want)
     return np.where(both, 0.0, np.where(either, NAN, distance))
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler import GateError, ops
-from compiler.ir import gates
+from compiler.ir import printing
 
 # The lecture's example 2 (shared/LECTURE.md).
 NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2)))"
@@ -264,7 +264,7 @@ def test_discovery_finds_chains_whose_gradient_is_a_function_of_their_output():
     ],
 )
 def test_discovery_alone_finds_the_lecture_gates(text, gradient):
-    from compiler.passes.fusion import _discover
+    from compiler.passes.fusion.discovery import discover as _discover
 
     fused, found, _ = _discover(compiler.trace(text))
     assert [d.gradient for d in found] == [gradient]
@@ -322,7 +322,7 @@ def fusable_expressions(draw, template):
 def _relu_inputs_near_zero(kernel, xs, ys) -> np.ndarray:
     """Points where some relu's input is within 1e-9 of its kink (maximum's tie rule differs)."""
     adj = kernel.adjoint
-    values = gates.evaluate(adj, {"x": xs, "y": ys})
+    values = printing.evaluate(adj, {"x": xs, "y": ys})
     near = np.zeros(xs.shape, dtype=bool)
     for i in adj.op_nodes():
         if adj.nodes[i].op == "relu":

@@ -10,7 +10,7 @@ import off the compile path, and lets kinks and numerically poor forms be chosen
 Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
 (``compiler/passes/fusion.py``) builds it from those subgraphs (text over ``x``). A gate states the
 stable formula its helper computes (``stable``, proved equal to the definition by
-``compiler.ir.gates.verify``) and its local gradient from its own output ``y`` where that is
+``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
 accurate. ``compiler.register_gate`` (``compiler/ir/gates.py``) checks a user's gate with SymPy
 and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
 in symgrad's own text language, never parsed by ``sympify``.
@@ -152,15 +152,15 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 def sympy_definition(op: str):
     """The op's definition as a SymPy expression over real placeholders ``a`` and ``b``."""
     cache = _sympy_definitions()
-    if op not in cache:  # a user's or a discovered gate: its text goes through symgrad's parser
-        import sympy
-
-        from compiler.frontend.text import parse
-
-        a, b, _ = cache["__symbols__"]
-        expr = parse(OPS[op].definition).to_sympy()
-        cache[op] = expr.xreplace({sympy.Symbol("a"): a, sympy.Symbol("b"): b})
+    if op not in cache:  # a gate's is set when it is registered (compiler.gates)
+        raise KeyError(f"op '{op}' has no SymPy definition: is it registered?")
     return cache[op]
+
+
+def set_sympy_definition(op: str, expr) -> None:
+    """Give a registered gate its SymPy definition (parsed from its text by its registration:
+    the op table never reads text)."""
+    _sympy_definitions()[op] = expr
 
 
 def forget_sympy_definition(op: str) -> None:

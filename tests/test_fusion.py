@@ -288,6 +288,34 @@ def test_discovery_of_a_user_composition():
     assert grads["x"] == pytest.approx(1.5 * e * math.exp(0.4), rel=1e-14)
 
 
+def test_the_fusion_pass_returns_discovered_gates_and_leaves_the_op_table_alone():
+    """Passes are pure: fuse="auto" hands its discovered entries back in the report; the compile
+    step (compiler.fuse, as compile_gradient calls it) installs them, once, with their SymPy form."""
+    from compiler.ir import registry
+    from compiler.passes.fusion import fuse as fusion_pass
+
+    graph = compiler.trace("exp(2*exp(x)) * w")  # a chain no other test discovers
+    for name in [n for n, op in registry.OPS.items() if op.origin == "discovered"]:
+        del registry.OPS[name]  # as in a fresh process
+    table = dict(registry.OPS)
+    fused, report = fusion_pass(graph, "auto")
+    assert dict(registry.OPS) == table
+    (found,) = report.discovered
+    assert found.gradient == "y * log(y)" and found.gate in op_kinds(fused)
+    assert report.discovered_ops == {found.gate: found.spec}
+    assert found.spec.origin == "discovered" and found.gate not in registry.OPS
+    assert "discovered" in str(report) and dict(registry.OPS) == table  # the report reads them
+
+    again, public = compiler.fuse(graph, "auto")
+    assert registry.OPS[found.gate].definition == found.spec.definition
+    a = registry.placeholders()[0]
+    assert sp.simplify(registry.sympy_definition(found.gate) - sp.exp(2 * sp.exp(a))) == 0
+    xs = np.array([-1.0, 0.0, 0.5])
+    assert np.allclose(found.spec.numpy(xs), np.exp(2 * np.exp(xs)), rtol=1e-15)
+    assert again.key() == fused.key()
+    assert [d[:3] for d in public.discovered] == [d[:3] for d in report.discovered]
+
+
 # ------------------------------------------------------------------ fused == unfused
 @st.composite
 def inner_expressions(draw, depth=2):

@@ -16,8 +16,8 @@ import sympy
 import compiler
 from compiler import GateError, ParseError, ops
 from compiler.ir import registry
-from compiler.passes import gates
 from compiler.ir.registry import FUNCTIONS, OPS
+from compiler.passes import gates
 
 mpmath.mp.dps = 50
 BUILTIN_GATES = ("sigmoid", "tanh", "softplus", "logsigmoid", "relu")
@@ -199,6 +199,18 @@ def test_register_swish_derives_and_proves_its_gradient(clean_gates):
     assert ops.swish(x) == x / (1 + sympy.exp(-x))
     k = compiler.compile_gradient(lambda t: ops.swish(2 * t))
     assert k.value_and_grad(t=0.5)[0] == pytest.approx(float(f.subs(x, 1.0)), rel=1e-14)
+
+
+def test_a_gate_gets_its_sympy_definition_at_registration_and_loses_it_when_removed(clean_gates):
+    """The op table never parses text: registration parses the definition once and stores it."""
+    compiler.register_gate("cube_plus", "x**3 + x")
+    a = registry.placeholders()[0]
+    assert sympy.expand(registry.sympy_definition("cube_plus") - (a**3 + a)) == 0
+    x = sympy.Symbol("x")
+    assert compiler.compile_gradient("cube_plus(x)").graph.to_sympy() == x**3 + x
+    compiler.unregister_gate("cube_plus")
+    with pytest.raises(KeyError, match="cube_plus"):
+        registry.sympy_definition("cube_plus")
 
 
 def test_register_sigmoid2_with_gradient_from_its_output(clean_gates):

@@ -8,10 +8,10 @@ states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them ke
 import off the compile path, and lets kinks and numerically poor forms be chosen deliberately.
 
 Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
-(``compiler/passes/fusion.py``) builds it from those subgraphs (text over ``x``). A gate states the
+(``compiler/passes/fusion/``) builds it from those subgraphs (text over ``x``). A gate states the
 stable formula its helper computes (``stable``, proved equal to the definition by
 ``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
-accurate. ``compiler.register_gate`` (``compiler/ir/gates.py``) checks a user's gate with SymPy
+accurate. ``compiler.register_gate`` (``compiler/gates.py``) checks a user's gate with SymPy
 and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
 in symgrad's own text language, never parsed by ``sympify``.
 

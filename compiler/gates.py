@@ -93,8 +93,7 @@ def unregister_gate(name: str) -> None:
     ]
     if users:
         raise GateError(f"gate '{name}' is used by gate(s) {users}; unregister those first")
-    del OPS[name]
-    FUNCTIONS.pop(name, None)
+    registry.unregister(name)
     _forget(name)
 
 
@@ -118,19 +117,19 @@ def install_discovered(report: FusionReport) -> None:
 
 
 def install(spec: OpDef, callable_by_name: bool) -> None:
-    """Put a proved gate into the table, with its SymPy definition (parsed once, here)."""
-    OPS[spec.name] = spec
+    """Put a proved gate into the table, with its SymPy definition (parsed once, here: the
+    table never reads a gate's text)."""
+    registry.register(spec, sympy_form=proofs.sympy_text(spec.definition))
     _forget(spec.name, keep_function=callable_by_name)
-    registry.set_sympy_definition(spec.name, proofs.sympy_text(spec.definition))
     if callable_by_name:
-        FUNCTIONS[spec.name] = spec.name
         functions.install(spec.name)
+    else:  # a discovered gate is named by a hash: fusion makes it, users never write it
+        FUNCTIONS.pop(spec.name, None)
 
 
 def _forget(name: str, keep_function: bool = False) -> None:
     """Drop everything derived from an entry that changed (templates, SymPy form, ops.<name>)."""
     local_gradient_template.cache_clear()
-    registry.forget_sympy_definition(name)
     if not keep_function:
         functions.uninstall(name)
 

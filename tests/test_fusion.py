@@ -312,6 +312,9 @@ def test_the_fusion_pass_returns_discovered_gates_and_leaves_the_op_table_alone(
     assert sp.simplify(registry.sympy_definition(found.gate) - sp.exp(2 * sp.exp(a))) == 0
     xs = np.array([-1.0, 0.0, 0.5])
     assert np.allclose(found.spec.numpy(xs), np.exp(2 * np.exp(xs)), rtol=1e-15)
+    from lowerjit import evaluate
+
+    assert np.allclose(evaluate(found.spec.lower, xs), np.exp(2 * np.exp(xs)), rtol=1e-14)
     assert again.key() == fused.key()
     assert [d[:3] for d in public.discovered] == [d[:3] for d in report.discovered]
 

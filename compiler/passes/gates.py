@@ -25,15 +25,11 @@ from compiler.errors import GateError, ParseError
 from compiler.frontend.text import parse
 from compiler.ir import registry
 from compiler.ir.graph import SEED, Graph, copy_nodes
+from compiler.ir.lowering import lower_graph
 from compiler.ir.opdef import OpDef
 from compiler.ir.printing import ATOM, evaluate, render, text_of
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import adjoint
-
-try:  # the graph lowering (compiler.ir.lowering, the op-table rework) where it exists
-    from compiler.ir.lowering import lower_graph
-except ImportError:  # pragma: no cover - before that branch is merged
-    lower_graph = None
 
 #: Points (besides a few random ones) where registration compares a gate with its definition.
 SPOT_CHECKS = (-30.0, -10.0, -3.0, -1.0, -0.5, -0.125, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
@@ -41,7 +37,8 @@ SPOT_CHECKS = (-30.0, -10.0, -3.0, -1.0, -0.5, -0.125, 0.25, 0.5, 1.0, 2.5, 10.0
 
 def make_spec(name: str, body: Graph, forward: Graph, gradient: Graph, origin: str) -> OpDef:
     """A table entry for a gate defined by ``body`` (over x), computed as ``forward``, whose
-    local gradient is ``gradient`` (over x and y). Its code and lowering compose its ops' own."""
+    local gradient is ``gradient`` (over x and y). Its code and lowering compose its ops' own;
+    ``LoweringError`` if one of them has no lowering."""
     x_leaf = {forward.input("x"): ("{a}", ATOM)}
     code = render(forward, forward.outputs[0], x_leaf, kind="code")
     calls = tuple(sorted({h for n in forward.nodes if n.op in OPS for h in OPS[n.op].helpers}))
@@ -59,8 +56,16 @@ def make_spec(name: str, body: Graph, forward: Graph, gradient: Graph, origin: s
         stable=text_of(forward, over_a) if forward is not body else None,
         calls=calls,
         origin=origin,
-        lower=lower_graph(forward) if lower_graph is not None else None,
+        lower=lower_graph(_over_a(forward)),
     )
+
+
+def _over_a(graph: Graph) -> Graph:
+    """The graph with its input ``x`` renamed ``a``: the placeholder lowerings read."""
+    renamed = Graph()
+    mapping = copy_nodes(graph, renamed, {graph.input("x"): renamed.input("a")})
+    renamed.outputs = [mapping[o] for o in graph.outputs]
+    return renamed
 
 
 def chain_rule_gradient(forward: Graph) -> Graph:

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from compiler.ir.graph import CONST, LEAVES, Graph
+from compiler.ir.lowering import LoweringError
 from compiler.ir.printing import evaluate, text_of
 from compiler.ir.registry import OPS
 from compiler.passes.fusion.matching import Match
@@ -50,7 +51,11 @@ def discover(graph: Graph) -> tuple[Graph, list[Discovered], list[str]]:
         gradient = output_gradient(body)
         if gradient is None:
             continue
-        spec = discovered_spec(body, gradient)
+        try:
+            spec = discovered_spec(body, gradient)
+        except LoweringError as e:  # an op of the region no tier can lower: leave it unfused
+            notes.append(f"not fused: {text_of(body)} ({e})")
+            continue
         note = text_of(body, {"x": "{a}"})
         matches[root] = Match(spec.name, root, x, 1.0, frozenset(core), note)
         taken |= core

@@ -32,8 +32,8 @@ from compiler.codegen.audit import (
     data,
 )
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
-from compiler.ir.graph import CONST, INPUT, LEAVES
 from compiler.errors import CompileError
+from compiler.ir.graph import CONST, INPUT, LEAVES
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 

@@ -256,7 +256,9 @@ class TensorWriter:
         body = "    " * (rank + 1)
         for i in region.nodes:
             node = adj.nodes[i]
-            exponent = node.op == "pow" and OPS[node.op].lower is None  # Numba's ``**`` (older entry)
+            exponent = (
+                node.op == "pow" and OPS[node.op].lower is None
+            )  # Numba's ``**`` (older entry)
             ops = {
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST

@@ -36,16 +36,17 @@ def lower_heaviside(L: Lower, x: ir.Value, h: ir.Value) -> ir.Value:
     return L.select(L.cmp(">", x, zero), L.const(1.0), below)
 
 
-def _extremum(order: str):
+def _extremum(name: str, order: str):
     def lower(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
         """a + b (nan) if either is nan, else the first operand on a tie (np.maximum/minimum)."""
         picked = L.select(L.cmp(order, a, b), a, b)
         return L.select(L.cmp("uno", a, b), L.b.fadd(a, b), picked)
 
+    lower.__name__ = lower.__qualname__ = f"lower_{name}"
     return lower
 
 
-lower_maximum, lower_minimum = _extremum(">="), _extremum("<=")
+lower_maximum, lower_minimum = _extremum("maximum", ">="), _extremum("minimum", "<=")
 
 
 def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False):

@@ -110,7 +110,7 @@ def _fast(name: str):
         p = _reduce(L, x)
         return _pick(L, name, p), p.big
 
-    fast.__name__ = f"fast_{name}"
+    fast.__name__ = fast.__qualname__ = f"fast_{name}"
     return fast
 
 
@@ -135,7 +135,7 @@ def _lower(name: str, fast):
         result.add_incoming(value, before)
         return result
 
-    lower.__name__ = f"lower_{name}"
+    lower.__name__ = lower.__qualname__ = f"lower_{name}"
     return lower
 
 

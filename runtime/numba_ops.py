@@ -8,7 +8,7 @@ trailing underscore (``abs_``, ``round_``, ``pow_``: ``callable_name``).
 
 Typing follows NumPy's promotion: float32 operands give float32, float64 (or a mix) float64, and
 integers are cast to float64. No fast-math flags: nan, inf and signed zeros are the lowering's.
-An op without a lowering is a ``CompileError`` naming it, never a ``KeyError``.
+An op without a lowering is a ``LoweringError`` naming it and the tier, never a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 import threading
 
 from compiler.codegen.audit import callable_name, op_of_callable
-from compiler.errors import CompileError
-from compiler.ir.lowering import Lower
+from compiler.ir.lowering import Lower, LoweringError
 
 _made: dict[str, tuple[object, object]] = {}  # op name -> (its OpDef, its intrinsic)
 _lock = threading.Lock()
@@ -38,10 +37,7 @@ def intrinsic(op: str):
 
     spec = OPS.get(op)
     if spec is None or spec.lower is None:
-        raise CompileError(
-            f"no lowering for op {op!r} on tier numba"
-            + ("" if spec is None else ": its entry has no `lower` (compiler.ir.lowering)")
-        )
+        raise LoweringError(op, "numba", "not in the op table" if spec is None else "")
     with _lock:
         made = _made.get(op)
         if made is None or made[0] is not spec:
@@ -102,7 +98,7 @@ def _make(spec):
             return signature(a, b, c)
 
     else:
-        raise CompileError(f"no lowering for op {spec.name!r} on tier numba: arity {spec.arity}")
+        raise LoweringError(spec.name, "numba", f"arity {spec.arity}")
     typer.__name__ = typer.__qualname__ = callable_name(spec.name)
     typer.__doc__ = f"{spec.name}: its lowering, inlined (compiler.ir.lowering)."
     return numba_intrinsic(typer)

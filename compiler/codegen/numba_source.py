@@ -32,8 +32,8 @@ from compiler.codegen.audit import (
     data,
 )
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
-from compiler.errors import CompileError
 from compiler.ir.graph import CONST, INPUT, LEAVES
+from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 
@@ -82,7 +82,7 @@ class Calls:
     An op with a lowering is a call of its intrinsic (``runtime.numba_ops``); an older gate
     whose entry only has Numba text (``code``, composed by ``compiler.ir.gates``) keeps that text
     and the helpers it calls, taken from ``runtime.numba_ops`` where they are ops with lowerings
-    and from ``runtime.scalar`` else; an op with neither is a ``CompileError`` naming it.
+    and from ``runtime.scalar`` else; an op with neither is a ``LoweringError`` naming it.
     """
 
     def __init__(self, ops):
@@ -102,7 +102,7 @@ class Calls:
                 lowered = h in OPS and OPS[h].lower is not None and callable_name(h) == h
                 (self.intrinsics if lowered else self.helpers).add(h)
         else:
-            raise CompileError(f"no lowering for op {op!r} on tier numba")
+            raise LoweringError(op, "numba")
 
     @property
     def names(self) -> set[str]:

@@ -72,11 +72,16 @@ def _make(spec):
     from numba.extending import intrinsic as numba_intrinsic
 
     lower = spec.lower
+    # An op with a ``fast`` form (sin, cos) branches out of its vector lowering for rare points,
+    # which the LLVM tier handles with exact twin loops and a Numba loop cannot: a branch keeps
+    # the whole loop scalar. Its scalar form (LLVM's intrinsic, what Numba's math.sin is) lets
+    # LLVM vectorise the rest of the loop around it.
+    vector = spec.fast is None
 
     def codegen(context, builder, sig, args):
         ty = sig.return_type
         cast = [context.cast(builder, v, t, ty) for v, t in zip(args, sig.args)]
-        return lower(Lower(builder, context.get_value_type(ty), vector=True), *cast)
+        return lower(Lower(builder, context.get_value_type(ty), vector=vector), *cast)
 
     def signature(*args):
         ty = _result_type(args)

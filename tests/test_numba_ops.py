@@ -20,7 +20,6 @@ import textwrap
 from dataclasses import replace
 from pathlib import Path
 
-import lowered_table
 import numpy as np
 import pytest
 from numba import njit, types
@@ -36,15 +35,10 @@ from runtime import numba_ops
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def table(monkeypatch):
-    lowered_table.install(monkeypatch)
-
-
 def lowered_ops() -> list[str]:
-    """The ops that kernels call as intrinsics (all but plain arithmetic), from the entries."""
-    entries = lowered_table.lowered_entries()
-    return sorted(name for name, op in entries.items() if op.lower and name not in INFIX)
+    """The built-in ops that kernels call as intrinsics (all but plain arithmetic)."""
+    builtin = [name for name, op in registry.OPS.items() if op.origin == "builtin"]
+    return sorted(name for name in builtin if name not in INFIX)
 
 
 # ------------------------------------------------------------------------------ typing
@@ -112,8 +106,8 @@ def test_missing_lowering_is_a_named_compile_error(monkeypatch):
         numba_ops.__getattr__("_make_it")
 
 
-def test_an_op_with_neither_lowering_nor_code_is_named_at_generation(monkeypatch):
-    bare = replace(registry.OPS["log1p"], lower=None, code=None, helper=None)
+def test_an_op_without_a_lowering_is_named_at_generation(monkeypatch):
+    bare = replace(registry.OPS["log1p"], lower=None)
     monkeypatch.setitem(registry.OPS, "log1p", bare)
     kernel = compiler.compile_gradient("log1p(x) * y", fuse=False, mode="instant")
     with pytest.raises(LoweringError, match="no lowering for op log1p on tier numba"):
@@ -152,6 +146,18 @@ def test_generated_source_calls_each_ops_lowering(op):
     assert "runtime.scalar" not in source
     assert "math." not in source  # no libm call written as text: the lowering decides
     check_python(source)
+
+
+def test_numpy_semantics_of_division_and_powers(tmp_path, monkeypatch):
+    """error_model="numpy": 1/0 = inf, 0/0 = nan; pow as np.power, 0 ** -2 = inf included."""
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    kernel = compiler.compile_gradient("x / y + x ** 2 + y ** -2.0 + x ** y", mode="compiled")
+    assert "pow_(" in kernel.source
+    x = np.array([1.0, 0.0, -1.5, 2.0, 0.0])
+    y = np.array([0.0, 0.0, 3.0, 0.5, 2.0])
+    with np.errstate(all="ignore"):
+        expected = x / y + np.power(x, 2.0) + np.power(y, -2.0) + np.power(x, y)
+    np.testing.assert_array_equal(kernel(x=x, y=y), expected)
 
 
 def test_plain_arithmetic_stays_infix():
@@ -214,9 +220,6 @@ def test_the_audit_accepts_op_imports_and_nothing_more(line):
 CHILD = textwrap.dedent(
     """
     import json, sys
-    sys.path.insert(0, "tests")
-    import lowered_table
-    lowered_table.install()
     import compiler, runtime.cache
     from numba.core.dispatcher import Dispatcher
     k = compiler.compile_gradient(sys.argv[1], mode="compiled", fuse=False)

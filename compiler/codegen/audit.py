@@ -125,7 +125,6 @@ IMPORTS = {
     "numba": {"njit", "prange"},
     "runtime.blocks": {"run_blocks"},
     "runtime.jit": {"FLAGS", "serial"},
-    "runtime.scalar": "*",
     "runtime.numba_ops": "ops",  # the intrinsics of ops in the table, by ``callable_name``
     "runtime.reductions": "*",
     "compiler.ir.registry": {"OPS"},

@@ -53,20 +53,14 @@ TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 64, 512
 
 
-def literal(value: float, exponent: bool = False) -> str:
-    """A constant as Numba source; integral exponents stay ints so ``x ** 2`` multiplies.
-
-    Only non-negative ones: Numba's integer power raises ``ZeroDivisionError`` for ``0.0 ** -2``
-    whatever the error model, where NumPy gives ``inf``; a float exponent calls ``pow``, which does.
-    """
+def literal(value: float) -> str:
+    """A constant as Numba source: a float literal (``pow``'s lowering gets a float exponent, and
+    LLVM turns ``pow(x, 2.0)`` into ``x * x`` itself)."""
     if math.isnan(value):
         return "math.nan"
     if math.isinf(value):
         return "math.inf" if value > 0 else "(-math.inf)"
-    if exponent and value == int(value) and 0 <= value <= 64:
-        text = str(int(value))
-    else:
-        text = repr(value)
+    text = repr(value)
     return f"({text})" if text.startswith("-") else text
 
 
@@ -77,61 +71,34 @@ INFIX["neg"] = "-{a}"
 
 
 class Calls:
-    """How generated Numba source computes each op, and what it imports for that.
-
-    An op with a lowering is a call of its intrinsic (``runtime.numba_ops``); an older gate
-    whose entry only has Numba text (``code``, composed by ``compiler.ir.gates``) keeps that text
-    and the helpers it calls, taken from ``runtime.numba_ops`` where they are ops with lowerings
-    and from ``runtime.scalar`` else; an op with neither is a ``LoweringError`` naming it.
-    """
+    """How generated Numba source computes each op, and what it imports for that: plain
+    arithmetic (``INFIX``) as Python's operators, every other op as a call of its intrinsic
+    (``runtime.numba_ops``: the op's lowering, inlined). An op without a lowering is a
+    ``LoweringError`` naming it and the tier."""
 
     def __init__(self, ops):
         self.intrinsics: set[str] = set()  # callable names from runtime.numba_ops
-        self.helpers: set[str] = set()  # names from runtime.scalar
         for op in sorted(set(ops)):
             self.note(op)
 
     def note(self, op: str) -> None:
-        spec = OPS.get(op)
         if op in INFIX:
             return
-        if spec is not None and spec.lower is not None:
-            self.intrinsics.add(callable_name(op))
-        elif spec is not None and spec.code:
-            for h in spec.helpers:
-                lowered = h in OPS and OPS[h].lower is not None and callable_name(h) == h
-                (self.intrinsics if lowered else self.helpers).add(h)
-        else:
-            raise LoweringError(op, "numba")
-
-    @property
-    def names(self) -> set[str]:
-        return self.intrinsics | self.helpers
-
-    @staticmethod
-    def reserve(op: str) -> set[str]:
-        """Every name the source of ``op`` might import (to keep node names off them)."""
         spec = OPS.get(op)
-        return {callable_name(op), *(spec.helpers if spec is not None else ())}
+        if spec is None or spec.lower is None:
+            raise LoweringError(op, "numba", "" if spec else "not in the op table")
+        self.intrinsics.add(callable_name(op))
 
     @staticmethod
     def template(op: str) -> str:
         """``op`` as a format string over ``{a}`` and ``{b}``."""
         if op in INFIX:
             return INFIX[op]
-        spec = OPS[op]
-        if spec.lower is None:
-            return spec.code
-        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: spec.arity])})"
+        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: OPS[op].arity])})"
 
-    def imports(self, used: set[str] | None = None) -> list[str]:
-        """The import lines for the names ``used`` (all noted ones by default)."""
-        lines = []
-        for module, names in (("numba_ops", self.intrinsics), ("scalar", self.helpers)):
-            names = sorted(names if used is None else names & used)
-            if names:
-                lines.append(f"from runtime.{module} import {', '.join(names)}")
-        return lines
+    def imports(self) -> list[str]:
+        names = sorted(self.intrinsics)
+        return [f"from runtime.numba_ops import {', '.join(names)}"] if names else []
 
 
 # Names the generated code uses itself; node and input names never take them.
@@ -167,7 +134,7 @@ class ModuleWriter:
         self.split_lines = SPLIT_LINES if split_lines is None else split_lines
         self.layout, self.entries = plan(adj, inputs, kinds)
         self.calls = Calls(n.op for n in adj.nodes if n.op not in LEAVES)
-        reserved = {*_RESERVED, *self.calls.names, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
+        reserved = {*_RESERVED, *self.calls.intrinsics, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
         input_nodes = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
@@ -187,20 +154,16 @@ class ModuleWriter:
         self._given_at: dict[str, dict[int, int]] = {}  # entry -> {given node: position}
 
     # ----------------------------------------------------------------- text
-    def operand(self, i: int, exponent: bool = False) -> str:
+    def operand(self, i: int) -> str:
         node = self.adj.nodes[i]
         if node.op == CONST:
-            return literal(node.value, exponent)
+            return literal(node.value)
         return f"{self.ident[i]}[i]" if i in self.indexed else self.ident[i]
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
-        template = Calls.template(node.op)
-        exponent = node.op == "pow" and OPS[node.op].lower is None  # Numba's ``**`` (older entry)
-        ops = {
-            k: self.operand(a, exponent=(exponent and k == "b")) for k, a in zip("ab", node.args)
-        }
-        line = f"{_BODY}{self.ident[i]} = {template.format(**ops)}"
+        ops = {k: self.operand(a) for k, a in zip("ab", node.args)}
+        line = f"{_BODY}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {comment(note.format(**ops))}" if note else line
 

@@ -18,14 +18,14 @@ import heapq
 import re
 from dataclasses import dataclass, field
 
-from compiler.codegen.audit import TENSOR_DOCSTRING, check_python, comment, data
+from compiler.codegen.audit import TENSOR_DOCSTRING, callable_name, check_python, comment, data
 from compiler.codegen.numba_source import INFIX, Calls, Namer, literal
+from compiler.ir import reductions  # the names runtime.reductions gives generated kernels
 from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
 from compiler.ir.shapes import Shape
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
-from runtime import reductions
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
@@ -147,7 +147,7 @@ class TensorWriter:
     def __init__(self, adj: TensorGraph, fused: bool = True):
         self.adj, self.fused = adj, fused
         ops = {n.op for n in adj.nodes if n.op in OPS}
-        self.namer = Namer(_RESERVED.union(*(Calls.reserve(op) for op in ops)))
+        self.namer = Namer(_RESERVED | {callable_name(op) for op in ops})
         self.input_ident = {n: self.namer.claim(n) for n in adj.inputs}
         self.dim_ident: dict[str, str] = {}
         for name in adj.inputs:
@@ -168,9 +168,9 @@ class TensorWriter:
         self.loops: list[str] = []
 
     # ----------------------------------------------------------------- text
-    def operand(self, i: int, exponent: bool = False) -> str:
+    def operand(self, i: int) -> str:
         node = self.adj.nodes[i]
-        return literal(node.value, exponent) if node.op == CONST else self.ident[i]
+        return literal(node.value) if node.op == CONST else self.ident[i]
 
     def shape_code(self, shape: Shape) -> str:
         dims = [data(d) if isinstance(d, int) else self.dim_ident[d] for d in shape]
@@ -256,13 +256,10 @@ class TensorWriter:
         body = "    " * (rank + 1)
         for i in region.nodes:
             node = adj.nodes[i]
-            exponent = (
-                node.op == "pow" and OPS[node.op].lower is None
-            )  # Numba's ``**`` (older entry)
             ops = {
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST
-                else literal(adj.nodes[a].value, exponent and k == "b")
+                else literal(adj.nodes[a].value)
                 for k, a in zip("ab", node.args)
             }
             self.calls.note(node.op)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from compiler.codegen import rows
 from compiler.codegen.audit import (
     NUMBA_DOCSTRING,
     Namer,
@@ -287,46 +288,34 @@ class ModuleWriter:
         return self._scalars[entry.name]
 
     def _segments(self, entry: Entry) -> tuple[list[_Segment], int]:
-        """Cut the entry's nodes into segments and give each crossing value a temporary row.
+        """Cut the entry's nodes into segments and give each crossing value a temporary row
+        (``compiler.codegen.rows``, the one allocator).
 
-        A row is free again after the segment that reads its value last: that segment loads all
-        its reads at the top of the loop body and stores at the bottom, so it may reuse the row.
+        A segment loads all its reads at the top of its loop body and stores at the bottom, so
+        the segment that reads a value last may reuse its row: the allocator is told that the
+        value's last use is the segment before.
         """
         nodes, size = list(entry.nodes), self.split_lines
         chunks = [nodes[k : k + size] for k in range(0, len(nodes), size)]
         where = {i: k for k, chunk in enumerate(chunks) for i in chunk}
-        last_use: dict[int, int] = {}
-        reads: list[list[int]] = [[] for _ in chunks]
-        for k, chunk in enumerate(chunks):
-            for i in chunk:
-                for a in self.adj.nodes[i].args:
-                    if where.get(a, k) < k and last_use.get(a) != k:
-                        last_use[a] = k
-                        reads[k].append(a)
+        args = {i: self.adj.nodes[i].args for i in nodes}
+        last_use = rows.last_uses(chunks, args)
         final = len(chunks) - 1  # the last segment writes every output
         for o, _ in entry.outputs:
-            if where.get(o, final) < final and last_use.get(o) != final:
+            if where.get(o, final) < final:
                 last_use[o] = final
-                reads[final].append(o)
-        free: list[int] = []
-        slot: dict[int, int] = {}
-        rows = 0
+        slot, n_rows = rows.allocate(chunks, {v: k - 1 for v, k in last_use.items()})
         segments = []
         for k, chunk in enumerate(chunks):
-            loads = [(a, slot[a]) for a in reads[k]]
-            free += sorted((s for a, s in loads if last_use[a] == k), reverse=True)
-            stores = []
-            for i in chunk:
-                if i in last_use:
-                    if free:
-                        slot[i] = free.pop()
-                    else:
-                        slot[i], rows = rows, rows + 1
-                    stores.append((i, slot[i]))
+            reads = [a for i in chunk for a in args[i] if where.get(a, k) < k]
+            if k == final:
+                reads += [o for o, _ in entry.outputs if where.get(o, final) < final]
+            loads = [(a, slot[a]) for a in dict.fromkeys(reads)]
+            stores = [(i, slot[i]) for i in chunk if i in last_use]
             name = self.namer.claim(f"{entry.name}_{k + 1}")
             after = chunks[k - 1][-1] if k else -1
             segments.append(_Segment(name, chunk, loads, stores, after))
-        return segments, rows
+        return segments, n_rows
 
     def _segment_params(self, entry: Entry, seg: _Segment, results: list[str]) -> list[str]:
         """Given values the segment reads (in the entry's order), the temporaries, the buffers."""

@@ -111,7 +111,7 @@ def _count(text: str) -> int:
     )
 
 
-def closure(ops, vector: bool, fast_ops=(), tier: str = "llvm") -> list[OpFunction]:
+def functions_for(ops, vector: bool, fast_ops=(), tier: str = "llvm") -> list[OpFunction]:
     """The functions a module computing ``ops`` (and the ``fast`` forms of ``fast_ops``) needs."""
     return [op_function(op, vector, False, tier) for op in ops] + [
         op_function(op, vector, True, tier) for op in fast_ops

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler.codegen.entries import plan
+from compiler.errors import CompileError
 from runtime import cache, llvm_jit
 from runtime.blocks import EntryModule, in_parallel
 from runtime.instant import vm_source
@@ -45,8 +46,11 @@ def machine(table: str | None = None):
     the GIL is released while it runs), loaded from the disk cache or, on first use on this
     machine, compiled (a fraction of a second)."""
     with _machine_lock:
-        table = table or vm_source.table_key()
+        now = vm_source.table_key()
+        table = table or now
         if table not in _machines:
+            if table != now:  # an op (un)registered since the program was written: retry
+                raise CompileError("the op table changed during the call; call again")
             text = vm_source.generate()
             key = cache.cache_key("instant-vm", hashlib.sha256(text.encode()).hexdigest())
             found = llvm_jit.read(key)

@@ -1,0 +1,171 @@
+"""Special functions: erf, erfc, lgamma, digamma and trigamma.
+
+``erf``, ``erfc`` and ``lgamma`` are the C library's; digamma and trigamma have no C function, so
+they are written here: the recurrence ``psi(x) = psi(x + 1) - 1/x`` (trigamma: ``+ 1/x**2``)
+shifts ``x`` up to at least 10, where the asymptotic series (Bernoulli numbers up to B14) is
+accurate to double precision, and negative ``x`` reflects to ``1 - x``.
+
+Values follow SciPy (``gammaln``, ``psi``, ``polygamma(1, .)``), rows for the kink table:
+
+- ``lgamma`` is ``log|Gamma(a)|``: +inf at 0 and the negative integers (its gradient, digamma,
+  is nan there); ``lgamma(-inf) = -inf`` as in SciPy.
+- ``digamma``: ``-inf`` at +0, ``+inf`` at -0, nan at the negative integers and -inf.
+  Near its zeros (x ≈ 1.4616, and one in each negative unit interval) the error is absolute,
+  a few ulps of the terms that cancel, not relative.
+- ``trigamma``: +inf at 0, at the negative integers and at -inf (SciPy's values).
+  Its own gradient, ``polygamma(2, a)``, is not in the table: ``trigamma`` states no gradient,
+  so differentiating it (a third derivative of lgamma) raises a ParseError naming polygamma.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.ir.lowering import Lower
+from compiler.ir.opdef import OpDef, entry
+
+SHIFT = 10.0  # the recurrence raises x to at least this before the asymptotic series
+
+# digamma(t) ~ log t - 1/(2t) - sum B_2k / (2k t**2k), k = 1..7 (coefficients of w = 1/t**2)
+_PSI = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
+# trigamma(t) ~ 1/t + 1/(2t**2) + sum B_2k / t**(2k+1), k = 1..7 (coefficients of w, over t)
+_PSI1 = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+# Near digamma's positive zero x0 (as hi + lo), where the recurrence cancels: the Taylor series
+# psi(x) = sum (-1)**(n+1) zeta(n+1, x0) (x - x0)**n, n = 1..24, for |x - x0| < 0.25 (SciPy's
+# way; coefficients from mpmath at 50 digits; x0 = hi + lo split at each width).
+_ROOT = {64: (1.4616321449683622, 9.549995429965697e-17), 32: (1.4616321325302124, 1.243815e-08)}
+_ROOT_SERIES = (
+    0.9676722454476212, -0.4427631689835921, 0.258499760955651, -0.16394270544240652,
+    0.10782405069126237, -0.07219956125645471, 0.04880428816414311, -0.03316112647484736,
+    0.022597648232218104, -0.01542476590494896, 0.010538791616612175, -0.007204534386356869,
+    0.004926781395729853, -0.003369801655439328, 0.002305126326734928, -0.0015769367714301972,
+    0.0010788252019162967, -0.0007380709389960052, 0.000504953265834602, -0.0003454680251063077,
+    0.00023635601564027053, -0.00016170622091974803, 0.0001106337276874741, -7.569179582195066e-05,
+)  # fmt: skip
+
+
+def _scipy(name: str):
+    def oracle(*args):
+        import scipy.special
+
+        return getattr(scipy.special, name)(*args)
+
+    oracle.__name__ = name
+    return oracle
+
+
+def _trigamma(x):
+    """SciPy's polygamma(1, x) for x >= 0 and the reflection below 0 (SciPy's own loop over
+    |x| steps there never ends for x = -1e20)."""
+    from scipy.special import polygamma
+
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        negative = x < 0
+        r = x - np.round(x)
+        reflected = (np.pi / np.sin(np.pi * r)) ** 2 - polygamma(1, np.where(negative, 1 - x, 0.5))
+        value = np.where(negative, reflected, polygamma(1, np.where(negative, 0.5, x)))
+        return np.where(x == -np.inf, np.inf, value)
+
+
+def _horner(L: Lower, coefficients, w):
+    """sum c_k w**k for k = 1..len(coefficients)."""
+    acc = L.const(coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        acc = L.fma(acc, w, L.const(c))
+    return L.b.fmul(acc, w)
+
+
+def _shift(L: Lower, x, term):
+    """(x + n, sum of term(x + k) for k < n), n the steps that bring x to at least SHIFT (x > 0;
+    nan stays nan). Unrolled with selects: no branches, at most SHIFT steps."""
+    total, one, limit = L.const(0), L.const(1), L.const(SHIFT)
+    for _ in range(int(SHIFT)):
+        small = L.cmp("<", x, limit)
+        total = L.select(small, L.b.fadd(total, term(x)), total)
+        x = L.select(small, L.b.fadd(x, one), x)
+    return x, total
+
+
+def _sinpi_cospi(L: Lower, x):
+    """sin(pi r) and cos(pi r) with r = x - round(x), exact, so huge x lose nothing."""
+    r = L.b.fsub(x, L.intrinsic("round", x))
+    t = L.b.fmul(L.const(math.pi), r)
+    return L.intrinsic("sin", t), L.intrinsic("cos", t)
+
+
+def _digamma_positive(L: Lower, x):
+    one = L.const(1)
+    t, total = _shift(L, x, lambda v: L.b.fdiv(one, v))
+    w = L.b.fdiv(one, L.b.fmul(t, t))
+    series = L.b.fsub(L.intrinsic("log", t), L.b.fdiv(L.const(0.5), t))
+    shifted = L.b.fsub(L.b.fsub(series, _horner(L, _PSI, w)), total)
+    hi, lo = _ROOT[L.bits]
+    d = L.b.fsub(L.b.fsub(x, L.const(hi)), L.const(lo))  # x - hi is exact here
+    near = L.cmp("<", L.intrinsic("fabs", d), L.const(0.25))
+    return L.select(near, _horner(L, _ROOT_SERIES, d), shifted)
+
+
+def _trigamma_positive(L: Lower, x):
+    one = L.const(1)
+    t, total = _shift(L, x, lambda v: L.b.fdiv(one, L.b.fmul(v, v)))
+    inv = L.b.fdiv(one, t)
+    w = L.b.fmul(inv, inv)
+    tail = L.b.fadd(L.b.fmul(inv, _horner(L, _PSI1, w)), L.b.fmul(L.const(0.5), w))
+    return L.b.fadd(L.b.fadd(inv, tail), total)
+
+
+def lower_digamma(L: Lower, x):
+    """psi(x); x < 0 reflects: psi(x) = psi(1 - x) - pi cot(pi x)."""
+    negative = L.cmp("<", x, L.const(0))
+    t = L.select(negative, L.b.fsub(L.const(1), x), x)
+    psi = _digamma_positive(L, t)
+    sin, cos = _sinpi_cospi(L, x)
+    reflected = L.b.fsub(psi, L.b.fdiv(L.b.fmul(L.const(math.pi), cos), sin))
+    pole = L.b.and_(negative, L.cmp("==", sin, L.const(0)))  # negative integers
+    value = L.select(pole, L.const(math.nan), L.select(negative, reflected, psi))
+    # psi(+0) = -inf, psi(-0) = +inf: -1/x
+    return L.select(L.cmp("==", x, L.const(0)), L.b.fdiv(L.const(-1), x), value)
+
+
+def lower_trigamma(L: Lower, x):
+    """psi'(x); x < 0 reflects: psi'(x) = pi**2 / sin(pi x)**2 - psi'(1 - x)."""
+    negative = L.cmp("<", x, L.const(0))
+    t = L.select(negative, L.b.fsub(L.const(1), x), x)
+    psi1 = _trigamma_positive(L, t)
+    sin, _ = _sinpi_cospi(L, x)
+    reflected = L.b.fsub(L.b.fdiv(L.const(math.pi**2), L.b.fmul(sin, sin)), psi1)
+    value = L.select(negative, reflected, psi1)
+    return L.select(L.cmp("==", x, L.const(-math.inf)), L.const(math.inf), value)
+
+
+def lower_lgamma(L: Lower, x):
+    """The C library's lgamma (log|Gamma|), with SciPy's lgamma(-inf) = -inf."""
+    value = L.libm("lgamma", x)
+    return L.select(L.cmp("==", x, L.const(-math.inf)), x, value)
+
+
+def _trigamma_entry() -> OpDef:
+    from dataclasses import replace
+
+    # Its gradient polygamma(2, a) is no op of the table: stated as None (see the docstring).
+    op = entry("trigamma", "polygamma(1, a)", grads=("0",), numpy=_trigamma,
+               lower=lower_trigamma)  # fmt: skip
+    return replace(op, grads=None)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    entry("erf", "erf(a)", grads=("2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erf"),
+          lower=lambda L, a: L.libm("erf", a)),
+    entry("erfc", "erfc(a)", grads=("-2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erfc"),
+          lower=lambda L, a: L.libm("erfc", a)),
+    entry("lgamma", "log(Abs(gamma(a)))", grads=("digamma(a)",), numpy=_scipy("gammaln"),
+          lower=lower_lgamma),
+    entry("digamma", "polygamma(0, a)", grads=("trigamma(a)",), numpy=_scipy("psi"),
+          lower=lower_digamma),
+    _trigamma_entry(),
+]
+# fmt: on

@@ -90,22 +90,23 @@ def _shift(L: Lower, x, term):
 
 
 def _sinpi_cospi(L: Lower, x):
-    """sin(pi r) and cos(pi r) with r = x - round(x), exact, so huge x lose nothing."""
+    """sin(pi r) and cos(pi r) with r = x - round(x), exact, so huge x lose nothing; cos(pi r)
+    as sin(pi (1/2 - |r|)), exactly 0 at the half-integers."""
     r = L.b.fsub(x, L.intrinsic("round", x))
-    t = L.b.fmul(L.const(math.pi), r)
-    return L.intrinsic("sin", t), L.intrinsic("cos", t)
+    half = L.b.fsub(L.const(0.5), L.intrinsic("fabs", r))
+    pi = L.const(math.pi)
+    return L.intrinsic("sin", L.b.fmul(pi, r)), L.intrinsic("sin", L.b.fmul(pi, half))
 
 
-def _digamma_positive(L: Lower, x):
+def _digamma_positive(L: Lower, t, d):
+    """psi(t), t > 0, with d = t - x0 computed exactly by the caller."""
     one = L.const(1)
-    t, total = _shift(L, x, lambda v: L.b.fdiv(one, v))
-    w = L.b.fdiv(one, L.b.fmul(t, t))
-    series = L.b.fsub(L.intrinsic("log", t), L.b.fdiv(L.const(0.5), t))
-    shifted = L.b.fsub(L.b.fsub(series, _horner(L, _PSI, w)), total)
-    hi, lo = _ROOT[L.bits]
-    d = L.b.fsub(L.b.fsub(x, L.const(hi)), L.const(lo))  # x - hi is exact here
+    shifted, total = _shift(L, t, lambda v: L.b.fdiv(one, v))
+    w = L.b.fdiv(one, L.b.fmul(shifted, shifted))
+    series = L.b.fsub(L.intrinsic("log", shifted), L.b.fdiv(L.const(0.5), shifted))
+    value = L.b.fsub(L.b.fsub(series, _horner(L, _PSI, w)), total)
     near = L.cmp("<", L.intrinsic("fabs", d), L.const(0.25))
-    return L.select(near, _horner(L, _ROOT_SERIES, d), shifted)
+    return L.select(near, _horner(L, _ROOT_SERIES, d), value)
 
 
 def _trigamma_positive(L: Lower, x):
@@ -121,7 +122,11 @@ def lower_digamma(L: Lower, x):
     """psi(x); x < 0 reflects: psi(x) = psi(1 - x) - pi cot(pi x)."""
     negative = L.cmp("<", x, L.const(0))
     t = L.select(negative, L.b.fsub(L.const(1), x), x)
-    psi = _digamma_positive(L, t)
+    # t - x0 without t's rounding: x - hi is exact near x0, and 1 - x - x0 = -(x + (hi - 1)) - lo
+    hi, lo = _ROOT[L.bits]
+    above = L.b.fsub(L.b.fsub(x, L.const(hi)), L.const(lo))
+    below = L.b.fneg(L.b.fadd(L.b.fadd(x, L.const(hi - 1)), L.const(lo)))
+    psi = _digamma_positive(L, t, L.select(negative, below, above))
     sin, cos = _sinpi_cospi(L, x)
     reflected = L.b.fsub(psi, L.b.fdiv(L.b.fmul(L.const(math.pi), cos), sin))
     pole = L.b.and_(negative, L.cmp("==", sin, L.const(0)))  # negative integers

@@ -140,7 +140,8 @@ def points(arity: int, seed: int = 0) -> list[np.ndarray]:
         return [x]
     grid = np.array([(u, v) for u in SPECIAL for v in SPECIAL]).T
     pairs = np.array([(1e4, 1e4), (-1e4, -1e4), (1e4, -1e4), (3.0, 3.0 + 2**-50)]).T
-    near = x + rng.normal(0, 1, x.size) * np.abs(x) * rng.choice([0, 1e-3, 1e-10], x.size)
+    with np.errstate(invalid="ignore"):  # inf * 0
+        near = x + rng.normal(0, 1, x.size) * np.abs(x) * rng.choice([0, 1e-3, 1e-10], x.size)
     return [
         np.concatenate([grid[0], pairs[0], x, x]),
         np.concatenate([grid[1], pairs[1], rng.permutation(x), near]),
@@ -188,7 +189,8 @@ def ulps(got, want, scale, dtype) -> np.ndarray:
 def test_lowering_matches_oracle(name, dtype):
     op = OPS[name]
     bound = ULPS[name][dtype is np.float32]
-    args = [a.astype(dtype) for a in points(op.arity)]
+    with np.errstate(over="ignore"):  # 1e300 becomes inf at float32
+        args = [a.astype(dtype) for a in points(op.arity)]
     got = evaluate(op.lower, *args, dtype=dtype)
     wide = [a.astype(np.float64) for a in args]
     with np.errstate(all="ignore"):

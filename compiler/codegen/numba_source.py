@@ -23,13 +23,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.codegen.audit import NUMBA_DOCSTRING, Namer, check_python, comment, data
+from compiler.codegen.audit import (
+    NUMBA_DOCSTRING,
+    Namer,
+    callable_name,
+    check_python,
+    comment,
+    data,
+)
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
-from compiler.ir.graph import CONST, INPUT
+from compiler.ir.graph import CONST, INPUT, LEAVES
+from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 
-__all__ = ["ENTRIES", "SPLIT_LINES", "Layout", "Namer", "generate", "literal"]
+__all__ = ["ENTRIES", "INFIX", "SPLIT_LINES", "Layout", "Namer", "Calls", "generate", "literal"]
 
 #: Node lines per function before an entry is split into segments. Measured (benchmarks/RESULTS.md,
 #: "Compile latency and scale": a 2,000-node chain and a 1,800-node random DAG, value_and_grad,
@@ -60,6 +68,70 @@ def literal(value: float, exponent: bool = False) -> str:
     else:
         text = repr(value)
     return f"({text})" if text.startswith("-") else text
+
+
+#: Plain arithmetic stays Python's infix operators in generated source: Numba compiles each to the
+#: one IEEE instruction the op's lowering would write (with ``error_model="numpy"``, 1/0 = inf).
+INFIX = {"add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}", "div": "{a} / {b}"}
+INFIX["neg"] = "-{a}"
+
+
+class Calls:
+    """How generated Numba source computes each op, and what it imports for that.
+
+    An op with a lowering is a call of its intrinsic (``runtime.numba_ops``); an older gate
+    whose entry only has Numba text (``code``, composed by ``compiler.ir.gates``) keeps that text
+    and the helpers it calls, taken from ``runtime.numba_ops`` where they are ops with lowerings
+    and from ``runtime.scalar`` else; an op with neither is a ``LoweringError`` naming it.
+    """
+
+    def __init__(self, ops):
+        self.intrinsics: set[str] = set()  # callable names from runtime.numba_ops
+        self.helpers: set[str] = set()  # names from runtime.scalar
+        for op in sorted(set(ops)):
+            self.note(op)
+
+    def note(self, op: str) -> None:
+        spec = OPS.get(op)
+        if op in INFIX:
+            return
+        if spec is not None and spec.lower is not None:
+            self.intrinsics.add(callable_name(op))
+        elif spec is not None and spec.code:
+            for h in spec.helpers:
+                lowered = h in OPS and OPS[h].lower is not None and callable_name(h) == h
+                (self.intrinsics if lowered else self.helpers).add(h)
+        else:
+            raise LoweringError(op, "numba")
+
+    @property
+    def names(self) -> set[str]:
+        return self.intrinsics | self.helpers
+
+    @staticmethod
+    def reserve(op: str) -> set[str]:
+        """Every name the source of ``op`` might import (to keep node names off them)."""
+        spec = OPS.get(op)
+        return {callable_name(op), *(spec.helpers if spec is not None else ())}
+
+    @staticmethod
+    def template(op: str) -> str:
+        """``op`` as a format string over ``{a}`` and ``{b}``."""
+        if op in INFIX:
+            return INFIX[op]
+        spec = OPS[op]
+        if spec.lower is None:
+            return spec.code
+        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: spec.arity])})"
+
+    def imports(self, used: set[str] | None = None) -> list[str]:
+        """The import lines for the names ``used`` (all noted ones by default)."""
+        lines = []
+        for module, names in (("numba_ops", self.intrinsics), ("scalar", self.helpers)):
+            names = sorted(names if used is None else names & used)
+            if names:
+                lines.append(f"from runtime.{module} import {', '.join(names)}")
+        return lines
 
 
 # Names the generated code uses itself; node and input names never take them.
@@ -94,8 +166,8 @@ class ModuleWriter:
         self.kinds = kinds
         self.split_lines = SPLIT_LINES if split_lines is None else split_lines
         self.layout, self.entries = plan(adj, inputs, kinds)
-        self.helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
-        reserved = {*_RESERVED, *self.helpers, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
+        self.calls = Calls(n.op for n in adj.nodes if n.op not in LEAVES)
+        reserved = {*_RESERVED, *self.calls.names, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
         input_nodes = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
@@ -123,12 +195,12 @@ class ModuleWriter:
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
-        spec = OPS[node.op]
+        template = Calls.template(node.op)
+        exponent = node.op == "pow" and OPS[node.op].lower is None  # Numba's ``**`` (older entry)
         ops = {
-            k: self.operand(a, exponent=(node.op == "pow" and k == "b"))
-            for k, a in zip("ab", node.args)
+            k: self.operand(a, exponent=(exponent and k == "b")) for k, a in zip("ab", node.args)
         }
-        line = f"{_BODY}{self.ident[i]} = {spec.code.format(**ops)}"
+        line = f"{_BODY}{self.ident[i]} = {template.format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {comment(note.format(**ops))}" if note else line
 
@@ -351,7 +423,7 @@ class ModuleWriter:
             "",
             *(["from runtime.blocks import run_blocks"] if self.split else []),
             "from runtime.jit import FLAGS, serial",
-            *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
+            *self.calls.imports(),
             "",
             f"INPUTS = {data(lay.inputs)}",
             f"USED = {data(lay.used)}",

@@ -1,0 +1,147 @@
+"""An op's lowering printed as LLVM IR: one ``internal alwaysinline`` function per op and module.
+
+The LLVM tier's chunks and the instant tier's machine compute a node as
+``%t = call double @op.<name>.f64(double %x, ...)``; the function is the op's ``lower``
+(``compiler.ir.lowering``) written by llvmlite's IRBuilder, printed once per module. LLVM inlines
+it (``alwaysinline``: the O3 pipeline and the O0 one both run the always-inliner), so the call
+costs nothing and the optimiser sees the op's instructions in the loop.
+
+An op with a ``fast`` form (sin, cos) is also printed as ``@op.<name>.fast.f64`` returning
+``{double, i1}``: the value and whether the point needs ``lower``'s exact path. A gate without a
+lowering of its own (a user's or a discovered one) is lowered from its stable form
+(``compiler.ir.lowering.lower_graph``); an op with neither is ``LoweringError``, never a KeyError
+or a recursion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from llvmlite import ir
+
+from compiler.ir.lowering import DOUBLE, Lower, LoweringError, function_of, lower_graph
+from compiler.ir.registry import OPS, OpDef
+
+_METADATA = re.compile(r", ![-a-zA-Z$._0-9]+ ![0-9]+$", re.M)  # hints (!prof), module-level
+_PLAIN = re.compile(r'([%@])"([-a-zA-Z$._][-a-zA-Z$._0-9]*)"')
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+FAST_TYPE = "{ double, i1 }"
+
+
+@dataclass(frozen=True)
+class OpFunction:
+    """One op's function: its ``symbol``, its definition's ``text``, the external functions it
+    calls (name -> ``declare`` line), and its cost in instructions."""
+
+    symbol: str
+    text: str
+    declarations: tuple[tuple[str, str], ...]
+    instructions: int
+
+
+def symbol(op: str, fast: bool = False) -> str:
+    """``op.<name>.f64`` (``op.<name>.fast.f64``); a name that is not a plain identifier (a
+    user's gate) is numbered instead, so no user text reaches the IR."""
+    name = op if _IDENT.match(op) else "g" + hashlib.sha256(op.encode()).hexdigest()[:12]
+    return f"op.{name}{'.fast' if fast else ''}.f64"
+
+
+def plain(text: str) -> str:
+    """llvmlite's quoted names (``%".1"``, ``@"llvm.exp.f64"``) unquoted where LLVM allows;
+    attachments of module-level metadata (branch weights: hints only) dropped, as the function
+    is printed without its module."""
+    return _METADATA.sub("", _PLAIN.sub(r"\1\2", text))
+
+
+def op_function(op: str, vector: bool, fast: bool = False, tier: str = "llvm") -> OpFunction:
+    """The function computing ``op`` for code meant (``vector``) or not for LLVM's vectoriser."""
+    spec = OPS.get(op)
+    if spec is None:
+        raise LoweringError(op, tier, "not in the op table")
+    return _printed(spec, vector, fast, tier, ())
+
+
+@lru_cache(maxsize=1024)
+def _printed(spec: OpDef, vector: bool, fast: bool, tier: str, within: tuple) -> OpFunction:
+    lower = spec.fast if fast else _lowering(spec, tier, within)
+    if lower is None:
+        raise LoweringError(spec.name, tier, "no fast form")
+    return _from_lower(symbol(spec.name, fast), spec, lower, vector, fast)
+
+
+def _lowering(spec: OpDef, tier: str, within: tuple = ()):
+    """``spec.lower``; for a gate without one (a user's, a discovered one), its stable form's
+    graph lowered op by op (``lower_graph``). Anything else, or a gate whose stable form uses
+    itself, is ``LoweringError``."""
+    if spec.lower is not None:
+        return spec.lower
+    if spec.origin == "builtin" or spec.name in within:
+        why = "its stable form uses itself" if spec.name in within else ""
+        raise LoweringError(spec.name, tier, why)
+    inner = within + (spec.name,)
+
+    def resolve(name: str):
+        callee = OPS.get(name)
+        if callee is None:
+            raise LoweringError(spec.name, tier, f"its stable form uses {name}")
+        return _lowering(callee, tier, inner)
+
+    return lower_graph(_template(spec.stable or spec.definition), tier, resolve)
+
+
+def _from_lower(name: str, spec: OpDef, lower, vector: bool, fast: bool) -> OpFunction:
+    if not fast:
+        module, fn = function_of(name, lower, spec.arity, DOUBLE, vector)
+    else:  # fast: (value, needs the exact path) as one struct
+        module = ir.Module()
+        kind = ir.LiteralStructType([DOUBLE, ir.IntType(1)])
+        fn = ir.Function(module, ir.FunctionType(kind, [DOUBLE] * spec.arity), name)
+        fn.linkage = "internal"
+        fn.attributes.add("alwaysinline")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        value, flag = lower(Lower(b, DOUBLE, vector), *fn.args)
+        pair = b.insert_value(ir.Constant(kind, ir.Undefined), value, 0)
+        b.ret(b.insert_value(pair, flag, 1))
+    declarations = []
+    for g in module.globals.values():  # the C library's functions and LLVM's intrinsics
+        if isinstance(g, ir.Function) and g is not fn:
+            params = ", ".join(str(t) for t in g.function_type.args)
+            declarations.append(
+                (g.name, f"declare {g.function_type.return_type} @{g.name}({params})")
+            )
+    text = plain(str(fn))
+    return OpFunction(name, text, tuple(sorted(declarations)), _count(text))
+
+
+def _template(text: str):
+    # A user's gate's stable form is symgrad's text language (never sympify'd).
+    from compiler.frontend.text import parse
+
+    return parse(text)
+
+
+def _count(text: str) -> int:
+    """Instructions of a printed function (its lines but the signature, labels and braces)."""
+    return sum(
+        1
+        for line in text.split("\n")
+        if line.startswith("  ") and line.strip() and not line.strip().startswith(";")
+    )
+
+
+def closure(ops, vector: bool, fast_ops=(), tier: str = "llvm") -> list[OpFunction]:
+    """The functions a module computing ``ops`` (and the ``fast`` forms of ``fast_ops``) needs."""
+    return [op_function(op, vector, False, tier) for op in ops] + [
+        op_function(op, vector, True, tier) for op in fast_ops
+    ]
+
+
+def declarations(functions: list[OpFunction]) -> dict[str, str]:
+    """The external functions ``functions`` call: name -> ``declare`` line."""
+    found: dict[str, str] = {}
+    for f in functions:
+        found.update(f.declarations)
+    return dict(sorted(found.items()))

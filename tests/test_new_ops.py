@@ -33,7 +33,7 @@ TRUTH = {
     "erfc": mp.erfc,
     "lgamma": lambda x: mp.log(abs(mp.gamma(x))),
     "digamma": mp.digamma,
-    "trigamma": lambda x: mp.psi(1, x),
+    "polygamma": lambda n, x: mp.psi(int(n), x),
     "sinh": mp.sinh,
     "cosh": mp.cosh,
     "asinh": mp.asinh,
@@ -71,7 +71,7 @@ GRAD_NAMES = {
     "hypot": lambda x, z: sympy.sqrt(x**2 + z**2),
     "heaviside": sympy.Heaviside,
     "digamma": lambda x: sympy.polygamma(0, x),
-    "trigamma": lambda x: sympy.polygamma(1, x),
+    "polygamma": sympy.polygamma,
 }
 
 # points inside each op's domain (no kinks), for the gradient check
@@ -85,6 +85,7 @@ DOMAIN = {
     "log10": [(0.3,), (2.5,), (70.0,)],
     "lgamma": [(0.3,), (4.5,), (-2.5,)],
     "digamma": [(0.3,), (4.5,), (-2.5,)],
+    "polygamma": [(1.0, 0.3), (2.0, 4.5), (5.0, 2.5)],
     "xlog1py": [(0.7, 0.3), (-2.0, 4.0), (3.0, -0.5)],
 }
 BINARY = [(0.7, 0.3), (-2.0, 4.0), (3.0, -0.5)]
@@ -95,11 +96,11 @@ UNARY = [(-1.3,), (0.4,), (2.7,)]
 def test_stated_gradients_equal_sympy_diff(name):
     op = OPS[name]
     definition = sympy.sympify(op.definition, locals={"a": A, "b": B})
-    if op.grads is None:  # trigamma: its gradient polygamma(2, a) is no table op (docstring)
-        assert name == "trigamma"
-        return
     points = DOMAIN.get(name, BINARY if op.arity == 2 else UNARY)
     for k, text in enumerate(op.grads):
+        if name == "polygamma" and k == 0:
+            assert text == "0"  # the order is an integer: gradient 0 (the kink table)
+            continue
         stated = sympy.sympify(text, locals={"a": A, "b": B, "y": definition, **GRAD_NAMES})
         exact = sympy.diff(definition, (A, B)[k])
         for point in points:
@@ -138,6 +139,9 @@ def points(arity: int, seed: int = 0) -> list[np.ndarray]:
     ])  # fmt: skip
     if arity == 1:
         return [x]
+    if arity == "order":  # polygamma(n, x): natural orders, and two that are not
+        orders = np.array([0, 1, 2, 3, 5, 8, 20, 2.5, -1.0])
+        return [np.repeat(orders, x.size), np.tile(x, orders.size)]
     grid = np.array([(u, v) for u in SPECIAL for v in SPECIAL]).T
     pairs = np.array([(1e4, 1e4), (-1e4, -1e4), (1e4, -1e4), (3.0, 3.0 + 2**-50)]).T
     with np.errstate(invalid="ignore"):  # inf * 0
@@ -167,11 +171,15 @@ def _logaddexp_scale(a, b):
     return np.maximum(np.abs(a), np.abs(b))
 
 
-SCALE = {"digamma": _digamma_scale, "logaddexp": _logaddexp_scale}
+SCALE = {
+    "digamma": _digamma_scale,
+    "polygamma": lambda n, x: np.where(n == 0, _digamma_scale(x), 0.0),  # n = 0 is digamma
+    "logaddexp": _logaddexp_scale,
+}
 
 # Stated accuracy: ulps (of the result, or of SCALE's cancelling terms) at float64 and float32.
 ULPS = {
-    "erf": (2, 2), "erfc": (4, 2), "lgamma": (4, 4), "digamma": (8, 4), "trigamma": (8, 6),
+    "erf": (2, 2), "erfc": (4, 2), "lgamma": (4, 4), "digamma": (8, 4), "polygamma": (8, 6),
     "sinh": (2, 2), "cosh": (2, 2), "asinh": (2, 2), "acosh": (2, 2), "atanh": (2, 2),
     "atan": (1, 1), "atan2": (2, 2), "asin": (1, 1), "acos": (1, 1), "hypot": (1, 1),
     "log2": (1, 1), "log10": (2, 2), "exp2": (1, 1), "cbrt": (3, 1), "square": (0, 0),
@@ -190,7 +198,7 @@ def test_lowering_matches_oracle(name, dtype):
     op = OPS[name]
     bound = ULPS[name][dtype is np.float32]
     with np.errstate(over="ignore"):  # 1e300 becomes inf at float32
-        args = [a.astype(dtype) for a in points(op.arity)]
+        args = [a.astype(dtype) for a in points("order" if name == "polygamma" else op.arity)]
     got = evaluate(op.lower, *args, dtype=dtype)
     wide = [a.astype(np.float64) for a in args]
     with np.errstate(all="ignore"):
@@ -248,10 +256,16 @@ EDGES = [
     ("digamma", (-math.inf,), math.nan),
     ("digamma", (math.inf,), math.inf),
     ("digamma", (1.0,), -0.5772156649015329),  # -Euler's gamma
-    ("trigamma", (1.0,), math.pi**2 / 6),
-    ("trigamma", (-3.0,), math.inf),
-    ("trigamma", (0.0,), math.inf),
-    ("trigamma", (math.inf,), 0.0),
+    ("polygamma", (1.0, 1.0), math.pi**2 / 6),
+    ("polygamma", (1.0, -3.0), math.inf),
+    ("polygamma", (1.0, 0.0), math.inf),
+    ("polygamma", (1.0, math.inf), 0.0),
+    ("polygamma", (2.0, 1.0), -2.4041138063191885),  # -2 zeta(3)
+    ("polygamma", (2.0, 0.0), -math.inf),
+    ("polygamma", (3.0, -2.0), math.inf),
+    ("polygamma", (2.0, -0.5), math.nan),  # not lowered below 0 for n >= 2 (docstring)
+    ("polygamma", (2.5, 1.0), math.nan),
+    ("polygamma", (0.0, 1.0), -0.5772156649015329),
     ("lgamma", (-math.inf,), -math.inf),  # SciPy's gammaln
     ("lgamma", (-2.0,), math.inf),
     ("lgamma", (1.0,), 0.0),

@@ -165,6 +165,12 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
+def _special(name, *args):
+    import scipy.special
+
+    return getattr(scipy.special, name)(*args)
+
+
 def _xlogy(a, b):
     return a * np.log(b)
 
@@ -197,7 +203,31 @@ UNARY = {
         None,
     ),
     "relu": ("relu({a})", _sympy_relu, lambda a: np.maximum(0.0, a), _far),
-}
+    # the new numeric ops (compiler/ir/ops/{special,hyperbolic,inverse_trig,powers}.py)
+    "erf": ("erf({a})", sp.erf, lambda a: _special("erf", a), None),
+    "erfc": ("erfc({a})", sp.erfc, lambda a: _special("erfc", a), None),
+    "lgamma": ("lgamma({a})", sp.loggamma, lambda a: _special("gammaln", a), lambda a: a > MARGIN),
+    "digamma": ("digamma({a})", lambda a: sp.polygamma(0, a), lambda a: _special("psi", a),
+                lambda a: a > MARGIN),
+    "polygamma": ("polygamma(1, {a})", lambda a: sp.polygamma(1, a),
+                  lambda a: _special("polygamma", 1, a), lambda a: a > MARGIN),
+    "sinh": ("sinh({a})", sp.sinh, np.sinh, None),
+    "cosh": ("cosh({a})", sp.cosh, np.cosh, None),
+    "asinh": ("asinh({a})", sp.asinh, np.arcsinh, None),
+    "acosh": ("acosh({a})", sp.acosh, np.arccosh, lambda a: a > 1 + MARGIN),
+    "atanh": ("atanh({a})", sp.atanh, np.arctanh, lambda a: np.abs(a) < 1 - MARGIN),
+    "atan": ("atan({a})", sp.atan, np.arctan, None),
+    "asin": ("asin({a})", sp.asin, np.arcsin, lambda a: np.abs(a) < 1 - MARGIN),
+    "acos": ("acos({a})", sp.acos, np.arccos, lambda a: np.abs(a) < 1 - MARGIN),
+    "log2": ("log2({a})", lambda a: sp.log(a, 2), np.log2, lambda a: a > MARGIN),
+    "log10": ("log10({a})", lambda a: sp.log(a, 10), np.log10, lambda a: a > MARGIN),
+    "exp2": ("exp2({a})", lambda a: 2**a, np.exp2, None),
+    "cbrt": ("cbrt({a})", lambda a: a / _sympy_abs(a) ** sp.Rational(2, 3), np.cbrt, _far),
+    "square": ("square({a})", lambda a: a**2, np.square, None),
+    "reciprocal": ("reciprocal({a})", lambda a: 1 / a, lambda a: 1 / a, _far),
+    "log1mexp": ("log1mexp({a})", lambda a: sp.log(1 - sp.exp(a)),
+                 lambda a: np.log(-np.expm1(a)), lambda a: a < -MARGIN),
+}  # fmt: skip
 BINARY = {
     "add": ("({a} + {b})", lambda a, b: a + b, np.add, None),
     "sub": ("({a} - {b})", lambda a, b: a - b, np.subtract, None),
@@ -209,7 +239,15 @@ BINARY = {
     "minimum": ("minimum({a}, {b})", _sympy_min, np.minimum, lambda a, b: _far(a, b)),
     "heaviside": ("heaviside({a}, {b})", _Heaviside, np.heaviside, lambda a, b: _far(a)),
     "xlogy": ("xlogy({a}, {b})", lambda a, b: a * sp.log(b), _xlogy, lambda a, b: b > MARGIN),
-}
+    # atan2 jumps on the negative b axis; hypot has a kink at the origin
+    "atan2": ("atan2({a}, {b})", sp.atan2, np.arctan2, lambda a, b: _far(a) | (b > MARGIN)),
+    "hypot": ("hypot({a}, {b})", lambda a, b: sp.sqrt(a**2 + b**2), np.hypot,
+              lambda a, b: np.hypot(a, b) > MARGIN),
+    "logaddexp": ("logaddexp({a}, {b})", lambda a, b: sp.log(sp.exp(a) + sp.exp(b)),
+                  np.logaddexp, None),
+    "xlog1py": ("xlog1py({a}, {b})", lambda a, b: a * sp.log(1 + b), lambda a, b: a * np.log1p(b),
+                lambda a, b: b > -1 + MARGIN),
+}  # fmt: skip
 # Operands that must be positive can be guarded, so that most points stay in the domain.
 POSITIVE_OPERAND = {"log": 0, "sqrt": 0, "**": 0, "pow": 0, "xlogy": 1, "div": 1}
 GUARDS = ["none", "square", "abs", "exp"]

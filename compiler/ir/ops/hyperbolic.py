@@ -1,0 +1,30 @@
+"""Hyperbolic functions and their inverses, lowered to the C library (``sinh``, ``sinhf``, ...).
+
+Domains (NumPy's values): ``acosh`` is nan below 1 and its gradient ``1/sqrt((a-1)(a+1))`` is
+inf at 1; ``atanh`` is nan outside [-1, 1], ±inf at ±1, gradient ``1/((1-a)(1+a))``. sinh and
+cosh overflow to ±inf past |a| ≈ 710.5 (float32: 89.4). The forms keep the gradients finite
+where the exact value is: ``asinh' = 1/hypot(1, a)`` does not overflow for huge ``a``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir.opdef import OpDef, entry
+
+
+def _libm(name: str):
+    return lambda L, a: L.libm(name, a)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    entry("sinh", "sinh(a)", grads=("cosh(a)",), numpy=np.sinh, lower=_libm("sinh")),
+    entry("cosh", "cosh(a)", grads=("sinh(a)",), numpy=np.cosh, lower=_libm("cosh")),
+    entry("asinh", "asinh(a)", grads=("1 / hypot(1, a)",), numpy=np.arcsinh, lower=_libm("asinh")),
+    entry("acosh", "acosh(a)", grads=("1 / (sqrt(a - 1) * sqrt(a + 1))",), numpy=np.arccosh,
+          lower=_libm("acosh")),
+    entry("atanh", "atanh(a)", grads=("1 / ((1 - a) * (1 + a))",), numpy=np.arctanh,
+          lower=_libm("atanh")),
+]
+# fmt: on

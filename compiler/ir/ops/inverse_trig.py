@@ -1,0 +1,38 @@
+"""Inverse trigonometric functions and hypot, lowered to the C library.
+
+Domains and kinks (NumPy's values; rows for the kink table):
+
+- ``asin``, ``acos``: nan outside [-1, 1]; gradients ``±1/sqrt((1-a)(1+a))`` are inf at ±1.
+- ``atan2(a, b)`` is NumPy's ``arctan2(y=a, x=b)``: its gradients ``b/h**2``, ``-a/h**2`` with
+  ``h = hypot(a, b)`` (written ``b / h / h`` so they neither overflow nor underflow) are nan at
+  the origin, where atan2 is discontinuous.
+- ``hypot``: the gradient at the origin is 0 (like ``abs'(0) = 0``): ``a / (y + heaviside(-y, 1))``
+  divides by 1 exactly where ``y == 0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir.opdef import OpDef, entry
+
+
+def _libm(name: str):
+    return lambda L, *args: L.libm(name, *args)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    entry("atan", "atan(a)", grads=("1 / (1 + a * a)",), numpy=np.arctan, lower=_libm("atan")),
+    entry("atan2", "atan2(a, b)", arity=2,
+          grads=("b / hypot(a, b) / hypot(a, b)", "-a / hypot(a, b) / hypot(a, b)"),
+          numpy=np.arctan2, lower=_libm("atan2")),
+    entry("asin", "asin(a)", grads=("1 / sqrt((1 - a) * (1 + a))",), numpy=np.arcsin,
+          lower=_libm("asin")),
+    entry("acos", "acos(a)", grads=("-1 / sqrt((1 - a) * (1 + a))",), numpy=np.arccos,
+          lower=_libm("acos")),
+    entry("hypot", "sqrt(a**2 + b**2)", arity=2, commutative=True,
+          grads=("a / (y + heaviside(-y, 1))", "b / (y + heaviside(-y, 1))"),
+          numpy=np.hypot, lower=_libm("hypot")),
+]
+# fmt: on

@@ -1,0 +1,91 @@
+"""Powers and logarithms: log2 log10 exp2 cbrt square reciprocal, and the stable compositions
+logaddexp, log1mexp and xlog1py.
+
+Domains and kinks (NumPy's/SciPy's values, stated in the kink table):
+
+- ``log2``, ``log10``: nan below 0, -inf at ±0; gradient ``1/(a log 2)`` (inf at 0).
+- ``cbrt``: real cube root (``np.cbrt``, so ``cbrt(-8) = -2``; SymPy's ``cbrt`` is the complex
+  principal root, hence the definition ``sign(a)*Abs(a)**(1/3)``); ``cbrt'(0) = inf``.
+- ``reciprocal``: ``1/a``, ±inf at ±0.
+- ``logaddexp``: NumPy's stable ``max + log1p(exp(-|a-b|))``; equal operands give ``a + log 2``
+  exactly, so ``logaddexp(inf, inf) = inf`` and ``(-inf, -inf) = -inf``. Its gradients
+  ``exp(a - y)``, ``exp(b - y)`` are 1/2 each at ties and never overflow (``a - y <= 0``).
+- ``log1mexp``: ``log(1 - exp(a))`` for ``a <= 0`` (nan above 0, -inf at 0), in Mächler's
+  stable form: ``log(-expm1(a))`` above ``-log 2``, ``log1p(-exp(a))`` below.
+- ``xlog1py``: ``a*log1p(b)`` with 0 where ``a == 0`` and ``b`` is not nan (SciPy's rule, like
+  xlogy); its d/db is ``a/(1 + b)``, nan at ``a = 0, b = -1``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.ir.lowering import Lower
+from compiler.ir.opdef import OpDef, entry
+
+LN2 = math.log(2.0)
+
+
+def _log1mexp(a):
+    """Mächler's stable log(1 - exp(a)) (the oracle; the lowering computes the same)."""
+    with np.errstate(all="ignore"):
+        a = np.asarray(a)
+        return np.where(a > -LN2, np.log(-np.expm1(a)), np.log1p(-np.exp(a)))
+
+
+def _xlog1py(a, b):
+    from scipy.special import xlog1py
+
+    return xlog1py(a, b)
+
+
+def lower_logaddexp(L: Lower, a, b):
+    """NumPy's npy_logaddexp: equal operands (infinities too) give a + log 2; else the larger
+    plus log1p(exp(-|a - b|)); nan operands give nan."""
+    d = L.b.fsub(a, b)
+    above = L.b.fadd(a, L.libm("log1p", L.intrinsic("exp", L.b.fneg(d))))
+    below = L.b.fadd(b, L.libm("log1p", L.intrinsic("exp", d)))
+    result = L.select(
+        L.cmp(">", d, L.const(0)), above, L.select(L.cmp("<=", d, L.const(0)), below, d)
+    )
+    return L.select(L.cmp("==", a, b), L.b.fadd(a, L.const(LN2)), result)
+
+
+def lower_log1mexp(L: Lower, a):
+    """log(-expm1(a)) above -log 2 (where 1 - exp(a) cancels), log1p(-exp(a)) below."""
+    near = L.intrinsic("log", L.b.fneg(L.libm("expm1", a)))
+    far = L.libm("log1p", L.b.fneg(L.intrinsic("exp", a)))
+    return L.select(L.cmp(">", a, L.const(-LN2)), near, far)
+
+
+def lower_xlog1py(L: Lower, a, b):
+    """a * log1p(b), 0 where a == 0 and b is not nan."""
+    product = L.b.fmul(a, L.libm("log1p", b))
+    zero = L.b.and_(L.cmp("==", a, L.const(0)), L.cmp("ord", b, b))
+    return L.select(zero, L.const(0), product)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    entry("log2", "log(a, 2)", grads=("1 / (a * log(2))",), numpy=np.log2,
+          lower=lambda L, a: L.intrinsic("log2", a)),
+    entry("log10", "log(a, 10)", grads=("1 / (a * log(10))",), numpy=np.log10,
+          lower=lambda L, a: L.intrinsic("log10", a)),
+    entry("exp2", "2**a", grads=("y * log(2)",), numpy=np.exp2,
+          lower=lambda L, a: L.intrinsic("exp2", a)),
+    entry("cbrt", "sign(a) * Abs(a)**(1/3)", grads=("1 / (3 * y * y)",), numpy=np.cbrt,
+          lower=lambda L, a: L.libm("cbrt", a)),
+    entry("square", "a**2", grads=("2 * a",), numpy=np.square,
+          lower=lambda L, a: L.b.fmul(a, a)),
+    entry("reciprocal", "1 / a", grads=("-(y * y)",), numpy=lambda a: np.divide(1.0, a),
+          lower=lambda L, a: L.b.fdiv(L.const(1), a)),
+    entry("logaddexp", "log(exp(a) + exp(b))", arity=2, commutative=True,
+          grads=("exp(a - y)", "exp(b - y)"), numpy=np.logaddexp, lower=lower_logaddexp),
+    entry("log1mexp", "log(1 - exp(a))", grads=("-1 / expm1(-a)",), numpy=_log1mexp,
+          lower=lower_log1mexp),
+    entry("xlog1py", "a * log(1 + b)", arity=2, grads=("log1p(b)", "a / (1 + b)"),
+          numpy=_xlog1py, lower=lower_xlog1py),
+]
+# fmt: on

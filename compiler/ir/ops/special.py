@@ -1,0 +1,275 @@
+"""Special functions: erf, erfc, lgamma, digamma and polygamma.
+
+``erf``, ``erfc`` and ``lgamma`` are the C library's; digamma and polygamma have no C function,
+so they are written here: the recurrence ``psi(x) = psi(x + 1) - 1/x`` (trigamma: ``+ 1/x**2``)
+shifts ``x`` up to at least 10, where the asymptotic series (Bernoulli numbers up to B14) is
+accurate to double precision, negative ``x`` reflects to ``1 - x``, and near digamma's positive
+zero a Taylor series keeps the error relative. ``polygamma(n, x)`` is digamma at n = 0, that
+trigamma at n = 1, and ``(-1)**(n+1) n! zeta(n+1, x)`` above (Hurwitz zeta by Euler-Maclaurin
+after a loop shifting x to n + 11; computed in double at float32 too). The chain of gradients
+closes in the table: lgamma' = digamma, digamma' = polygamma(1, .), polygamma' =
+polygamma(n + 1, .).
+
+Values follow SciPy (``gammaln``, ``psi``, ``polygamma``); rows for the kink table:
+
+- ``lgamma`` is ``log|Gamma(a)|``: +inf at 0 and the negative integers (its gradient, digamma,
+  is nan there); ``lgamma(-inf) = -inf`` as in SciPy.
+- ``digamma``: ``-inf`` at +0, ``+inf`` at -0, nan at the negative integers and -inf.
+  Away from its positive zero its error is a few ulps of the terms that cancel (the
+  recurrence's sum, the reflection's pi cot(pi x)), not of the result: absolute near its zeros.
+- ``polygamma(n, x)``: the order's gradient is 0 (an integer operand, like integer-valued ops);
+  nan for an order that is not a natural number. n = 1 (trigamma): +inf at 0, at the negative
+  integers and at -inf. n >= 2: ``(-1)**(n+1) inf`` at 0 and the negative integers, and
+  **nan below 0 elsewhere** (the reflection needs the n-th derivative of cot; not lowered —
+  SciPy's own loop there takes |x| steps). Accurate to a few ulps for orders up to about 20;
+  past that x**-n and n! leave the float range before the result does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.ir.lowering import DOUBLE, Lower
+from compiler.ir.opdef import OpDef, entry
+
+SHIFT = 10.0  # the recurrence raises x to at least this before the asymptotic series
+
+# digamma(t) ~ log t - 1/(2t) - sum B_2k / (2k t**2k), k = 1..7 (coefficients of w = 1/t**2)
+_PSI = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
+# trigamma(t) ~ 1/t + 1/(2t**2) + sum B_2k / t**(2k+1), k = 1..7 (coefficients of w, over t)
+_PSI1 = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+# Near digamma's positive zero x0 (as hi + lo), where the recurrence cancels: the Taylor series
+# psi(x) = sum (-1)**(n+1) zeta(n+1, x0) (x - x0)**n, n = 1..24, for |x - x0| < 0.25 (SciPy's
+# way; coefficients from mpmath at 50 digits; x0 = hi + lo split at each width).
+# B_2j / (2j)!, j = 1..12: the Euler-Maclaurin coefficients of the Hurwitz zeta function
+_BERNOULLI = (
+    0.08333333333333333, -0.001388888888888889, 3.306878306878307e-05, -8.267195767195768e-07,
+    2.08767569878681e-08, -5.284190138687493e-10, 1.3382536530684679e-11, -3.3896802963225827e-13,
+    8.586062056277845e-15, -2.174868698558062e-16, 5.5090028283602295e-18, -1.3954464685812522e-19,
+)  # fmt: skip
+_ROOT = {64: (1.4616321449683622, 9.549995429965697e-17), 32: (1.4616321325302124, 1.243815e-08)}
+_ROOT_SERIES = (
+    0.9676722454476212, -0.4427631689835921, 0.258499760955651, -0.16394270544240652,
+    0.10782405069126237, -0.07219956125645471, 0.04880428816414311, -0.03316112647484736,
+    0.022597648232218104, -0.01542476590494896, 0.010538791616612175, -0.007204534386356869,
+    0.004926781395729853, -0.003369801655439328, 0.002305126326734928, -0.0015769367714301972,
+    0.0010788252019162967, -0.0007380709389960052, 0.000504953265834602, -0.0003454680251063077,
+    0.00023635601564027053, -0.00016170622091974803, 0.0001106337276874741, -7.569179582195066e-05,
+)  # fmt: skip
+
+
+def _scipy(name: str):
+    def oracle(*args):
+        import scipy.special
+
+        return getattr(scipy.special, name)(*args)
+
+    oracle.__name__ = name
+    return oracle
+
+
+def _trigamma(x):
+    """SciPy's polygamma(1, x) for x >= 0 and the reflection below 0 (SciPy's own loop over
+    |x| steps there never ends for x = -1e20)."""
+    from scipy.special import polygamma
+
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        negative = x < 0
+        r = x - np.round(x)
+        reflected = (np.pi / np.sin(np.pi * r)) ** 2 - polygamma(1, np.where(negative, 1 - x, 0.5))
+        value = np.where(negative, reflected, polygamma(1, np.where(negative, 0.5, x)))
+        return np.where(x == -np.inf, np.inf, value)
+
+
+def _horner(L: Lower, coefficients, w):
+    """sum c_k w**k for k = 1..len(coefficients)."""
+    acc = L.const(coefficients[-1])
+    for c in reversed(coefficients[:-1]):
+        acc = L.fma(acc, w, L.const(c))
+    return L.b.fmul(acc, w)
+
+
+def _shift(L: Lower, x, term):
+    """(x + n, sum of term(x + k) for k < n), n the steps that bring x to at least SHIFT (x > 0;
+    nan stays nan). Unrolled with selects: no branches, at most SHIFT steps."""
+    total, one, limit = L.const(0), L.const(1), L.const(SHIFT)
+    for _ in range(int(SHIFT)):
+        small = L.cmp("<", x, limit)
+        total = L.select(small, L.b.fadd(total, term(x)), total)
+        x = L.select(small, L.b.fadd(x, one), x)
+    return x, total
+
+
+def _sinpi_cospi(L: Lower, x):
+    """sin(pi r) and cos(pi r) with r = x - round(x), exact, so huge x lose nothing; cos(pi r)
+    as sin(pi (1/2 - |r|)), exactly 0 at the half-integers."""
+    r = L.b.fsub(x, L.intrinsic("round", x))
+    half = L.b.fsub(L.const(0.5), L.intrinsic("fabs", r))
+    pi = L.const(math.pi)
+    return L.intrinsic("sin", L.b.fmul(pi, r)), L.intrinsic("sin", L.b.fmul(pi, half))
+
+
+def _digamma_positive(L: Lower, t, d):
+    """psi(t), t > 0, with d = t - x0 computed exactly by the caller."""
+    one = L.const(1)
+    shifted, total = _shift(L, t, lambda v: L.b.fdiv(one, v))
+    w = L.b.fdiv(one, L.b.fmul(shifted, shifted))
+    series = L.b.fsub(L.intrinsic("log", shifted), L.b.fdiv(L.const(0.5), shifted))
+    value = L.b.fsub(L.b.fsub(series, _horner(L, _PSI, w)), total)
+    near = L.cmp("<", L.intrinsic("fabs", d), L.const(0.25))
+    return L.select(near, _horner(L, _ROOT_SERIES, d), value)
+
+
+def _trigamma_positive(L: Lower, x):
+    one = L.const(1)
+    t, total = _shift(L, x, lambda v: L.b.fdiv(one, L.b.fmul(v, v)))
+    inv = L.b.fdiv(one, t)
+    w = L.b.fmul(inv, inv)
+    tail = L.b.fadd(L.b.fmul(inv, _horner(L, _PSI1, w)), L.b.fmul(L.const(0.5), w))
+    return L.b.fadd(L.b.fadd(inv, tail), total)
+
+
+def lower_digamma(L: Lower, x):
+    """psi(x); x < 0 reflects: psi(x) = psi(1 - x) - pi cot(pi x)."""
+    negative = L.cmp("<", x, L.const(0))
+    t = L.select(negative, L.b.fsub(L.const(1), x), x)
+    # t - x0 without t's rounding: x - hi is exact near x0, and 1 - x - x0 = -(x + (hi - 1)) - lo
+    hi, lo = _ROOT[L.bits]
+    above = L.b.fsub(L.b.fsub(x, L.const(hi)), L.const(lo))
+    below = L.b.fneg(L.b.fadd(L.b.fadd(x, L.const(hi - 1)), L.const(lo)))
+    psi = _digamma_positive(L, t, L.select(negative, below, above))
+    sin, cos = _sinpi_cospi(L, x)
+    reflected = L.b.fsub(psi, L.b.fdiv(L.b.fmul(L.const(math.pi), cos), sin))
+    pole = L.b.and_(negative, L.cmp("==", sin, L.const(0)))  # negative integers
+    value = L.select(pole, L.const(math.nan), L.select(negative, reflected, psi))
+    # psi(+0) = -inf, psi(-0) = +inf: -1/x
+    return L.select(L.cmp("==", x, L.const(0)), L.b.fdiv(L.const(-1), x), value)
+
+
+def lower_trigamma(L: Lower, x):
+    """psi'(x); x < 0 reflects: psi'(x) = pi**2 / sin(pi x)**2 - psi'(1 - x)."""
+    negative = L.cmp("<", x, L.const(0))
+    t = L.select(negative, L.b.fsub(L.const(1), x), x)
+    psi1 = _trigamma_positive(L, t)
+    sin, _ = _sinpi_cospi(L, x)
+    reflected = L.b.fsub(L.b.fdiv(L.const(math.pi**2), L.b.fmul(sin, sin)), psi1)
+    value = L.select(negative, reflected, psi1)
+    return L.select(L.cmp("==", x, L.const(-math.inf)), L.const(math.inf), value)
+
+
+def lower_lgamma(L: Lower, x):
+    """The C library's lgamma (log|Gamma|), with SciPy's lgamma(-inf) = -inf."""
+    value = L.libm("lgamma", x)
+    return L.select(L.cmp("==", x, L.const(-math.inf)), x, value)
+
+
+def _shift_loop(L: Lower, x, s, limit):
+    """(x + n, sum of (x + k)**-s for k < n), n the steps that bring x to at least ``limit``:
+    a loop, since the orders' limits differ (at most limit steps; nan skips it)."""
+    b = L.b
+    start = b.block
+    loop = b.append_basic_block("shift")
+    done = b.append_basic_block("shifted")
+    b.cbranch(L.cmp("<", x, limit), loop, done)
+    b.position_at_end(loop)
+    v, total = b.phi(L.ty), b.phi(L.ty)
+    v.add_incoming(x, start)
+    total.add_incoming(L.const(0), start)
+    total_next = b.fadd(total, L.intrinsic("pow", v, b.fneg(s)))
+    v_next = b.fadd(v, L.const(1))
+    v.add_incoming(v_next, loop)
+    total.add_incoming(total_next, loop)
+    b.cbranch(L.cmp("<", v_next, limit), loop, done)
+    b.position_at_end(done)
+    t, result = b.phi(L.ty), b.phi(L.ty)
+    t.add_incoming(x, start)
+    t.add_incoming(v_next, loop)
+    result.add_incoming(L.const(0), start)
+    result.add_incoming(total_next, loop)
+    return t, result
+
+
+def _hurwitz(L: Lower, s, x):
+    """zeta(s, x) for x > 0, s >= 2: the sum up to x >= s + SHIFT (where 12 terms of the
+    asymptotic series reach double precision for every s), then Euler-Maclaurin."""
+    t, total = _shift_loop(L, x, s, L.b.fadd(s, L.const(SHIFT)))
+    # zeta(s, t) ~ t**(1-s)/(s-1) + t**-s (1/2 + sum_j B_2j/(2j)! s(s+1)..(s+2j-2) t**(1-2j))
+    q, tt = L.b.fdiv(s, t), L.b.fmul(t, t)
+    series = L.const(0.5)
+    for j, c in enumerate(_BERNOULLI, start=1):
+        series = L.fma(L.const(c), q, series)
+        grow = L.b.fmul(L.b.fadd(s, L.const(2 * j - 1)), L.b.fadd(s, L.const(2 * j)))
+        q = L.b.fdiv(L.b.fmul(q, grow), tt)
+    n = L.b.fsub(s, L.const(1))
+    inner = L.b.fadd(L.b.fdiv(L.const(1), n), L.b.fdiv(series, t))
+    tail = L.b.fmul(L.intrinsic("pow", t, L.b.fneg(n)), inner)  # t**-n first: no underflow
+    tail = L.select(L.cmp("==", t, L.const(math.inf)), L.const(0), tail)
+    return L.b.fadd(total, tail)
+
+
+def lower_polygamma(L: Lower, n, x):
+    """psi^(n)(x) for integer n >= 0: digamma at 0, trigamma's own form at 1 (both on the whole
+    axis), and (-1)**(n+1) n! zeta(n+1, x) above (x > 0; poles ±inf; nan for x < 0)."""
+    value = L.select(L.cmp("==", n, L.const(0)), lower_digamma(L, x),
+                     L.select(L.cmp("==", n, L.const(1)), lower_trigamma(L, x),
+                              _polygamma_general(L, n, x)))  # fmt: skip
+    integer = L.b.and_(L.cmp(">=", n, L.const(0)), L.cmp("==", n, L.intrinsic("floor", n)))
+    return L.select(integer, value, L.const(math.nan))
+
+
+def _polygamma_general(L: Lower, n, x):
+    """(-1)**(n+1) n! zeta(n+1, x), n >= 2, in double at float32 too (n! and x**-n leave
+    float32's range long before the result does)."""
+    if L.bits == 32:
+        D = Lower(L.b, DOUBLE, L.vector)
+        wide = _polygamma_general(D, L.b.fpext(n, DOUBLE), L.b.fpext(x, DOUBLE))
+        return L.b.fptrunc(wide, L.ty)
+    zero, one = L.const(0), L.const(1)
+    odd = L.cmp(
+        "==",
+        L.b.fsub(n, L.b.fmul(L.const(2), L.intrinsic("floor", L.b.fmul(n, L.const(0.5))))),
+        one,
+    )
+    sign = L.select(odd, one, L.const(-1))
+    s = L.b.fadd(n, one)
+    general = L.b.fmul(L.b.fmul(sign, L.libm("tgamma", s)), _hurwitz(L, s, L.intrinsic("fabs", x)))
+    pole = L.b.and_(L.cmp("<=", x, zero), L.cmp("==", x, L.intrinsic("floor", x)))
+    general = L.select(pole, L.b.fmul(sign, L.const(math.inf)), general)
+    return L.select(L.b.and_(L.cmp("<", x, zero), L.b.not_(pole)), L.const(math.nan), general)
+
+
+def _polygamma(n, x):
+    """SciPy's polygamma for n >= 2 and x >= 0; digamma, the trigamma oracle below; nan for
+    x < 0 at n >= 2 (not lowered) and for n not a natural number."""
+    from scipy.special import polygamma, psi
+
+    n, x = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    with np.errstate(all="ignore"):
+        natural = (n >= 0) & (n == np.floor(n))
+        pole = (x <= 0) & (x == np.floor(x))
+        safe = np.where(natural & (n >= 2) & ((x >= 0) | pole), x, 1.0)
+        general = np.where(
+            pole, polygamma(np.where(natural, n, 2), 0.0), polygamma(np.where(natural, n, 2), safe)
+        )
+        general = np.where(((x < 0) & ~pole) | np.isnan(x), np.nan, general)
+        value = np.where(n == 0, psi(x), np.where(n == 1, _trigamma(x), general))
+        return np.where(natural, value, np.nan)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    entry("erf", "erf(a)", grads=("2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erf"),
+          lower=lambda L, a: L.libm("erf", a)),
+    entry("erfc", "erfc(a)", grads=("-2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erfc"),
+          lower=lambda L, a: L.libm("erfc", a)),
+    entry("lgamma", "log(Abs(gamma(a)))", grads=("digamma(a)",), numpy=_scipy("gammaln"),
+          lower=lower_lgamma),
+    entry("digamma", "polygamma(0, a)", grads=("polygamma(1, a)",), numpy=_scipy("psi"),
+          lower=lower_digamma),
+    entry("polygamma", "polygamma(a, b)", arity=2, grads=("0", "polygamma(a + 1, b)"),
+          numpy=_polygamma, lower=lower_polygamma),
+]
+# fmt: on

@@ -32,12 +32,14 @@ def _make(name: str):
         if any(_is_sympy(a) for a in args):
             import sympy
 
-            subs = dict(zip(placeholders(), map(sympy.sympify, args)))
+            a, b, _ = placeholders()
+            operands = (a, b, sympy.Symbol("c", real=True))  # c: where's and clip's third
+            subs = dict(zip(operands, map(sympy.sympify, args)))
             return sympy_definition(op.name).xreplace(subs)
         return op.numpy(*args)
 
     function.__name__ = function.__qualname__ = name
-    function.__doc__ = f"{name}: {op.definition} (over a, b), elementwise."
+    function.__doc__ = f"{name}: {op.definition} (over a, b, c), elementwise."
     return function
 
 

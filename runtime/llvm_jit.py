@@ -56,7 +56,8 @@ def compile_objects(
 ) -> list[bytes]:
     """Object code of each module text, compiled ``COMPILE_THREADS`` at a time on threads;
     between two waves a set ``stopping`` abandons the rest (nothing is stored). ``optimise``
-    runs LLVM's O3 pipeline first (loop vectorisation: worth it for code compiled once)."""
+    runs LLVM's O3 pipeline first (loop vectorisation: worth it for code compiled once), else
+    its O0 pipeline (which inlines the ``alwaysinline`` op functions)."""
     objects: list[bytes] = []
     for start in range(0, len(texts), COMPILE_THREADS):
         if stopping is not None and stopping.is_set():
@@ -76,10 +77,11 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
             module = binding.parse_assembly(texts[k], context=context)
             module.verify()
             machine = target_machine()
-            if optimise:
-                options = binding.create_pipeline_tuning_options(speed_level=3)
-                builder = binding.create_pass_builder(machine, options)
-                builder.getModulePassManager().run(module, builder)
+            # O0's pipeline is little more than the always-inliner: the ops' functions
+            # (``internal alwaysinline``) are inlined into the chunks either way.
+            options = binding.create_pipeline_tuning_options(speed_level=3 if optimise else 0)
+            builder = binding.create_pass_builder(machine, options)
+            builder.getModulePassManager().run(module, builder)
             results[k] = machine.emit_object(module)
         except BaseException as e:  # noqa: BLE001 - raised on the calling thread
             # Freed now, the module before its context: the traceback must not keep them for the

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from compiler.errors import CompileError
+
 DOUBLE, FLOAT = ir.DoubleType(), ir.FloatType()
 
 
@@ -106,3 +108,45 @@ def function_of(name: str, lower, arity: int, ty: ir.Type = DOUBLE, vector: bool
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     builder.ret(lower(Lower(builder, ty, vector), *fn.args))
     return module, fn
+
+
+class LoweringError(CompileError):
+    """An op has no lowering for a tier (a table entry without ``lower`` whose stable form does
+    not lower either): named, never a KeyError or a recursion."""
+
+    def __init__(self, op: str, tier: str, why: str = ""):
+        self.op, self.tier = op, tier
+        super().__init__(f"no lowering for op {op} on tier {tier}" + (f": {why}" if why else ""))
+
+
+def lowering_of(op: str, tier: str = "llvm"):
+    """The op's lowering (``OpDef.lower``), or ``LoweringError`` naming the op and the tier."""
+    from compiler.ir.registry import OPS  # the registry's op modules import this module
+
+    spec = OPS.get(op)
+    if spec is None or spec.lower is None:
+        raise LoweringError(op, tier)
+    return spec.lower
+
+
+def lower_graph(template, tier: str = "llvm"):
+    """A lowering for a gate given as a small ``Graph`` of its stable form over placeholders
+    ``a``, ``b``: each node through its own op's lowering, constants by ``L.const``. An op of
+    the graph without a lowering (the gate's own name included: no recursion) is a
+    ``LoweringError`` now, when the lowering is made, not when a tier prints it."""
+    for i in template.op_nodes():
+        lowering_of(template.nodes[i].op, tier)
+
+    def lower(L: Lower, *operands: ir.Value) -> ir.Value:
+        given = dict(zip("abc", operands))
+        values: dict[int, ir.Value] = {}
+        for i, node in enumerate(template.nodes):
+            if node.op == "input":
+                values[i] = given[node.value]
+            elif node.op == "const":
+                values[i] = L.const(node.value)
+            else:
+                values[i] = lowering_of(node.op, tier)(L, *(values[a] for a in node.args))
+        return values[template.outputs[0]]
+
+    return lower

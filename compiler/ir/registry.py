@@ -29,7 +29,10 @@ d/db a**b      0 where a == 0 (xlogy convention), b*a**(b-1) for d/da
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import math
+import pkgutil
 
 import numpy as np
 
@@ -138,28 +141,94 @@ _OPS = [
 ]
 # fmt: on
 
-OPS: dict[str, OpDef] = {op.name: op for op in _OPS}
+
+def _collect() -> list[OpDef]:
+    """Every entry of every module in ``compiler/ir/ops`` (each module's ``OPS`` list), modules
+    in name order, entries in their module's order; an entry there replaces one of ``_OPS``'s."""
+    import compiler.ir.ops as package
+
+    found: dict[str, OpDef] = {op.name: op for op in _OPS}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for op in getattr(module, "OPS", ()):
+            found[op.name] = op
+    return list(found.values())
+
+
+def _is_function(op: OpDef) -> bool:
+    """Whether users write the op by name (``erf(x)``); ``pow`` is also Python's ``pow``."""
+    return op.text.startswith(f"{op.name}(") or op.name == "pow"
+
+
+_BUILTIN: dict[str, OpDef] = {op.name: op for op in _collect()}
+
+OPS: dict[str, OpDef] = dict(_BUILTIN)
 
 # Functions the text language and ``compiler.ops`` offer, by the name users write.
-FUNCTIONS: dict[str, str] = {
-    op.name: op.name for op in _OPS if op.name not in ("add", "sub", "mul", "div", "neg")
-}
-FUNCTIONS["pow"] = "pow"
+FUNCTIONS: dict[str, str] = {op.name: op.name for op in OPS.values() if _is_function(op)}
 
 CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
+
+
+def register(op: OpDef, sympy_form=None) -> None:
+    """Add (or replace) one op at run time: one entry is all every tier needs. ``sympy_form``
+    is its definition as SymPy (else its ``definition`` is read as built-in, trusted text)."""
+    OPS[op.name] = op
+    if _is_function(op):
+        FUNCTIONS[op.name] = op.name
+    _SYMPY_CACHE.pop(op.name, None)
+    if sympy_form is not None:
+        _GIVEN_SYMPY[op.name] = sympy_form
+    else:
+        _GIVEN_SYMPY.pop(op.name, None)
+    _changed()
+
+
+def unregister(name: str) -> None:
+    """Withdraw an op added by ``register`` (a built-in entry comes back if it replaced one)."""
+    if name in _BUILTIN:
+        OPS[name] = _BUILTIN[name]
+    else:
+        OPS.pop(name, None)
+        FUNCTIONS.pop(name, None)
+    _SYMPY_CACHE.pop(name, None)
+    _GIVEN_SYMPY.pop(name, None)
+    _changed()
+
+
+_VERSION = [0]
+
+
+def _changed() -> None:
+    _VERSION[0] += 1
+
+
+def version() -> int:
+    """A counter bumped by every ``register``/``unregister``: tiers that print the whole table
+    (the instant tier's machine) rebuild when it moves."""
+    return _VERSION[0]
 
 
 def sympy_definition(op: str):
     """The op's definition as a SymPy expression over real placeholders ``a`` and ``b``."""
     cache = _sympy_definitions()
-    if op not in cache:  # a user's or a discovered gate: its text goes through symgrad's parser
-        import sympy
+    if op not in cache:
+        a, b, y = cache["__symbols__"]
+        spec = OPS[op]
+        if op in _GIVEN_SYMPY:
+            expr = _GIVEN_SYMPY[op]
+        elif spec.origin == "builtin":  # an entry added at run time: trusted text, like ours
+            expr = _sympify(spec.definition, (a, b, y))
+        else:
+            # A user's or a discovered gate: its text is symgrad's language, never sympify'd.
+            # (The one upward import left: gates are to hand their SymPy form to ``register``.)
+            import sympy
 
-        from compiler.frontend.text import parse
+            from compiler.frontend.text import parse
 
-        a, b, _ = cache["__symbols__"]
-        expr = parse(OPS[op].definition).to_sympy()
-        cache[op] = expr.xreplace({sympy.Symbol("a"): a, sympy.Symbol("b"): b})
+            expr = parse(spec.definition).to_sympy()
+            expr = expr.xreplace({sympy.Symbol("a"): a, sympy.Symbol("b"): b})
+        cache[op] = expr
     return cache[op]
 
 
@@ -169,16 +238,47 @@ def forget_sympy_definition(op: str) -> None:
 
 
 def fingerprint(op: str) -> str:
-    """What a kernel's cache key must cover beyond this file's text: a user's or a discovered
-    gate's whole entry (definition, code, gradient). Empty for built-in ops and leaves."""
+    """What a kernel's cache key must cover beyond symgrad's source files: the whole entry of an
+    op that is not one of the files' own (added at run time, a user's or a discovered gate):
+    definition, printing, gradients, stable form and the source of its lowering. Empty for the
+    files' own ops and for leaves."""
     spec = OPS.get(op)
-    if spec is None or spec.origin == "builtin":
+    if spec is None or _BUILTIN.get(op) is spec:
         return ""
-    text = "\0".join((spec.definition, spec.code, *(spec.grads or ()), *spec.calls))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    parts = [spec.definition, spec.text, spec.code or "", *(spec.grads or ()), *spec.calls]
+    parts += [spec.stable or "", _source(spec.lower), _source(spec.fast)]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _source(function) -> str:
+    """A lowering's source text (its code object's bytes where the source is not on disk)."""
+    if function is None:
+        return ""
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        return repr((code.co_code, code.co_consts)) if code else repr(function)
 
 
 _SYMPY_CACHE: dict = {}
+_GIVEN_SYMPY: dict = {}
+
+
+def _namespace(symbols) -> dict:
+    """SymPy's own names (every function a definition may use: erf, gamma, ...) and the
+    placeholders."""
+    import sympy
+
+    a, b, y = symbols
+    names = {k: v for k, v in vars(sympy).items() if not k.startswith("_")}
+    return {**names, "a": a, "b": b, "y": y}
+
+
+def _sympify(text: str, symbols):
+    import sympy
+
+    return sympy.sympify(text, locals=_namespace(symbols))
 
 
 def _sympy_definitions() -> dict:
@@ -186,28 +286,11 @@ def _sympy_definitions() -> dict:
     if not _SYMPY_CACHE:
         import sympy
 
-        a, b, y = sympy.symbols("a b y", real=True)
-        ns = {
-            "a": a,
-            "b": b,
-            "y": y,
-            "Max": sympy.Max,
-            "Min": sympy.Min,
-            "Abs": sympy.Abs,
-            "exp": sympy.exp,
-            "log": sympy.log,
-            "sqrt": sympy.sqrt,
-            "sin": sympy.sin,
-            "cos": sympy.cos,
-            "tan": sympy.tan,
-            "tanh": sympy.tanh,
-            "sign": sympy.sign,
-            "Heaviside": sympy.Heaviside,
-        }
-        for op in _OPS:
+        symbols = sympy.symbols("a b y", real=True)
+        _SYMPY_CACHE["__symbols__"] = symbols
+        for op in _BUILTIN.values():
             # Our own trusted built-in definitions, never user text.
-            _SYMPY_CACHE[op.name] = sympy.sympify(op.definition, locals=ns)
-        _SYMPY_CACHE["__symbols__"] = (a, b, y)
+            _SYMPY_CACHE[op.name] = _sympify(op.definition, symbols)
     return _SYMPY_CACHE
 
 

@@ -30,24 +30,29 @@ _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 #: n_sums, regs.
 _RUN = ctypes.CFUNCTYPE(None, _PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR)
 
-_machine: list[tuple[llvm_jit.Loaded, ctypes._CFuncPtr]] = []
+#: Machines by the op table they implement (``vm_source.table_key``): the built-in table's, and
+#: one more for each table an op registered at run time makes (kept: programs written for it
+#: may still run).
+_machines: dict[str, tuple[llvm_jit.Loaded, ctypes._CFuncPtr]] = {}
 _machine_lock = threading.Lock()
 
 
-def machine():
-    """The virtual machine's ``run`` (ctypes: the GIL is released while it runs), loaded from
-    the disk cache or, on first use on this machine, compiled (a fraction of a second)."""
+def machine(table: str | None = None):
+    """The virtual machine's ``run`` for the op table ``table`` (default: as it is now; ctypes:
+    the GIL is released while it runs), loaded from the disk cache or, on first use on this
+    machine, compiled (a fraction of a second)."""
     with _machine_lock:
-        if not _machine:
+        table = table or vm_source.table_key()
+        if table not in _machines:
             text = vm_source.generate()
             key = cache.cache_key("instant-vm", hashlib.sha256(text.encode()).hexdigest())
             found = llvm_jit.read(key)
             objects = found[1] if found else llvm_jit.compile_objects([text], optimise=True)
             code = llvm_jit.Loaded(objects)
-            _machine.append((code, _RUN(code.address(vm_source.SYMBOL))))
+            _machines[table] = (code, _RUN(code.address(vm_source.SYMBOL)))
             if not found:
                 llvm_jit.store(key, {"symbol": vm_source.SYMBOL}, objects)
-        return _machine[0][1]
+        return _machines[table][1]
 
 
 class InstantModule(EntryModule):
@@ -61,15 +66,16 @@ class InstantModule(EntryModule):
         self.__name__ = f"instant:{kinds}"
         self._adj = adj
         self._entries = {e.name: e for e in entries}
-        self._programs: dict[str, Program] = {}
+        self._programs: dict[tuple[str, str], Program] = {}
         self._lock = threading.Lock()
 
     def program(self, entry: str) -> Program:
-        """The entry's program, written on first use."""
+        """The entry's program for the op table as it is, written on first use."""
+        key = (entry, vm_source.table_key())
         with self._lock:
-            if entry not in self._programs:
-                self._programs[entry] = compile_program(self._adj, self._entries[entry])
-            return self._programs[entry]
+            if key not in self._programs:
+                self._programs[key] = compile_program(self._adj, self._entries[entry])
+            return self._programs[key]
 
     def run(self, entry: str, n: int, *args, parallel: bool = True) -> None:
         """Call an entry like the generated kernel's: given values, then output buffers.
@@ -78,7 +84,7 @@ class InstantModule(EntryModule):
         the GIL); the blocks' partial sums are added in block order, whatever the threads.
         """
         p = self.program(entry)
-        run = machine()
+        run = machine(p.table)
         address = llvm_jit.address
         addresses = np.array([address(args[k]) for k in p.arrays], dtype=np.uint64)
         scalars = np.array([*(args[k] for k in p.scalars), *p.constants], dtype=np.float64)

@@ -15,9 +15,10 @@ import numpy as np
 
 from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST, Graph
+from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
-from runtime.instant.vm_source import PLACEHOLDERS, opcodes, width
+from runtime.instant.vm_source import PLACEHOLDERS, opcodes, table_key, width
 
 #: The register file of one block is at most this many doubles (2 MiB: it stays in cache), with
 #: MAX_BLOCK elements per block (numexpr's choice) unless that is too many for the registers.
@@ -43,6 +44,7 @@ class Program:
     arrays: tuple[int, ...]
     scalars: tuple[int, ...]
     sums: tuple[int, ...]
+    table: str = ""  # the op table its op codes number (``vm_source.table_key``)
 
 
 class _Emitter:
@@ -55,6 +57,7 @@ class _Emitter:
         self.n_regs = 0
         self.n_scalars = n_scalars  # LOAD_SCALAR operands below this are scalar inputs
         self.constants: dict[str, tuple[int, float]] = {}  # exact text -> (operand, value)
+        self.expanding: list[str] = []  # gates being expanded, innermost last
 
     def allocate(self) -> int:
         return self.free.pop() if self.free else self.new_register()
@@ -80,7 +83,15 @@ class _Emitter:
             r = self.allocate()
             self.emit(name, r, *operands)
             return r
-        return self.expand(_template(name), operands)
+        spec = OPS.get(name)
+        if spec is None or spec.origin == "builtin" or name in self.expanding:
+            why = "its stable form uses itself" if name in self.expanding else ""
+            raise LoweringError(name, "instant", why)
+        self.expanding.append(name)
+        try:
+            return self.expand(_template(name), operands)
+        finally:
+            self.expanding.pop()
 
     def expand(self, template: Graph, operands: list[int]) -> int:
         """Emit ``template`` (a graph over placeholders a, b) on the operands' registers."""
@@ -121,7 +132,7 @@ def _template(name: str) -> Graph:
 
 
 def compile_program(adj: AdjointGraph, entry: Entry) -> Program:
-    """The machine program of ``entry``."""
+    """The machine program of ``entry``, for the op table as it is now."""
     nodes = adj.nodes
     n_given = len(entry.given)
     given = {node: (pos, kind) for pos, (node, kind) in enumerate(entry.given)}
@@ -199,4 +210,5 @@ def compile_program(adj: AdjointGraph, entry: Entry) -> Program:
         arrays=tuple(arrays),
         scalars=tuple(scalars),
         sums=tuple(sums),
+        table=table_key(),
     )

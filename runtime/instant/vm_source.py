@@ -1,10 +1,12 @@
 """Source of the instant tier's virtual machine: LLVM IR generated from the op table.
 
-One op, one place: each op's case in the dispatch loop is the LLVM writer's own IR for that op
-(``compiler.codegen.llvm_ir.OPS``: the C library's exp, sin and cos, as the compiled tier's
-largest graphs use them; the machine has no per-block rerun for sin and cos of huge arguments,
-which the writer's branch-free forms need), applied to the elements of block registers, and its op code is its position in the registry. Adding an op
-there adds it here with no edit. The machine is compiled once per machine by llvmlite with LLVM's
+One op, one place: each op's case in the dispatch loop calls the op's lowering
+(``compiler.codegen.llvm_ops``: ``OpDef.lower`` printed as an ``internal alwaysinline`` function,
+with ``vector=False``: the C library's exp, sin and cos, faster in this scalar dispatch loop; the
+machine has no per-block rerun for a fast form's exact path) on the elements of block registers,
+and its op code is its position in the table. Adding an op there adds it here with no edit: the
+machine is built for the table as it is (``table_key``), so an op registered at run time gets
+a machine that has it. The machine is compiled once per machine by llvmlite with LLVM's
 O3 pipeline (its loops are vectorised), cached on disk as object code (``runtime.llvm_jit``): a
 new process loads it in milliseconds and needs no Numba at all.
 
@@ -19,12 +21,11 @@ inputs; the partial sums are added in block order, so totals don't depend on thr
 
 from __future__ import annotations
 
-import re
+import hashlib
 
+from compiler.codegen import llvm_ops
 from compiler.codegen.audit import check_llvm
-from compiler.codegen.llvm_ir import DECLARATIONS
-from compiler.codegen.llvm_ir import OPS as IR_OPS
-from compiler.ir.registry import OPS, OpDef
+from compiler.ir.registry import OPS, OpDef, fingerprint, version
 
 #: Data-moving instructions, numbered after the ops.
 MACHINE = ("LOAD_ARRAY", "LOAD_SCALAR", "STORE", "SUM")
@@ -39,12 +40,27 @@ ARGUMENTS = (
 
 
 def builtin_ops() -> list[OpDef]:
-    """The ops the machine implements: the registry's built-in entries.
+    """The ops the machine implements: the table's entries that are not gates made at run time
+    (ops ``registry.register`` adds included).
 
     Gates a user registers or fusion discovers at run time are not among them — the machine would
     otherwise be recompiled for each — the program expands them into the ops they are made of.
     """
     return [op for op in OPS.values() if op.origin == "builtin"]
+
+
+def table_key() -> str:
+    """The table the machine is built for: its ops and the fingerprints of those added at run
+    time (``registry.fingerprint``): a machine is made for each table it meets."""
+    now = version()
+    if now not in _TABLE_KEY:  # once per change of the table (a call reads it)
+        text = "|".join(f"{op.name}:{fingerprint(op.name)}" for op in builtin_ops())
+        _TABLE_KEY.clear()
+        _TABLE_KEY[now] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _TABLE_KEY[now]
+
+
+_TABLE_KEY: dict[int, str] = {}
 
 
 def opcodes() -> dict[str, int]:
@@ -85,17 +101,16 @@ def _at(label: str, base: str, index: str) -> str:
     return f"%{label}.{base}.p = getelementptr inbounds double, ptr {pointer}, i64 {index}"
 
 
-def _op_case(label: str, name: str, declared: set[str]) -> list[str]:
-    """``dst[j] = op(a[j], b[j])``, the op in the LLVM writer's own IR."""
+def _op_case(label: str, name: str) -> list[str]:
+    """``dst[j] = op(a[j], b[j])``: a call of the op's function."""
     body: list[str] = []
     operands = []
     for p in PLACEHOLDERS[: OPS[name].arity]:
         body += [_at(label, p, f"%{label}.j"), f"%{label}.{p}.v = load double, ptr %{label}.{p}.p"]
-        operands.append(f"%{label}.{p}.v")
-    lines = IR_OPS[name](f"%{label}.r", operands)
-    declared.update(n for line in lines for n in re.findall(r"@([\w.]+)\(", line))
+        operands.append(f"double %{label}.{p}.v")
+    function = llvm_ops.op_function(name, vector=False, tier="instant")
     body += [
-        *lines,
+        f"%{label}.r = call double @{function.symbol}({', '.join(operands)})",
         _at(label, "dst", f"%{label}.j"),
         f"store double %{label}.r, ptr %{label}.dst.p",
     ]
@@ -158,10 +173,11 @@ def generate() -> str:
     with the register file ``regs`` (n_regs × block doubles); block i adds its SUMs into
     ``partial[i * n_sums + q]``."""
     codes, columns = opcodes(), width()
-    declared: set[str] = set()
     cases: list[str] = []
     for op in builtin_ops():
-        cases += _op_case(f"op{codes[op.name]}", op.name, declared)
+        cases += _op_case(f"op{codes[op.name]}", op.name)
+    functions = llvm_ops.closure([op.name for op in builtin_ops()], False, tier="instant")
+    declared = llvm_ops.declarations(functions)
     for lines in _machine_cases().values():
         cases += lines
     labels = {op.name: f"op{codes[op.name]}" for op in builtin_ops()}
@@ -183,7 +199,9 @@ def generate() -> str:
         "; symgrad's instant-tier virtual machine (generated from the op table: edit the table,",
         "; not this text). No fast-math flags: nan and inf come out as NumPy computes them.",
         "",
-        *(DECLARATIONS[name] for name in sorted(declared)),
+        *declared.values(),
+        "",
+        *(f.text for f in functions),
         "",
         f"define void @{SYMBOL}({ARGUMENTS}) {{",
         "entry:",
@@ -222,4 +240,5 @@ def generate() -> str:
         "}",
     ]
     text = "\n".join(lines) + "\n"
-    return check_llvm(text, {SYMBOL}, set(DECLARATIONS))  # no input's text is in it: a guard
+    own = {SYMBOL, *(f.symbol for f in functions)}
+    return check_llvm(text, own, set(declared))  # no input's text is in it: a guard

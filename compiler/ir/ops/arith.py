@@ -1,0 +1,64 @@
+"""Arithmetic: the infix ops and negation, each one IEEE instruction (``pow``: the C library's,
+through LLVM's intrinsic, as Numba's ``**`` on floats)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from llvmlite import ir
+
+from compiler.ir.lowering import Lower
+from compiler.ir.opdef import OpDef, entry
+
+
+def _numba(op: OpDef, code: str, helper: str | None = None) -> OpDef:
+    """The entry with its Numba source text, until the Numba kernels call ``lower`` too."""
+    return replace(op, code=code, helper=helper)
+
+
+def _infix(name: str, sign: str, numpy, grads, lower, commutative: bool = False) -> OpDef:
+    text = f"{{a}} {sign} {{b}}"
+    op = entry(name, f"a {sign} b", arity=2, text=text, symbol=sign, grads=grads, numpy=numpy,
+               lower=lower, commutative=commutative)  # fmt: skip
+    return _numba(op, text)
+
+
+def lower_add(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
+    return L.b.fadd(a, b)
+
+
+def lower_sub(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
+    return L.b.fsub(a, b)
+
+
+def lower_mul(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
+    return L.b.fmul(a, b)
+
+
+def lower_div(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
+    return L.b.fdiv(a, b)
+
+
+def lower_pow(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
+    return L.intrinsic("pow", a, b)
+
+
+def lower_neg(L: Lower, a: ir.Value) -> ir.Value:
+    """``fneg`` flips the sign bit only: -0.0 for 0.0, nan stays nan."""
+    return L.b.fneg(a)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    # The lecture's gate patterns: add distributes the upstream gradient, mul swaps its inputs.
+    _infix("add", "+", np.add, ("1", "1"), lower_add, commutative=True),
+    _infix("sub", "-", np.subtract, ("1", "-1"), lower_sub),
+    _infix("mul", "*", np.multiply, ("b", "a"), lower_mul, commutative=True),
+    _infix("div", "/", np.divide, ("1 / b", "-y / b"), lower_div),
+    # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
+    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)"), lower_pow),
+    _numba(entry("neg", "-a", text="-{a}", symbol="-x", grads=("-1",), numpy=np.negative,
+                 lower=lower_neg), "-{a}"),
+]
+# fmt: on

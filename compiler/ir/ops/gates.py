@@ -1,0 +1,107 @@
+"""The built-in gates: ops that the fusion pass also builds from the subgraphs in their
+``patterns`` (text over ``x``), lowered by their ``stable`` forms (``compiler.ir.registry``'s
+docstring). exp only ever sees -|x| <= 0, so nothing overflows at any x; the exp is the op exp's
+lowering (branch-free where loops vectorise), log1p and tanh the C library's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from llvmlite import ir
+
+from compiler.ir.lowering import Lower
+from compiler.ir.opdef import OpDef, entry
+from compiler.ir.ops.exponential import lower_exp
+
+
+def _sigmoid(x):
+    with np.errstate(all="ignore"):
+        e = np.exp(-np.abs(x))
+        r = 1.0 / (1.0 + e)
+        return np.where(x >= 0, r, e * r)
+
+
+def _softplus(x):
+    with np.errstate(all="ignore"):
+        return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def _logsigmoid(x):
+    with np.errstate(all="ignore"):
+        return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+
+
+def _exp_minus_abs(L: Lower, x: ir.Value) -> ir.Value:
+    return lower_exp(L, L.b.fneg(L.intrinsic("fabs", x)))
+
+
+def lower_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
+    """e = exp(-|x|), r = 1 / (1 + e): x >= 0 ? r : e r."""
+    e = _exp_minus_abs(L, x)
+    r = L.b.fdiv(L.const(1.0), L.b.fadd(L.const(1.0), e))
+    return L.select(L.cmp(">=", x, L.const(0.0)), r, L.b.fmul(e, r))
+
+
+def lower_tanh(L: Lower, x: ir.Value) -> ir.Value:
+    return L.libm("tanh", x)
+
+
+def lower_softplus(L: Lower, x: ir.Value) -> ir.Value:
+    """(x > 0 ? x : 0) + log1p(exp(-|x|))."""
+    zero = L.const(0.0)
+    log = L.libm("log1p", _exp_minus_abs(L, x))
+    return L.b.fadd(L.select(L.cmp(">", x, zero), x, zero), log)
+
+
+def lower_logsigmoid(L: Lower, x: ir.Value) -> ir.Value:
+    """(x < 0 ? x : 0) - log1p(exp(-|x|))."""
+    zero = L.const(0.0)
+    log = L.libm("log1p", _exp_minus_abs(L, x))
+    return L.b.fsub(L.select(L.cmp("<", x, zero), x, zero), log)
+
+
+def lower_relu(L: Lower, x: ir.Value) -> ir.Value:
+    """x > 0 or x is nan ? x : 0 (relu'(0) = 0 is the gradient's choice)."""
+    zero = L.const(0.0)
+    return L.select(L.ucmp(">", x, zero), x, zero)
+
+
+def _gate(name, definition, numpy, grads, stable, patterns, lower, code=None) -> OpDef:
+    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, stable=stable,
+               patterns=patterns)  # fmt: skip
+    # Numba source text, until Numba calls lower: the runtime.scalar helper of the same name
+    return replace(op, code=code or f"{name}({{a}})", helper=None if code else name)
+
+
+# fmt: off
+OPS: list[OpDef] = [
+    # The lecture's sigmoid gate. Its local gradient is sigma(x) * sigma(-x): from its own output
+    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43).
+    _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
+          stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
+          patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
+                    "0.5 + 0.5 * tanh(0.5 * x)"), lower=lower_sigmoid),
+    # math.tanh is stable; fusion finds it in its exp forms.
+    _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)", code="math.tanh({a})",
+          patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
+                    "(1 - exp(-2 * x)) / (1 + exp(-2 * x))", "expm1(2 * x) / (exp(2 * x) + 1)",
+                    "2 / (1 + exp(-2 * x)) - 1", "2 * sigmoid(2 * x) - 1"), lower=lower_tanh),
+    # softplus' = sigma(x) = 1 - exp(-y): from the output alone, and exactly 0.5 at x = 0.
+    _gate("softplus", "log(1 + exp(a))", _softplus, ("-expm1(-y)",),
+          stable="maximum(a, 0) + log1p(exp(-abs(a)))",
+          patterns=("log(1 + exp(x))", "log1p(exp(x))", "-log(sigmoid(-x))",
+                    "-log(1 / (1 + exp(x)))", "-logsigmoid(-x)"), lower=lower_softplus),
+    # log sigma(x) = -softplus(-x); its gradient sigma(-x) = -expm1(y).
+    _gate("logsigmoid", "-log(1 + exp(-a))", _logsigmoid, ("-expm1(y)",),
+          stable="minimum(a, 0) - log1p(exp(-abs(a)))",
+          patterns=("log(sigmoid(x))", "-log(1 + exp(-x))", "-log1p(exp(-x))",
+                    "log(1 / (1 + exp(-x)))", "-softplus(-x)"), lower=lower_logsigmoid),
+    # relu(x) = max(0, x); relu'(0) = 0 (the kink table), where maximum's tie rule gives 1/2.
+    _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
+          stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",
+                                            "0.5 * (x + abs(x))", "x / 2 + abs(x) / 2"),
+          lower=lower_relu),
+]
+# fmt: on

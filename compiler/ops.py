@@ -11,7 +11,8 @@ import numpy as np
 
 from compiler.errors import ShapeError
 from compiler.frontend.tracing import Var
-from compiler.ir.registry import FUNCTIONS, OPS, placeholders, sympy_definition
+from compiler.ir.graph import operand_symbols
+from compiler.ir.registry import FUNCTIONS, OPS, sympy_definition
 from compiler.ir.shapes import declare, normalize_axes
 
 
@@ -32,10 +33,9 @@ def _make(name: str):
         if any(_is_sympy(a) for a in args):
             import sympy
 
-            a, b, _ = placeholders()
-            operands = (a, b, sympy.Symbol("c", real=True))  # c: where's and clip's third
-            subs = dict(zip(operands, map(sympy.sympify, args)))
-            return sympy_definition(op.name).xreplace(subs)
+            definition = sympy_definition(op.name)
+            subs = dict(zip(operand_symbols(definition), map(sympy.sympify, args)))
+            return definition.xreplace(subs)
         return op.numpy(*args)
 
     function.__name__ = function.__qualname__ = name

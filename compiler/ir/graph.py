@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from compiler import pyast
-from compiler.ir.registry import OPS, fingerprint, placeholders, sympy_definition
+from compiler.ir.registry import OPS, fingerprint, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"
 LEAVES = (INPUT, CONST, SEED)
@@ -315,8 +315,6 @@ class Graph:
         """The SymPy expression of one output (inputs become plain ``Symbol``s)."""
         import sympy
 
-        a, b, _ = placeholders()
-        c = sympy.Symbol("c", real=True)  # the third operand of where and clip
         exprs: list = []
         for n in self.nodes:
             if n.op == INPUT:
@@ -326,8 +324,9 @@ class Graph:
             elif n.op == SEED:
                 exprs.append(sympy.Symbol("seed"))
             else:
-                subs = dict(zip((a, b, c), (exprs[k] for k in n.args)))
-                exprs.append(sympy_definition(n.op).xreplace(subs))
+                definition = sympy_definition(n.op)
+                subs = dict(zip(operand_symbols(definition), (exprs[k] for k in n.args)))
+                exprs.append(definition.xreplace(subs))
         return exprs[self.outputs[output]]
 
     def _repr_svg_(self) -> str | None:  # Jupyter shows the graph drawn (compiler.viz)
@@ -383,6 +382,15 @@ def _template_shape(template: str) -> _Shape:
 
 def _wrap(text: str, precedence: int, need: int) -> str:
     return text if precedence >= need else f"({text})"
+
+
+def operand_symbols(definition) -> tuple:
+    """The placeholders ``a``, ``b``, ``c`` as they stand in an op's SymPy definition (whatever
+    their assumptions), in operand order; one not in it is a fresh symbol of its name."""
+    import sympy
+
+    found = {s.name: s for s in definition.free_symbols if s.name in ("a", "b", "c")}
+    return tuple(found.get(name, sympy.Symbol(name)) for name in "abc")
 
 
 def _sympy_number(value: float):

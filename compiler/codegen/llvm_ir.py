@@ -20,7 +20,7 @@ Shape of the module, for an entry of N nodes:
   calling thread's temporaries, ``partial`` one row of sums per block (gradients of scalar inputs,
   added in block order by the caller, as the instant tier does);
 - for a chunk using an op with a fast form (sin, cos), an *exact twin*: the fast chunk also returns whether any point's
-  argument was beyond ``TRIG_MAX`` (an or-reduction, vectorised with the loop); if one did, the
+  argument was beyond the fast form's range (``TRIG_MAX``) (an or-reduction, vectorised with the loop); if one did, the
   driver zeroes the block's partial sums and runs the block again, the twins in place of the
   flagged chunks. The rerun rewrites the block's outputs and temporaries and adds its sums once.
 
@@ -35,11 +35,12 @@ entry (``compiler.codegen.llvm_driver``), the temporary rows (``compiler.codegen
 
 from __future__ import annotations
 
+import struct
+
 from compiler.codegen import llvm_ops
 from compiler.codegen.audit import Namer, check_llvm, comment
 from compiler.codegen.entries import Entry, block_length
 from compiler.codegen.llvm_driver import MEMSET, EntryIR, driver, own_symbols, prototype
-from compiler.codegen.llvm_legacy import TRIG, literal
 from compiler.codegen.rows import allocate, last_uses
 from compiler.ir.graph import CONST
 from compiler.ir.registry import OPS
@@ -57,13 +58,20 @@ CHUNK_INSTRUCTIONS = 400
 #: (6,663 rows), blocks of 64 points (3.4 MB of temporaries) ran 3x slower than blocks of 8.
 TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 4, 512
+
+
+def literal(value: float) -> str:
+    """A double as LLVM writes it exactly: the hex of its bits."""
+    return "0x" + struct.pack(">d", value).hex().upper()
+
+
 ZERO = literal(0.0)
 
 
 def has_fast(op: str) -> bool:
     """Whether ``op`` has a fast form with an exact path (sin, cos)."""
-    spec = OPS[op]
-    return spec.fast is not None or (spec.lower is None and op in TRIG)
+    spec = OPS.get(op)
+    return spec is not None and spec.fast is not None
 
 
 #: LLVM local names the chunks use themselves (parameters and labels); the writer's other
@@ -218,7 +226,7 @@ class EntryWriter:
 
     def chunk(self, name, k, chunk, slot, after, block, exact=False) -> str:
         """The chunk's function; with sin or cos (``self.flags`` set), the fast form returns
-        whether any point's argument was beyond TRIG_MAX, the ``exact`` twin nothing."""
+        whether any point needs the exact path, the ``exact`` twin nothing."""
         c = _Chunk()
         nodes = self.nodes
         self.exact, self.flags = exact, []

@@ -129,13 +129,14 @@ def lowering_of(op: str, tier: str = "llvm"):
     return spec.lower
 
 
-def lower_graph(template, tier: str = "llvm"):
+def lower_graph(template, tier: str = "llvm", resolve=None):
     """A lowering for a gate given as a small ``Graph`` of its stable form over placeholders
     ``a``, ``b``: each node through its own op's lowering, constants by ``L.const``. An op of
     the graph without a lowering (the gate's own name included: no recursion) is a
-    ``LoweringError`` now, when the lowering is made, not when a tier prints it."""
-    for i in template.op_nodes():
-        lowering_of(template.nodes[i].op, tier)
+    ``LoweringError`` now, when the lowering is made, not when a tier prints it. ``resolve``
+    (op name -> lowering) replaces ``lowering_of`` for the graph's ops."""
+    resolve = resolve or (lambda op: lowering_of(op, tier))
+    lowerings = {template.nodes[i].op: resolve(template.nodes[i].op) for i in template.op_nodes()}
 
     def lower(L: Lower, *operands: ir.Value) -> ir.Value:
         given = dict(zip("abc", operands))
@@ -146,7 +147,7 @@ def lower_graph(template, tier: str = "llvm"):
             elif node.op == "const":
                 values[i] = L.const(node.value)
             else:
-                values[i] = lowering_of(node.op, tier)(L, *(values[a] for a in node.args))
+                values[i] = lowerings[node.op](L, *(values[a] for a in node.args))
         return values[template.outputs[0]]
 
     return lower

@@ -34,120 +34,15 @@ import inspect
 import math
 import pkgutil
 
-import numpy as np
-
 from compiler.ir.opdef import OpDef
-
-
-def _xlogy(x, y):
-    with np.errstate(all="ignore"):
-        return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
-
-
-# The gates' stable forms (the Numba helpers in runtime/scalar.py compute the same): exp only ever
-# sees -|x| <= 0, so nothing overflows.
-def _sigmoid(x):
-    with np.errstate(all="ignore"):
-        e = np.exp(-np.abs(x))
-        r = 1.0 / (1.0 + e)
-        return np.where(x >= 0, r, e * r)
-
-
-def _softplus(x):
-    with np.errstate(all="ignore"):
-        return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def _logsigmoid(x):
-    with np.errstate(all="ignore"):
-        return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
-
-
-def _unary(name, definition, code, numpy, grads, helper=None):
-    return OpDef(name, 1, definition, f"{name}({{a}})", code, numpy, name, grads, helper=helper)
-
-
-def _gate(name, definition, numpy, grads, stable, patterns, code=None, helper=None):
-    helper = helper if code else (helper or name)
-    code = code or f"{name}({{a}})"
-    return OpDef(name, 1, definition, f"{name}({{a}})", code, numpy, name, grads, helper=helper,
-                 patterns=patterns, stable=stable)  # fmt: skip
-
-
-def _call2(name, definition, numpy, symbol, grads, commutative=False):
-    call = f"{name}({{a}}, {{b}})"
-    return OpDef(name, 2, definition, call, call, numpy, symbol, grads, commutative, helper=name)
-
-
-def _infix(name, sign, numpy, grads, commutative=False):
-    text = f"{{a}} {sign} {{b}}"
-    return OpDef(name, 2, f"a {sign} b", text, text, numpy, sign, grads, commutative)
-
-
-# fmt: off
-_OPS = [
-    # The lecture's gate patterns: add distributes the upstream gradient, mul swaps its inputs.
-    _infix("add", "+", np.add, ("1", "1"), commutative=True),
-    _infix("sub", "-", np.subtract, ("1", "-1")),
-    _infix("mul", "*", np.multiply, ("b", "a"), commutative=True),
-    _infix("div", "/", np.divide, ("1 / b", "-y / b")),
-    # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
-    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)")),
-    OpDef("neg", 1, "-a", "-{a}", "-{a}", np.negative, "-x", ("-1",)),
-    # exp: runtime.scalar's branch-free exp, which LLVM vectorises (math.exp is a libm call).
-    _unary("exp", "exp(a)", "exp({a})", np.exp, ("y",), helper="exp"),
-    _unary("log", "log(a)", "math.log({a})", np.log, ("1 / a",)),
-    _unary("log1p", "log(1 + a)", "math.log1p({a})", np.log1p, ("1 / (1 + a)",)),
-    _unary("expm1", "exp(a) - 1", "math.expm1({a})", np.expm1, ("y + 1",)),
-    _unary("sqrt", "sqrt(a)", "math.sqrt({a})", np.sqrt, ("0.5 / y",)),
-    _unary("sin", "sin(a)", "math.sin({a})", np.sin, ("cos(a)",)),
-    _unary("cos", "cos(a)", "math.cos({a})", np.cos, ("-sin(a)",)),
-    _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",)),
-    _unary("abs", "Abs(a)", "abs({a})", np.abs, ("sign(a)",)),
-    _unary("sign", "sign(a)", "sign({a})", np.sign, ("0",), helper="sign"),
-    # ---- gates: ops the fusion pass also builds from the subgraphs in their patterns (over x).
-    # The lecture's sigmoid gate. Its local gradient is sigma(x) * sigma(-x): from its own output
-    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43).
-    _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
-          stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
-          patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
-                    "0.5 + 0.5 * tanh(0.5 * x)")),
-    # math.tanh is stable; fusion finds it in its exp forms.
-    _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)", code="math.tanh({a})",
-          patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
-                    "(1 - exp(-2 * x)) / (1 + exp(-2 * x))", "expm1(2 * x) / (exp(2 * x) + 1)",
-                    "2 / (1 + exp(-2 * x)) - 1", "2 * sigmoid(2 * x) - 1")),
-    # softplus' = sigma(x) = 1 - exp(-y): from the output alone, and exactly 0.5 at x = 0.
-    _gate("softplus", "log(1 + exp(a))", _softplus, ("-expm1(-y)",),
-          stable="maximum(a, 0) + log1p(exp(-abs(a)))",
-          patterns=("log(1 + exp(x))", "log1p(exp(x))", "-log(sigmoid(-x))",
-                    "-log(1 / (1 + exp(x)))", "-logsigmoid(-x)")),
-    # log sigma(x) = -softplus(-x); its gradient sigma(-x) = -expm1(y).
-    _gate("logsigmoid", "-log(1 + exp(-a))", _logsigmoid, ("-expm1(y)",),
-          stable="minimum(a, 0) - log1p(exp(-abs(a)))",
-          patterns=("log(sigmoid(x))", "-log(1 + exp(-x))", "-log1p(exp(-x))",
-                    "log(1 / (1 + exp(-x)))", "-softplus(-x)")),
-    # relu(x) = max(0, x); relu'(0) = 0 (the kink table), where maximum's tie rule gives 1/2.
-    _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
-          stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",
-                                            "0.5 * (x + abs(x))", "x / 2 + abs(x) / 2")),
-    _call2("maximum", "Max(a, b)", np.maximum, "max",
-           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), commutative=True),
-    _call2("minimum", "Min(a, b)", np.minimum, "min",
-           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), commutative=True),
-    # heaviside(x, h): 0 below zero, h at zero, 1 above (np.heaviside); selects at kinks.
-    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0")),
-    _call2("xlogy", "a * log(b)", _xlogy, "xlogy", ("log(b)", "a / b")),
-]
-# fmt: on
 
 
 def _collect() -> list[OpDef]:
     """Every entry of every module in ``compiler/ir/ops`` (each module's ``OPS`` list), modules
-    in name order, entries in their module's order; an entry there replaces one of ``_OPS``'s."""
+    in name order (``arith`` first: its infix ops lead the table), entries in their order."""
     import compiler.ir.ops as package
 
-    found: dict[str, OpDef] = {op.name: op for op in _OPS}
+    found: dict[str, OpDef] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         for op in getattr(module, "OPS", ()):

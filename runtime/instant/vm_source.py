@@ -40,13 +40,14 @@ ARGUMENTS = (
 
 
 def builtin_ops() -> list[OpDef]:
-    """The ops the machine implements: the table's entries that are not gates made at run time
-    (ops ``registry.register`` adds included).
+    """The ops the machine implements: the table's entries with a lowering that are not gates
+    made at run time (ops ``registry.register`` adds included). An entry without a lowering is
+    left out, so it fails alone (``LoweringError`` when a program uses it), not the machine.
 
     Gates a user registers or fusion discovers at run time are not among them — the machine would
     otherwise be recompiled for each — the program expands them into the ops they are made of.
     """
-    return [op for op in OPS.values() if op.origin == "builtin"]
+    return [op for op in OPS.values() if op.origin == "builtin" and op.lower is not None]
 
 
 def table_key() -> str:

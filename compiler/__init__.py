@@ -20,10 +20,10 @@ from compiler.errors import (  # noqa: E402
     ShapeError,
     SymgradError,
 )
-from compiler.ir.gates import gate_names, register_gate, unregister_gate  # noqa: E402
+from compiler.gates import fuse, gate_names, register_gate, unregister_gate  # noqa: E402
 from compiler.ir.graph import Graph  # noqa: E402
 from compiler.passes.adjoint import AdjointGraph, adjoint  # noqa: E402
-from compiler.passes.fusion import FusionReport, fuse  # noqa: E402
+from compiler.passes.fusion import FusionReport  # noqa: E402
 
 __all__ = [
     "AdjointGraph",

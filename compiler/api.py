@@ -118,7 +118,7 @@ def compile_gradient(
     whose elementwise regions run as fused Numba loops and whose matrix products go to BLAS.
     Without a seed, the gradient of a non-scalar output is that of the sum of its elements.
     """
-    from compiler.passes.fusion import fuse as fuse_gates
+    from compiler.gates import fuse as fuse_gates
     from runtime.kernel import Kernel
 
     _check_fuse(fuse)

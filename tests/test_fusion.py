@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler import GateError, ops
-from compiler.ir import gates
+from compiler.ir import printing
 
 # The lecture's example 2 (shared/LECTURE.md).
 NEURON = "1/(1+exp(-(w0*x0+w1*x1+w2)))"
@@ -264,7 +264,7 @@ def test_discovery_finds_chains_whose_gradient_is_a_function_of_their_output():
     ],
 )
 def test_discovery_alone_finds_the_lecture_gates(text, gradient):
-    from compiler.passes.fusion import _discover
+    from compiler.passes.fusion.discovery import discover as _discover
 
     fused, found, _ = _discover(compiler.trace(text))
     assert [d.gradient for d in found] == [gradient]
@@ -286,6 +286,37 @@ def test_discovery_of_a_user_composition():
     e = math.exp(math.exp(0.4))
     assert value == pytest.approx(1.5 * e, rel=1e-15)
     assert grads["x"] == pytest.approx(1.5 * e * math.exp(0.4), rel=1e-14)
+
+
+def test_the_fusion_pass_returns_discovered_gates_and_leaves_the_op_table_alone():
+    """Passes are pure: fuse="auto" hands its discovered entries back in the report; the compile
+    step (compiler.fuse, as compile_gradient calls it) installs them, once, with their SymPy form."""
+    from compiler.ir import registry
+    from compiler.passes.fusion import fuse as fusion_pass
+
+    graph = compiler.trace("exp(2*exp(x)) * w")  # a chain no other test discovers
+    for name in [n for n, op in registry.OPS.items() if op.origin == "discovered"]:
+        del registry.OPS[name]  # as in a fresh process
+    table = dict(registry.OPS)
+    fused, report = fusion_pass(graph, "auto")
+    assert dict(registry.OPS) == table
+    (found,) = report.discovered
+    assert found.gradient == "y * log(y)" and found.gate in op_kinds(fused)
+    assert report.discovered_ops == {found.gate: found.spec}
+    assert found.spec.origin == "discovered" and found.gate not in registry.OPS
+    assert "discovered" in str(report) and dict(registry.OPS) == table  # the report reads them
+
+    again, public = compiler.fuse(graph, "auto")
+    assert registry.OPS[found.gate].definition == found.spec.definition
+    a = registry.placeholders()[0]
+    assert sp.simplify(registry.sympy_definition(found.gate) - sp.exp(2 * sp.exp(a))) == 0
+    xs = np.array([-1.0, 0.0, 0.5])
+    assert np.allclose(found.spec.numpy(xs), np.exp(2 * np.exp(xs)), rtol=1e-15)
+    from lowerjit import evaluate
+
+    assert np.allclose(evaluate(found.spec.lower, xs), np.exp(2 * np.exp(xs)), rtol=1e-14)
+    assert again.key() == fused.key()
+    assert [d[:3] for d in public.discovered] == [d[:3] for d in report.discovered]
 
 
 # ------------------------------------------------------------------ fused == unfused
@@ -322,7 +353,7 @@ def fusable_expressions(draw, template):
 def _relu_inputs_near_zero(kernel, xs, ys) -> np.ndarray:
     """Points where some relu's input is within 1e-9 of its kink (maximum's tie rule differs)."""
     adj = kernel.adjoint
-    values = gates.evaluate(adj, {"x": xs, "y": ys})
+    values = printing.evaluate(adj, {"x": xs, "y": ys})
     near = np.zeros(xs.shape, dtype=bool)
     for i in adj.op_nodes():
         if adj.nodes[i].op == "relu":

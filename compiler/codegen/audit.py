@@ -99,6 +99,23 @@ def comment(text: str) -> str:
     return "".join(c if " " <= c <= "~" and c != '"' else f"\\x{ord(c):02x}" for c in escaped)
 
 
+# ------------------------------------------------------------------------------ op intrinsics
+def callable_name(op: str) -> str:
+    """The name generated Numba source calls ``op``'s intrinsic by (``runtime.numba_ops``): the
+    op's name, with a trailing underscore where that is a Python builtin or keyword (``abs_``)."""
+    return f"{op}_" if op in BUILTIN_NAMES or keyword.iskeyword(op) else op
+
+
+def op_of_callable(name: str) -> str | None:
+    """The op of the table a callable name stands for (``callable_name``'s inverse), or None."""
+    from compiler.ir.registry import OPS
+
+    for op in (name, name[:-1] if name.endswith("_") else None):
+        if op in OPS and callable_name(op) == name and name.isidentifier():
+            return op
+    return None
+
+
 # ------------------------------------------------------------------------------ Python modules
 #: Modules a generated module may import, and the names it may import from each.
 IMPORTS = {
@@ -108,7 +125,7 @@ IMPORTS = {
     "numba": {"njit", "prange"},
     "runtime.blocks": {"run_blocks"},
     "runtime.jit": {"FLAGS", "serial"},
-    "runtime.scalar": "*",
+    "runtime.numba_ops": "ops",  # the intrinsics of ops in the table, by ``callable_name``
     "runtime.reductions": "*",
     "compiler.ir.registry": {"OPS"},
 }
@@ -156,8 +173,12 @@ def _check_top(s: ast.stmt) -> None:
     elif isinstance(s, ast.ImportFrom):
         allowed = IMPORTS.get(s.module or "")
         names = {a.name for a in s.names}
+        if allowed == "ops":
+            allowed = {n for n in names if op_of_callable(n) is not None}
         if s.level or allowed is None or "*" in names or not (allowed == "*" or names <= allowed):
             _refuse(f"line {s.lineno} imports {sorted(names)} from {s.module}")
+        if any(a.asname for a in s.names):
+            _refuse(f"line {s.lineno} renames an import")
     elif isinstance(s, ast.Assign):
         if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
             _refuse(f"line {s.lineno} assigns to something other than a name")

@@ -23,13 +23,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from compiler.codegen.audit import NUMBA_DOCSTRING, Namer, check_python, comment, data
+from compiler.codegen import rows
+from compiler.codegen.audit import (
+    NUMBA_DOCSTRING,
+    Namer,
+    callable_name,
+    check_python,
+    comment,
+    data,
+)
 from compiler.codegen.entries import ENTRIES, Entry, Layout, block_length, check_kinds, plan
-from compiler.ir.graph import CONST, INPUT
+from compiler.ir.graph import CONST, INPUT, LEAVES
+from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
 from compiler.passes.adjoint import AdjointGraph
 
-__all__ = ["ENTRIES", "SPLIT_LINES", "Layout", "Namer", "generate", "literal"]
+__all__ = ["ENTRIES", "INFIX", "SPLIT_LINES", "Layout", "Namer", "Calls", "generate", "literal"]
 
 #: Node lines per function before an entry is split into segments. Measured (benchmarks/RESULTS.md,
 #: "Compile latency and scale": a 2,000-node chain and a 1,800-node random DAG, value_and_grad,
@@ -45,21 +54,52 @@ TEMP_BUDGET = 1 << 16
 MIN_BLOCK, MAX_BLOCK = 64, 512
 
 
-def literal(value: float, exponent: bool = False) -> str:
-    """A constant as Numba source; integral exponents stay ints so ``x ** 2`` multiplies.
-
-    Only non-negative ones: Numba's integer power raises ``ZeroDivisionError`` for ``0.0 ** -2``
-    whatever the error model, where NumPy gives ``inf``; a float exponent calls ``pow``, which does.
-    """
+def literal(value: float) -> str:
+    """A constant as Numba source: a float literal (``pow``'s lowering gets a float exponent, and
+    LLVM turns ``pow(x, 2.0)`` into ``x * x`` itself)."""
     if math.isnan(value):
         return "math.nan"
     if math.isinf(value):
         return "math.inf" if value > 0 else "(-math.inf)"
-    if exponent and value == int(value) and 0 <= value <= 64:
-        text = str(int(value))
-    else:
-        text = repr(value)
+    text = repr(value)
     return f"({text})" if text.startswith("-") else text
+
+
+#: Plain arithmetic stays Python's infix operators in generated source: Numba compiles each to the
+#: one IEEE instruction the op's lowering would write (with ``error_model="numpy"``, 1/0 = inf).
+INFIX = {"add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}", "div": "{a} / {b}"}
+INFIX["neg"] = "-{a}"
+
+
+class Calls:
+    """How generated Numba source computes each op, and what it imports for that: plain
+    arithmetic (``INFIX``) as Python's operators, every other op as a call of its intrinsic
+    (``runtime.numba_ops``: the op's lowering, inlined). An op without a lowering is a
+    ``LoweringError`` naming it and the tier."""
+
+    def __init__(self, ops):
+        self.intrinsics: set[str] = set()  # callable names from runtime.numba_ops
+        for op in sorted(set(ops)):
+            self.note(op)
+
+    def note(self, op: str) -> None:
+        if op in INFIX:
+            return
+        spec = OPS.get(op)
+        if spec is None or spec.lower is None:
+            raise LoweringError(op, "numba", "" if spec else "not in the op table")
+        self.intrinsics.add(callable_name(op))
+
+    @staticmethod
+    def template(op: str) -> str:
+        """``op`` as a format string over ``{a}`` and ``{b}``."""
+        if op in INFIX:
+            return INFIX[op]
+        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: OPS[op].arity])})"
+
+    def imports(self) -> list[str]:
+        names = sorted(self.intrinsics)
+        return [f"from runtime.numba_ops import {', '.join(names)}"] if names else []
 
 
 # Names the generated code uses itself; node and input names never take them.
@@ -94,8 +134,8 @@ class ModuleWriter:
         self.kinds = kinds
         self.split_lines = SPLIT_LINES if split_lines is None else split_lines
         self.layout, self.entries = plan(adj, inputs, kinds)
-        self.helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
-        reserved = {*_RESERVED, *self.helpers, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
+        self.calls = Calls(n.op for n in adj.nodes if n.op not in LEAVES)
+        reserved = {*_RESERVED, *self.calls.intrinsics, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
         input_nodes = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
@@ -115,20 +155,16 @@ class ModuleWriter:
         self._given_at: dict[str, dict[int, int]] = {}  # entry -> {given node: position}
 
     # ----------------------------------------------------------------- text
-    def operand(self, i: int, exponent: bool = False) -> str:
+    def operand(self, i: int) -> str:
         node = self.adj.nodes[i]
         if node.op == CONST:
-            return literal(node.value, exponent)
+            return literal(node.value)
         return f"{self.ident[i]}[i]" if i in self.indexed else self.ident[i]
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
-        spec = OPS[node.op]
-        ops = {
-            k: self.operand(a, exponent=(node.op == "pow" and k == "b"))
-            for k, a in zip("ab", node.args)
-        }
-        line = f"{_BODY}{self.ident[i]} = {spec.code.format(**ops)}"
+        ops = {k: self.operand(a) for k, a in zip("ab", node.args)}
+        line = f"{_BODY}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {comment(note.format(**ops))}" if note else line
 
@@ -252,46 +288,34 @@ class ModuleWriter:
         return self._scalars[entry.name]
 
     def _segments(self, entry: Entry) -> tuple[list[_Segment], int]:
-        """Cut the entry's nodes into segments and give each crossing value a temporary row.
+        """Cut the entry's nodes into segments and give each crossing value a temporary row
+        (``compiler.codegen.rows``, the one allocator).
 
-        A row is free again after the segment that reads its value last: that segment loads all
-        its reads at the top of the loop body and stores at the bottom, so it may reuse the row.
+        A segment loads all its reads at the top of its loop body and stores at the bottom, so
+        the segment that reads a value last may reuse its row: the allocator is told that the
+        value's last use is the segment before.
         """
         nodes, size = list(entry.nodes), self.split_lines
         chunks = [nodes[k : k + size] for k in range(0, len(nodes), size)]
         where = {i: k for k, chunk in enumerate(chunks) for i in chunk}
-        last_use: dict[int, int] = {}
-        reads: list[list[int]] = [[] for _ in chunks]
-        for k, chunk in enumerate(chunks):
-            for i in chunk:
-                for a in self.adj.nodes[i].args:
-                    if where.get(a, k) < k and last_use.get(a) != k:
-                        last_use[a] = k
-                        reads[k].append(a)
+        args = {i: self.adj.nodes[i].args for i in nodes}
+        last_use = rows.last_uses(chunks, args)
         final = len(chunks) - 1  # the last segment writes every output
         for o, _ in entry.outputs:
-            if where.get(o, final) < final and last_use.get(o) != final:
+            if where.get(o, final) < final:
                 last_use[o] = final
-                reads[final].append(o)
-        free: list[int] = []
-        slot: dict[int, int] = {}
-        rows = 0
+        slot, n_rows = rows.allocate(chunks, {v: k - 1 for v, k in last_use.items()})
         segments = []
         for k, chunk in enumerate(chunks):
-            loads = [(a, slot[a]) for a in reads[k]]
-            free += sorted((s for a, s in loads if last_use[a] == k), reverse=True)
-            stores = []
-            for i in chunk:
-                if i in last_use:
-                    if free:
-                        slot[i] = free.pop()
-                    else:
-                        slot[i], rows = rows, rows + 1
-                    stores.append((i, slot[i]))
+            reads = [a for i in chunk for a in args[i] if where.get(a, k) < k]
+            if k == final:
+                reads += [o for o, _ in entry.outputs if where.get(o, final) < final]
+            loads = [(a, slot[a]) for a in dict.fromkeys(reads)]
+            stores = [(i, slot[i]) for i in chunk if i in last_use]
             name = self.namer.claim(f"{entry.name}_{k + 1}")
             after = chunks[k - 1][-1] if k else -1
             segments.append(_Segment(name, chunk, loads, stores, after))
-        return segments, rows
+        return segments, n_rows
 
     def _segment_params(self, entry: Entry, seg: _Segment, results: list[str]) -> list[str]:
         """Given values the segment reads (in the entry's order), the temporaries, the buffers."""
@@ -351,7 +375,7 @@ class ModuleWriter:
             "",
             *(["from runtime.blocks import run_blocks"] if self.split else []),
             "from runtime.jit import FLAGS, serial",
-            *([f"from runtime.scalar import {', '.join(self.helpers)}"] if self.helpers else []),
+            *self.calls.imports(),
             "",
             f"INPUTS = {data(lay.inputs)}",
             f"USED = {data(lay.used)}",

@@ -18,21 +18,21 @@ import heapq
 import re
 from dataclasses import dataclass, field
 
-from compiler.codegen.audit import TENSOR_DOCSTRING, check_python, comment, data
-from compiler.codegen.numba_source import Namer, literal
+from compiler.codegen.audit import TENSOR_DOCSTRING, callable_name, check_python, comment, data
+from compiler.codegen.numba_source import INFIX, Calls, Namer, literal
+from compiler.ir import reductions  # the names runtime.reductions gives generated kernels
 from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
 from compiler.ir.shapes import Shape
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
-from runtime import reductions
 
 ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
 # Names the generated code uses itself (with Python's builtins, which the Namer never hands out):
 # modules and imports, the reductions and helpers, the entries, the loops' indices.
 _RESERVED = {"math", "np", "njit", "FLAGS", "OPS", "ties", "sum_to", *reductions.__all__, *ENTRIES}
-_RESERVED |= {h for op in OPS.values() for h in op.helpers} | {f"i{k}" for k in range(32)}
+_RESERVED |= {f"i{k}" for k in range(32)}
 _VIEWS = ("transpose", "reshape", "broadcast_to")  # results that may share an operand's memory
 
 
@@ -146,7 +146,8 @@ class TensorWriter:
 
     def __init__(self, adj: TensorGraph, fused: bool = True):
         self.adj, self.fused = adj, fused
-        self.namer = Namer(_RESERVED)
+        ops = {n.op for n in adj.nodes if n.op in OPS}
+        self.namer = Namer(_RESERVED | {callable_name(op) for op in ops})
         self.input_ident = {n: self.namer.claim(n) for n in adj.inputs}
         self.dim_ident: dict[str, str] = {}
         for name in adj.inputs:
@@ -161,15 +162,15 @@ class TensorWriter:
                 self.ident[i] = self.dim_ident[n.value]
             elif n.op != CONST:
                 self.ident[i] = self.namer.claim(adj.names[i])
-        self.helpers = sorted({h for n in adj.nodes if n.op in OPS for h in OPS[n.op].helpers})
+        self.calls = Calls(())  # what the loops call: noted as they are written
         self.numpy_ops: dict[str, str] = {}  # op -> the name of its NumPy function
         self.outs: dict[int, str] = {}  # node -> the name of a loop's output array
         self.loops: list[str] = []
 
     # ----------------------------------------------------------------- text
-    def operand(self, i: int, exponent: bool = False) -> str:
+    def operand(self, i: int) -> str:
         node = self.adj.nodes[i]
-        return literal(node.value, exponent) if node.op == CONST else self.ident[i]
+        return literal(node.value) if node.op == CONST else self.ident[i]
 
     def shape_code(self, shape: Shape) -> str:
         dims = [data(d) if isinstance(d, int) else self.dim_ident[d] for d in shape]
@@ -206,7 +207,7 @@ class TensorWriter:
         """A scalar op as Python arithmetic (``_PYTHON_SCALAR``); a division by a value that
         may be zero falls back to NumPy's there (inf or nan where Python raises)."""
         node = self.adj.nodes[i]
-        code = f"float({OPS[node.op].code.format(**operands)})"
+        code = f"float({INFIX[node.op].format(**operands)})"
         if node.op != "div":
             return code
         divisor = self.adj.nodes[node.args[1]]
@@ -258,10 +259,11 @@ class TensorWriter:
             ops = {
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST
-                else literal(adj.nodes[a].value, node.op == "pow" and k == "b")
+                else literal(adj.nodes[a].value)
                 for k, a in zip("ab", node.args)
             }
-            line = f"{body}{self.ident[i]} = {OPS[node.op].code.format(**ops)}"
+            self.calls.note(node.op)
+            line = f"{body}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
             note = adj.notes.get(i)
             lines.append(f"{line}  # fused: {comment(note.format(**ops))}" if note else line)
         lines += [f"{body}{o}[{index}] = {self.ident[r]}" for o, r in zip(outs, region.outputs)]
@@ -360,8 +362,6 @@ class TensorWriter:
         ]
         body = "\n".join([*self.loops, *entries])
         uses = [h for h in reductions.__all__ if re.search(rf"\b{h}\(", body)]
-        # runtime.scalar is Numba's: the NumPy-only module must not import it for nothing
-        helpers = [h for h in self.helpers if re.search(rf"\b{h}\(", body)]
         header = [
             f'"""{TENSOR_DOCSTRING}"""',
             "",
@@ -373,7 +373,7 @@ class TensorWriter:
                 else []
             ),
             *([f"from runtime.reductions import {', '.join(uses)}"] if uses else []),
-            *([f"from runtime.scalar import {', '.join(helpers)}"] if helpers else []),
+            *self.calls.imports(),  # Numba's: a NumPy-only module has no loops, so none
         ]
         if self.numpy_ops:
             header += ["from compiler.ir.registry import OPS", ""]

@@ -8,10 +8,10 @@ states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them ke
 import off the compile path, and lets kinks and numerically poor forms be chosen deliberately.
 
 Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
-(``compiler/passes/fusion.py``) builds it from those subgraphs (text over ``x``). A gate states the
+(``compiler/passes/fusion/``) builds it from those subgraphs (text over ``x``). A gate states the
 stable formula its helper computes (``stable``, proved equal to the definition by
-``compiler.ir.gates.verify``) and its local gradient from its own output ``y`` where that is
-accurate. ``compiler.register_gate`` (``compiler/ir/gates.py``) checks a user's gate with SymPy
+``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
+accurate. ``compiler.register_gate`` (``compiler/gates.py``) checks a user's gate with SymPy
 and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
 in symgrad's own text language, never parsed by ``sympify``.
 
@@ -114,15 +114,8 @@ def sympy_definition(op: str):
             expr = _GIVEN_SYMPY[op]
         elif spec.origin == "builtin":  # an entry added at run time: trusted text, like ours
             expr = _sympify(spec.definition, (a, b, y))
-        else:
-            # A user's or a discovered gate: its text is symgrad's language, never sympify'd.
-            # (The one upward import left: gates are to hand their SymPy form to ``register``.)
-            import sympy
-
-            from compiler.frontend.text import parse
-
-            expr = parse(spec.definition).to_sympy()
-            expr = expr.xreplace({sympy.Symbol("a"): a, sympy.Symbol("b"): b})
+        else:  # a gate's text is symgrad's language: compiler.gates parses it and registers it
+            raise KeyError(f"gate '{op}' was registered without its SymPy form")
         cache[op] = expr
     return cache[op]
 

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import InputError
+from compiler.ir import reductions
 from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph
 from compiler.ir.registry import OPS
 from compiler.ir.tensor import DIM, TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import AXES_OPS, AXIS_SHAPE_OPS, TENSOR_OPS
-from runtime import reductions
 
 _NAMESPACE = {"np": np, **{h: getattr(reductions, h) for h in reductions.__all__}}
 

@@ -1,0 +1,106 @@
+"""Gate fusion: rewrite subgraphs into gates (``Graph -> (Graph, FusionReport)``).
+
+The lecture's trade-off — how much math goes into one node versus how simple each local gradient
+is — as a pass. A gate (an op of the registry with ``patterns``) replaces any subgraph matching
+one of its patterns, e.g. ``1/(1+exp(-x))`` → ``sigmoid(x)`` with ``x`` any subexpression. The
+matcher sees through the forms frontends produce:
+
+- commutative operands in either order, ``q ** -1`` for ``1 / q``, ``u + (-c)`` or
+  ``u + (-v)`` for ``u - c`` and ``u - v``;
+- the pattern variable under negation and constant scaling: ``exp(-x)`` matches ``exp(t)`` with
+  ``x = -t``, so SymPy's ``exp(-w*x - b)`` still makes ``sigmoid(w*x + b)``; ``exp(-2*x)`` in a
+  tanh pattern matches ``exp(-4*t)`` with ``x = 2*t``.
+
+A subgraph is fused only if its interior nodes are used by nothing else (else it is reported as
+skipped: fusing would compute them twice). Rounds repeat until nothing changes, so a gate can
+absorb another (``log(sigmoid(x))`` → ``logsigmoid``). Each fused node carries a note — the
+subgraph it replaced, as a template over its operand — which listings and generated code print.
+
+``gates="auto"`` also *discovers* gates (``_discover``): single-input regions whose derivative
+SymPy can write in terms of the region's own output (``exp(2x)`` → ``2y``). SymPy is imported only
+then; the default path parses patterns with symgrad's own parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from compiler.errors import GateError
+from compiler.ir.graph import Graph
+from compiler.ir.registry import OPS
+from compiler.ir.tensor import TensorGraph
+from compiler.ir.tensor_ops import TENSOR_GATES
+from compiler.passes.fusion.discovery import discover
+from compiler.passes.fusion.matching import find_matches
+from compiler.passes.fusion.patterns import patterns_by_op
+from compiler.passes.fusion.report import (
+    PROBES,
+    Discovered,
+    Fused,
+    FusionReport,
+    fused_nodes,
+    overflow_note,
+    visible,
+)
+from compiler.passes.fusion.rewrite import rebuild
+from compiler.passes.tensor_fusion import fuse_tensor_gates
+
+__all__ = ["PROBES", "Discovered", "Fused", "FusionReport", "fuse", "overflow_note", "select"]
+
+MAX_ROUNDS = 8
+
+Gates = bool | str | Sequence[str]
+
+
+def fuse(
+    graph: Graph, gates: Gates = True, *, wrt: Sequence[str] | None = None
+) -> tuple[Graph, FusionReport]:
+    """Rewrite ``graph``'s subgraphs into gates.
+
+    ``gates``: True (every registered gate), False (none: the graph comes back unchanged), a list
+    of gate names (only those), a single name, or "auto" (every gate, plus discovery). ``wrt`` only
+    shapes the report's backward counts (default: all inputs).
+    """
+    names, discovering = select(gates)
+    current, skipped, rounds = graph, [], 0
+    patterns = patterns_by_op(names)
+    while patterns and rounds < MAX_ROUNDS:
+        matches, refused = find_matches(current, patterns)
+        skipped += [s for s in refused if s not in skipped]
+        if not matches:
+            break
+        current, rounds = rebuild(current, matches), rounds + 1
+    if isinstance(current, TensorGraph):
+        current = fuse_tensor_gates(current, names)
+    report = FusionReport(names, discovering, graph, current, None if wrt is None else tuple(wrt))
+    report.skipped = skipped
+    if discovering:
+        current, report.discovered, report.notes = discover(current)
+        report.after = current
+    with visible(report.discovered_ops):
+        report.fused = fused_nodes(current)
+    return current, report
+
+
+def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
+    """(the gate names to fuse, whether to discover) for a ``fuse=`` setting."""
+    fusable = _gate_names() + TENSOR_GATES
+    if gates is True:
+        return fusable, False
+    if gates is False or gates is None:
+        return (), False
+    if isinstance(gates, str):
+        if gates == "auto":
+            return fusable, True
+        gates = [gates]
+    if not isinstance(gates, (list, tuple)) or not all(isinstance(g, str) for g in gates):
+        raise TypeError(f"fuse must be True, False, 'auto' or a list of gate names, not {gates!r}")
+    unknown = [g for g in gates if g not in fusable]
+    if unknown:
+        raise GateError(f"unknown gate(s) {unknown}; the gates are {', '.join(fusable)}")
+    return tuple(dict.fromkeys(gates)), False
+
+
+def _gate_names() -> tuple[str, ...]:
+    """The registered gates with patterns, in table order (built-ins first)."""
+    return tuple(name for name, spec in OPS.items() if spec.is_gate and spec.patterns)

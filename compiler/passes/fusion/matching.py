@@ -1,0 +1,256 @@
+"""Matching gate patterns against a graph: through commutative operands, ``q ** -1`` for
+``1 / q``, ``u + (-v)`` for ``u - v``, and the pattern variable under negation and constant
+scaling (read as linear forms). Matches never share interior nodes with the rest of the graph."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from compiler.ir.graph import CONST, LEAVES, Graph, format_const
+from compiler.ir.printing import ATOM, PRODUCT, UNARY, render
+from compiler.ir.registry import OPS
+from compiler.passes.fusion.patterns import FAMILY, Pattern
+
+#: Largest add/sub tree read as a linear form (bigger ones are compared as opaque nodes).
+MAX_LINEAR = 64
+
+
+class _Operand(NamedTuple):
+    """The gate's operand x = s * (the linear form ``key``), computed as ``coef * base``."""
+
+    key: tuple[tuple[int, float], ...]
+    s: float
+    base: int
+    coef: float
+
+
+class _State(NamedTuple):
+    core: tuple[int, ...]  # graph nodes the gate replaces
+    occurrences: tuple[tuple[int, float], ...]  # (graph node, k): where k * operand was read;
+    # the first one binds the operand (``_Matcher.operand``), the others must agree with it
+
+
+class Match(NamedTuple):
+    gate: str
+    root: int
+    base: int
+    coef: float
+    core: frozenset[int]
+    note: str  # the replaced subgraph as a template over the operand "{a}"
+
+
+class _Matcher:
+    """Matches patterns against one graph, remembering the linear forms it has computed."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.forms: dict[int, tuple[tuple[tuple[int, float], ...], float]] = {}
+
+    def match(self, p: Pattern, pn: int, gn: int, st: _State) -> _State | None:
+        """Extend ``st`` by matching pattern node ``pn`` against graph node ``gn``."""
+        g = self.graph
+        pnode, gnode = p.graph.nodes[pn], g.nodes[gn]
+        if pn in p.linear:
+            return self._bind(p.linear[pn], gn, st)
+        if pnode.op == CONST:
+            return st if gnode.op == CONST and gnode.value == pnode.value else None
+        if gnode.op not in FAMILY.get(pnode.op, (pnode.op,)) or gnode.op in LEAVES:
+            return None  # most tries end here: no alternative pairs these two ops
+        for pairs, extra in _alternatives(p, pn, g, gn):
+            s: _State | None = _State(st.core + (gn, *extra), st.occurrences)
+            for pa, ga in pairs:
+                s = self.match(p, pa, ga, s)
+                if s is None:
+                    break
+            if s is not None:
+                return s
+        return None
+
+    def _bind(self, k: float, gn: int, st: _State) -> _State | None:
+        """The pattern reads ``k * x`` where the graph has node ``gn``: bind or check x.
+
+        The first reading binds x without computing anything: most tries fail later on, and
+        linear forms are the costly part. A second reading must give the first one's x."""
+        if st.occurrences:
+            x, other = self.operand(*st.occurrences[0]), self.operand(gn, k)
+            if x.key != other.key or x.s != other.s:
+                return None
+        return _State(st.core, st.occurrences + ((gn, k),))
+
+    def operand(self, gn: int, k: float) -> _Operand:
+        """x where the pattern reads ``k * x`` and the graph has node ``gn``."""
+        key, scale = self.linear(gn)
+        s = scale / k  # x = s * sum(key)
+        base, c = _view(self.graph, gn)  # gn = c * base, and base = (scale / c) * sum(key)
+        return _Operand(key, s, base, s * c / scale)
+
+    def linear(self, i: int) -> tuple[tuple[tuple[int, float], ...], float]:
+        """Node ``i`` as ``scale * sum(c * term)`` over the add/sub/neg/constant-factor tree
+        under it, normalised so the first term's c is 1: ``-b - w*z`` and ``b + w*z`` share a
+        key, with scales -1 and 1. Constants are the term -1."""
+        if i not in self.forms:
+            self.forms[i] = _linear_form(self.graph, i)
+        return self.forms[i]
+
+
+def _linear_form(graph: Graph, i: int):
+    terms: dict[int, float] = {}
+    stack, visited = [(i, 1.0)], 0
+    while stack:
+        n, c = stack.pop()
+        visited += 1
+        if visited > MAX_LINEAR:
+            return ((i, 1.0),), 1.0
+        node = graph.nodes[n]
+        if node.op == "add":
+            stack += [(a, c) for a in node.args]
+        elif node.op == "sub":
+            stack += [(node.args[0], c), (node.args[1], -c)]
+        elif node.op == "neg":
+            stack.append((node.args[0], -c))
+        elif node.op == CONST:
+            terms[-1] = terms.get(-1, 0.0) + c * node.value
+        else:
+            base, k = _view(graph, n)
+            if base == n:
+                terms[n] = terms.get(n, 0.0) + c
+            else:
+                stack.append((base, c * k))
+    terms = {t: c for t, c in terms.items() if c != 0}
+    if not terms or not all(math.isfinite(c) for c in terms.values()):
+        return ((i, 1.0),), 1.0
+    lead = terms[min(terms)]
+    return tuple(sorted((t, c / lead) for t, c in terms.items())), lead
+
+
+def _view(graph: Graph, i: int) -> tuple[int, float]:
+    """Node ``i`` as ``c * base``, looking through negation and finite, non-zero constant
+    factors and divisors."""
+    c = 1.0
+    while True:
+        node = graph.nodes[i]
+        if node.op == "neg":
+            c, i = -c, node.args[0]
+            continue
+        if node.op in ("mul", "div"):
+            k = next((k for k in (1, 0) if graph.constant_value(node.args[k]) is not None), None)
+            if k is not None and (node.op == "mul" or k == 1):
+                v = graph.constant_value(node.args[k])
+                if v != 0 and math.isfinite(v):
+                    c, i = (c * v if node.op == "mul" else c / v), node.args[1 - k]
+                    continue
+        return i, c
+
+
+def _alternatives(p: Pattern, pn: int, g: Graph, gn: int):
+    """Ways to pair the pattern node's operands with the graph node's, equal forms included:
+    (pairs, further graph nodes the gate replaces)."""
+    pnode, gnode = p.graph.nodes[pn], g.nodes[gn]
+    pc, gc = p.graph.constant_value, g.constant_value
+    if pnode.op == gnode.op:
+        yield list(zip(pnode.args, gnode.args)), ()
+        if OPS[pnode.op].commutative:
+            yield list(zip(pnode.args, reversed(gnode.args))), ()
+    elif (
+        pnode.op == "div"
+        and gnode.op == "pow"
+        and pc(pnode.args[0]) == 1
+        and gc(gnode.args[1]) == -1
+    ):
+        yield [(pnode.args[1], gnode.args[0])], ()  # 1 / q  ==  q ** -1
+    elif pnode.op == "sub" and gnode.op == "add":  # u - v  ==  u + (-v)
+        u, v = pnode.args
+        for s, t in (gnode.args, reversed(gnode.args)):
+            if g.nodes[t].op == "neg":
+                yield [(u, s), (v, g.nodes[t].args[0])], (t,)
+            elif pc(v) is not None and gc(t) == -pc(v):
+                yield [(u, s)], ()
+    elif pnode.op == "add" and gnode.op == "sub":  # u + c  ==  u - (-c)
+        for u, c in (pnode.args, reversed(pnode.args)):
+            if pc(c) is not None and gc(gnode.args[1]) == -pc(c):
+                yield [(u, gnode.args[0])], ()
+
+
+def _possible(graph: Graph, patterns: dict[str, list[Pattern]]) -> dict[str, list[Pattern]]:
+    """The patterns that can match somewhere in ``graph`` (in their order): those whose needed
+    op families all occur in it. Most graphs rule out most patterns at once."""
+    ops = {node.op for node in graph.nodes}
+    possible: dict[str, list[Pattern]] = {}
+    for op, candidates in patterns.items():
+        kept = [p for p in candidates if all(not ops.isdisjoint(f) for f in p.needs)]
+        if kept:
+            possible[op] = kept
+    return possible
+
+
+def find_matches(graph: Graph, patterns: dict[str, list[Pattern]]):
+    """Non-overlapping matches, outermost first (roots visited from the output down)."""
+    patterns = _possible(graph, patterns)
+    if not patterns:
+        return {}, []
+    users: list[list[int]] | None = None  # made at the first match: most tries find none
+    outputs = set(graph.outputs)
+    consumed: set[int] = set()
+    matches: dict[int, Match] = {}
+    skipped: list[str] = []
+    matcher = _Matcher(graph)
+    for root in range(len(graph.nodes) - 1, -1, -1):
+        candidates = patterns.get(graph.nodes[root].op)
+        if not candidates or root in consumed:
+            continue
+        for p in candidates:
+            st = matcher.match(p, p.root, root, _State((), ()))
+            if st is None or not st.occurrences:
+                continue
+            x = matcher.operand(*st.occurrences[0])
+            core = frozenset(st.core)
+            users = graph.users() if users is None else users
+            shared = _shared_interior(core, root, users, outputs, consumed) or (
+                [x.base] if x.base in core else []
+            )
+            if shared:
+                skipped.append(_skip_reason(graph, p, root, shared, users, core))
+                continue
+            note = _note(graph, root, st)
+            matches[root] = Match(p.gate, root, x.base, x.coef, core, note)
+            consumed |= core
+            break
+    return matches, skipped
+
+
+def _shared_interior(core, root, users, outputs, consumed) -> list[int]:
+    return [
+        c
+        for c in core
+        if c != root and (c in outputs or c in consumed or any(u not in core for u in users[c]))
+    ]
+
+
+def _skip_reason(graph, p, root, shared, users, core) -> str:
+    i = min(shared)
+    others = ", ".join(graph.names[u] for u in users[i] if u not in core) or "the outputs"
+    return (
+        f"{graph.names[root]} matches {p.gate} but {graph.names[i]} = {graph.line(i).split(' = ')[1]}"
+        f" is also used by {others}: fusing would compute it twice"
+    )
+
+
+def _note(graph: Graph, root: int, st: _State) -> str:
+    """The matched subgraph as a template over the gate's operand ``{a}``: where the pattern
+    read ``k * x`` it prints ``k * {a}``; gates fused earlier print what they replaced."""
+    leaves = {}
+    for node, k in st.occurrences:
+        if k == 1:
+            leaves[node] = ("{a}", ATOM)
+        elif k == -1:
+            leaves[node] = ("-{a}", UNARY)
+        else:
+            leaves[node] = (f"{_number(k)} * {{a}}", PRODUCT)
+    templates = {i: graph.notes[i] for i in st.core if i in graph.notes}
+    return render(graph, root, leaves, templates=templates)
+
+
+def _number(k: float) -> str:
+    text = format_const(k)
+    return f"({text})" if text.startswith("-") else text

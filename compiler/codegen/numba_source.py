@@ -95,7 +95,7 @@ class Calls:
         """``op`` as a format string over ``{a}`` and ``{b}``."""
         if op in INFIX:
             return INFIX[op]
-        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: OPS[op].arity])})"
+        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'abc'[: OPS[op].arity])})"
 
     def imports(self) -> list[str]:
         names = sorted(self.intrinsics)
@@ -163,7 +163,7 @@ class ModuleWriter:
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
-        ops = {k: self.operand(a) for k, a in zip("ab", node.args)}
+        ops = {k: self.operand(a) for k, a in zip("abc", node.args)}
         line = f"{_BODY}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {comment(note.format(**ops))}" if note else line

@@ -186,7 +186,7 @@ class TensorWriter:
     def step_line(self, i: int) -> str:
         """A tensor op or a scalar node as one line of the entry."""
         node = self.adj.nodes[i]
-        operands = {k: self.operand(a) for k, a in zip("ab", node.args)}
+        operands = {k: self.operand(a) for k, a in zip("abc", node.args)}
         if node.op in TENSOR_OPS:
             spec = TENSOR_OPS[node.op]
             attrs = "" if node.value is None else self.attrs_code(node.op, node.value)
@@ -260,7 +260,7 @@ class TensorWriter:
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST
                 else literal(adj.nodes[a].value)
-                for k, a in zip("ab", node.args)
+                for k, a in zip("abc", node.args)
             }
             self.calls.note(node.op)
             line = f"{body}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"

@@ -15,7 +15,7 @@ from functools import cache
 
 from compiler.errors import ParseError
 from compiler.ir.graph import Graph
-from compiler.ir.registry import OPS, sympy_definition
+from compiler.ir.registry import FUNCTIONS, OPS, sympy_definition, version
 
 
 def from_sympy(expr, graph: Graph | None = None, bind: dict | None = None) -> Graph:
@@ -50,7 +50,7 @@ class _Builder:
             sympy.sign: "sign",
             sympy.floor: "floor",
             sympy.ceiling: "ceil",
-            **_table_functions(),
+            **_table_functions(version()),
         }
         self.relations = {
             sympy.StrictLessThan: "lt",
@@ -90,6 +90,8 @@ class _Builder:
             return [expr.args[0]]
         if isinstance(expr, (sp.Max, sp.Min)) or type(expr) in self.functions:
             return list(expr.args)
+        if self._named_op(expr):
+            return list(expr.args)
         if type(expr) in self.relations or type(expr) in self.logic or isinstance(expr, sp.Not):
             return list(expr.args)
         if isinstance(expr, sp.Piecewise):
@@ -128,7 +130,18 @@ class _Builder:
         if isinstance(expr, (sp.Max, sp.Min)):
             op = "maximum" if isinstance(expr, sp.Max) else "minimum"
             return _fold(g, op, [memo[a] for a in expr.args])
-        return g.add(self.functions[type(expr)], *(memo[a] for a in expr.args))
+        op = self.functions.get(type(expr)) or self._named_op(expr)
+        return g.add(op, *(memo[a] for a in expr.args))
+
+    def _named_op(self, expr) -> str | None:
+        """``sympy.Function("erf")(x)``: an undefined SymPy function named as one of symgrad's
+        functions, with its arity, is that op (how an op SymPy lacks is written in SymPy)."""
+        from sympy.core.function import AppliedUndef
+
+        if not isinstance(expr, AppliedUndef):
+            return None
+        op = FUNCTIONS.get(expr.func.__name__)
+        return op if op is not None and OPS[op].arity == len(expr.args) else None
 
     def _piecewise(self, expr, memo) -> int:
         """``Piecewise((e1, c1), (e2, c2), ...)`` as ``where(c1, e1, where(c2, e2, ...))``."""
@@ -186,9 +199,9 @@ class _Builder:
 
 
 @cache
-def _table_functions() -> dict:
+def _table_functions(table_version: int) -> dict:
     """SymPy's function -> the op defined as exactly it applied to its operands (``erf(a)``,
-    ``atan2(a, b)``): the op table's built-in entries, read once."""
+    ``atan2(a, b)``): the op table's entries, read once per version of the table."""
     import sympy
 
     a, b = sympy.symbols("a b", real=True)

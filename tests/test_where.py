@@ -411,3 +411,108 @@ def test_ops_functions_on_numbers_and_sympy():
     x = sympy.Symbol("x", real=True)
     assert ops.where(x, 1, 2) == sympy.Piecewise((1, sympy.Ne(x, 0)), (2, True))
     assert ops.clip(x, 0, 1).subs(x, 3) == 1
+
+
+# ------------------------------------------------------------------ end to end, every tier
+MODES = ["instant", "compiled", "auto", "llvm"]
+
+
+def kernel(source, mode: str, monkeypatch, **kwargs):
+    """``source`` compiled on one tier; "llvm" is the compiled mode on the LLVM backend."""
+    import compiler
+    from runtime import llvm_tier
+
+    if mode == "llvm":
+        monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    k = compiler.compile_gradient(source, mode="compiled" if mode == "llvm" else mode, **kwargs)
+    if mode == "llvm":
+        assert k._uses_llvm()
+    return k
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_double_where_on_every_tier(mode, monkeypatch, fresh_cache):
+    x = np.array([-1.0, 0.0, 0.25, 4.0, np.inf])
+    k = kernel("where(x > 0, sqrt(x), 0) + where(x > 0, log(x), x)", mode, monkeypatch)
+    value, grad = k.value_and_grad(x)
+    with np.errstate(all="ignore"):
+        want = np.where(x > 0, np.sqrt(x), 0) + np.where(x > 0, np.log(x), x)
+        slope = np.where(x > 0, 0.5 / np.sqrt(x) + 1 / x, 1.0)  # the chosen branches only
+    np.testing.assert_array_equal(value, want)
+    np.testing.assert_allclose(grad["x"], slope, rtol=1e-15)
+    assert grad["x"][1] == 1.0  # x = 0: sqrt's inf and log's -inf never reach it
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_unchosen_nan_on_every_tier(mode, monkeypatch, fresh_cache):
+    k = kernel("where(c, a * b, log(b - 10) * sqrt(-a))", mode, monkeypatch)
+    value, grad = k.value_and_grad(np.array([1.0, 1.0]), np.array([3.0, 2.0]), np.array([2.0, 5.0]))
+    np.testing.assert_array_equal(value, [6.0, 10.0])
+    np.testing.assert_array_equal(grad["a"], [2.0, 5.0])
+    np.testing.assert_array_equal(grad["b"], [3.0, 2.0])
+    np.testing.assert_array_equal(grad["c"], [0.0, 0.0])
+
+
+MIXED = (
+    "clip(x * y, -1, 2) + round(x) * y - floor(y) * ceil(x) + trunc(x - y) "
+    "+ where((x > 0) & ~(y > 1) | (x == y), exp(y) * x, sin(x * y)) + (x < y) * x"
+)
+
+
+def mixed_numpy(x, y):
+    pick = ((x > 0) & ~(y > 1)) | (x == y)
+    return (
+        np.clip(x * y, -1, 2) + np.round(x) * y - np.floor(y) * np.ceil(x) + np.trunc(x - y)
+        + np.where(pick, np.exp(y) * x, np.sin(x * y)) + (x < y) * x
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_values_and_gradients_on_every_tier(mode, monkeypatch, fresh_cache):
+    rng = np.random.default_rng(7)
+    x, y = rng.uniform(-3, 3, 200), rng.uniform(-3, 3, 200)
+    x[:4], y[:4] = [0.5, 1.5, -2.5, 2.0], [2.5, 1.0, 0.0, 2.0]  # ties of round, x == y
+    k = kernel(MIXED, mode, monkeypatch)
+    value, grad = k.value_and_grad(x, y)
+    np.testing.assert_allclose(value, mixed_numpy(x, y), rtol=1e-14, atol=1e-14)
+    h = 1e-7
+    off = slice(4, None)  # finite differences away from the ties and boundaries
+    for name, dx, dy in (("x", h, 0), ("y", 0, h)):
+        fd = (mixed_numpy(x + dx, y + dy) - mixed_numpy(x - dx, y - dy)) / (2 * h)
+        np.testing.assert_allclose(grad[name][off], fd[off], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled", "auto"])  # no LLVM tensor tier
+def test_tensor_kernels_on_every_tier(mode, monkeypatch, fresh_cache):
+    source = "sum(where(x > 0, sqrt(x), 0) * y + clip(x, -1, y) + floor(x) * ((x < y) | ~(y != 0)))"
+    x, y = np.array([-1.0, 0.0, 0.5, 2.5, 4.0]), np.array([1.0, 2.0, 0.0, 3.0, -1.0])
+    k = kernel(source, mode, monkeypatch, shapes={"x": ("n",), "y": ("n",)})
+    value, grad = k.value_and_grad(x=x, y=y)
+    with np.errstate(all="ignore"):
+        root = np.where(x > 0, np.sqrt(x), 0)
+        want = np.sum(root * y + np.clip(x, -1, y) + np.floor(x) * ((x < y) | (y == 0)))
+        dx = np.where(x > 0, 0.5 / root * y, 0) + ((x >= -1) & (x <= y))
+        dy = root + ((x > y) | (-1 > y))  # clip's hi gets x above it, and all of lo > hi
+    assert value == pytest.approx(want, rel=1e-15)
+    np.testing.assert_allclose(grad["x"], dx, rtol=1e-15)
+    np.testing.assert_allclose(grad["y"], dy, rtol=1e-15)
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled"])
+def test_callables_and_sympy_compile(mode, monkeypatch, fresh_cache):
+    import compiler
+
+    x = np.array([-2.0, 0.0, 0.3, 9.0])
+    k = compiler.compile_gradient(lambda x: np.where(x > 0, np.sqrt(x), np.floor(x)), mode=mode)
+    value, grad = k.value_and_grad(x)
+    np.testing.assert_array_equal(value, [-2.0, 0.0, np.sqrt(0.3), 3.0])
+    np.testing.assert_allclose(grad["x"], [0.0, 0.0, 0.5 / np.sqrt(0.3), 1 / 6], rtol=1e-15)
+    s = sympy.Symbol("x", real=True)
+    k = compiler.compile_gradient(sympy.Piecewise((sympy.sqrt(s), s > 0), (0, True)), mode=mode)
+    value, grad = k.value_and_grad(x)
+    np.testing.assert_array_equal(grad["x"], [0.0, 0.0, 0.5 / np.sqrt(0.3), 1 / 6])

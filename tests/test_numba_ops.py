@@ -128,7 +128,8 @@ def test_a_changed_entry_gets_a_new_intrinsic(monkeypatch):
 
 # ------------------------------------------------------------------------------ generated source
 def op_text(op: str) -> str:
-    return registry.OPS[op].text.format(a="x", b="y")
+    # parenthesized: comparisons and & | bind looser than +
+    return "(" + registry.OPS[op].text.format(a="x", b="y", c="x") + ")"  # c: where and clip
 
 
 def test_lowered_ops_exist():
@@ -176,7 +177,7 @@ def test_every_lowered_op_in_a_compiled_kernel_matches_its_oracle(tmp_path, monk
     x = np.linspace(0.25, 3.0, 11)
     y = np.linspace(0.5, 2.0, 11)
     with np.errstate(all="ignore"):
-        expected = sum(registry.OPS[op].numpy(*((x, y)[: registry.OPS[op].arity])) for op in ops)
+        expected = sum(registry.OPS[op].numpy(*((x, y, x)[: registry.OPS[op].arity])) for op in ops)
     value = kernel(x=x, y=y)
     np.testing.assert_allclose(value, expected, rtol=1e-13)
 

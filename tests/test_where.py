@@ -516,3 +516,16 @@ def test_callables_and_sympy_compile(mode, monkeypatch, fresh_cache):
     k = compiler.compile_gradient(sympy.Piecewise((sympy.sqrt(s), s > 0), (0, True)), mode=mode)
     value, grad = k.value_and_grad(x)
     np.testing.assert_array_equal(grad["x"], [0.0, 0.0, 0.5 / np.sqrt(0.3), 1 / 6])
+
+
+def test_numpy_signatures_of_clip_round_and_where_on_traced_values():
+    g = traced(lambda x, y: np.clip(x, None, y) + np.clip(x, a_min=0, a_max=None) * 10)
+    for x, y in [(2.0, 1.0), (-3.0, 5.0), (0.5, 0.25)]:
+        assert run(g, {"x": x, "y": y}) == np.clip(x, None, y) + np.clip(x, 0, None) * 10
+    for fn, words in [
+        (lambda x: np.round(x, 2), "decimals"),
+        (lambda x: np.where(x), r"np.where\(condition, x, y\)"),
+        (lambda x: np.clip(x, 0, 1, out=x), "out="),
+    ]:
+        with pytest.raises(ParseError, match=words):
+            traced(fn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -283,6 +284,8 @@ class Var:
         mine = getattr(ops, func.__name__, None)
         if func.__name__ not in _ARRAY_FUNCTIONS or mine is None:
             raise ParseError(f"numpy.{func.__name__} is not supported on traced values")
+        if func.__name__ in _NUMPY_SIGNATURES:
+            args, kwargs = _NUMPY_SIGNATURES[func.__name__](*args, **kwargs), {}
         return mine(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -294,6 +297,32 @@ _ARRAY_FUNCTIONS = (
     "sum", "mean", "max", "min", "amax", "amin", "dot", "transpose", "matmul",
     "take_along_axis", "reshape", "broadcast_to", "where", "clip", "round",
 )  # fmt: skip
+
+
+def _clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):  # noqa: A002
+    """np.clip's operands: a bound left out (None) is no bound (-inf, inf)."""
+    if out is not None:
+        raise ParseError("numpy.clip(..., out=) is not supported on traced values")
+    lo, hi = a_min if a_min is not None else min, a_max if a_max is not None else max
+    return a, -math.inf if lo is None else lo, math.inf if hi is None else hi
+
+
+def _round(a, decimals=0, out=None):
+    """np.round to an integer: the op round (half to even)."""
+    if decimals != 0 or out is not None:
+        raise ParseError("numpy.round(x, decimals) of a traced value is not supported: round(x)")
+    return (a,)
+
+
+def _where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise ParseError("numpy.where(condition) of a traced value is not supported: "
+                         "np.where(condition, x, y)")  # fmt: skip
+    return condition, x, y
+
+
+# NumPy's signatures of the functions whose options map onto an op's operands.
+_NUMPY_SIGNATURES = {"clip": _clip, "round": _round, "where": _where}
 
 
 def trace_callable(

@@ -1,10 +1,9 @@
-"""Scalar helpers that generated kernels call, with NumPy's semantics for nan, inf and ties.
+"""The branch-free exp, sin and cos as plain Numba functions: no kernel imports them any more.
 
-Numba inlines them into the kernels; each follows the NumPy function of the same name.
-
-``exp``, ``sin`` and ``cos`` are written with arithmetic, bit casts and selects only, so that LLVM's
-loop vectoriser turns a kernel's loop into AVX2 code (Numba's ``math.exp`` is a scalar libm call).
-They live here, not in a module of their own, because the kernel cache key hashes this file.
+Generated kernels compute every op through its lowering (``runtime/numba_ops.py``, the entries in
+``compiler/ir/ops/``), which writes these same algorithms once for every tier (bit for bit at
+float64: tests/test_op_lowerings.py). What is left here serves ``benchmarks/vecmath_bench.py``
+(libm against the branch-free forms, in Numba) and tests reading ``TRIG_MAX`` (trig.py's); it can go with them.
 """
 
 import math
@@ -12,6 +11,8 @@ import math
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+from compiler.ir.ops.trig import TRIG_MAX  # beyond it sin and cos call libm
 
 _FLAGS = dict(cache=True, error_model="numpy", inline="always")
 
@@ -111,9 +112,6 @@ _S1, _S2, _S3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.9841
 _S4, _S5, _S6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
 _C1, _C2, _C3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
 _C4, _C5, _C6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
-#: Beyond this |x| sin and cos call libm (Payne-Hanek); below it the three-part reduction is exact
-#: to within 0.02 ulp even at the doubles closest to a multiple of pi / 2.
-TRIG_MAX = 2.0**40
 
 
 @njit(**_FLAGS)
@@ -164,78 +162,3 @@ def cos(x):
     if abs(x) > TRIG_MAX:
         v = math.cos(x)
     return v
-
-
-@njit(**_FLAGS)
-def sign(x):
-    """np.sign: -1, 0 or 1; nan stays nan (so abs'(0) = 0)."""
-    if x > 0:
-        return 1.0
-    if x < 0:
-        return -1.0
-    return x * 0.0  # 0.0 for ±0, nan for nan
-
-
-@njit(**_FLAGS)
-def heaviside(x, h):
-    """np.heaviside: 0 below zero, ``h`` at zero, 1 above; nan for nan."""
-    if x > 0:
-        return 1.0
-    if x < 0:
-        return 0.0
-    if x == 0:
-        return h
-    return x
-
-
-@njit(**_FLAGS)
-def maximum(a, b):
-    """np.maximum: nan if either is nan."""
-    if a != a or b != b:
-        return a + b
-    return a if a >= b else b
-
-
-@njit(**_FLAGS)
-def minimum(a, b):
-    """np.minimum: nan if either is nan."""
-    if a != a or b != b:
-        return a + b
-    return a if a <= b else b
-
-
-@njit(**_FLAGS)
-def relu(x):
-    """np.maximum(0, x)."""
-    return x if x > 0 or x != x else 0.0
-
-
-# The gates' stable forward forms (the registry's ``stable`` texts): exp only ever sees -|x| <= 0,
-# so nothing overflows at any x. Written without branches around exp and the division, so where a
-# kernel also calls sigmoid(-x) (sigmoid's local gradient) LLVM computes both once for the two.
-@njit(**_FLAGS)
-def sigmoid(x):
-    """1 / (1 + exp(-x)) as exp(min(x, 0)) / (1 + exp(-|x|)): 0 or 1 at x = -/+1000, no overflow."""
-    e = exp(-abs(x))
-    r = 1.0 / (1.0 + e)
-    return r if x >= 0 else e * r
-
-
-@njit(**_FLAGS)
-def softplus(x):
-    """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): softplus(1000) = 1000, no overflow."""
-    return (x if x > 0 else 0.0) + math.log1p(exp(-abs(x)))
-
-
-@njit(**_FLAGS)
-def logsigmoid(x):
-    """log(sigmoid(x)) as min(x, 0) - log1p(exp(-|x|)): logsigmoid(-1000) = -1000."""
-    return (x if x < 0 else 0.0) - math.log1p(exp(-abs(x)))
-
-
-@njit(**_FLAGS)
-def xlogy(x, y):
-    """x * log(y), with 0 where x == 0 (unless y is nan), as scipy.special.xlogy."""
-    if x == 0 and y == y:
-        return 0.0
-    return x * math.log(y)

@@ -177,7 +177,7 @@ def generate() -> str:
     cases: list[str] = []
     for op in builtin_ops():
         cases += _op_case(f"op{codes[op.name]}", op.name)
-    functions = llvm_ops.closure([op.name for op in builtin_ops()], False, tier="instant")
+    functions = llvm_ops.functions_for([op.name for op in builtin_ops()], False, tier="instant")
     declared = llvm_ops.declarations(functions)
     for lines in _machine_cases().values():
         cases += lines

@@ -9,6 +9,10 @@ small calls don't pay for threads):
 - ``forward_save``: the value plus the forward values the backward reads (the residuals);
 - ``backward``: gradients from residuals, the inputs it reads and the seed.
 
+A node line is Python's operator for plain arithmetic (``+ - * /``, unary ``-``, ``x ** 3``)
+and otherwise a call of its op's intrinsic (``from runtime.numba_ops import exp, sigmoid``):
+the op's one lowering (``compiler.ir.lowering``), inlined into the loop by Numba.
+
 **Bounded functions.** Numba's compile time grows faster than linearly with the size of one
 function (a ``prange`` body most of all: 300 lines ≈ 2 s, 1,000 ≈ 8 s, 3,000 ≈ 43 s). An entry with
 more than ``SPLIT_LINES`` node lines is therefore written as *segments*: plain functions of at most

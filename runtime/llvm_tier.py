@@ -25,15 +25,18 @@ import json
 import threading
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compiler.codegen.entries import plan
 from compiler.errors import CompileError
-from compiler.passes.adjoint import AdjointGraph
 from runtime import background, cache, llvm_jit
 from runtime.blocks import EntryModule, in_parallel
 from runtime.llvm_jit import COMPILE_THREADS, compile_objects
+
+if TYPE_CHECKING:
+    from compiler.passes.adjoint import AdjointGraph
 
 #: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
 #: below. Measured (value_and_grad, 100,000 points, first call / steady call): a 6-op expression

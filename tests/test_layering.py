@@ -15,8 +15,9 @@ So ``compiler/ir`` imports nothing above it, passes are pure graph to graph, ``c
 imports ``runtime/`` and ``runtime/`` never imports ``passes`` or a frontend (the compile step
 hands it a planned program). One exception by construction: Jupyter's display methods
 (``_repr_html_``, ``_repr_svg_``) may import ``compiler.viz``, the presentation layer, lazily —
-displaying an object is what they are for, and nothing else runs them. Read with ``ast``, never
-imported: a broken module still shows its edges.
+displaying an object is what they are for, and nothing else runs them. Imports under
+``if TYPE_CHECKING:`` are annotations only (the runtime's ``adj: AdjointGraph``) and never run, so
+they are no edges. Read with ``ast``, never imported: a broken module still shows its edges.
 """
 
 from __future__ import annotations
@@ -100,7 +101,16 @@ def _imports(tree: ast.AST):
             yield node, [f"{node.module}.{a.name}" for a in node.names], function
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             function = node.name
+        if isinstance(node, ast.If) and _type_checking(node.test):
+            stack.extend((child, function) for child in node.orelse)
+            continue
         stack.extend((child, function) for child in ast.iter_child_nodes(node))
+
+
+def _type_checking(test: ast.expr) -> bool:
+    """``TYPE_CHECKING`` or ``typing.TYPE_CHECKING``."""
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+    return name == "TYPE_CHECKING"
 
 
 def edges() -> list[Edge]:
@@ -135,11 +145,16 @@ def test_the_reader_sees_every_kind_of_import():
         "from compiler import pyast\n"
         "def f():\n"
         "    from runtime.kernel import Kernel\n"
+        "if TYPE_CHECKING:\n"
+        "    import runtime.cache\n"
+        "else:\n"
+        "    import runtime.cli\n"
     )
     found = [(names, function) for _, names, function in _imports(ast.parse(source))]
     assert (["compiler.ir.graph"], None) in found
     assert (["compiler.pyast"], None) in found
     assert (["runtime.kernel.Kernel"], "f") in found
+    assert (["runtime.cli"], None) in found and (["runtime.cache"], None) not in found
     known = modules()
     assert _resolve("runtime.kernel.Kernel", known) == "runtime.kernel"
     assert _resolve("compiler.pyast", known) == "compiler.pyast"

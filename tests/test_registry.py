@@ -74,3 +74,84 @@ def test_an_op_without_stated_gradient_gets_sympys(monkeypatch):
         assert str(template.to_sympy()) == "cos(a)"
     finally:
         adjoint_pass.local_gradient_template.cache_clear()
+
+
+# ------------------------------------------------------------------ completeness
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_op_is_complete(op):
+    """Definition, stated gradients (proved above), a lowering that builds at both widths and
+    that LLVM accepts, and a function on the LLVM tier and in the instant tier's machine."""
+    from compiler.codegen import llvm_ops
+    from compiler.ir.lowering import DOUBLE, FLOAT, function_of
+    from runtime import llvm_jit
+    from runtime.instant import vm_source
+
+    spec = OPS[op]
+    assert spec.definition and spec.grads and len(spec.grads) == spec.arity
+    assert spec.lower is not None, f"{op} has no lowering"
+    binding = llvm_jit.llvm()
+    for ty in (DOUBLE, FLOAT):
+        for vector in (False, True):
+            module, _ = function_of(f"op.{op}", spec.lower, spec.arity, ty, vector)
+            binding.parse_assembly(str(module)).verify()
+            if spec.fast is not None:  # (value, needs the exact path)
+                function = llvm_ops.op_function(op, vector, fast=True)
+                assert function.text.replace(" ", "").startswith("defineinternal{double,i1}")
+    for vector in (False, True):
+        assert llvm_ops.op_function(op, vector).symbol == f"op.{op}.f64"
+    assert op in vm_source.opcodes()
+
+
+def test_an_op_without_a_lowering_is_a_named_error_on_each_tier(monkeypatch, tmp_path):
+    """A table entry without ``lower``: the tiers name it, for it alone ("no lowering for op X on
+    tier Y"); other expressions keep working on every tier (the instant tier's machine too)."""
+    import compiler
+    from compiler.ir.lowering import LoweringError
+    from runtime import llvm_tier
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    bare = registry.OpDef("bare_op", 1, "a + 1", "bare_op({a})", None, lambda a: a + 1, "b", ("1",))
+    registry.register(bare)
+    try:
+        for mode in ("instant", "compiled"):
+            with pytest.raises(LoweringError, match="no lowering for op bare_op on tier"):
+                compiler.compile_gradient("bare_op(x) * x", mode=mode).value_and_grad(x=[1.0])
+            k = compiler.compile_gradient("x * y + exp(x)", mode=mode)
+            assert k(x=1.0, y=2.0) == pytest.approx(2 + math.e)
+    finally:
+        registry.unregister("bare_op")
+    assert "bare_op" not in OPS
+
+
+def test_a_gate_whose_stable_form_uses_itself_is_a_named_error():
+    """No recursion: a gate without a lowering whose stable form names the gate itself."""
+    from dataclasses import replace
+
+    from compiler.codegen import llvm_ops
+    from compiler.ir.lowering import LoweringError
+
+    spec = replace(OPS["sigmoid"], name="loop_gate", text="loop_gate({a})", lower=None,
+                   origin="user", stable="loop_gate(a) + 0", patterns=())  # fmt: skip
+    registry.register(spec)
+    try:
+        with pytest.raises(LoweringError, match="loop_gate"):
+            llvm_ops.op_function("loop_gate", vector=True)
+    finally:
+        registry.unregister("loop_gate")
+
+
+def test_fingerprint_covers_an_entry_added_at_run_time():
+    from dataclasses import replace
+
+    assert registry.fingerprint("exp") == ""  # the files' own: symgrad's source digest covers it
+    one = replace(OPS["exp"], name="exp_twin")
+    registry.register(one)
+    try:
+        first = registry.fingerprint("exp_twin")
+        registry.register(replace(one, lower=lambda L, a: L.intrinsic("exp", a)))
+        assert first and registry.fingerprint("exp_twin") not in ("", first)
+        registry.register(replace(one, grads=("2 * y",)))
+        assert registry.fingerprint("exp_twin") != first
+    finally:
+        registry.unregister("exp_twin")

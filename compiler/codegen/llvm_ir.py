@@ -19,18 +19,18 @@ Shape of the module, for an entry of N nodes:
   every array argument (inputs, then outputs), ``scalars`` the scalar inputs, ``temps`` the
   calling thread's temporaries, ``partial`` one row of sums per block (gradients of scalar inputs,
   added in block order by the caller, as the instant tier does);
-- for a chunk using an op with a fast form (sin, cos), an *exact twin*: the fast chunk also returns whether any point's
-  argument was beyond the fast form's range (``TRIG_MAX``) (an or-reduction, vectorised with the loop); if one did, the
-  driver zeroes the block's partial sums and runs the block again, the twins in place of the
-  flagged chunks. The rerun rewrites the block's outputs and temporaries and adds its sums once.
+- for a chunk using an op with a fast form (sin, cos), an *exact twin*: the fast chunk also
+  returns whether any point needs the exact path (sin and cos: an argument beyond ``TRIG_MAX``;
+  an or-reduction, vectorised with the loop); if one did, the driver zeroes the block's partial
+  sums and runs the block again, the twins in place of the flagged chunks. The rerun rewrites the block's outputs and temporaries and adds its sums once.
 
 Each node is one call, ``%t = call double @op.<name>.f64(...)``, of its op's lowering printed
 once per module as an ``internal alwaysinline`` function (``compiler.codegen.llvm_ops``): the op
 table is the only place an op is written. ``vector`` (entries going through O3) asks the
 lowerings for their branch-free forms, which LLVM's loop vectoriser takes; an op with a ``fast``
 form (sin, cos) is called through it in the fast chunks and through ``lower`` in the exact twins.
-Chunk costs are the instructions of the op functions, counted once per op. The modules of the
-entry (``compiler.codegen.llvm_driver``), the temporary rows (``compiler.codegen.rows``).
+Chunk costs are the instructions of the op functions, counted once per op. The driver and the
+entry's modules: ``compiler.codegen.llvm_driver``; the temporary rows: ``compiler.codegen.rows``.
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ class EntryWriter:
             f"; symgrad {entry.name}: {len(entry.nodes)} nodes in {len(chunks)} "
             f"chunks{twins}, {rows} temporary rows, blocks of {block} points"
         )
-        ops = llvm_ops.closure(sorted(self.ops), self.vector, sorted(self.fast_ops))
+        ops = llvm_ops.functions_for(sorted(self.ops), self.vector, sorted(self.fast_ops))
         declared = llvm_ops.declarations(ops)
         if any(flagged) and self.sums:
             declared[MEMSET[0]] = MEMSET[1]

@@ -7,10 +7,9 @@ it (``alwaysinline``: the O3 pipeline and the O0 one both run the always-inliner
 costs nothing and the optimiser sees the op's instructions in the loop.
 
 An op with a ``fast`` form (sin, cos) is also printed as ``@op.<name>.fast.f64`` returning
-``{double, i1}``: the value and whether the point needs ``lower``'s exact path. A gate without a
-lowering of its own (a user's or a discovered one) is lowered from its stable form
-(``compiler.ir.lowering.lower_graph``); an op with neither is ``LoweringError``, never a KeyError
-or a recursion.
+``{double, i1}``: the value and whether the point needs ``lower``'s exact path. A user's or a
+discovered gate has the lowering of its stable form (``compiler.ir.lowering.lower_graph``); an op
+without a lowering is ``LoweringError``, never a KeyError or a recursion.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from functools import lru_cache
 
 from llvmlite import ir
 
-from compiler.ir.lowering import DOUBLE, Lower, LoweringError, function_of, lower_graph
+from compiler.ir.lowering import DOUBLE, Lower, LoweringError, function_of
 from compiler.ir.registry import OPS, OpDef
 
 _METADATA = re.compile(r", ![-a-zA-Z$._0-9]+ ![0-9]+$", re.M)  # hints (!prof), module-level
@@ -61,35 +60,22 @@ def op_function(op: str, vector: bool, fast: bool = False, tier: str = "llvm") -
     spec = OPS.get(op)
     if spec is None:
         raise LoweringError(op, tier, "not in the op table")
-    return _printed(spec, vector, fast, tier, ())
+    return _printed(spec, vector, fast, tier)
 
 
 @lru_cache(maxsize=1024)
-def _printed(spec: OpDef, vector: bool, fast: bool, tier: str, within: tuple) -> OpFunction:
-    lower = spec.fast if fast else _lowering(spec, tier, within)
+def _printed(spec: OpDef, vector: bool, fast: bool, tier: str) -> OpFunction:
+    lower = spec.fast if fast else _lowering(spec, tier)
     if lower is None:
         raise LoweringError(spec.name, tier, "no fast form")
     return _from_lower(symbol(spec.name, fast), spec, lower, vector, fast)
 
 
-def _lowering(spec: OpDef, tier: str, within: tuple = ()):
-    """``spec.lower``; for a gate without one (a user's, a discovered one), its stable form's
-    graph lowered op by op (``lower_graph``). Anything else, or a gate whose stable form uses
-    itself, is ``LoweringError``."""
-    if spec.lower is not None:
-        return spec.lower
-    if spec.origin == "builtin" or spec.name in within:
-        why = "its stable form uses itself" if spec.name in within else ""
-        raise LoweringError(spec.name, tier, why)
-    inner = within + (spec.name,)
-
-    def resolve(name: str):
-        callee = OPS.get(name)
-        if callee is None:
-            raise LoweringError(spec.name, tier, f"its stable form uses {name}")
-        return _lowering(callee, tier, inner)
-
-    return lower_graph(_template(spec.stable or spec.definition), tier, resolve)
+def _lowering(spec: OpDef, tier: str):
+    """``spec.lower`` (a gate's is ``lower_graph`` of its stable form), else ``LoweringError``."""
+    if spec.lower is None:
+        raise LoweringError(spec.name, tier)
+    return spec.lower
 
 
 def _from_lower(name: str, spec: OpDef, lower, vector: bool, fast: bool) -> OpFunction:
@@ -116,13 +102,6 @@ def _from_lower(name: str, spec: OpDef, lower, vector: bool, fast: bool) -> OpFu
     return OpFunction(name, text, tuple(sorted(declarations)), _count(text))
 
 
-def _template(text: str):
-    # A user's gate's stable form is symgrad's text language (never sympify'd).
-    from compiler.frontend.text import parse
-
-    return parse(text)
-
-
 def _count(text: str) -> int:
     """Instructions of a printed function (its lines but the signature, labels and braces)."""
     return sum(
@@ -132,7 +111,7 @@ def _count(text: str) -> int:
     )
 
 
-def closure(ops, vector: bool, fast_ops=(), tier: str = "llvm") -> list[OpFunction]:
+def functions_for(ops, vector: bool, fast_ops=(), tier: str = "llvm") -> list[OpFunction]:
     """The functions a module computing ``ops`` (and the ``fast`` forms of ``fast_ops``) needs."""
     return [op_function(op, vector, False, tier) for op in ops] + [
         op_function(op, vector, True, tier) for op in fast_ops

@@ -150,4 +150,5 @@ def lower_graph(template, tier: str = "llvm", resolve=None):
                 values[i] = lowerings[node.op](L, *(values[a] for a in node.args))
         return values[template.outputs[0]]
 
+    lower.graph = template  # what the lowering computes: the instant tier expands it
     return lower

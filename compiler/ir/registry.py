@@ -1,7 +1,11 @@
 """The op table: every op declared once — definition, printing, evaluation, gradient.
 
 Frontends, the adjoint pass, codegen, fusion and drawing all read this table, so adding an op
-touches one entry. Definitions are SymPy text over the placeholders ``a``, ``b``. Local gradients
+touches one entry. The entries live in ``compiler/ir/ops/<family>.py`` (each module's ``OPS``
+list, collected here in module-name order): an op added there, or at run time by ``register``, is
+on every tier with nothing else to edit, its lowering (``OpDef.lower``) being the one every tier
+prints. ``FUNCTIONS`` and the SymPy names a definition may use come from the table and from
+SymPy itself, never from a list kept by hand. Definitions are SymPy text over the placeholders ``a``, ``b``. Local gradients
 are stated in ``grads`` (text over ``a``, ``b`` and the op's own output ``y``, like the lecture's
 gate patterns) and checked against ``sympy.diff`` of the definition by the test suite; an op that
 states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them keeps SymPy's 0.4 s

@@ -13,15 +13,18 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compiler.codegen.entries import plan
-from compiler.passes.adjoint import AdjointGraph
 from runtime import cache, llvm_jit
 from runtime.blocks import EntryModule, in_parallel
 from runtime.instant import vm_source
 from runtime.instant.program import Program, compile_program
+
+if TYPE_CHECKING:
+    from compiler.passes.adjoint import AdjointGraph
 
 __all__ = ["InstantModule", "machine"]
 

@@ -9,7 +9,7 @@ stored as soon as they are computed, so the register file holds only what is liv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,8 +17,10 @@ from compiler.codegen.entries import Entry, block_length
 from compiler.ir.graph import CONST, Graph
 from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
-from compiler.passes.adjoint import AdjointGraph
 from runtime.instant.vm_source import PLACEHOLDERS, opcodes, table_key, width
+
+if TYPE_CHECKING:
+    from compiler.passes.adjoint import AdjointGraph
 
 #: The register file of one block is at most this many doubles (2 MiB: it stays in cache), with
 #: MAX_BLOCK elements per block (numexpr's choice) unless that is too many for the registers.
@@ -118,17 +120,12 @@ class _Emitter:
         return self.constant(template.nodes[result].value)
 
 
-@cache
-def _template_of(name: str, text: str) -> Graph:
-    from compiler.frontend.text import parse
-
-    return parse(text)
-
-
 def _template(name: str) -> Graph:
-    """A gate the machine lacks, as the graph its generated code computes (its stable form)."""
-    spec = OPS[name]
-    return _template_of(name, spec.stable or spec.definition)
+    """A gate the machine lacks, as the graph its lowering computes (``lower_graph``'s)."""
+    graph = getattr(OPS[name].lower, "graph", None)
+    if graph is None:
+        raise LoweringError(name, "instant", "a gate without the graph of its stable form")
+    return graph
 
 
 def compile_program(adj: AdjointGraph, entry: Entry) -> Program:

@@ -40,13 +40,14 @@ ARGUMENTS = (
 
 
 def builtin_ops() -> list[OpDef]:
-    """The ops the machine implements: the table's entries that are not gates made at run time
-    (ops ``registry.register`` adds included).
+    """The ops the machine implements: the table's entries with a lowering that are not gates
+    made at run time (ops ``registry.register`` adds included). An entry without a lowering is
+    left out, so it fails alone (``LoweringError`` when a program uses it), not the machine.
 
     Gates a user registers or fusion discovers at run time are not among them — the machine would
     otherwise be recompiled for each — the program expands them into the ops they are made of.
     """
-    return [op for op in OPS.values() if op.origin == "builtin"]
+    return [op for op in OPS.values() if op.origin == "builtin" and op.lower is not None]
 
 
 def table_key() -> str:
@@ -176,7 +177,7 @@ def generate() -> str:
     cases: list[str] = []
     for op in builtin_ops():
         cases += _op_case(f"op{codes[op.name]}", op.name)
-    functions = llvm_ops.closure([op.name for op in builtin_ops()], False, tier="instant")
+    functions = llvm_ops.functions_for([op.name for op in builtin_ops()], False, tier="instant")
     declared = llvm_ops.declarations(functions)
     for lines in _machine_cases().values():
         cases += lines

@@ -16,9 +16,15 @@ skipped: fusing would compute them twice). Rounds repeat until nothing changes, 
 absorb another (``log(sigmoid(x))`` → ``logsigmoid``). Each fused node carries a note — the
 subgraph it replaced, as a template over its operand — which listings and generated code print.
 
-``gates="auto"`` also *discovers* gates (``_discover``): single-input regions whose derivative
+``gates="auto"`` also *discovers* gates (``discovery.py``): single-input regions whose derivative
 SymPy can write in terms of the region's own output (``exp(2x)`` → ``2y``). SymPy is imported only
 then; the default path parses patterns with symgrad's own parser.
+
+A pure pass: it never writes the op table. The entries of discovered gates come back in the
+report (``FusionReport.discovered_ops``); ``compiler.fuse`` (``compiler.gates``), which the
+compile step calls, installs them for the kernel. The modules, by responsibility: ``patterns``
+(compiling gate patterns), ``matching`` (finding matches), ``rewrite`` (the rebuilt graph),
+``discovery`` and ``report`` (what fusion did, and where unfused forms overflow).
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ def fuse(
 
     ``gates``: True (every registered gate), False (none: the graph comes back unchanged), a list
     of gate names (only those), a single name, or "auto" (every gate, plus discovery). ``wrt`` only
-    shapes the report's backward counts (default: all inputs).
+    shapes the report's backward counts (default: all inputs). With discovery, the graph uses the
+    entries in ``report.discovered_ops``, which are not installed: compile it through
+    ``compiler.fuse`` (or ``compiler.gates.install_discovered(report)``).
     """
     names, discovering = select(gates)
     current, skipped, rounds = graph, [], 0

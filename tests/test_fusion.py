@@ -319,6 +319,19 @@ def test_the_fusion_pass_returns_discovered_gates_and_leaves_the_op_table_alone(
     assert [d[:3] for d in public.discovered] == [d[:3] for d in report.discovered]
 
 
+def test_discovered_entries_are_seen_by_the_rewrite_only_while_it_runs():
+    from compiler.ir import registry
+    from compiler.passes.fusion import visible
+
+    spec = registry.OPS["sigmoid"]
+    fake = spec.__class__(**{**spec.__dict__, "name": "auto_feedface"})
+    table = dict(registry.OPS)
+    with pytest.raises(RuntimeError), visible({"auto_feedface": fake, "sigmoid": fake}):
+        assert registry.OPS["auto_feedface"] is fake and registry.OPS["sigmoid"] is spec
+        raise RuntimeError
+    assert dict(registry.OPS) == table  # removed again, and an installed entry left untouched
+
+
 # ------------------------------------------------------------------ fused == unfused
 @st.composite
 def inner_expressions(draw, depth=2):

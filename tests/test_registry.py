@@ -113,6 +113,9 @@ def test_every_op_is_complete(op):
     for vector in (False, True):
         assert llvm_ops.op_function(op, vector).symbol == f"op.{op}.f64"
     assert op in vm_source.opcodes()
+    from runtime import numba_ops
+
+    assert numba_ops.has_lowering(op) and numba_ops.intrinsic(op) is not None
 
 
 def test_an_op_without_a_lowering_is_a_named_error_on_each_tier(monkeypatch, tmp_path):
@@ -127,6 +130,10 @@ def test_an_op_without_a_lowering_is_a_named_error_on_each_tier(monkeypatch, tmp
     bare = registry.OpDef("bare_op", 1, "a + 1", "bare_op({a})", None, lambda a: a + 1, "b", ("1",))
     registry.register(bare)
     try:
+        from runtime import numba_ops
+
+        with pytest.raises(LoweringError, match="no lowering for op bare_op on tier numba"):
+            numba_ops.intrinsic("bare_op")
         for mode in ("instant", "compiled"):
             with pytest.raises(LoweringError, match="no lowering for op bare_op on tier"):
                 compiler.compile_gradient("bare_op(x) * x", mode=mode).value_and_grad(x=[1.0])

@@ -109,6 +109,7 @@ class EntryWriter:
         self.adj, self.entry, self.vector = adj, entry, vector  # the title is not written
         self.limit = CHUNK_INSTRUCTIONS if chunk is None else chunk
         self.costs: dict[str, int] = {}
+        self.functions: dict[tuple[str, bool], llvm_ops.OpFunction] = {}
         nodes = adj.nodes
         n_given = len(entry.given)
         self.given = {node: (pos, kind) for pos, (node, kind) in enumerate(entry.given)}
@@ -143,7 +144,7 @@ class EntryWriter:
         chunk an op with a fast form also defines ``%dst.big``, collected in ``self.flags``."""
         args = ", ".join(f"double {o}" for o in operands)
         if self.vector and not self.exact and has_fast(op):
-            f = llvm_ops.op_function(op, self.vector, fast=True)
+            f = self.function(op, True)
             self.fast_ops.add(op)
             self.flags.append(f"%{dst}.big")
             kind = llvm_ops.FAST_TYPE
@@ -152,15 +153,22 @@ class EntryWriter:
                 f"%{dst} = extractvalue {kind} %{dst}.f, 0",
                 f"%{dst}.big = extractvalue {kind} %{dst}.f, 1",
             ]
-        f = llvm_ops.op_function(op, self.vector)
+        f = self.function(op, False)
         self.ops.add(op)
         return [f"%{dst} = call double @{f.symbol}({args})"]
+
+    def function(self, op: str, fast: bool) -> llvm_ops.OpFunction:
+        """The op's printed function (looked up once per op and writer)."""
+        key = (op, fast)
+        if key not in self.functions:
+            self.functions[key] = llvm_ops.op_function(op, self.vector, fast)
+        return self.functions[key]
 
     def cost(self, op: str) -> int:
         """Instructions of the op's function (its fast form where fast chunks call that)."""
         if op not in self.costs:
             fast = self.vector and has_fast(op)
-            self.costs[op] = 1 + llvm_ops.op_function(op, self.vector, fast).instructions
+            self.costs[op] = 1 + self.function(op, fast).instructions
         return self.costs[op]
 
     # ------------------------------------------------------------------ chunks

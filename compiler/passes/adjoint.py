@@ -7,6 +7,12 @@ VJP rules (``compiler.ir.tensor_ops``), and each elementwise contribution is sum
 axes its operand was broadcast along: no Jacobian is ever built. Only nodes between the ``wrt`` inputs and the output get an
 adjoint, structural zeros are never built, and hash-consing shares common subexpressions (the local
 gradient of ``exp`` *is* the forward ``exp`` node).
+
+``where(c, a, b)`` routes its upstream gradient to the chosen branch (``where(c, upstream, 0)``,
+a select, not a product), and on the nodes whose every path to the output runs through such a
+routing each product absorbs a zero upstream (``where(upstream, upstream * local, 0)``): the
+unchosen branch's inf or nan never reaches the gradient (the "double where" trap, where JAX and
+PyTorch give nan). Everywhere else products stay IEEE's, as NumPy's: 0 * inf is nan.
 """
 
 from __future__ import annotations

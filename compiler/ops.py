@@ -11,7 +11,8 @@ import numpy as np
 
 from compiler.errors import ShapeError
 from compiler.frontend.tracing import Var
-from compiler.ir.registry import FUNCTIONS, OPS, placeholders, sympy_definition
+from compiler.ir.graph import operand_symbols
+from compiler.ir.registry import FUNCTIONS, OPS, sympy_definition
 from compiler.ir.shapes import declare, normalize_axes
 
 
@@ -32,12 +33,13 @@ def _make(name: str):
         if any(_is_sympy(a) for a in args):
             import sympy
 
-            subs = dict(zip(placeholders(), map(sympy.sympify, args)))
-            return sympy_definition(op.name).xreplace(subs)
+            definition = sympy_definition(op.name)
+            subs = dict(zip(operand_symbols(definition), map(sympy.sympify, args)))
+            return definition.xreplace(subs)
         return op.numpy(*args)
 
     function.__name__ = function.__qualname__ = name
-    function.__doc__ = f"{name}: {op.definition} (over a, b), elementwise."
+    function.__doc__ = f"{name}: {op.definition} (over a, b, c), elementwise."
     return function
 
 
@@ -75,7 +77,7 @@ def _reduction(op: str):
 
 
 def _numpy_logsumexp(x, axis=None, keepdims: bool = False):
-    from runtime.reductions import logsumexp as stable
+    from compiler.ir.reductions import logsumexp as stable
 
     x = np.asarray(x, dtype=float)
     axes = normalize_axes(axis, x.ndim, "logsumexp")
@@ -159,7 +161,7 @@ def softmax(x, axis):
     """exp(x) / sum(exp(x)) over ``axis``, stably (shifted by the max)."""
     if isinstance(x, Var):
         return _traced("softmax", (x,), _axes(x, axis, "softmax()"))
-    from runtime.reductions import softmax as numpy_softmax
+    from compiler.ir.reductions import softmax as numpy_softmax
 
     return numpy_softmax(np.asarray(x, dtype=float), normalize_axes(axis, np.ndim(x), "softmax"))
 
@@ -168,7 +170,7 @@ def log_softmax(x, axis):
     """x - logsumexp(x, axis, keepdims=True): finite where softmax underflows."""
     if isinstance(x, Var):
         return _traced("log_softmax", (x,), _axes(x, axis, "log_softmax()"))
-    from runtime.reductions import log_softmax as numpy_log_softmax
+    from compiler.ir.reductions import log_softmax as numpy_log_softmax
 
     x = np.asarray(x, dtype=float)
     return numpy_log_softmax(x, normalize_axes(axis, x.ndim, "log_softmax"))
@@ -183,7 +185,7 @@ def take_along_axis(arr, indices, axis: int):
         return _traced(
             "take_along_axis", (arr, indices), (_one_axis(like, axis, "take_along_axis()"),)
         )
-    from runtime import reductions
+    from compiler.ir import reductions
 
     arr = np.asarray(arr, dtype=float)
     return reductions.take_along_axis(arr, np.asarray(indices, dtype=float), axis)
@@ -196,7 +198,7 @@ def scatter_along_axis(values, indices, axis: int, shape):
         what = "scatter_along_axis()"
         attrs = (_one_axis(like, axis, what), _shape(like, shape, what))
         return _traced("scatter_along_axis", (values, indices), attrs)
-    from runtime import reductions
+    from compiler.ir import reductions
 
     values = np.asarray(values, dtype=float)
     shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
@@ -222,7 +224,7 @@ def sum_to(x, shape):
     adjoint)."""
     if isinstance(x, Var):
         return _traced("sum_to", (x,), _shape(x, shape, "sum_to()"))
-    from runtime.inputs import sum_to as numpy_sum_to
+    from compiler.ir.reductions import sum_to as numpy_sum_to
 
     return numpy_sum_to(np.asarray(x, dtype=float), tuple(shape))
 
@@ -233,7 +235,7 @@ def ties(x, extreme, axis):
     if isinstance(x, Var) or isinstance(extreme, Var):
         like = x if isinstance(x, Var) else extreme
         return _traced("ties", (x, extreme), _axes(like, axis, "ties()"))
-    from runtime.reductions import ties as numpy_ties
+    from compiler.ir.reductions import ties as numpy_ties
 
     x = np.asarray(x, dtype=float)
     return numpy_ties(x, np.asarray(extreme, dtype=float), normalize_axes(axis, x.ndim, "ties"))

@@ -3,7 +3,8 @@
 Generated kernels compute every op through its lowering (``runtime/numba_ops.py``, the entries in
 ``compiler/ir/ops/``), which writes these same algorithms once for every tier (bit for bit at
 float64: tests/test_op_lowerings.py). What is left here serves ``benchmarks/vecmath_bench.py``
-(libm against the branch-free forms, in Numba) and tests reading ``TRIG_MAX`` (trig.py's); it can go with them.
+(libm against the branch-free forms, in Numba) and tests reading ``TRIG_MAX`` (trig.py's); it
+can go with them.
 """
 
 import math

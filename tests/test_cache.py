@@ -162,9 +162,9 @@ def test_edited_module_is_detected_by_its_checksum(cache_dir):
     assert_result(fresh_result())
     [entry] = modules(cache_dir)
     text = entry.read_text()
-    assert "math.tanh(" in text
-    entry.write_text(text.replace("math.tanh(", "math.sinh("))  # still valid Python, wrong maths
-    assert_result(fresh_result())  # tanh again, not sinh
+    assert "= tanh(" in text  # the op's intrinsic (runtime.numba_ops)
+    entry.write_text(text.replace("tanh", "exp"))  # still valid Python, wrong maths
+    assert_result(fresh_result())  # tanh again, not exp
     assert checksum_ok(entry) and entry.read_text() == text
 
 
@@ -366,7 +366,7 @@ def test_numba_failure_leaves_nothing_and_the_next_compile_works(cache_dir, monk
     real = numba_source.generate
 
     def untypable(*args, **kwargs):
-        return real(*args, **kwargs).replace("math.tanh(", "no_such_function(")
+        return real(*args, **kwargs).replace("= tanh(", "= no_such_function(")
 
     monkeypatch.setattr(numba_source, "generate", untypable)
     with pytest.raises(compiler.CompileError):

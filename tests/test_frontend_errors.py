@@ -277,11 +277,8 @@ def test_the_os_system_example(tmp_path):
         ("(x, y)", 0, "(x, y)"),
         ("x[0]", 0, "x[0]"),
         ("x if y else z", 0, "x if y else z"),
-        ("x < y", 0, "x < y"),
-        ("x == y", 0, "x == y"),
         ("x and y", 0, "x and y"),
         ("not x", 0, "not"),
-        ("~x", 0, "~"),
         ("x // y", 2, "//"),
         ("x % y", 2, "%"),
         ("x @ y", 2, "@"),
@@ -551,13 +548,13 @@ def branch_on_if(x):
         lambda x, y: x if x == y else y,
         lambda x, y: x if x != y else y,
         lambda x, y: max(x, y),
-        lambda x: x < 1,
         lambda x: min(x, 2.0) * x,
     ],
-    ids=["if", "truth", "eq", "ne", "max", "lt", "min"],
+    ids=["if", "truth", "eq", "ne", "max", "min"],
 )
 def test_branching_on_traced_values_is_refused(fn):
-    with pytest.raises(compiler.ParseError, match="comparisons and if/else"):
+    # Comparisons are traced (1.0 or 0.0); branching on their truth value is not.
+    with pytest.raises(compiler.ParseError, match="no truth value.*ops.where"):
         compiler.compile_gradient(fn)
 
 
@@ -587,25 +584,22 @@ def test_other_bad_callables():
 @pytest.mark.parametrize(
     "fn, words",
     [
-        (lambda x: int(x) * x, "no floor or round op"),
-        (lambda x: round(x), "no floor or round op"),
-        (lambda x: math.floor(x), "no floor or round op"),
-        (lambda x: np.floor(x), "no floor or round op"),
-        (lambda x: x // 2, "no floor or round op"),
-        (lambda x: 3 // x, "no floor or round op"),
-        (lambda x: x % 2, "no floor or round op"),
+        (lambda x: int(x) * x, "ops.floor(x / y)"),
+        (lambda x: x // 2, "ops.floor(x / y)"),
+        (lambda x: 3 // x, "ops.floor(x / y)"),
+        (lambda x: x % 2, "ops.floor(x / y)"),
         (lambda x: x[0], "not a sequence"),
         (lambda x: len(x) * x, "not a sequence"),
         (lambda x: sum(v for v in x), "not a sequence"),
-        (lambda x: bool(x) * x, "heaviside"),
-        (lambda x: x if x else -x, "heaviside"),
+        (lambda x: bool(x) * x, "ops.where"),
+        (lambda x: x if x else -x, "ops.where"),
         (lambda x: x ^ 2, "use ** for powers"),
-        (lambda x: x & 1, "bitwise"),
+        (lambda x: x << 1, "use ** for powers"),
         (lambda x: x.exp(), "no attribute 'exp'"),
     ],
     ids=[
-        "int", "round", "math.floor", "np.floor", "floordiv", "rfloordiv", "mod", "index", "len",
-        "iterate", "bool", "if", "xor", "and", "attribute",
+        "int", "floordiv", "rfloordiv", "mod", "index", "len",
+        "iterate", "bool", "if", "xor", "lshift", "attribute",
     ],
 )  # fmt: skip
 def test_untraceable_python_says_what_to_use(fn, words):
@@ -675,11 +669,8 @@ X, Y = sp.symbols("x y")
         sp.exp(sp.I * X),
         sp.atan(X),
         sp.Function("f")(X),
-        sp.Piecewise((X, X > 0), (Y, True)),
         sp.Derivative(sp.exp(X) * Y, X),
         sp.zoo * X,
-        sp.floor(X),
-        sp.Eq(X, Y),
         sp.Matrix([X]),
     ],
     ids=str,

@@ -123,9 +123,6 @@ def test_a_python_callable(op):
     np.testing.assert_allclose(f(X, Y), want(X, Y)[0], rtol=1e-15)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="compiler/frontend/sympy_expr.py's function table is hand-kept (hD's part)"
-)
 def test_sympy_input(op):
     x, y = sympy.symbols("x y", real=True)
     k = compiler.compile_gradient(sympy.Function(NAME)(x) * y + sympy.sin(x), mode="instant")

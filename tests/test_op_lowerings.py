@@ -375,7 +375,7 @@ def test_fast_flags_exactly_the_arguments_beyond_trig_max(name):
     np.testing.assert_array_equal(evaluate(flag, x), (~small).astype(F64))
     assert_same_bits(evaluate(value, x)[small], evaluate(ALL[name].lower, x)[small], x[small])
     x32 = trig_points(F32)
-    np.testing.assert_array_equal(evaluate(flag, x32, dtype=F32), np.abs(x32) > 2.0**21)
+    np.testing.assert_array_equal(evaluate(flag, x32, dtype=F32), np.abs(x32) > trig.TRIG_MAX32)
 
 
 @pytest.mark.parametrize("vector", [True, False])
@@ -520,3 +520,15 @@ def test_loops_vectorise_without_calling_the_c_library(name, dtype):
     assert re.search(rf"<\d+ x {element}>", text), "not vectorised"
     called = set(re.findall(r"call [^@]*@([\w.]+)\(", text))
     assert all(c.startswith(("llvm.fma.", "llvm.fabs.")) for c in called), called
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_float32_fast_path_within_an_ulp_up_to_its_trig_max(name):
+    """Every float32 nearest a multiple k pi/2 below TRIG_MAX32 (where r cancels most), and
+    its two neighbours: the three-part pi/2 keeps the fast path within an ulp there."""
+    k = np.arange(1, int(trig.TRIG_MAX32 / (np.pi / 2)) + 1)
+    near = (k * (np.pi / 2)).astype(F32)
+    near = near[near <= trig.TRIG_MAX32]
+    x = np.concatenate([near, np.nextafter(near, F32(np.inf)), np.nextafter(near, F32(0))])
+    got = evaluate(_fast_value(name), x, dtype=F32)
+    assert_within_ulps(got, getattr(np, name)(x.astype(F64)).astype(F32), 1, x)

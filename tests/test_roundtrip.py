@@ -74,9 +74,9 @@ def _registry_texts() -> list[tuple[str, tuple | None]]:
     """One expression per op: every function of the text language, scalar and tensor."""
     out = []
     for name, op in FUNCTIONS.items():
-        args = ", ".join("xy"[: OPS[op].arity])
+        args = ", ".join("xyz"[: OPS[op].arity])
         out.append((f"{name}({args}) * x + 1", None))
-        out.append((f"sum({name}({'A, B' if OPS[op].arity == 2 else 'A'}))", MATRIX))
+        out.append((f"sum({name}({', '.join('ABA'[: OPS[op].arity])}))", MATRIX))
     tensor = {
         "matmul": "sum(matmul(A, v) ** 2)",
         "dot": "dot(v, v) + sum(A @ v)",
@@ -119,6 +119,8 @@ def _using(f, arity: int):
     """A callable of x and y applying ``f`` (a parameter default would be traced too)."""
     if arity == 1:
         return lambda x, y: f(x * y) - x
+    if arity == 3:  # where(c, a, b), clip(x, lo, hi)
+        return lambda x, y: f(x, y, x * y) / (1 + y)
     return lambda x, y: f(x, y) / (1 + y)
 
 

@@ -9,6 +9,10 @@ small calls don't pay for threads):
 - ``forward_save``: the value plus the forward values the backward reads (the residuals);
 - ``backward``: gradients from residuals, the inputs it reads and the seed.
 
+A node line is Python's operator for plain arithmetic (``+ - * /``, unary ``-``, ``x ** 3``)
+and otherwise a call of its op's intrinsic (``from runtime.numba_ops import exp, sigmoid``):
+the op's one lowering (``compiler.ir.lowering``), inlined into the loop by Numba.
+
 **Bounded functions.** Numba's compile time grows faster than linearly with the size of one
 function (a ``prange`` body most of all: 300 lines ≈ 2 s, 1,000 ≈ 8 s, 3,000 ≈ 43 s). An entry with
 more than ``SPLIT_LINES`` node lines is therefore written as *segments*: plain functions of at most
@@ -55,8 +59,7 @@ MIN_BLOCK, MAX_BLOCK = 64, 512
 
 
 def literal(value: float) -> str:
-    """A constant as Numba source: a float literal (``pow``'s lowering gets a float exponent, and
-    LLVM turns ``pow(x, 2.0)`` into ``x * x`` itself)."""
+    """A constant as Numba source: a float literal (whole exponents of ``**``: ``Calls.text``)."""
     if math.isnan(value):
         return "math.nan"
     if math.isinf(value):
@@ -75,31 +78,48 @@ class Calls:
     """How generated Numba source computes each op, and what it imports for that: plain
     arithmetic (``INFIX``) as Python's operators, every other op as a call of its intrinsic
     (``runtime.numba_ops``: the op's lowering, inlined). An op without a lowering is a
-    ``LoweringError`` naming it and the tier."""
+    ``LoweringError`` naming it and the tier.
 
-    def __init__(self, ops):
-        self.intrinsics: set[str] = set()  # callable names from runtime.numba_ops
-        for op in sorted(set(ops)):
-            self.note(op)
+    One exception, measured: a power with a whole constant exponent in [0, 64] stays Numba's
+    ``x ** 3``, multiplications (as before the lowerings; ``pow``'s lowering calls the C
+    library's pow there, ~100x slower in a loop). Negative ones go through the lowering: Numba's
+    integer power raises ``ZeroDivisionError`` for ``0.0 ** -2``, where NumPy gives ``inf``.
+    """
 
-    def note(self, op: str) -> None:
-        if op in INFIX:
-            return
-        spec = OPS.get(op)
-        if spec is None or spec.lower is None:
-            raise LoweringError(op, "numba", "" if spec else "not in the op table")
-        self.intrinsics.add(callable_name(op))
+    def __init__(self, ops=()):
+        self.used: set[str] = set()  # callable names imported from runtime.numba_ops
+        for op in set(ops):
+            self.check(op)
 
     @staticmethod
-    def template(op: str) -> str:
-        """``op`` as a format string over ``{a}`` and ``{b}``."""
+    def check(op: str) -> None:
+        """``LoweringError`` unless the Numba tier can compute ``op``."""
+        spec = OPS.get(op)
+        if op not in INFIX and (spec is None or spec.lower is None):
+            raise LoweringError(op, "numba", "" if spec else "not in the op table")
+
+    def text(self, op: str, operands: list[str], exponent: float | None = None) -> str:
+        """``op`` over the operands' text; ``exponent`` is pow's constant exponent, if any."""
         if op in INFIX:
-            return INFIX[op]
-        return f"{callable_name(op)}({', '.join('{' + p + '}' for p in 'ab'[: OPS[op].arity])})"
+            return INFIX[op].format(**dict(zip("ab", operands)))
+        if op == "pow" and exponent is not None and exponent == int(exponent):
+            if 0 <= exponent <= 64:
+                return f"{operands[0]} ** {int(exponent)}"
+        self.check(op)
+        name = callable_name(op)
+        self.used.add(name)
+        return f"{name}({', '.join(operands)})"
 
     def imports(self) -> list[str]:
-        names = sorted(self.intrinsics)
+        names = sorted(self.used)
         return [f"from runtime.numba_ops import {', '.join(names)}"] if names else []
+
+
+def exponent_of(nodes, node) -> float | None:
+    """A ``pow`` node's constant exponent, else None."""
+    if node.op != "pow" or nodes[node.args[1]].op != CONST:
+        return None
+    return nodes[node.args[1]].value
 
 
 # Names the generated code uses itself; node and input names never take them.
@@ -134,8 +154,10 @@ class ModuleWriter:
         self.kinds = kinds
         self.split_lines = SPLIT_LINES if split_lines is None else split_lines
         self.layout, self.entries = plan(adj, inputs, kinds)
-        self.calls = Calls(n.op for n in adj.nodes if n.op not in LEAVES)
-        reserved = {*_RESERVED, *self.calls.intrinsics, *ENTRIES, *(f"{e}_serial" for e in ENTRIES)}
+        ops = {n.op for n in adj.nodes if n.op not in LEAVES}
+        self.calls = Calls(ops)
+        reserved = {*_RESERVED, *map(callable_name, ops), *ENTRIES}
+        reserved |= {f"{e}_serial" for e in ENTRIES}
         self.namer = Namer(reserved)
         self.ident = [""] * len(adj.nodes)
         input_nodes = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
@@ -163,8 +185,9 @@ class ModuleWriter:
 
     def node_line(self, i: int) -> str:
         node = self.adj.nodes[i]
-        ops = {k: self.operand(a) for k, a in zip("ab", node.args)}
-        line = f"{_BODY}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
+        ops = {k: self.operand(a) for k, a in zip("abc", node.args)}
+        code = self.calls.text(node.op, list(ops.values()), exponent_of(self.adj.nodes, node))
+        line = f"{_BODY}{self.ident[i]} = {code}"
         note = self.adj.notes.get(i)  # the subgraph a fused gate replaced (passes/fusion.py)
         return f"{line}  # fused: {comment(note.format(**ops))}" if note else line
 

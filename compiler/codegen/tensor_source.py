@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from compiler.codegen.audit import TENSOR_DOCSTRING, callable_name, check_python, comment, data
-from compiler.codegen.numba_source import INFIX, Calls, Namer, literal
+from compiler.codegen.numba_source import INFIX, Calls, Namer, exponent_of, literal
 from compiler.ir import reductions  # the names runtime.reductions gives generated kernels
 from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
@@ -162,7 +162,7 @@ class TensorWriter:
                 self.ident[i] = self.dim_ident[n.value]
             elif n.op != CONST:
                 self.ident[i] = self.namer.claim(adj.names[i])
-        self.calls = Calls(())  # what the loops call: noted as they are written
+        self.calls = Calls()  # what the loops call: noted as they are written
         self.numpy_ops: dict[str, str] = {}  # op -> the name of its NumPy function
         self.outs: dict[int, str] = {}  # node -> the name of a loop's output array
         self.loops: list[str] = []
@@ -186,7 +186,7 @@ class TensorWriter:
     def step_line(self, i: int) -> str:
         """A tensor op or a scalar node as one line of the entry."""
         node = self.adj.nodes[i]
-        operands = {k: self.operand(a) for k, a in zip("ab", node.args)}
+        operands = {k: self.operand(a) for k, a in zip("abc", node.args)}
         if node.op in TENSOR_OPS:
             spec = TENSOR_OPS[node.op]
             attrs = "" if node.value is None else self.attrs_code(node.op, node.value)
@@ -260,10 +260,10 @@ class TensorWriter:
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST
                 else literal(adj.nodes[a].value)
-                for k, a in zip("ab", node.args)
+                for k, a in zip("abc", node.args)
             }
-            self.calls.note(node.op)
-            line = f"{body}{self.ident[i]} = {Calls.template(node.op).format(**ops)}"
+            code = self.calls.text(node.op, list(ops.values()), exponent_of(adj.nodes, node))
+            line = f"{body}{self.ident[i]} = {code}"
             note = adj.notes.get(i)
             lines.append(f"{line}  # fused: {comment(note.format(**ops))}" if note else line)
         lines += [f"{body}{o}[{index}] = {self.ident[r]}" for o, r in zip(outs, region.outputs)]

@@ -1,16 +1,21 @@
 """SymPy expression → Graph, iteratively, reading SymPy's canonical forms back into readable gates.
 
 ``Add`` with negative terms becomes subtractions, ``Mul`` with negative powers becomes a division,
-``x**(1/2)`` becomes ``sqrt``. The same routine turns ``sympy.diff`` results into graph fragments
+``x**(1/2)`` becomes ``sqrt``. ``Piecewise`` becomes nested ``where`` (its first true condition
+wins, as SymPy reads it; no ``True`` at the end leaves nan, SymPy's undefined), relations become
+comparisons, ``And``/``Or``/``Not`` the logical ops, and any function an op is defined as
+(``floor(a)``, ``ceiling(a)``, ``erf(a)``, ...) that op: the table says. The same routine turns ``sympy.diff`` results into graph fragments
 for the adjoint pass.
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 
 from compiler.errors import ParseError
 from compiler.ir.graph import Graph
+from compiler.ir.registry import FUNCTIONS, OPS, sympy_definition, version
 
 
 def from_sympy(expr, graph: Graph | None = None, bind: dict | None = None) -> Graph:
@@ -43,7 +48,19 @@ class _Builder:
             sympy.tanh: "tanh",
             sympy.Abs: "abs",
             sympy.sign: "sign",
+            sympy.floor: "floor",
+            sympy.ceiling: "ceil",
+            **_table_functions(version()),
         }
+        self.relations = {
+            sympy.StrictLessThan: "lt",
+            sympy.LessThan: "le",
+            sympy.StrictGreaterThan: "gt",
+            sympy.GreaterThan: "ge",
+            sympy.Equality: "eq",
+            sympy.Unequality: "ne",
+        }
+        self.logic = {sympy.And: "logical_and", sympy.Or: "logical_or"}
 
     def build(self, root) -> int:
         memo: dict = {}
@@ -73,6 +90,14 @@ class _Builder:
             return [expr.args[0]]
         if isinstance(expr, (sp.Max, sp.Min)) or type(expr) in self.functions:
             return list(expr.args)
+        if self._named_op(expr):
+            return list(expr.args)
+        if type(expr) in self.relations or type(expr) in self.logic or isinstance(expr, sp.Not):
+            return list(expr.args)
+        if isinstance(expr, sp.Piecewise):
+            return [part for pair in expr.args for part in pair]
+        if expr in (sp.true, sp.false):
+            return []
         if expr.is_Symbol or expr.is_Number or expr.is_NumberSymbol:
             return []
         raise ParseError(f"unsupported SymPy expression {type(expr).__name__}: {str(expr)[:60]}")
@@ -81,8 +106,18 @@ class _Builder:
         sp, g = self.sp, self.graph
         if expr.is_Symbol:
             return self.bind[expr] if expr in self.bind else g.input(expr.name)
+        if expr in (sp.true, sp.false):
+            return g.const(1.0 if expr is sp.true else 0.0)
         if expr.is_Number or expr.is_NumberSymbol:
             return g.const(_number(expr))
+        if type(expr) in self.relations:
+            return g.add(self.relations[type(expr)], *(memo[a] for a in expr.args))
+        if type(expr) in self.logic:
+            return _fold(g, self.logic[type(expr)], [memo[a] for a in expr.args])
+        if isinstance(expr, sp.Not):
+            return g.add("logical_not", memo[expr.args[0]])
+        if isinstance(expr, sp.Piecewise):
+            return self._piecewise(expr, memo)
         if isinstance(expr, sp.Add):
             return self._add(expr, memo)
         if isinstance(expr, sp.Mul):
@@ -95,7 +130,29 @@ class _Builder:
         if isinstance(expr, (sp.Max, sp.Min)):
             op = "maximum" if isinstance(expr, sp.Max) else "minimum"
             return _fold(g, op, [memo[a] for a in expr.args])
-        return g.add(self.functions[type(expr)], memo[expr.args[0]])
+        op = self.functions.get(type(expr)) or self._named_op(expr)
+        return g.add(op, *(memo[a] for a in expr.args))
+
+    def _named_op(self, expr) -> str | None:
+        """``sympy.Function("erf")(x)``: an undefined SymPy function named as one of symgrad's
+        functions, with its arity, is that op (how an op SymPy lacks is written in SymPy)."""
+        from sympy.core.function import AppliedUndef
+
+        if not isinstance(expr, AppliedUndef):
+            return None
+        op = FUNCTIONS.get(expr.func.__name__)
+        return op if op is not None and OPS[op].arity == len(expr.args) else None
+
+    def _piecewise(self, expr, memo) -> int:
+        """``Piecewise((e1, c1), (e2, c2), ...)`` as ``where(c1, e1, where(c2, e2, ...))``."""
+        g = self.graph
+        result = g.const(float("nan"))  # no condition holds: SymPy leaves it undefined
+        for value, condition in reversed(expr.args):
+            if condition is self.sp.true:
+                result = memo[value]
+            else:
+                result = g.add("where", memo[condition], memo[value], result)
+        return result
 
     def _add(self, expr, memo) -> int:
         g = self.graph
@@ -139,6 +196,26 @@ class _Builder:
         else:
             value = g.add("pow", base, g.const(_number(magnitude)))
         return g.add("div", g.const(1.0), value) if exp < 0 else value
+
+
+@cache
+def _table_functions(table_version: int) -> dict:
+    """SymPy's function -> the op defined as exactly it applied to its operands (``erf(a)``,
+    ``atan2(a, b)``): the op table's entries, read once per version of the table."""
+    import sympy
+
+    a, b = sympy.symbols("a b", real=True)
+    found = {}
+    for name, spec in list(OPS.items()):
+        if spec.origin != "builtin":
+            continue
+        try:
+            expr = sympy_definition(name)
+        except Exception:  # noqa: BLE001 - an entry SymPy cannot read is no function of it
+            continue
+        if isinstance(expr, sympy.Function) and expr.args == (a, b)[: spec.arity]:
+            found.setdefault(type(expr), name)
+    return found
 
 
 def _abs_term(term):

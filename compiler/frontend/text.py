@@ -1,7 +1,10 @@
 """Text → Graph, safely: Python's ``ast`` parses, a whitelist walks, nothing is ever evaluated.
 
 Accepted: numbers, names, ``+ - * / **``, unary ``-``/``+``, parentheses and calls of the functions
-in the op registry (``exp(x)``, ``maximum(a, b)``, ...). On a ``TensorGraph`` (inputs with declared
+in the op registry (``exp(x)``, ``maximum(a, b)``, ``where(x > 0, x, 0)``, ...); comparisons
+``< <= > >= == !=`` (chained as Python chains them: ``0 < x < 1``) giving 1.0 or 0.0, and ``&``,
+``|``, ``~`` on truth values (nonzero is true), with Python's precedence: ``&`` binds tighter than
+``<``, so write ``(x > 0) & (y > 0)``. On a ``TensorGraph`` (inputs with declared
 shapes) also NumPy's ``a @ b``, ``x.T`` and the tensor functions ``sum``, ``mean``, ``max``, ``min``
 (with ``axis=`` and ``keepdims=``), ``transpose``, ``dot`` and ``matmul``. Anything else raises
 ``ParseError`` naming the token and its column. The walk is iterative, so depth is limited only by Python's own parser.
@@ -48,8 +51,15 @@ _NEEDS_SHAPES = (
     "compile_gradient(text, shapes={'W': ('n', 'm'), 'x': ('m',)})"
 )
 
-_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
-_UNARY = (ast.USub, ast.UAdd)
+_BINOPS = {
+    ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow",
+    ast.BitAnd: "logical_and", ast.BitOr: "logical_or",
+}  # fmt: skip
+_UNARY = (ast.USub, ast.UAdd, ast.Invert)
+_COMPARISONS = {
+    ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge", ast.Eq: "eq", ast.NotEq: "ne"
+}  # fmt: skip
+_LOGIC_HINT = " (on truth values write & | ~ with parentheses: (x > 0) & ~(y > 0))"
 _OPERATOR_TEXT = {
     ast.MatMult: "@",
     ast.FloorDiv: "//",
@@ -302,8 +312,18 @@ class _Walker:
             return [node.left, node.right]
         if isinstance(node, ast.UnaryOp):
             if not isinstance(node.op, _UNARY):
-                raise self._error(node, "unsupported operator", _OPERATOR_TEXT.get(type(node.op)))
+                message = "unsupported operator" + _LOGIC_HINT
+                raise self._error(node, message, _OPERATOR_TEXT.get(type(node.op)))
             return [node.operand]
+        if isinstance(node, ast.Compare):
+            for op in node.ops:
+                if type(op) not in _COMPARISONS:
+                    name = type(op).__name__
+                    raise self._error(node, f"unsupported comparison ({name})", name)
+            return [node.left, *node.comparators]
+        if isinstance(node, ast.BoolOp):
+            word = "and" if isinstance(node.op, ast.And) else "or"
+            raise self._error(node, f"unsupported operator '{word}'" + _LOGIC_HINT)
         if isinstance(node, ast.Call):
             return self._call_args(node)
         if isinstance(node, (ast.Name, ast.Constant)):
@@ -441,7 +461,11 @@ class _Walker:
             return self._name(node)
         if isinstance(node, ast.UnaryOp):
             operand = values.pop()
+            if isinstance(node.op, ast.Invert):
+                return self._shaped(node, g.add, "logical_not", operand)
             return g.add("neg", operand) if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.Compare):
+            return self._compare(node, values)
         if isinstance(node, ast.BinOp):
             right, left = values.pop(), values.pop()
             if isinstance(node.op, ast.MatMult):
@@ -455,6 +479,17 @@ class _Walker:
             return self._tensor_call(call, name, values)
         args = [values.pop() for _ in call.args][::-1]
         return self._shaped(call, g.add, FUNCTIONS[name], *args)
+
+    def _compare(self, node: ast.Compare, values: list[int]) -> int:
+        """``a < b < c`` as Python reads it: ``(a < b) & (b < c)``, ``b`` computed once."""
+        operands = [values.pop() for _ in range(len(node.ops) + 1)][::-1]
+        g, result = self.graph, None
+        for op, left, right in zip(node.ops, operands, operands[1:]):
+            truth = self._shaped(node, g.add, _COMPARISONS[type(op)], left, right)
+            result = (
+                truth if result is None else self._shaped(node, g.add, "logical_and", result, truth)
+            )
+        return result
 
     def _tensor_call(self, call: ast.Call, name: str, values: list[int]) -> int:
         g = self.graph

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -34,9 +35,22 @@ _UFUNCS = {
     "maximum": "maximum",
     "minimum": "minimum",
     "heaviside": "heaviside",
+    "less": "lt",
+    "less_equal": "le",
+    "greater": "gt",
+    "greater_equal": "ge",
+    "equal": "eq",
+    "not_equal": "ne",
+    "logical_and": "logical_and",
+    "logical_or": "logical_or",
+    "logical_not": "logical_not",
+    "floor": "floor",
+    "ceil": "ceil",
+    "trunc": "trunc",
+    "rint": "round",
 }
 
-_ROUNDING = ("floor", "ceil", "trunc", "rint", "fix", "floor_divide", "remainder", "fmod", "divmod")
+_ROUNDING = ("floor_divide", "remainder", "fmod", "divmod")
 
 
 class Var:
@@ -99,16 +113,49 @@ class Var:
     def __abs__(self):
         return self.apply("abs", self)
 
+    # Comparisons are traced: 1.0 where true, 0.0 where false (nan compares false but for !=),
+    # and & | ~ combine them (nonzero is true); ops.where(c, a, b) selects with them.
+    def __lt__(self, o):
+        return self.apply("lt", self, o)
+
+    def __le__(self, o):
+        return self.apply("le", self, o)
+
+    def __gt__(self, o):
+        return self.apply("gt", self, o)
+
+    def __ge__(self, o):
+        return self.apply("ge", self, o)
+
+    def __eq__(self, o):  # type: ignore[override] - a traced comparison, as NumPy's
+        return self.apply("eq", self, o)
+
+    def __ne__(self, o):  # type: ignore[override]
+        return self.apply("ne", self, o)
+
+    def __and__(self, o):
+        return self.apply("logical_and", self, o)
+
+    def __rand__(self, o):
+        return self.apply("logical_and", o, self)
+
+    def __or__(self, o):
+        return self.apply("logical_or", self, o)
+
+    def __ror__(self, o):
+        return self.apply("logical_or", o, self)
+
+    def __invert__(self):
+        return self.apply("logical_not", self)
+
     def _no_branching(self, *_):
         raise ParseError(
-            "a traced value has no truth value or order: comparisons and if/else (bool()) on "
-            "inputs cannot be traced; use ops.maximum, ops.minimum or ops.relu, or blend the "
-            "branches with a step (there is no where() yet): h = ops.heaviside(x, 0.0); "
-            "h * a + (1 - h) * b"
+            "a traced value has no truth value: if/else, and, or, not (bool()) on inputs "
+            "cannot be traced; select with ops.where(x > 0, a, b) (np.where works too) and "
+            "combine conditions with & | ~, as in (x > 0) & ~(y > 1)"
         )
 
-    # == and != too: object identity would silently pick one branch of ``x if x == 0 else y``.
-    __bool__ = __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _no_branching
+    __bool__ = _no_branching
     __hash__ = object.__hash__
 
     def __float__(self):
@@ -116,15 +163,30 @@ class Var:
             "math.* functions cannot take traced values; use compiler.ops (exp, log, ...)"
         )
 
+    # round() and math.floor/ceil/trunc are ops (gradient 0); Python's round rounds half to
+    # even, as NumPy's.
+    def __round__(self, ndigits=None):
+        if ndigits is not None:
+            raise ParseError("round(x, ndigits) of a traced value is not supported: round(x)")
+        return self.apply("round", self)
+
+    def __floor__(self):
+        return self.apply("floor", self)
+
+    def __ceil__(self):
+        return self.apply("ceil", self)
+
+    def __trunc__(self):
+        return self.apply("trunc", self)
+
     # What Python would otherwise refuse with a bare TypeError, each with what to write instead.
     def _no_rounding(self, *_):
         raise ParseError(
-            "int(), round(), math.floor/ceil/trunc and // or % of a traced value are not "
-            "supported: symgrad has no floor or round op yet (their gradient is 0 almost "
-            "everywhere); keep the value real, or use ops.heaviside or ops.sign for steps"
+            "int() and // or % of a traced value are not supported: the value stays real; "
+            "write ops.floor(x / y) for a floor division (its gradient is 0)"
         )
 
-    __int__ = __index__ = __round__ = __trunc__ = __floor__ = __ceil__ = _no_rounding
+    __int__ = __index__ = _no_rounding
     __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __divmod__ = __rdivmod__ = _no_rounding
     __complex__ = __float__
 
@@ -139,11 +201,11 @@ class Var:
 
     def _no_bitwise(self, *_):
         raise ParseError(
-            "bitwise operators (^ & | ~ << >>) are not supported on traced values: "
-            "use ** for powers, as in x**2"
+            "operators ^ << >> are not supported on traced values: use ** for powers, as in "
+            "x**2 (& | ~ are the logical and, or, not of truth values)"
         )
 
-    __xor__ = __rxor__ = __and__ = __rand__ = __or__ = __ror__ = __invert__ = _no_bitwise
+    __xor__ = __rxor__ = _no_bitwise
     __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _no_bitwise
 
     def __getattr__(self, name: str):
@@ -222,6 +284,8 @@ class Var:
         mine = getattr(ops, func.__name__, None)
         if func.__name__ not in _ARRAY_FUNCTIONS or mine is None:
             raise ParseError(f"numpy.{func.__name__} is not supported on traced values")
+        if func.__name__ in _NUMPY_SIGNATURES:
+            args, kwargs = _NUMPY_SIGNATURES[func.__name__](*args, **kwargs), {}
         return mine(*args, **kwargs)
 
     def __repr__(self) -> str:
@@ -231,8 +295,34 @@ class Var:
 # NumPy functions a traced function may call (they dispatch to ``compiler.ops``).
 _ARRAY_FUNCTIONS = (
     "sum", "mean", "max", "min", "amax", "amin", "dot", "transpose", "matmul",
-    "take_along_axis", "reshape", "broadcast_to",
+    "take_along_axis", "reshape", "broadcast_to", "where", "clip", "round",
 )  # fmt: skip
+
+
+def _clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):  # noqa: A002
+    """np.clip's operands: a bound left out (None) is no bound (-inf, inf)."""
+    if out is not None:
+        raise ParseError("numpy.clip(..., out=) is not supported on traced values")
+    lo, hi = a_min if a_min is not None else min, a_max if a_max is not None else max
+    return a, -math.inf if lo is None else lo, math.inf if hi is None else hi
+
+
+def _round(a, decimals=0, out=None):
+    """np.round to an integer: the op round (half to even)."""
+    if decimals != 0 or out is not None:
+        raise ParseError("numpy.round(x, decimals) of a traced value is not supported: round(x)")
+    return (a,)
+
+
+def _where(condition, x=None, y=None):
+    if x is None or y is None:
+        raise ParseError("numpy.where(condition) of a traced value is not supported: "
+                         "np.where(condition, x, y)")  # fmt: skip
+    return condition, x, y
+
+
+# NumPy's signatures of the functions whose options map onto an op's operands.
+_NUMPY_SIGNATURES = {"clip": _clip, "round": _round, "where": _where}
 
 
 def trace_callable(

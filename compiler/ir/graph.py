@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from compiler import pyast
-from compiler.ir.registry import OPS, fingerprint, placeholders, sympy_definition
+from compiler.ir.registry import OPS, fingerprint, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"
 LEAVES = (INPUT, CONST, SEED)
@@ -198,7 +198,7 @@ class Graph:
         """``t3 = t1 * z``: node ``i`` as one line of a listing."""
         node = self.nodes[i]
         spec = OPS[node.op]
-        operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
+        operands = dict(zip("abc", (self.operand_text(a) for a in node.args)))
         line = f"{self.names[i]} = {spec.text.format(**operands)}"
         note = self.notes.get(i)
         return f"{line}  # fused: {note.format(**operands)}" if note else line
@@ -241,7 +241,7 @@ class Graph:
                 continue
             shape = _template_shape(self.template(i))
             operands, depth, parens = {}, 0, 0
-            for slot, a in zip("ab", node.args):
+            for slot, a in zip("abc", node.args):
                 written, precedence, below, inner = text[a]
                 wrapped = _wrap(written, precedence, shape.needs[slot])
                 operands[slot] = wrapped
@@ -315,7 +315,6 @@ class Graph:
         """The SymPy expression of one output (inputs become plain ``Symbol``s)."""
         import sympy
 
-        a, b, _ = placeholders()
         exprs: list = []
         for n in self.nodes:
             if n.op == INPUT:
@@ -325,8 +324,9 @@ class Graph:
             elif n.op == SEED:
                 exprs.append(sympy.Symbol("seed"))
             else:
-                subs = dict(zip((a, b), (exprs[k] for k in n.args)))
-                exprs.append(sympy_definition(n.op).xreplace(subs))
+                definition = sympy_definition(n.op)
+                subs = dict(zip(operand_symbols(definition), (exprs[k] for k in n.args)))
+                exprs.append(definition.xreplace(subs))
         return exprs[self.outputs[output]]
 
     def _repr_svg_(self) -> str | None:  # Jupyter shows the graph drawn (compiler.viz)
@@ -341,8 +341,10 @@ class Graph:
 MAX_DEPTH, MAX_PARENTHESES = 1000, 200
 _ATOM = 20
 _PRECEDENCE = {
+    ast.BitOr: 7, ast.BitAnd: 9,
     ast.Add: 10, ast.Sub: 10, ast.Mult: 11, ast.Div: 11, ast.MatMult: 11, ast.Pow: 13
 }  # fmt: skip
+_COMPARE = 6  # below | and &: x < y | z is x < (y | z), as Python reads it
 _UNARY = 12
 
 
@@ -356,12 +358,14 @@ class _Shape(NamedTuple):
 def _template_shape(template: str) -> _Shape:
     """Where ``{a}`` and ``{b}`` stand in a template, as precedences: ``{a} - {b}`` writes
     ``a + b`` for a as is and ``(a + b)`` for b."""
-    tree = pyast.parse(template.format(a="a", b="b"), mode="eval").body
+    tree = pyast.parse(template.format(a="a", b="b", c="c"), mode="eval").body
     parens = {}
-    for slot in "ab":
+    for slot in "abc":
         before = template.split(f"{{{slot}}}")[0]
         parens[slot] = before.count("(") - before.count(")")
-    needs = {"a": 0, "b": 0}  # inside a call's parentheses: anything goes
+    needs = {"a": 0, "b": 0, "c": 0}  # inside a call's parentheses: anything goes
+    if isinstance(tree, ast.Compare):  # comparisons chain in Python: (x < y) < z keeps both
+        return _Shape(_COMPARE, {"a": _COMPARE + 1, "b": _COMPARE + 1, "c": 0}, parens)
     if isinstance(tree, ast.BinOp):
         own = _PRECEDENCE[type(tree.op)]
         left, right = (own + 1, _UNARY) if isinstance(tree.op, ast.Pow) else (own, own + 1)
@@ -370,14 +374,23 @@ def _template_shape(template: str) -> _Shape:
                 needs[side.id] = need
         return _Shape(own, needs, parens)
     if isinstance(tree, ast.UnaryOp):
-        return _Shape(_UNARY, {"a": _UNARY, "b": _UNARY}, parens)
+        return _Shape(_UNARY, {"a": _UNARY, "b": _UNARY, "c": 0}, parens)
     if isinstance(tree, ast.Attribute):  # x.T
-        return _Shape(_ATOM, {"a": _ATOM, "b": _ATOM}, parens)
+        return _Shape(_ATOM, {"a": _ATOM, "b": _ATOM, "c": 0}, parens)
     return _Shape(_ATOM, needs, parens)
 
 
 def _wrap(text: str, precedence: int, need: int) -> str:
     return text if precedence >= need else f"({text})"
+
+
+def operand_symbols(definition) -> tuple:
+    """The placeholders ``a``, ``b``, ``c`` as they stand in an op's SymPy definition (whatever
+    their assumptions), in operand order; one not in it is a fresh symbol of its name."""
+    import sympy
+
+    found = {s.name: s for s in definition.free_symbols if s.name in ("a", "b", "c")}
+    return tuple(found.get(name, sympy.Symbol(name)) for name in "abc")
 
 
 def _sympy_number(value: float):

@@ -43,7 +43,7 @@ def render(
             template = templates.get(i) or getattr(OPS[node.op], kind)
             level = precedence(template)
             operands = {}
-            for k, arg in zip("ab", node.args):
+            for k, arg in zip("abc", node.args):
                 text, inner = texts[arg]
                 if (
                     kind == "code"

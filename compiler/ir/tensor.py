@@ -203,7 +203,7 @@ class TensorGraph(Graph):
         node = self.nodes[i]
         if node.op in OPS:
             return f"{super().line(i)}  # {sh.text(self.shapes[i])}"
-        operands = dict(zip("ab", (self.operand_text(a) for a in node.args)))
+        operands = dict(zip("abc", (self.operand_text(a) for a in node.args)))
         body = self.template(i).format(**operands)
         return f"{self.names[i]} = {body}  # {sh.text(self.shapes[i])}"
 

@@ -7,10 +7,17 @@ VJP rules (``compiler.ir.tensor_ops``), and each elementwise contribution is sum
 axes its operand was broadcast along: no Jacobian is ever built. Only nodes between the ``wrt`` inputs and the output get an
 adjoint, structural zeros are never built, and hash-consing shares common subexpressions (the local
 gradient of ``exp`` *is* the forward ``exp`` node).
+
+``where(c, a, b)`` routes its upstream gradient to the chosen branch (``where(c, upstream, 0)``,
+a select, not a product), and on the nodes whose every path to the output runs through such a
+routing each product absorbs a zero upstream (``where(upstream, upstream * local, 0)``): the
+unchosen branch's inf or nan never reaches the gradient (the "double where" trap, where JAX and
+PyTorch give nan). Everywhere else products stay IEEE's, as NumPy's: 0 * inf is nan.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cache
 
@@ -63,14 +70,50 @@ class AdjointGraph(Graph):
         mapping = copy_nodes(graph, self, {}, keep=graph.reachable(graph.outputs[:1]))
         return mapping[graph.outputs[0]]
 
-    def contribution(self, i: int, upstream: int, k: int) -> int | None:
+    def contribution(self, i: int, upstream: int, k: int, guarded: bool = False) -> int | None:
         """What node ``i`` sends to its operand ``k``: upstream × local gradient (None: zero)."""
+        return self.routed_contribution(i, upstream, k, guarded)[0]
+
+    def routed_contribution(
+        self, i: int, upstream: int, k: int, guarded: bool = False
+    ) -> tuple[int | None, bool]:
+        """What node ``i`` sends to its operand ``k`` (None: zero), and whether that is exactly
+        0 wherever a ``where`` chose against the path (see ``_backpropagate``).
+
+        Upstream × local gradient; a local gradient that selects (``where(c, 1, 0)``, ``where``'s
+        and ``clip``'s) routes the upstream instead: ``where(c, upstream, 0)``, never 0 × inf. On
+        a ``guarded`` node (every path to the output through a routing) the product absorbs a
+        zero upstream — ``where(upstream, upstream × local, 0)`` — so the unchosen branch's
+        inf or nan stays out of the gradient (the "double where" trap)."""
         node = self.nodes[i]
         local = instantiate_gradient(self, node.op, k, node.args, i)
         c = self.constant_value(local)
         if c == 0:
-            return None  # a structural zero: no gradient flows on this edge
-        return upstream if c == 1 else self.add("mul", upstream, local)
+            return None, True  # a structural zero: no gradient flows on this edge
+        routed = self._route(local, upstream)
+        if routed is not None:
+            return routed, True
+        if c == 1:
+            return upstream, guarded
+        if c is not None and math.isfinite(c):
+            return self.add("mul", upstream, local), guarded  # 0 × c is 0
+        product = self.add("mul", upstream, local)
+        if not guarded:
+            return product, False  # IEEE, as NumPy: 0 × inf is nan (the kink table)
+        return self.add("where", upstream, product, self.const(0.0)), True
+
+    def _route(self, local: int, upstream: int) -> int | None:
+        """``where(c, upstream, 0)`` for a local gradient ``where(c, 1, 0)`` (or its mirror),
+        else None."""
+        node = self.nodes[local]
+        if node.op != "where":
+            return None
+        cond, *branches = node.args
+        picks = [self.constant_value(b) for b in branches]
+        if not all(p in (0.0, 1.0) for p in picks):
+            return None
+        zero = self.const(0.0)
+        return self.add("where", cond, *(upstream if p == 1 else zero for p in picks))
 
     def zero_gradient(self, node: int) -> int:
         return self.const(0.0)
@@ -111,12 +154,14 @@ class TensorAdjointGraph(AdjointGraph, TensorGraph):
         self.seed_shape = graph.shapes[graph.outputs[0]]
         return super().copy_forward(graph)
 
-    def contribution(self, i: int, upstream: int, k: int) -> int | None:
+    def routed_contribution(
+        self, i: int, upstream: int, k: int, guarded: bool = False
+    ) -> tuple[int | None, bool]:
         node = self.nodes[i]
-        if node.op in TENSOR_OPS:
-            return TENSOR_OPS[node.op].vjp(self, i, upstream, k)
-        c = super().contribution(i, upstream, k)
-        return None if c is None else self.fit(c, self.shapes[node.args[k]])
+        if node.op in TENSOR_OPS:  # its VJP's products are IEEE's: no guard past a tensor op
+            return TENSOR_OPS[node.op].vjp(self, i, upstream, k), False
+        c, clean = super().routed_contribution(i, upstream, k, guarded)
+        return (None, True) if c is None else (self.fit(c, self.shapes[node.args[k]]), clean)
 
     def zero_gradient(self, node: int) -> int:
         return self.fit(self.const(0.0), self.shapes[node])
@@ -155,6 +200,10 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
                 break
     out = adj.outputs[0]
     grads: dict[int, int] = {out: adj.seed()} if needed[out] else {}
+    # guarded[i]: every contribution to node i so far is exactly 0 where a where() chose the
+    # other branch (a routing, or a guarded node's zero-absorbing product). Its readers come
+    # after it, so it is final when i is reached. The output itself is not guarded.
+    guarded: dict[int, bool] = {out: False}
     for i in range(n - 1, -1, -1):
         node = adj.nodes[i]
         if i not in grads or node.op in TENSOR_LEAVES:
@@ -164,9 +213,10 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
         for k, arg in enumerate(node.args):
             if not needed[arg]:
                 continue
-            contribution = adj.contribution(i, upstream, k)
+            contribution, clean = adj.routed_contribution(i, upstream, k, guarded.get(i, False))
             if contribution is None:
                 continue
+            guarded[arg] = guarded.get(arg, True) and clean
             grads[arg] = (
                 contribution if arg not in grads else adj.add("add", grads[arg], contribution)
             )
@@ -250,7 +300,7 @@ def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
     """The local gradient template as steps: (input, its position among the op's operands and
     its output), (const, value) or (op, step refs)."""
     template = local_gradient_template(op, k)
-    names = {name: i for i, name in enumerate(("a", "b")[: OPS[op].arity] + ("y",))}
+    names = {name: i for i, name in enumerate(("a", "b", "c")[: OPS[op].arity] + ("y",))}
     steps = tuple(
         (n.op, names[n.value]) if n.op == INPUT else (n.op, n.value if n.op == CONST else n.args)
         for n in template.nodes

@@ -21,8 +21,9 @@ from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
 from compiler.ir.ops.exponential import WIDTHS
 
-#: Beyond this |x| (and at ±inf) sin and cos are the C library's, at float64.
-TRIG_MAX = 2.0**40
+#: Beyond this |x| (and at ±inf) sin and cos are the C library's, at float64 and at float32
+#: (where k stays exact below 2**22; checked within an ulp at every float nearest k pi/2).
+TRIG_MAX, TRIG_MAX32 = 2.0**40, 2.0**21
 
 # fdlibm's minimax kernels for |r| <= pi/4: sin r = r + r^3 (S1 + S2 z + ...), z = r^2, and
 # cos r = 1 - z/2 + z^2 (C1 + C2 z + ...). The float32 forms round the same coefficients.
@@ -45,7 +46,7 @@ _TRIG = {
                        TRIG_MAX),
     32: _TrigConstants(0.6366197466850281,
                        (1.5707963705062866, -4.371138828673793e-08, -1.7151245100058819e-15),
-                       2.0**21),  # k stays exact below 2**22 (checked: within an ulp)
+                       TRIG_MAX32),
 }  # fmt: skip
 
 

@@ -13,9 +13,9 @@ import pytest
 from compiler.ir import vecmath
 from tests.lowerjit import evaluate, optimised_ir
 
-OPS = ("log", "log1p", "expm1", "tanh", "erf", "erfc")
+OPS = ("log", "log1p", "expm1", "tanh", "erf", "erfc", "atan")
 EXACT = {"log": mpmath.log, "log1p": mpmath.log1p, "expm1": mpmath.expm1, "tanh": mpmath.tanh,
-         "erf": mpmath.erf, "erfc": mpmath.erfc}  # fmt: skip
+         "erf": mpmath.erf, "erfc": mpmath.erfc, "atan": mpmath.atan}  # fmt: skip
 # Regions per op, (lo, hi, spacing): the whole domain and the hard parts (log near 1, log1p and
 # expm1 near 0 and at the reduction's seams, tanh near 0 and 0.55, erf/erfc at fdlibm's interval
 # ends 0.84375, 1.25, 1/0.35 and erfc's tail down to where it underflows).
@@ -32,6 +32,8 @@ REGIONS = {
             (2.7, 3.0, "lin"), (-4.0, -0.5, "lin")],
     "erfc": [(-7.0, 27.0, "lin"), (-1.0, 1.5, "lin"), (0.2, 0.3, "lin"), (0.8, 1.3, "lin"),
              (1.2, 6.0, "lin"), (6.0, 26.5, "lin"), (1e-20, 1.0, "log"), (2.7, 3.0, "lin")],
+    "atan": [(1e-300, 1e300, "log"), (-3.0, 3.0, "lin"), (0.4, 0.5, "lin"), (0.65, 0.72, "lin"),
+             (1.15, 1.22, "lin"), (2.4, 2.5, "lin"), (-1e20, -1.0, "neglog")],
 }  # fmt: skip
 POINTS = 2500  # per region: 6-8 regions x 2 widths x 6 ops, a few seconds of mpmath
 
@@ -89,7 +91,7 @@ SPECIAL = [0.0, -0.0, math.inf, -math.inf, math.nan, TINY, -TINY, 2.225073858507
            709.78, 709.79, 710.0, -745.0, 0.84375, -0.84375, 1.25, -1.25, 6.0, -6.0, 26.0, 28.0,
            30.0, -30.0]  # fmt: skip
 NUMPY = {"log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh,
-         "erf": np.vectorize(math.erf), "erfc": np.vectorize(math.erfc)}  # fmt: skip
+         "erf": np.vectorize(math.erf), "erfc": np.vectorize(math.erfc), "atan": np.arctan}  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

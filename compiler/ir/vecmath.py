@@ -382,3 +382,43 @@ def vector_erfc(L: Lower, x: ir.Value) -> ir.Value:
     out = L.select(L.cmp("<", ax, L.const(_ERF_MID)), mid, tail)
     out = L.select(L.cmp("<", ax, L.const(_ERF_SMALL)), small, out)
     return L.select(L.cmp("uno", x, x), x, out)
+
+
+# ---------------------------------------------------------------- atan
+# fdlibm's s_atan.c (musl src/math/atan.c): atan|x| = atan(c) + atan(t), t = (|x| - c)/(1 + c|x|)
+# for c = 0, 1/2, 1, 3/2, inf on |x| < 7/16, 11/16, 19/16, 39/16, above; atan(c) in two parts.
+_ATAN_HI = (0.0, 4.63647609000806093515e-01, 7.85398163397448278999e-01,
+            9.82793723247329054082e-01, 1.57079632679489655800e00)  # fmt: skip
+_ATAN_LO = (0.0, 2.26987774529616870924e-17, 3.06161699786838301793e-17,
+            1.39033110312309984516e-17, 6.12323399573676603587e-17)  # fmt: skip
+_AT = (3.33333333333329318027e-01, -1.99999999998764832476e-01, 1.42857142725034663711e-01,
+       -1.11111104054623557880e-01, 9.09088713343650656196e-02, -7.69187620504482999495e-02,
+       6.66107313738753120669e-02, -5.83357013379057348645e-02, 4.97687799461593236017e-02,
+       -3.65315727442169155270e-02, 1.62858201153657823623e-02)  # fmt: skip
+# t = (a|x| - b) / (c + d|x|) on each interval, chosen by selects
+_ATAN_BOUNDS = (7 / 16, 11 / 16, 19 / 16, 39 / 16)
+_ATAN_REDUCE = ((1.0, 0.0, 1.0, 0.0), (2.0, 1.0, 2.0, 1.0), (1.0, 1.0, 1.0, 1.0),
+                (1.0, 1.5, 1.0, 1.5), (0.0, 1.0, 0.0, 1.0))  # fmt: skip
+
+
+@_widened
+def vector_atan(L: Lower, x: ir.Value) -> ir.Value:
+    """np.arctan without a call: fdlibm's atan, its five intervals' reductions and constants
+    chosen with selects, one division and one polynomial; atan(±inf) = ±pi/2, atan(±0) = ±0.
+    Max error measured: 0.82 ulp (float64), 0.50 ulp (float32)."""
+    f = L.b
+    ax = L.intrinsic("fabs", x)
+
+    def pick(values: tuple[float, ...]) -> ir.Value:
+        out = L.const(values[-1])
+        for bound, value in reversed(list(zip(_ATAN_BOUNDS, values))):
+            out = L.select(L.cmp("<", ax, L.const(bound)), L.const(value), out)
+        return out
+
+    a, b, c, d = (pick(tuple(row[i] for row in _ATAN_REDUCE)) for i in range(4))
+    far = L.cmp(">=", ax, L.const(_ATAN_BOUNDS[-1]))  # -1 / |x|, not 0 * inf at |x| = inf
+    t = f.fdiv(L.select(far, L.const(-1.0), L.fma(a, ax, f.fneg(b))), L.fma(d, ax, c))
+    z = f.fmul(t, t)
+    tail = f.fmul(f.fmul(t, z), _horner(L, z, _AT))  # t (s1 + s2) of fdlibm
+    y = f.fsub(pick(_ATAN_HI), f.fsub(f.fsub(tail, pick(_ATAN_LO)), t))
+    return L.select(L.cmp("uno", x, x), x, L.intrinsic("copysign", y, x))

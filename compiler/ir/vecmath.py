@@ -9,9 +9,10 @@ float32 lowerings evaluate the float64 forms on the widened value and round once
 fpext/fptrunc vectorise, and the result is the float64 one rounded, within 0.5 float32 ulp plus
 the float64 error (2**-29 float32 ulp): no second set of coefficients to get wrong.
 
-Accuracy: each docstring states the max ulp error measured against mpmath on a few hundred
-thousand seeded points per op over its whole domain and hard regions (tests/test_vecmath_lowerings.py
-asserts < 1 ulp at float64 and < 0.5001 ulp at float32 on a smaller set of the same kind).
+Accuracy: each docstring states the max ulp error measured against mpmath (100 bits) on
+600 000 to 800 000 seeded points per op (4.5 million in all) over its whole domain and hard
+regions; tests/test_vecmath_lowerings.py asserts < 1 ulp at float64 and < 0.5001 ulp at float32
+on 15 000 to 20 000 points per op drawn the same way.
 
 Sources of the designs and coefficients: fdlibm (Sun, 1993, freely redistributable with its
 notice; read in musl's src/math/log1p.c, erf.c and atan.c) for log/log1p's reduction and
@@ -55,21 +56,36 @@ def _widened(lower64: Callable) -> Callable:
     return lower
 
 
-def _horner(L: Lower, x: ir.Value, coefficients: tuple[float, ...]) -> ir.Value:
-    """c0 + x (c1 + x (c2 + ...)), coefficients lowest first, one fma a step."""
-    acc = L.const(coefficients[-1])
+Coefficients = tuple[float, ...] | list[ir.Value]  # lowest first; values: chosen per point
+
+
+def _value(L: Lower, c: float | ir.Value) -> ir.Value:
+    return c if isinstance(c, ir.Value) else L.const(c)
+
+
+def _horner(L: Lower, x: ir.Value, coefficients: Coefficients) -> ir.Value:
+    """c0 + x (c1 + x (c2 + ...)), one fma a step."""
+    acc = _value(L, coefficients[-1])
     for c in reversed(coefficients[:-1]):
-        acc = L.fma(acc, x, L.const(c))
+        acc = L.fma(acc, x, _value(L, c))
     return acc
 
 
-def _horner_dd(L: Lower, x: ir.Value, coefficients: tuple[float, ...], compensated: int):
+def _chosen(L: Lower, condition: ir.Value, a: tuple[float, ...], b: tuple[float, ...]):
+    """Coefficients a where condition holds, else b (the shorter padded with zeros): one
+    polynomial evaluation for two intervals, a select a coefficient."""
+    n = max(len(a), len(b))
+    a, b = a + (0.0,) * (n - len(a)), b + (0.0,) * (n - len(b))
+    return [L.select(condition, L.const(x), L.const(y)) for x, y in zip(a, b)]
+
+
+def _horner_dd(L: Lower, x: ir.Value, coefficients: Coefficients, compensated: int):
     """_horner as hi + lo, the last ``compensated`` steps with their product and sum errors
     kept (Graillat's compensated Horner), for values that cancel afterwards."""
     f = L.b
-    acc, lo = L.const(coefficients[-1]), L.const(0.0)
+    acc, lo = _value(L, coefficients[-1]), L.const(0.0)
     for i in reversed(range(len(coefficients) - 1)):
-        c = L.const(coefficients[i])
+        c = _value(L, coefficients[i])
         if i >= compensated:
             acc = L.fma(acc, x, c)
             continue
@@ -80,12 +96,14 @@ def _horner_dd(L: Lower, x: ir.Value, coefficients: tuple[float, ...], compensat
     return acc, lo
 
 
-def _dd_div(L: Lower, a_hi, a_lo, b_hi, b_lo) -> tuple[ir.Value, ir.Value]:
-    """(a_hi + a_lo) / (b_hi + b_lo) as q + q_lo, the quotient's remainder by fma."""
+def _dd_div(L: Lower, a_hi, a_lo, b_hi, b_lo) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(a_hi + a_lo) / (b_hi + b_lo) as q + q_lo (q within an ulp, q + q_lo to ~2**-100),
+    by one reciprocal and the remainder by fma; the reciprocal too, for reuse."""
     f = L.b
-    q = f.fdiv(a_hi, b_hi)
+    inverse = f.fdiv(L.const(1.0), b_hi)
+    q = f.fmul(a_hi, inverse)
     rem = f.fadd(L.fma(f.fneg(q), b_hi, a_hi), f.fsub(a_lo, f.fmul(q, b_lo)))
-    return q, f.fdiv(rem, b_hi)
+    return q, f.fmul(rem, inverse), inverse
 
 
 def _two_sum(L: Lower, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -181,7 +199,7 @@ def _log_kernel(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value) -> ir.Value:
 def vector_log(L: Lower, x: ir.Value) -> ir.Value:
     """np.log without a call: fdlibm's log (exponent from the bits, mantissa in
     [sqrt(1/2), sqrt(2)), the atanh series in s = (m-1)/(m+1), k ln2 in two parts).
-    Max error measured: 0.87 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.85 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
     k, m = _log_reduce(L, x)
     y = _log_kernel(L, k, f.fsub(m, L.const(1.0)), L.const(0.0))
@@ -194,7 +212,7 @@ def vector_log(L: Lower, x: ir.Value) -> ir.Value:
 def vector_log1p(L: Lower, x: ir.Value) -> ir.Value:
     """np.log1p without a call: fdlibm's log1p (u = 1 + x reduced as in log, the rounding of
     1 + x corrected by c / u, f = x itself when k = 0).
-    Max error measured: 0.87 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.86 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
     one = L.const(1.0)
     u = f.fadd(one, x)
@@ -240,7 +258,7 @@ def vector_expm1(L: Lower, x: ir.Value) -> ir.Value:
     """np.expm1 without a call: x = k ln2 + r (Cody-Waite), expm1(r) by its Taylor polynomial
     with r^2/2 exact, then 2**k expm1(r) + (2**k - 1) in double-double and rounded once; tiny x
     (|x| < 2**-54, ±0, subnormals) is returned as is.
-    Max error measured: 0.51 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.63 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
     hi, lo, scale = _expm1_parts(L, _clamp(L, x, -40.0, 709.8))
     y = f.fmul(f.fadd(hi, lo), scale)
@@ -254,7 +272,7 @@ def vector_tanh(L: Lower, x: ir.Value) -> ir.Value:
     """np.tanh without a call: tanh|x| = e / (e + 2) with e = expm1(2|x|) in double-double
     (one formula from 0 to 20, no seam), the division corrected by its exact remainder, the
     sign copied from x (so ±0 and tiny x come back as they are, ±inf gives ±1).
-    Max error measured: 0.51 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.57 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
     ax = _clamp(L, L.intrinsic("fabs", x), 0.0, 20.0)  # tanh(20) rounds to 1
     hi, lo, _ = _expm1_parts(L, f.fmul(ax, L.const(2.0)))
@@ -298,48 +316,50 @@ def _derivative(coefficients: tuple[float, ...]) -> tuple[float, ...]:
     return tuple(n * c for n, c in enumerate(coefficients))[1:]
 
 
-def _erf_pieces(L: Lower, x: ir.Value):
+def _erf_pieces(L: Lower, x: ir.Value, precise: bool):
     """The three fdlibm regions for |x|, each evaluated (selects choose):
-    (y with erf(x) = x + x y for |x| < 0.84375,
+    (y + y_lo with erf(x) = x + x y for |x| < 0.84375,
      (p_hi, p_lo) = P1/Q1 for |x| in [0.84375, 1.25), erf|x| = erx + P1/Q1,
-     (t_hi, t_lo) = erfc|x| for |x| >= 1.25 in double-double, clamped at 28)."""
+     (t_hi, t_lo) = erfc|x| for |x| >= 1.25, clamped at 28: in double-double if ``precise``
+     (erfc's own tail), else to fdlibm's accuracy (enough for erf = 1 - erfc there))."""
     f = L.b
     ax = L.intrinsic("fabs", x)
     # small: y = P(z)/Q(z) in double-double, z = x^2 = z + z_lo exactly, y(z + z_lo) to first order
     z = f.fmul(x, x)
     z_lo = L.fma(x, x, f.fneg(z))
     P, Q = _horner_dd(L, z, _PP, 3), _horner_dd(L, z, _QQ, 3)
-    y_hi, y_lo = _dd_div(L, *P, *Q)
+    y_hi, y_lo, inverse_q = _dd_div(L, *P, *Q)
     dP, dQ = _horner(L, z, _derivative(_PP)), _horner(L, z, _derivative(_QQ))
-    dy = f.fdiv(f.fsub(dP, f.fmul(y_hi, dQ)), Q[0])  # (P/Q)' = (P' - y Q') / Q
+    dy = f.fmul(f.fsub(dP, f.fmul(y_hi, dQ)), inverse_q)  # (P/Q)' = (P' - y Q') / Q
     y_lo = L.fma(dy, z_lo, y_lo)
     # mid: P1/Q1 in double-double
     s = f.fsub(ax, L.const(1.0))
-    p_hi, p_lo = _dd_div(L, *_horner_dd(L, s, _PA, 3), *_horner_dd(L, s, _QA, 3))
-    # tail: erfc(a) = exp(-a^2 - 0.5625 + R/S) / a, the exponent in double-double
+    p_hi, p_lo, _ = _dd_div(L, *_horner_dd(L, s, _PA, 3), *_horner_dd(L, s, _QA, 3))
+    # tail: erfc(a) = exp(-a^2 - 0.5625 + R/S) / a, R/S in w = 1/a^2, the exponent as hi + lo
     a = _clamp(L, ax, _ERF_MID, _ERFC_MAX)
+    inverse_a = f.fdiv(L.const(1.0), a)
     a2 = f.fmul(a, a)
     a2_lo = L.fma(a, a, f.fneg(a2))
-    w = f.fdiv(L.const(1.0), a2)
+    w = f.fmul(inverse_a, inverse_a)
     near = L.cmp("<", a, L.const(_ERF_TAIL_SPLIT))
-    parts = [_horner_dd(L, w, ab[0], 9) + _horner_dd(L, w, ab[1], 9)
-             for ab in ((_RA, _SA), (_RB, _SB))]  # fmt: skip
-    R, R_lo, S, S_lo = (L.select(near, a, b) for a, b in zip(*parts))
-    rs_hi, rs_lo = _dd_div(L, R, R_lo, S, S_lo)
-    # w = 1 / a^2 rounded: R/S(w + w_lo) to first order, (R/S)' = (R' - (R/S) S') / S
-    w_lo = f.fmul(f.fneg(w), f.fadd(L.fma(w, a2, L.const(-1.0)), f.fmul(w, a2_lo)))
-    dR, dS = (L.select(near, _horner(L, w, _derivative(a)), _horner(L, w, _derivative(b)))
-              for a, b in ((_RA, _RB), (_SA, _SB)))  # fmt: skip
-    slope = f.fdiv(f.fsub(dR, f.fmul(rs_hi, dS)), S)
-    rs_lo = L.fma(slope, w_lo, rs_lo)
+    R, S = _chosen(L, near, _RA, _RB), _chosen(L, near, _SA, _SB)
+    if precise:  # R/S(w + w_lo) to first order, w_lo = 1/(a2 + a2_lo) - w
+        rs_hi, rs_lo, inverse_s = _dd_div(L, *_horner_dd(L, w, R, 9), *_horner_dd(L, w, S, 9))
+        w_lo = f.fmul(f.fneg(w), f.fadd(L.fma(w, a2, L.const(-1.0)), f.fmul(w, a2_lo)))
+        dR, dS = (_horner(L, w, _chosen(L, near, _derivative(a), _derivative(b)))
+                  for a, b in ((_RA, _RB), (_SA, _SB)))  # fmt: skip
+        slope = f.fmul(f.fsub(dR, f.fmul(rs_hi, dS)), inverse_s)  # (R/S)' = (R' - (R/S) S') / S
+        rs_lo = L.fma(slope, w_lo, rs_lo)
+    else:
+        rs_hi, rs_lo = f.fdiv(_horner(L, w, R), _horner(L, w, S)), L.const(0.0)
     c, c_lo = _two_sum(L, L.const(-0.5625), rs_hi)
     e_hi, e_lo = _two_sum(L, f.fneg(a2), c)
     e_lo = f.fadd(e_lo, f.fadd(f.fsub(c_lo, a2_lo), rs_lo))
     hi, lo, s1, s2 = _exp_parts(L, _clamp(L, e_hi, -745.2, 709.8), e_lo)
     g_hi = f.fmul(f.fmul(hi, s1), s2)
     g_lo = f.fmul(f.fmul(lo, s1), s2)
-    t_hi = f.fdiv(g_hi, a)
-    t_lo = f.fdiv(f.fadd(L.fma(f.fneg(t_hi), a, g_hi), g_lo), a)
+    t_hi = f.fmul(g_hi, inverse_a)
+    t_lo = f.fmul(f.fadd(L.fma(f.fneg(t_hi), a, g_hi), g_lo), inverse_a)
     return ax, (y_hi, y_lo), (p_hi, p_lo), (t_hi, t_lo)
 
 
@@ -354,9 +374,9 @@ def vector_erf(L: Lower, x: ir.Value) -> ir.Value:
     """np.erf (scipy.special.erf) without a call: fdlibm's s_erf.c rational approximations on
     its intervals, all evaluated and chosen with selects; the tail's exp(-x^2) from x^2 split
     exactly by fma and its 1 - erfc in double-double; erf(±inf) = ±1, erf(±0) = ±0.
-    Max error measured: 0.80 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.69 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
-    ax, (y, y_lo), (p_hi, p_lo), (t_hi, t_lo) = _erf_pieces(L, x)
+    ax, (y, y_lo), (p_hi, p_lo), (t_hi, t_lo) = _erf_pieces(L, x, precise=False)
     # x + x (y + y_lo) with two roundings, or one where x y_lo underflows (subnormal x)
     tiny = L.cmp("<", ax, L.const(2.0**-900))
     small = L.select(tiny, L.fma(x, y, x), f.fadd(x, L.fma(x, y, f.fmul(x, y_lo))))
@@ -374,9 +394,9 @@ def vector_erfc(L: Lower, x: ir.Value) -> ir.Value:
     (1 - erx) - P1/Q1 and 2 - erfc|x| in double-double, and the tail's exp(-x^2 - 0.5625 + R/S)
     from an exponent split exactly (fdlibm's hi + lo trick, by fma), so the relative error stays
     within an ulp down to erfc(26.5) ~ 1e-307; erfc(+inf) = 0, erfc(-inf) = 2.
-    Max error measured: 0.95 ulp (float64, x <= 26.5), 0.50 ulp (float32)."""
+    Max error measured: 0.72 ulp (float64, x <= 26.5), 0.50 ulp (float32)."""
     f = L.b
-    ax, (y, y_lo), (p_hi, p_lo), (t_hi, t_lo) = _erf_pieces(L, x)
+    ax, (y, y_lo), (p_hi, p_lo), (t_hi, t_lo) = _erf_pieces(L, x, precise=True)
     # |x| < 0.84375: 1 - (x + x y) in double-double
     xy = f.fmul(x, y)
     xy_lo = L.fma(x, y_lo, L.fma(x, y, f.fneg(xy)))
@@ -417,7 +437,7 @@ _ATAN_REDUCE = ((1.0, 0.0, 1.0, 0.0), (2.0, 1.0, 2.0, 1.0), (1.0, 1.0, 1.0, 1.0)
 def vector_atan(L: Lower, x: ir.Value) -> ir.Value:
     """np.arctan without a call: fdlibm's atan, its five intervals' reductions and constants
     chosen with selects, one division and one polynomial; atan(±inf) = ±pi/2, atan(±0) = ±0.
-    Max error measured: 0.82 ulp (float64), 0.50 ulp (float32)."""
+    Max error measured: 0.85 ulp (float64), 0.50 ulp (float32; 0.5 + 2**-29 by design)."""
     f = L.b
     ax = L.intrinsic("fabs", x)
 

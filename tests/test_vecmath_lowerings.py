@@ -38,6 +38,11 @@ REGIONS = {
 POINTS = 2500  # per region: 6-8 regions x 2 widths x 6 ops, a few seconds of mpmath
 
 
+def test_every_lowering_is_listed_and_tested():
+    assert set(vecmath.BY_OP) == set(OPS) == set(REGIONS) == set(EXACT)
+    assert all(vecmath.BY_OP[op] is getattr(vecmath, f"vector_{op}") for op in OPS)
+
+
 def points(op: str) -> np.ndarray:
     """Seeded points over the op's regions (log-spaced ones uniform in log |x|)."""
     rng = np.random.default_rng(sum(map(ord, op)))

@@ -454,3 +454,16 @@ def vector_atan(L: Lower, x: ir.Value) -> ir.Value:
     tail = f.fmul(f.fmul(t, z), _horner(L, z, _AT))  # t (s1 + s2) of fdlibm
     y = f.fsub(pick(_ATAN_HI), f.fsub(f.fsub(tail, pick(_ATAN_LO)), t))
     return L.select(L.cmp("uno", x, x), x, L.intrinsic("copysign", y, x))
+
+
+#: The branch-free lowering of each op that has one, by op name (for the op entries:
+#: ``BY_OP[name](L, x) if L.vector else L.libm(name, x)``).
+BY_OP: dict[str, Callable] = {
+    "log": vector_log,
+    "log1p": vector_log1p,
+    "expm1": vector_expm1,
+    "tanh": vector_tanh,
+    "erf": vector_erf,
+    "erfc": vector_erfc,
+    "atan": vector_atan,
+}

@@ -39,7 +39,7 @@ POINTS = 2500  # per region: 6-8 regions x 2 widths x 6 ops, a few seconds of mp
 
 
 def test_every_lowering_is_listed_and_tested():
-    assert set(vecmath.BY_OP) == set(OPS) == set(REGIONS) == set(EXACT)
+    assert set(vecmath.BY_OP) == set(OPS) == set(REGIONS) == set(EXACT) == set(BOUND)
     assert all(vecmath.BY_OP[op] is getattr(vecmath, f"vector_{op}") for op in OPS)
 
 
@@ -77,10 +77,17 @@ def max_ulps(op: str, dtype) -> tuple[float, float]:
     return worst, where
 
 
+# Below 1 ulp (the requirement) with the margin each op's double-double sums give; measured on
+# 600 000+ points each: log 0.63, log1p 0.59, expm1 0.63, tanh 0.57, erf 0.69, erfc 0.72,
+# atan 0.65 (the docstrings' figures).
+BOUND = {"log": 0.7, "log1p": 0.7, "expm1": 0.7, "tanh": 0.65, "erf": 0.75, "erfc": 0.8,
+         "atan": 0.7}  # fmt: skip
+
+
 @pytest.mark.parametrize("op", OPS)
-def test_float64_within_one_ulp(op):
+def test_float64_within_its_bound(op):
     worst, where = max_ulps(op, np.float64)
-    assert worst < 1.0, f"{op}: {worst:.3f} ulp at x = {where!r}"
+    assert worst < BOUND[op] < 1.0, f"{op}: {worst:.3f} ulp at x = {where!r}"
 
 
 @pytest.mark.parametrize("op", OPS)

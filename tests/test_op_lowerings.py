@@ -390,9 +390,14 @@ def test_float32_within_an_ulp(name, vector):
 @pytest.mark.parametrize("name,function", [("log", "log"), ("log1p", "log1p"), ("expm1", "expm1"),
                                            ("sqrt", "sqrt"), ("tan", "tan"), ("tanh", "tanh")])  # fmt: skip
 def test_c_library_ops_as_before(name, function):
+    """In scalar code (the instant tier's machine) these are the C library's own; where loops
+    vectorise, log, log1p, expm1 and tanh are compiler/ir/vecmath.py's (< 1 ulp, its tests)."""
     x = np.concatenate([wide(F64), exp_points(F64), trig_points(F64)])
-    for vector in (True, False):
-        assert_same_bits(evaluate(ALL[name].lower, x, vector=vector), libm(function, x), x)
+    assert_same_bits(evaluate(ALL[name].lower, x, vector=False), libm(function, x), x)
+    if name in ("sqrt", "tan"):
+        assert_same_bits(evaluate(ALL[name].lower, x, vector=True), libm(function, x), x)
+    else:
+        assert_within_ulps(evaluate(ALL[name].lower, x, vector=True), libm(function, x), 2, x)
 
 
 def _xlogy(x, y):
@@ -402,8 +407,9 @@ def _xlogy(x, y):
 def test_xlogy_as_before():
     a, b = pairs(F64, 1500)
     b = np.abs(b)  # mostly in log's domain
-    got = evaluate(ALL["xlogy"].lower, a, b)
+    got = evaluate(ALL["xlogy"].lower, a, b, vector=False)
     assert_same_bits(got, elementwise(_xlogy, a, b), a, b)
+    got = evaluate(ALL["xlogy"].lower, a, b)  # vecmath's log where loops vectorise
     assert_within_ulps(got, ALL["xlogy"].numpy(a, b), 1, a, b)
     zero = evaluate(ALL["xlogy"].lower, np.zeros(4), np.array([0.0, -1.0, INF, NAN]))
     assert_same_bits(zero, np.array([0.0, 0.0, 0.0, NAN]))
@@ -443,7 +449,10 @@ def test_gates_as_before(name, vector, exp):
               "logsigmoid": _softplus_like(exp, False), "relu": _relu}[name]  # fmt: skip
     x = np.concatenate([wide(F64, 1500), exp_points(F64)])
     got = evaluate(ALL[name].lower, x, vector=vector)
-    assert_same_bits(got, elementwise(before, x), x)
+    if vector and name in ("softplus", "logsigmoid"):  # vecmath's log1p: < 1 ulp off libm's
+        assert_within_ulps(got, elementwise(before, x), 2, x)
+    else:
+        assert_same_bits(got, elementwise(before, x), x)
     assert_within_ulps(got, ALL[name].numpy(x), 2, x)
 
 
@@ -508,7 +517,9 @@ def _fast_value(name):
 VECTORISED = {"exp": ALL["exp"].lower, "sin (fast)": _fast_value("sin"),
               "cos (fast)": _fast_value("cos"), "sigmoid": ALL["sigmoid"].lower,
               "relu": ALL["relu"].lower, "maximum": ALL["maximum"].lower,
-              "sign": ALL["sign"].lower, "heaviside": ALL["heaviside"].lower}  # fmt: skip
+              "sign": ALL["sign"].lower, "heaviside": ALL["heaviside"].lower,
+              "softplus": ALL["softplus"].lower, "logsigmoid": ALL["logsigmoid"].lower,
+              "tanh": ALL["tanh"].lower, "log": ALL["log"].lower}  # fmt: skip
 
 
 @pytest.mark.parametrize("dtype", [F64, F32])
@@ -519,7 +530,7 @@ def test_loops_vectorise_without_calling_the_c_library(name, dtype):
     element = "double" if dtype is F64 else "float"
     assert re.search(rf"<\d+ x {element}>", text), "not vectorised"
     called = set(re.findall(r"call [^@]*@([\w.]+)\(", text))
-    assert all(c.startswith(("llvm.fma.", "llvm.fabs.")) for c in called), called
+    assert all(c.startswith(("llvm.fma.", "llvm.fabs.", "llvm.copysign.")) for c in called), called
 
 
 @pytest.mark.parametrize("name", ["sin", "cos"])

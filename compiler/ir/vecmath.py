@@ -484,3 +484,14 @@ BY_OP: dict[str, Callable] = {
     "erfc": vector_erfc,
     "atan": vector_atan,
 }
+
+
+def vectorised(name: str) -> Callable:
+    """The lowering of op ``name``: ``BY_OP[name]`` where loops vectorise (``L.vector``), the C
+    library's function, faster one point at a time, elsewhere (the instant tier's machine)."""
+
+    def lower(L: Lower, x: ir.Value) -> ir.Value:
+        return BY_OP[name](L, x) if L.vector else L.libm(name, x)
+
+    lower.__name__ = lower.__qualname__ = f"lower_{name}"
+    return lower

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from llvmlite import ir
 
+from compiler.ir import vecmath
 from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
 
@@ -96,15 +97,16 @@ def lower_exp(L: Lower, x: ir.Value) -> ir.Value:
 
 
 def lower_log(L: Lower, x: ir.Value) -> ir.Value:
-    return L.intrinsic("log", x)
+    """Branch-free where loops vectorise (compiler/ir/vecmath.py), the C library's elsewhere."""
+    return vecmath.vector_log(L, x) if L.vector else L.intrinsic("log", x)
 
 
 def lower_log1p(L: Lower, x: ir.Value) -> ir.Value:
-    return L.libm("log1p", x)
+    return vecmath.vector_log1p(L, x) if L.vector else L.libm("log1p", x)
 
 
 def lower_expm1(L: Lower, x: ir.Value) -> ir.Value:
-    return L.libm("expm1", x)
+    return vecmath.vector_expm1(L, x) if L.vector else L.libm("expm1", x)
 
 
 def lower_sqrt(L: Lower, x: ir.Value) -> ir.Value:
@@ -114,7 +116,7 @@ def lower_sqrt(L: Lower, x: ir.Value) -> ir.Value:
 def lower_xlogy(L: Lower, x: ir.Value, y: ir.Value) -> ir.Value:
     """x * log(y), 0 where x == 0 unless y is nan (scipy.special.xlogy)."""
     zero = L.const(0.0)
-    product = L.b.fmul(x, L.intrinsic("log", y))
+    product = L.b.fmul(x, lower_log(L, y))
     zero_x = L.b.and_(L.cmp("==", x, zero), L.cmp("ord", y, zero))
     return L.select(zero_x, zero, product)
 

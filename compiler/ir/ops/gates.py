@@ -11,9 +11,10 @@ from dataclasses import replace
 import numpy as np
 from llvmlite import ir
 
+from compiler.ir import vecmath
 from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
-from compiler.ir.ops.exponential import lower_exp
+from compiler.ir.ops.exponential import lower_exp, lower_log1p
 
 
 def _sigmoid(x):
@@ -45,20 +46,20 @@ def lower_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
 
 
 def lower_tanh(L: Lower, x: ir.Value) -> ir.Value:
-    return L.libm("tanh", x)
+    return vecmath.vector_tanh(L, x) if L.vector else L.libm("tanh", x)
 
 
 def lower_softplus(L: Lower, x: ir.Value) -> ir.Value:
     """(x > 0 ? x : 0) + log1p(exp(-|x|))."""
     zero = L.const(0.0)
-    log = L.libm("log1p", _exp_minus_abs(L, x))
+    log = lower_log1p(L, _exp_minus_abs(L, x))
     return L.b.fadd(L.select(L.cmp(">", x, zero), x, zero), log)
 
 
 def lower_logsigmoid(L: Lower, x: ir.Value) -> ir.Value:
     """(x < 0 ? x : 0) - log1p(exp(-|x|))."""
     zero = L.const(0.0)
-    log = L.libm("log1p", _exp_minus_abs(L, x))
+    log = lower_log1p(L, _exp_minus_abs(L, x))
     return L.b.fsub(L.select(L.cmp("<", x, zero), x, zero), log)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.ir import vecmath
 from compiler.ir.opdef import OpDef, entry
 
 
@@ -23,7 +24,7 @@ def _libm(name: str):
 
 # fmt: off
 OPS: list[OpDef] = [
-    entry("atan", "atan(a)", grads=("1 / (1 + a * a)",), numpy=np.arctan, lower=_libm("atan")),
+    entry("atan", "atan(a)", grads=("1 / (1 + a * a)",), numpy=np.arctan, lower=vecmath.vectorised("atan")),
     entry("atan2", "atan2(a, b)", arity=2,
           grads=("b / hypot(a, b) / hypot(a, b)", "-a / hypot(a, b) / hypot(a, b)"),
           numpy=np.arctan2, lower=_libm("atan2")),

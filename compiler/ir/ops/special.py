@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from compiler.ir import vecmath
 from compiler.ir.lowering import DOUBLE, Lower
 from compiler.ir.opdef import OpDef, entry
 
@@ -262,9 +263,9 @@ def _polygamma(n, x):
 # fmt: off
 OPS: list[OpDef] = [
     entry("erf", "erf(a)", grads=("2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erf"),
-          lower=lambda L, a: L.libm("erf", a)),
+          lower=vecmath.vectorised("erf")),
     entry("erfc", "erfc(a)", grads=("-2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erfc"),
-          lower=lambda L, a: L.libm("erfc", a)),
+          lower=vecmath.vectorised("erfc")),
     entry("lgamma", "log(Abs(gamma(a)))", grads=("digamma(a)",), numpy=_scipy("gammaln"),
           lower=lower_lgamma),
     entry("digamma", "polygamma(0, a)", grads=("polygamma(1, a)",), numpy=_scipy("psi"),

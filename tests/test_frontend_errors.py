@@ -667,7 +667,7 @@ X, Y = sp.symbols("x y")
         X + sp.I,
         X**sp.I,
         sp.exp(sp.I * X),
-        sp.atan(X),
+        sp.besselj(0, X),
         sp.Function("f")(X),
         sp.Derivative(sp.exp(X) * Y, X),
         sp.zoo * X,

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 import compiler
-from runtime import background, cache, llvm_tier, policy
+from runtime import background, cache, policy
 from runtime.policy import Choice, Stats, choose
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL, TRIG, LARGE = Stats(7), Stats(7, trig=True), Stats(llvm_tier.LLVM_OPS + 1)
+SMALL, TRIG, LARGE = Stats(7), Stats(7, trig=True), Stats(policy.LLVM_OPS + 1)
 NONE = frozenset()
 BIG = policy.WAIT_WORK  # points of a call that is large for a one-op graph
 

@@ -3,7 +3,8 @@
 It binds and checks arguments, picks the code for the inputs' kinds, runs the serial or the
 parallel loop by size, and shapes the results: the value has the broadcast shape, each gradient its
 input's shape. ``mode`` is what was asked for; ``tier`` names the engine that answered the latest
-call (``runtime.policy`` chooses it, one table for every kernel):
+call (``runtime.policy`` chooses it, one table for every kernel; ``runtime.tiers`` keeps the state
+it reads, the same for ``TensorKernel``):
 
 - ``"compiled"``: the final engine — the generated Numba module (compiled once per call pattern,
   cached on disk), or LLVM's O3 code for graphs with sin/cos or beyond ``LLVM_OPS`` ops;
@@ -133,7 +134,7 @@ class Kernel:
     def source(self) -> str:
         """The generated Python/Numba source (array inputs, scalar seed).
 
-        For a graph of more than ``runtime.llvm_tier.LLVM_OPS`` ops the compiled tier runs the
+        For a graph of more than ``runtime.policy.LLVM_OPS`` ops the compiled tier runs the
         same nodes compiled by LLVM directly: ``llvm_source`` shows that IR.
         """
         from compiler.codegen.numba_source import generate

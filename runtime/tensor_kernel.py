@@ -8,7 +8,8 @@ for, ``tier`` the engine that answered the latest call (``runtime.policy``): ``"
 the disk cache), ``"instant"`` runs ``numpy`` (the same steps as NumPy calls: nothing to
 compile). ``"auto"`` answers with the compiled module when it is loaded or on disk, else with
 NumPy's steps while a background thread compiles every entry (by calling it once on inputs
-whose every named dimension is 1: the same Numba types as any call), and switches when done.
+whose every named dimension is 1: the same Numba types as any call), and switches when done
+(``runtime.tiers``: the state machine ``Kernel`` uses too).
 """
 
 from __future__ import annotations

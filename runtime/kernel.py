@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -325,7 +326,9 @@ class _Engines:
     """A ``Kernel``'s engines as ``runtime.tiers.Tiers`` asks for them, by key (kinds, entry)."""
 
     def __init__(self, kernel: Kernel):
-        self.k = kernel
+        # A proxy: a cycle would keep a dropped kernel (and its modules' machine code) alive
+        # until a second garbage collection.
+        self.k = weakref.proxy(kernel)
 
     def engine(self, name: str, key: tuple[str, str]):
         """The module of engine ``name`` for ``key`` = (kinds, entry); LLVM's code for the

@@ -15,6 +15,7 @@ whose every named dimension is 1: the same Numba types as any call), and switche
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -287,7 +288,9 @@ class _Engines:
     """A ``TensorKernel``'s engines as ``runtime.tiers.Tiers`` asks for them (one key)."""
 
     def __init__(self, kernel: TensorKernel):
-        self.k = kernel
+        # A proxy: a cycle would keep a dropped kernel (and its modules' machine code) alive
+        # until a second garbage collection.
+        self.k = weakref.proxy(kernel)
 
     def engine(self, name: str, key: str) -> ModuleType:
         return self.k._module(name == "numba")

@@ -152,10 +152,10 @@ class Kernel:
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):
         """The value, with NumPy broadcasting over the inputs."""
         lay = arrange(bind(self.inputs, args, kwargs))
-        with self._answer(lay, "s", "forward") as module:
-            value = _value_buffer(lay, out, self._pool.empty)
-            _unalias(lay, out)
-            self._run(module, "forward", lay.n, *_used(module, lay), value)
+        module = self._module(lay, "s", "forward")
+        value = _value_buffer(lay, out, self._pool.empty)
+        _unalias(lay, out)
+        self._run(module, "forward", lay.n, *_used(module, lay), value)
         return _shape_value(lay, value, out)
 
     def value_and_grad(self, *args, seed: Any = None, out: tuple | None = None, **kwargs):
@@ -166,21 +166,21 @@ class Kernel:
         """
         lay = arrange(bind(self.inputs, args, kwargs))
         seed_kind, seed_flat = arrange_seed(seed, lay.shape)
-        with self._answer(lay, seed_kind, "value_and_grad") as module:
-            value_out, grads_out = _split_out(out)
-            value = _value_buffer(lay, value_out, self._pool.empty)
-            grads = _grad_buffers(lay, self.wrt, grads_out, self._pool.empty)
-            _unalias(lay, value_out, *(grads_out or {}).values())
-            seed_args = (seed_flat,) if module.SEEDED else ()
-            self._run(
-                module,
-                "value_and_grad",
-                lay.n,
-                *_used(module, lay),
-                *seed_args,
-                value,
-                *(g for g, _ in grads.values()),
-            )
+        module = self._module(lay, seed_kind, "value_and_grad")
+        value_out, grads_out = _split_out(out)
+        value = _value_buffer(lay, value_out, self._pool.empty)
+        grads = _grad_buffers(lay, self.wrt, grads_out, self._pool.empty)
+        _unalias(lay, value_out, *(grads_out or {}).values())
+        seed_args = (seed_flat,) if module.SEEDED else ()
+        self._run(
+            module,
+            "value_and_grad",
+            lay.n,
+            *_used(module, lay),
+            *seed_args,
+            value,
+            *(g for g, _ in grads.values()),
+        )
         return _shape_value(lay, value, value_out), _shape_grads(lay, grads, grads_out)
 
     def grad(self, *args, seed: Any = None, out: dict | None = None, **kwargs) -> Grads:
@@ -192,36 +192,37 @@ class Kernel:
         ``pullback(cotangent)`` runs only the backward, as often as wanted.
         """
         lay = arrange(bind(self.inputs, args, kwargs))
-        with self._answer(lay, "s", "forward_save") as module:
-            value = self._pool.empty(max(lay.n, 1))
-            saved = [self._pool.empty(max(lay.n, 1)) for _ in module.SAVED]
-            self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
-            # The caller may change its arrays before pulling back: keep what the backward reads.
-            kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
+        module = self._module(lay, "s", "forward_save")
+        value = self._pool.empty(max(lay.n, 1))
+        saved = [self._pool.empty(max(lay.n, 1)) for _ in module.SAVED]
+        self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
+        # The caller may change its arrays before pulling back: keep the inputs the backward reads.
+        kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
 
         def pullback(cotangent: Any = None) -> Grads:
             seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
-            with self._answer(lay, seed_kind, "backward") as back:
-                grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
-                if grads:
-                    reads = (kept[n] if n in kept else lay.flat[n] for n in back.BACKWARD_READS)
-                    seed_args = (seed_flat,) if back.SEEDED else ()
-                    self._run(
-                        back,
-                        "backward",
-                        lay.n,
-                        *saved,
-                        *reads,
-                        *seed_args,
-                        *(g for g, _ in grads.values()),
-                    )
+            back = self._module(lay, seed_kind, "backward")
+            grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
+            if grads:
+                reads = (kept[n] if n in kept else lay.flat[n] for n in back.BACKWARD_READS)
+                seed_args = (seed_flat,) if back.SEEDED else ()
+                self._run(
+                    back,
+                    "backward",
+                    lay.n,
+                    *saved,
+                    *reads,
+                    *seed_args,
+                    *(g for g, _ in grads.values()),
+                )
             return _shape_grads(lay, grads, None)
 
         return _shape_value(lay, value, None), pullback
 
     # ------------------------------------------------------------ engines (``runtime.tiers``)
-    def _answer(self, lay: Layout, seed_kind: str, entry: str):
-        """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice)."""
+    def _module(self, lay: Layout, seed_kind: str, entry: str):
+        """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice; in
+        ``auto`` the final engine's compile is queued behind it if the policy says so)."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
         return self._tiers.answer((kinds, entry), lay.n)
 
@@ -256,7 +257,7 @@ class Kernel:
 
     def _auto(self, kinds: str, entry: str, points: int):
         """The module ``mode="auto"`` answers a call of ``points`` elements with."""
-        return self._tiers.pick((kinds, entry), points)[1]
+        return self._tiers.answer((kinds, entry), points)
 
     def _instant_module(self, kinds: str):
         with self._lock:

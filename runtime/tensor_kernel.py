@@ -245,24 +245,28 @@ class TensorKernel:
 
     def _run(self, entry: str, args: list):
         points = _points(args) if self.mode == "auto" else 0
-        with self._tiers.answer(EVERY_ENTRY, points) as module:
-            fused = module is not self._modules.get(False)
-            with ignore_errors():  # NumPy's nan and inf, without its warnings
-                if not fused or (fused, entry) in self._checked:
-                    return getattr(module, entry)(*args)
-                from numba.core.errors import NumbaError
+        module = self._tiers.answer(EVERY_ENTRY, points)
+        fused = module is not self._modules.get(False)
+        with ignore_errors():  # NumPy's nan and inf, without its warnings
+            if not fused:
+                result = getattr(module, entry)(*args)
+                self._tiers.answered(EVERY_ENTRY)  # the compile behind, if owed, starts now
+                return result
+            if (fused, entry) in self._checked:
+                return getattr(module, entry)(*args)
+            from numba.core.errors import NumbaError
 
-                try:
-                    result = getattr(module, entry)(*args)
-                except NumbaError as e:
-                    # The first call compiles (or loads from Numba's cache): a failure here is a
-                    # damaged cache entry or our bug. Nothing half-built stays cached.
-                    cache.discard(module)
-                    self._modules.pop(fused, None)
-                    self._tiers.forget(module)
-                    raise CompileError(f"compiling {entry} of {self.title!r} failed: {e}") from e
-            self._checked.add((fused, entry))
-            return result
+            try:
+                result = getattr(module, entry)(*args)
+            except NumbaError as e:
+                # The first call compiles (or loads from Numba's cache): a failure here is a
+                # damaged cache entry or our bug. Nothing half-built stays cached.
+                cache.discard(module)
+                self._modules.pop(fused, None)
+                self._tiers.forget(module)
+                raise CompileError(f"compiling {entry} of {self.title!r} failed: {e}") from e
+        self._checked.add((fused, entry))
+        return result
 
     def _tiny_call(self) -> tuple[list, Any]:
         """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the

@@ -10,12 +10,11 @@ the latest call (``k.tier``), and the failures already reported. A kernel suppli
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
 import warnings
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from typing import Any, Protocol
 
 from runtime import background, policy
@@ -59,9 +58,9 @@ class Tiers:
         behind_first: bool = True,
     ):
         """``behind_first``: queue the compile behind a call before running it (an elementwise
-        kernel: the background thread starts at once, while the stand-in answers), else once the
-        call has its answer (a tensor program: writing its module, on the user's thread, would
-        delay a NumPy answer)."""
+        kernel: the background thread starts at once, while the stand-in answers), else when the
+        kernel says the call has its answer (``answered``; a tensor program: writing its module,
+        on the user's thread, would delay a NumPy answer)."""
         check_mode(mode)
         self.engines, self.stats, self.mode, self.title = engines, stats, mode, title
         self.behind_first = behind_first
@@ -71,14 +70,21 @@ class Tiers:
         self.lock = threading.RLock()  # the kernel's modules are built under it too
         self._final: dict[Hashable, Any] = {}  # key -> the final engine's module, or None
         self._reported: set[int] = set()  # failed jobs already warned about
+        self._owed: set[Hashable] = set()  # keys whose compile starts once the call answers
 
-    @contextlib.contextmanager
-    def answer(self, key: Hashable, points: int) -> Iterator[Any]:
-        """The module that answers a call of ``points`` elements now; the final engine's compile
-        is queued behind it, if the policy says so, before or after the call (``behind_first``)."""
+    def answer(self, key: Hashable, points: int) -> Any:
+        """The module that answers a call of ``points`` elements now. The final engine's
+        compile, if the policy wants it, is queued now (``behind_first``) or owed until the
+        kernel calls ``answered``."""
         choice, module = self.pick(key, points)
-        yield module
         if choice.behind is not None and not self.behind_first:
+            self._owed.add(key)
+        return module
+
+    def answered(self, key: Hashable) -> None:
+        """The call has its answer: queue the compile it owes, if any."""
+        if key in self._owed:
+            self._owed.discard(key)
             self._submit(key)
 
     def pick(self, key: Hashable, points: int) -> tuple[policy.Choice, Any]:
@@ -158,12 +164,9 @@ _RUNTIME = os.path.dirname(os.path.abspath(__file__))
 
 
 def _callers_level() -> int:
-    """The ``stacklevel`` naming the first frame outside symgrad's runtime (and the context
-    managers it uses), so a warning points at the user's line whatever the path to it."""
+    """The ``stacklevel`` naming the first frame outside symgrad's runtime, so a warning points
+    at the user's line whatever the path to it."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and (
-        frame.f_code.co_filename.startswith(_RUNTIME)
-        or frame.f_code.co_filename == contextlib.__file__
-    ):
+    while frame is not None and frame.f_code.co_filename.startswith(_RUNTIME):
         frame, level = frame.f_back, level + 1
     return level

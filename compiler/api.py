@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import InputError, ParseError, did_you_mean
@@ -130,14 +131,25 @@ def compile_gradient(
     if unknown or len(set(wrt)) != len(wrt):
         raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
     fused, report = fuse_gates(graph, fuse, wrt=wrt)
+    program = partial(plan, fused, wrt)
     if shapes is not None:
         from runtime.tensor_kernel import TensorKernel
 
-        kernel = TensorKernel(fused, wrt, _title(source), mode=mode)
+        kernel = TensorKernel(fused, wrt, _title(source), mode=mode, plan=program)
     else:
-        kernel = Kernel(fused, wrt, _title(source), mode=mode)
+        kernel = Kernel(fused, wrt, _title(source), mode=mode, plan=program)
     kernel.fusion = report
     return kernel
+
+
+def plan(graph: Graph, wrt: Sequence[str]):
+    """The program a kernel runs: the forward + backward graph (an ``AdjointGraph``, or a
+    ``TensorAdjointGraph`` for a tensor program). The runtime receives it planned, through a
+    callable it calls on first use (a kernel whose code is all on disk never needs it), and never
+    runs a compiler pass itself."""
+    from compiler.passes.adjoint import adjoint
+
+    return adjoint(graph, tuple(wrt))
 
 
 def _declare(graph: Graph, inputs: Sequence[str]) -> Graph:

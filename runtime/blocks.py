@@ -60,27 +60,46 @@ def in_parallel(count: int, work: Callable[[int, int], T], parallel: bool = True
     return [work(bounds[0], bounds[1]), *(future.result() for future in others)]
 
 
+def over_blocks(
+    n_blocks: int,
+    temps: tuple[int, ...],
+    sums: int,
+    work: Callable[[int, int, np.ndarray, np.ndarray], None],
+    parallel: bool = True,
+) -> np.ndarray:
+    """The block runner of every tier: ``work(first, last, temps, partial)`` runs the blocks
+    ``[first, last)``, over contiguous ranges, one per thread (``in_parallel``).
+
+    Each thread has its own ``temps`` (of that shape, contents undefined). ``work`` writes block
+    ``b``'s ``sums`` partial sums (gradients of scalar inputs) into ``partial[b]``; the totals
+    returned are added in block order, so they do not depend on the number of threads.
+    """
+    partial = np.zeros((n_blocks, sums))
+
+    def part(first: int, last: int) -> None:
+        work(first, last, np.empty(temps), partial)
+
+    in_parallel(n_blocks, part, parallel)
+    return partial.sum(axis=0)
+
+
 def run_blocks(
     n: int, block: Block, rows: int, length: int, sums: int, parallel: bool = True
 ) -> tuple[float, ...]:
-    """Call ``block(lo, m, temps)`` for every block ``[lo, lo + m)`` of ``range(n)``.
+    """Call ``block(lo, m, temps)`` for every block ``[lo, lo + m)`` of ``range(n)``: a split
+    Numba kernel's driver (``over_blocks``, with ``rows`` x ``length`` temps per thread).
 
-    Each thread has its own ``temps`` (``rows`` x ``length``). ``block`` returns the block's
-    ``sums`` partial sums (gradients of scalar inputs); they are added in block order, so the
-    totals do not depend on the number of threads.
+    ``block`` returns the block's ``sums`` partial sums (gradients of scalar inputs).
     """
+
+    def work(first: int, last: int, temps: np.ndarray, partial: np.ndarray) -> None:
+        for b in range(first, last):
+            block_sums = block(b * length, min(length, n - b * length), temps)
+            if sums:
+                partial[b] = block_sums
+
     n_blocks = -(-n // length)
-
-    def work(first: int, last: int) -> list:
-        temps = np.empty((max(rows, 1), length))
-        return [block(b * length, min(length, n - b * length), temps) for b in range(first, last)]
-
-    totals = [0.0] * sums
-    for partials in in_parallel(n_blocks, work, parallel):
-        for block_sums in partials:
-            for k in range(sums):
-                totals[k] += block_sums[k]
-    return tuple(totals)
+    return tuple(over_blocks(n_blocks, (max(rows, 1), length), sums, work, parallel).tolist())
 
 
 class EntryModule:

@@ -3,7 +3,8 @@
 It binds and checks arguments, picks the code for the inputs' kinds, runs the serial or the
 parallel loop by size, and shapes the results: the value has the broadcast shape, each gradient its
 input's shape. ``mode`` is what was asked for; ``tier`` names the engine that answered the latest
-call (``runtime.policy`` chooses it, one table for every kernel):
+call (``runtime.policy`` chooses it, one table for every kernel; ``runtime.tiers`` keeps the state
+it reads, the same for ``TensorKernel``):
 
 - ``"compiled"``: the final engine — the generated Numba module (compiled once per call pattern,
   cached on disk), or LLVM's O3 code for graphs with sin/cos or beyond ``LLVM_OPS`` ops;
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
-import warnings
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,9 @@ from compiler.errors import CompileError, InputError
 from compiler.ir.graph import Graph
 from runtime import background, cache, policy
 from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
+from runtime.tiers import MODES, Tiers
+
+__all__ = ["MODES", "Kernel", "Pool"]
 
 #: Output arrays of at least this many bytes come from a kernel's ``Pool``: a new one costs a page
 #: fault per 4 KiB on first write (at 10^6 points, three fresh outputs cost 4-10 ms against the
@@ -42,12 +46,6 @@ POOL_MIN_BYTES = 128 << 10
 
 #: At most this many bytes of output arrays are kept per kernel for reuse.
 POOL_BYTES = 64 << 20
-
-#: Below this much work (elements x forward ops) a call runs the serial loop: waking threads costs
-#: ~3 us here. Measured with the neuron (8 ops): threads win from about 1,000 elements.
-PARALLEL_WORK = 8192
-
-MODES = ("auto", "instant", "compiled")
 
 Grads = dict[str, Any]
 
@@ -63,34 +61,43 @@ class Kernel:
     {'x': -4.0, 'y': -4.0, 'z': 3.0}
     """
 
-    def __init__(self, graph: Graph, wrt: tuple[str, ...], title: str = "", mode: str = "auto"):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    def __init__(
+        self,
+        graph: Graph,
+        wrt: tuple[str, ...],
+        title: str = "",
+        mode: str = "auto",
+        plan: Callable[[], Any] | None = None,
+    ):
+        """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
+        a kernel whose code is all on disk never needs it."""
         self.graph = graph
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
-        self.mode = mode
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
+        self._plan = plan if plan is not None else _planner(graph, wrt)
         self._graph_key = graph.key()
         self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
-        self._trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
-        self._stats = policy.Stats(self._ops, self._trig)
-        self._final: dict[tuple[str, str], Any] = {}  # auto: (kinds, entry) -> final module
+        trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
+        self._stats = policy.Stats(self._ops, trig)
+        self._tiers = Tiers(_Engines(self), self._stats, mode, title)
+        self._lock = self._tiers.lock
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
-        self._tier: str | None = None  # the engine that answered the latest call
         self._instant: dict[str, Any] = {}  # kinds -> InstantModule
         self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
         self._numba: dict[str, ModuleType] = {}  # kinds -> module (the cache holds it weakly)
-        self._jobs: dict[tuple[str, str], background.Job] = {}  # (kinds, entry) -> compile
-        self._reported: set[int] = set()  # failed jobs already warned about
-        self._lock = threading.RLock()
         self._pool = Pool()
 
     def __repr__(self) -> str:
         return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
+
+    @property
+    def mode(self) -> str:
+        """The mode asked for: ``"auto"``, ``"instant"`` or ``"compiled"``."""
+        return self._tiers.mode
 
     @property
     def requested_mode(self) -> str:
@@ -101,7 +108,7 @@ class Kernel:
     def tier(self) -> str | None:
         """The engine that answered the latest call (``runtime.policy.ENGINES``: ``"numba"``,
         ``"llvm-O3"``, ``"llvm-O0"`` or ``"vm"``); None before any call."""
-        return self._tier
+        return self._tiers.tier
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the background compiles started so far; True if they all succeeded.
@@ -109,28 +116,26 @@ class Kernel:
         Only ``mode="auto"`` compiles in the background; the next call after a success runs the
         compiled kernel.
         """
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            if not job.done.wait(timeout):
-                return False
-        return all(job.state == "ready" for job in jobs)
+        return self._tiers.wait(timeout)
+
+    @property
+    def _jobs(self) -> dict:
+        """The background compiles, by (kinds, entry)."""
+        return self._tiers.jobs
 
     # ------------------------------------------------------------ inspection
     @property
     def adjoint(self):
         """The forward + backward graph (``AdjointGraph``), built on first use."""
         if self._adjoint is None:
-            from compiler.passes.adjoint import adjoint
-
-            self._adjoint = adjoint(self.graph, self.wrt)
+            self._adjoint = self._plan()
         return self._adjoint
 
     @property
     def source(self) -> str:
         """The generated Python/Numba source (array inputs, scalar seed).
 
-        For a graph of more than ``runtime.llvm_tier.LLVM_OPS`` ops the compiled tier runs the
+        For a graph of more than ``runtime.policy.LLVM_OPS`` ops the compiled tier runs the
         same nodes compiled by LLVM directly: ``llvm_source`` shows that IR.
         """
         from compiler.codegen.numba_source import generate
@@ -214,22 +219,17 @@ class Kernel:
 
         return _shape_value(lay, value, None), pullback
 
-    # ------------------------------------------------------------ tiers
+    # ------------------------------------------------------------ engines (``runtime.tiers``)
     def _module(self, lay: Layout, seed_kind: str, entry: str):
-        """The module that runs ``entry`` now, as ``runtime.policy`` chooses."""
+        """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice; in
+        ``auto`` the final engine's compile is queued behind it if the policy says so)."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        if self.mode == "auto":
-            module = self._auto(kinds, entry, lay.n)
-        else:
-            choice = policy.choose(self._stats, lay.n, self.mode, frozenset(), "idle")
-            module = self._engine(choice.now, kinds)
-        self._tier = _label(module, entry)
-        return module
+        return self._tiers.answer((kinds, entry), lay.n)
 
     def _uses_llvm(self) -> bool:
         """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
-        return policy.final(self._stats) == "llvm-O3"
+        return self._tiers.goal == "llvm-O3"
 
     def _llvm_module(self, kinds: str, optimise: bool | None = None):
         """LLVM's code for ``kinds``: by default the compiled tier's (O3 when LLVM is that
@@ -256,70 +256,8 @@ class Kernel:
         return self._llvm_module(kinds, optimise=name == "llvm-O3")
 
     def _auto(self, kinds: str, entry: str, points: int):
-        """``auto``: the final engine once it is ready (or on disk), else what the policy
-        answers with while the final engine compiles in the background."""
-        key, goal = (kinds, entry), policy.final(self._stats)
-        with self._lock:
-            if key not in self._final:  # the disk, looked at once per pattern
-                self._final[key] = self._on_disk(kinds, entry)
-            job = self._jobs.get(key)
-            if self._final[key] is None and job is not None and job.state == "ready":
-                self._final[key] = job.module
-            if self._final[key] is not None:
-                return self._final[key]
-            o3 = self._llvm.get((kinds, True))
-            ready = frozenset({"llvm-O3"} if o3 is not None and o3.loaded(entry) else ())
-            state = "idle" if job is None else job.state
-            choice = policy.choose(self._stats, points, "auto", ready, state)
-            if choice.behind is not None:
-                self._jobs[key] = background.submit(self._job(kinds, entry))
-        if state == "failed":
-            self._report(job)
-        module = self._engine(choice.now, kinds)
-        if choice.now == goal == "llvm-O3":  # waited for: it answers from now on
-            module.compiled(entry)
-            with self._lock:
-                self._final[key] = module
-        return module
-
-    def _on_disk(self, kinds: str, entry: str):
-        """The final engine's module if it is loaded or on disk, else None; LLVM's O3 code for
-        ``entry`` is loaded too if it is on disk (it answers while Numba's kernel loads).
-
-        Numba's kernel counts only once Numba is imported: importing it costs 0.3-0.5 s, which
-        the background thread pays, loading the kernel from disk, while LLVM's code answers."""
-        o3 = self._llvm_module(kinds, optimise=True)
-        if o3.cached(entry) and self._uses_llvm():
-            return o3
-        if self._uses_llvm() or not background.numba_imported():
-            return None
-        background.import_numba()
-        module = cache.cached_module(self._key(kinds))
-        if module is not None and background.load_cached(module, entry):
-            return module
-        return None
-
-    def _job(self, kinds: str, entry: str) -> background.Job:
-        """The final engine's compile, for the background thread."""
-        if self._uses_llvm():
-            from runtime.llvm_tier import Job
-
-            return Job(self._llvm_module(kinds), entry)
-        key = self._key(kinds)
-        return background.Job(key, background.on_this_thread(key, self._source_maker(kinds)), entry)
-
-    def _report(self, job: background.Job) -> None:
-        """Warn once, on the user's thread, that a background compile failed."""
-        with self._lock:
-            if id(job) in self._reported:
-                return
-            self._reported.add(id(job))
-        warnings.warn(
-            f"symgrad: compiling {job.entry} of {self.title!r} in the background failed "
-            f"({type(job.error).__name__}: {job.error}); the {self._tier} engine keeps answering",
-            RuntimeWarning,
-            stacklevel=5,
-        )
+        """The module ``mode="auto"`` answers a call of ``points`` elements with."""
+        return self._tiers.answer((kinds, entry), points)
 
     def _instant_module(self, kinds: str):
         with self._lock:
@@ -349,16 +287,17 @@ class Kernel:
         return make_source
 
     def _module_for(self, kinds: str):
-        return self._engine(policy.final(self._stats), kinds)
+        """The final engine's module for ``kinds``."""
+        return self._engine(self._tiers.goal, kinds)
 
     def _drop(self, module: ModuleType) -> None:
         """Forget a damaged Numba module wherever this kernel keeps it."""
         with self._lock:
             self._numba = {k: m for k, m in self._numba.items() if m is not module}
-            self._final = {k: m for k, m in self._final.items() if m is not module}
+        self._tiers.forget(module)
 
     def _run(self, module, entry: str, n: int, *args) -> None:
-        name = entry if n * self._ops >= PARALLEL_WORK else f"{entry}_serial"
+        name = entry if policy.parallel(self._stats, n) else f"{entry}_serial"
         if not isinstance(module, ModuleType) or (module.__name__, name) in self._checked:
             getattr(module, name)(n, *args)
             return
@@ -382,6 +321,63 @@ class Kernel:
         from compiler.viz.display import kernel_html
 
         return kernel_html(self)
+
+
+class _Engines:
+    """A ``Kernel``'s engines as ``runtime.tiers.Tiers`` asks for them, by key (kinds, entry)."""
+
+    def __init__(self, kernel: Kernel):
+        # A proxy: a cycle would keep a dropped kernel (and its modules' machine code) alive
+        # until a second garbage collection.
+        self.k = weakref.proxy(kernel)
+
+    def engine(self, name: str, key: tuple[str, str]):
+        """The module of engine ``name`` for ``key`` = (kinds, entry); LLVM's code for the
+        entry is compiled now (a stand-in must answer; O3 is waited for)."""
+        kinds, entry = key
+        module = self.k._engine(name, kinds)
+        if name.startswith("llvm"):
+            module.compiled(entry)
+        return module
+
+    def on_disk(self, key: tuple[str, str]):
+        """The final engine's module if it is loaded or on disk, else None; LLVM's O3 code for
+        the entry is loaded too if it is on disk (it answers while Numba's kernel loads).
+
+        Numba's kernel counts only once Numba is imported: importing it costs 0.3-0.5 s, which
+        the background thread pays, loading the kernel from disk, while LLVM's code answers."""
+        kinds, entry = key
+        o3 = self.k._llvm_module(kinds, optimise=True)
+        if o3.cached(entry) and self.k._uses_llvm():
+            return o3
+        if self.k._uses_llvm() or not background.numba_imported():
+            return None
+        background.import_numba()
+        module = cache.cached_module(self.k._key(kinds))
+        if module is not None and background.load_cached(module, entry):
+            return module
+        return None
+
+    def ready(self, key: tuple[str, str]) -> frozenset[str]:
+        """``{"llvm-O3"}`` once LLVM's O3 code for the entry is loaded (as fast as Numba's)."""
+        kinds, entry = key
+        o3 = self.k._llvm.get((kinds, True))
+        return frozenset({"llvm-O3"} if o3 is not None and o3.loaded(entry) else ())
+
+    def job(self, key: tuple[str, str]) -> background.Job:
+        """The final engine's compile, for the background thread."""
+        kinds, entry = key
+        if self.k._uses_llvm():
+            from runtime.llvm_tier import Job
+
+            return Job(self.k._llvm_module(kinds), entry)
+        source = background.on_this_thread(self.k._key(kinds), self.k._source_maker(kinds))
+        return background.Job(self.k._key(kinds), source, entry)
+
+    def label(self, name: str, module: Any, key: tuple[str, str]) -> str:
+        """The engine a module is: LLVM's O3 code of an entry too large for the pipeline is
+        compiled without it."""
+        return _label(module, key[1])
 
 
 class Pool:
@@ -421,6 +417,17 @@ def _free_count() -> int:
 
 
 _FREE = _free_count()
+
+
+def _planner(graph: Graph, wrt: tuple[str, ...]) -> Callable[[], Any]:
+    """The adjoint's planner for a kernel built without one (``compiler.api`` plans it)."""
+
+    def plan():
+        from compiler.api import plan
+
+        return plan(graph, wrt)
+
+    return plan
 
 
 def _label(module: Any, entry: str) -> str:

@@ -8,13 +8,14 @@ for, ``tier`` the engine that answered the latest call (``runtime.policy``): ``"
 the disk cache), ``"instant"`` runs ``numpy`` (the same steps as NumPy calls: nothing to
 compile). ``"auto"`` answers with the compiled module when it is loaded or on disk, else with
 NumPy's steps while a background thread compiles every entry (by calling it once on inputs
-whose every named dimension is 1: the same Numba types as any call), and switches when done.
+whose every named dimension is 1: the same Numba types as any call), and switches when done
+(``runtime.tiers``: the state machine ``Kernel`` uses too).
 """
 
 from __future__ import annotations
 
 import threading
-import warnings
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,7 @@ from compiler.ir.tensor import TensorGraph
 from runtime import background, cache, policy
 from runtime.inputs import as_float_array, bind
 from runtime.quiet import ignore_errors
+from runtime.tiers import Tiers
 
 Grads = dict[str, Any]
 _FLOAT64 = np.dtype(np.float64)
@@ -42,23 +44,27 @@ class TensorKernel:
     (0.116, array([-0.112,  0.636]))
     """
 
-    def __init__(self, graph: TensorGraph, wrt: tuple[str, ...], title: str = "", mode="auto"):
-        if mode not in ("auto", "instant", "compiled"):
-            raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
+    def __init__(
+        self,
+        graph: TensorGraph,
+        wrt: tuple[str, ...],
+        title: str = "",
+        mode: str = "auto",
+        plan: Callable[[], Any] | None = None,
+    ):
+        """``plan()`` gives the forward + backward program (``compiler.api.plan``), on first
+        use: a program compiled before never needs it."""
         self.graph = graph
         self.inputs: tuple[str, ...] = graph.inputs
         self.shapes = {n: graph.declared.get(n, ()) for n in self.inputs}
         self.wrt = wrt
         self.title = title
-        self.mode = mode
         self.fusion = None
+        self._plan = plan if plan is not None else _planner(graph, wrt)
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
-        self._job: _WarmUp | None = None  # auto: the compiled module being built
-        self._tier: str | None = None  # the engine that answered the latest call
-        self._on_disk: bool | None = None  # auto: the compiled module was on disk at first look
-        self._lock = threading.Lock()
         self._stats = policy.Stats(sum(1 for _ in graph.op_nodes()), tensor=True)
+        self._tiers = Tiers(_Engines(self), self._stats, mode, title, behind_first=False)
         self._checked: set[tuple[bool, str]] = set()
         self._sizes: dict[tuple, dict[str, int]] = {}  # input shapes -> dimension sizes, checked
         self._scalar_inputs = not all(self.shapes.values())
@@ -77,6 +83,11 @@ class TensorKernel:
         return f"<TensorKernel {self.title!r} inputs=({shapes}) wrt={self.wrt} mode={self.mode!r}>"
 
     @property
+    def mode(self) -> str:
+        """The mode asked for: ``"auto"``, ``"instant"`` or ``"compiled"``."""
+        return self._tiers.mode
+
+    @property
     def requested_mode(self) -> str:
         """The mode asked for (an alias of ``mode``, kept for older code)."""
         return self.mode
@@ -85,22 +96,23 @@ class TensorKernel:
     def tier(self) -> str | None:
         """The engine that answered the latest call: ``"numba"`` (the compiled module) or
         ``"numpy"`` (the instant one); None before any call."""
-        return self._tier
+        return self._tiers.tier
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the background compile (``mode="auto"``); True once the compiled module
-        answers (also when nothing had to compile)."""
-        if self._job is None:
-            return self.mode != "auto" or "numba" in self._ready()
-        return self._job.done.wait(timeout) and self._job.state == "ready"
+        """Wait for the background compile started so far (``mode="auto"``); True if it
+        succeeded (also when nothing had to compile)."""
+        return self._tiers.wait(timeout)
+
+    @property
+    def _job(self) -> background.Job | None:
+        """The background compile of every entry, once started."""
+        return self._tiers.jobs.get(EVERY_ENTRY)
 
     @property
     def adjoint(self):
         """The forward + backward graph (a ``TensorAdjointGraph``), built on first use."""
         if self._adjoint is None:
-            from compiler.passes.adjoint import adjoint
-
-            self._adjoint = adjoint(self.graph, self.wrt)
+            self._adjoint = self._plan()
         return self._adjoint
 
     @property
@@ -232,15 +244,13 @@ class TensorKernel:
         return self._modules[fused]
 
     def _run(self, entry: str, args: list):
-        choice = self._choose(args)
-        fused = choice.now == "numba"
-        module = self._module(fused)
-        self._tier = choice.now
+        points = _points(args) if self.mode == "auto" else 0
+        module = self._tiers.answer(EVERY_ENTRY, points)
+        fused = module is not self._modules.get(False)
         with ignore_errors():  # NumPy's nan and inf, without its warnings
             if not fused:
                 result = getattr(module, entry)(*args)
-                if choice.behind is not None:
-                    self._compile_behind()  # after the answer: the compile would slow it down
+                self._tiers.answered(EVERY_ENTRY)  # the compile behind, if owed, starts now
                 return result
             if (fused, entry) in self._checked:
                 return getattr(module, entry)(*args)
@@ -253,48 +263,10 @@ class TensorKernel:
                 # damaged cache entry or our bug. Nothing half-built stays cached.
                 cache.discard(module)
                 self._modules.pop(fused, None)
+                self._tiers.forget(module)
                 raise CompileError(f"compiling {entry} of {self.title!r} failed: {e}") from e
         self._checked.add((fused, entry))
         return result
-
-    def _choose(self, args: list) -> policy.Choice:
-        """This call's engine (``runtime.policy``)."""
-        if self.mode != "auto":
-            return policy.choose(self._stats, 0, self.mode, frozenset(), "idle")
-        job = self._job
-        if job is not None and job.state == "ready":
-            self._modules[True] = job.module
-        if job is not None and job.state == "failed" and not job.reported:
-            job.reported = True
-            warnings.warn(
-                f"symgrad: compiling {self.title!r} in the background failed "
-                f"({type(job.error).__name__}: {job.error}); the instant tier "
-                "keeps answering",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-        state = "idle" if job is None else job.state
-        points = max((a.size for a in args if isinstance(a, np.ndarray)), default=1)
-        return policy.choose(self._stats, points, "auto", self._ready(), state)
-
-    def _ready(self) -> frozenset[str]:
-        """``{"numba"}`` if the compiled module is loaded, or was on disk at the first look
-        (loading it costs what a look would: a call never looks at the disk twice). Only once
-        Numba is imported: importing it (0.3-0.5 s) is the background thread's work."""
-        if True in self._modules:
-            return frozenset({"numba"})
-        if self._on_disk is None and self._job is None:
-            if not background.numba_imported():
-                return frozenset()
-            background.import_numba()
-            self._on_disk = cache.on_disk(self._key(True), prefix="t")
-        return frozenset({"numba"} if self._on_disk else ())
-
-    def _compile_behind(self) -> None:
-        """``auto``: compile every entry on the background thread, once."""
-        with self._lock:
-            if self._job is None:
-                self._job = background.submit(_WarmUp(self))
 
     def _tiny_call(self) -> tuple[list, Any]:
         """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the
@@ -312,6 +284,60 @@ class TensorKernel:
         return kernel_html(self)
 
 
+#: A tensor program's one call pattern: its background job compiles every entry at once.
+EVERY_ENTRY = "every entry"
+
+
+class _Engines:
+    """A ``TensorKernel``'s engines as ``runtime.tiers.Tiers`` asks for them (one key)."""
+
+    def __init__(self, kernel: TensorKernel):
+        # A proxy: a cycle would keep a dropped kernel (and its modules' machine code) alive
+        # until a second garbage collection.
+        self.k = weakref.proxy(kernel)
+
+    def engine(self, name: str, key: str) -> ModuleType:
+        return self.k._module(name == "numba")
+
+    def on_disk(self, key: str) -> ModuleType | None:
+        """The compiled module if it is loaded, or on disk (loading it costs what a look
+        would). Only once Numba is imported: importing it (0.3-0.5 s) is the background
+        thread's work."""
+        if True in self.k._modules:
+            return self.k._modules[True]
+        if not background.numba_imported():
+            return None
+        background.import_numba()
+        if cache.on_disk(self.k._key(True), prefix="t"):
+            return self.k._module(True)
+        return None
+
+    def ready(self, key: str) -> frozenset[str]:
+        return frozenset()
+
+    def job(self, key: str) -> _WarmUp:
+        return _WarmUp(self.k)
+
+    def label(self, name: str, module: ModuleType, key: str) -> str:
+        return name
+
+
+def _points(args: list) -> int:
+    """A call's size for the policy: its largest array."""
+    return max((a.size for a in args if isinstance(a, np.ndarray)), default=1)
+
+
+def _planner(graph: TensorGraph, wrt: tuple[str, ...]) -> Callable[[], Any]:
+    """The adjoint's planner for a kernel built without one (``compiler.api`` plans it)."""
+
+    def plan():
+        from compiler.api import plan
+
+        return plan(graph, wrt)
+
+    return plan
+
+
 def _unshared(saved: Any, values: list) -> Any:
     """A residual, copied if it is a view of an input (a reshape or a transpose)."""
     if isinstance(saved, np.ndarray) and any(
@@ -326,13 +352,12 @@ class _WarmUp:
     once on tiny inputs, so every fused loop is compiled (or loaded from Numba's cache)."""
 
     def __init__(self, kernel: TensorKernel):
-        self.kernel, self.entry = kernel, "every entry"
+        self.kernel, self.entry = kernel, EVERY_ENTRY
         key, make = kernel._key(True), kernel._source_maker(True)
         self.make_source = background.on_this_thread(key, make, prefix="t")
         self.state = "pending"
         self.module: ModuleType | None = None
         self.error: BaseException | None = None
-        self.reported = False
         self.done = threading.Event()
 
     def run(self, stopping: threading.Event) -> None:

@@ -129,9 +129,9 @@ def test_awkward_names_numba_segments(monkeypatch):
 def test_all_awkward_names_together(mode):
     """All of them in one kernel, so renamings must not collide with each other: more than
     LLVM_OPS ops, so compiled is LLVM's tier, auto the instant tier until LLVM's is ready."""
-    from runtime import llvm_tier
+    from runtime import policy
 
-    assert 4 * len(NAMES) > llvm_tier.LLVM_OPS
+    assert 4 * len(NAMES) > policy.LLVM_OPS
     kernel = compiler.compile_gradient(expression(NAMES, trig=True), mode=mode)
     check(kernel, NAMES, trig=True)
     assert kernel.wait(timeout=600)

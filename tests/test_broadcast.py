@@ -14,7 +14,7 @@ import pytest
 
 import compiler
 import runtime
-import runtime.kernel
+import runtime.policy
 
 SOURCE = "x*sin(y) + exp(-x*y)"
 
@@ -298,13 +298,12 @@ def test_zero_size_arrays():
 
 def _force(monkeypatch, parallel: bool):
     """Pin the serial/parallel choice, whichever threshold constant this version uses."""
-    for name in ("PARALLEL_MIN", "PARALLEL_WORK"):
-        monkeypatch.setattr(runtime.kernel, name, 0 if parallel else 1 << 62, raising=False)
+    monkeypatch.setattr(runtime.policy, "PARALLEL_WORK", 0 if parallel else 1 << 62)
 
 
 def test_large_arrays_parallel_matches_serial(monkeypatch):
     k = K()
-    n = 3 * max(getattr(runtime.kernel, "PARALLEL_MIN", 0), 1 << 16)
+    n = 3 << 16
     x = RNG.normal(size=n)
     y = RNG.normal(size=n)
     runs = {}

@@ -19,9 +19,8 @@ import test_oracle as oracle
 from hypothesis import HealthCheck, assume, given, settings
 
 import compiler
-import runtime.kernel
 from compiler.codegen import numba_source
-from runtime import background, cache
+from runtime import background, cache, policy
 from runtime.instant import program, vm_source
 from runtime.llvm_tier import LLVMModule
 
@@ -183,7 +182,7 @@ def test_large_calls_run_in_parallel_and_agree(neuron_tiers, monkeypatch):
     args = {name: rng.standard_normal(n) for name in ("w0", "x0", "w1", "x1")} | {"w2": 0.3}
     want = neuron_tiers["compiled"].value_and_grad(**args)
     for work in (0, 1 << 62):  # always threads, never threads
-        monkeypatch.setattr(runtime.kernel, "PARALLEL_WORK", work)
+        monkeypatch.setattr(policy, "PARALLEL_WORK", work)
         assert_same_results(neuron_tiers["instant"].value_and_grad(**args), want)
 
 

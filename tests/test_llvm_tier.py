@@ -17,17 +17,16 @@ from hypothesis import given, settings
 from test_instant import SETTINGS, assert_same_results, chain, close
 
 import compiler
-import runtime.kernel
 from compiler.codegen import llvm_ir, llvm_ops
 from compiler.ir.registry import OPS
-from runtime import llvm_tier
+from runtime import llvm_tier, policy
 from runtime.instant import vm_source
 
 
 @pytest.fixture(autouse=True)
 def llvm_everywhere(monkeypatch, tmp_path):
     """Every compiled kernel of these tests is LLVM's, cached in a fresh directory."""
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    monkeypatch.setattr(policy, "LLVM_OPS", -1)
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -177,7 +176,7 @@ def test_small_chunks_scalar_inputs_threads_and_serial(n, monkeypatch):
         w2=rng.standard_normal(n),
     )
     for work in (0, 1 << 62):  # threads over blocks, and serial
-        monkeypatch.setattr(runtime.kernel, "PARALLEL_WORK", work)
+        monkeypatch.setattr(policy, "PARALLEL_WORK", work)
         seed = rng.standard_normal(n)
         want = instant.value_and_grad(**args, seed=seed)
         assert_same_results(k.value_and_grad(**args, seed=seed), want)
@@ -267,9 +266,9 @@ EXIT_SCRIPT = """
 import sys, time
 import numpy as np
 import compiler
-from runtime import background, llvm_tier
+from runtime import background, llvm_tier, policy
 background.EXIT_WAIT = 1.0  # the exiting interpreter waits this long for the compile thread
-llvm_tier.LLVM_OPS, llvm_tier.CHUNKS_PER_MODULE = -1, int(sys.argv[1])
+policy.LLVM_OPS, llvm_tier.CHUNKS_PER_MODULE = -1, int(sys.argv[1])
 def chain(u, k):
     for _ in range(k):
         u = compiler.ops.sin(u) * u + compiler.ops.exp(-u * u)

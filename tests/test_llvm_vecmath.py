@@ -28,9 +28,9 @@ from test_vecmath import (
 )
 
 import compiler
-import runtime.kernel
 from compiler.codegen import llvm_ir, llvm_ops
-from runtime import llvm_tier, scalar
+from compiler.ir.ops import trig
+from runtime import llvm_tier, policy
 
 RNG = np.random.default_rng(20240611)
 MODES = ("o3", "vector-no-o3", "libm")
@@ -42,7 +42,7 @@ def mode(request, monkeypatch, tmp_path):
     ``o3`` (the default for entries of up to OPTIMISE_NODES nodes: branch-free forms, O3),
     ``vector-no-o3`` (the same IR compiled without the pipeline: the IR is right by itself) and
     ``libm`` (OPTIMISE_NODES = 0: the C library's exp, sin and cos, no O3)."""
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    monkeypatch.setattr(policy, "LLVM_OPS", -1)
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     if request.param == "libm":
         monkeypatch.setattr(llvm_tier, "OPTIMISE_NODES", 0)
@@ -158,8 +158,8 @@ def test_stable_gates_use_it():
 
 # ------------------------------------------------------------------ sin and cos
 TRIG_RANGES = [(-1e-300, 1e-300), (-1, 1), (-10, 10), (-1e3, 1e3), (-1e6, 1e6), (-1e12, 1e12)]
-HUGE = [1e22, -1e22, 2.0**60, scalar.TRIG_MAX * 1.5, np.nextafter(scalar.TRIG_MAX, np.inf), 1e300]
-EDGE = [scalar.TRIG_MAX, -scalar.TRIG_MAX, np.nextafter(scalar.TRIG_MAX, 0)]
+HUGE = [1e22, -1e22, 2.0**60, trig.TRIG_MAX * 1.5, np.nextafter(trig.TRIG_MAX, np.inf), 1e300]
+EDGE = [trig.TRIG_MAX, -trig.TRIG_MAX, np.nextafter(trig.TRIG_MAX, 0)]
 
 
 @pytest.mark.parametrize("op", ["sin", "cos"])
@@ -281,7 +281,7 @@ def _chain(u, k):
 def test_a_scalar_inputs_gradient_is_summed_once(work, monkeypatch):
     """d/da sum(sin(a x) exp(-x^2) + cos(a x)) over the points: the huge x (a block rerun)
     adds nothing to it, so a block counted twice would show."""
-    monkeypatch.setattr(runtime.kernel, "PARALLEL_WORK", work)
+    monkeypatch.setattr(policy, "PARALLEL_WORK", work)
     monkeypatch.setattr(llvm_ir, "CHUNK_INSTRUCTIONS", 150)  # several chunks, both kinds
     k = compiled("sin(a * x) * exp(-x * x) + cos(x) * exp(a * -x * x)")
     assert k.llvm_source.count("define ") > 6

@@ -17,9 +17,9 @@ import pytest
 from test_instant import assert_same_results, chain, chain_forward_mode
 
 import compiler
-import runtime.kernel
 from compiler import ops
 from compiler.codegen import entries, numba_source
+from runtime import policy
 from runtime.instant.program import compile_program
 
 
@@ -137,7 +137,7 @@ def test_split_kernels_compute_what_one_loop_does(split_and_whole, n, monkeypatc
         w2=rng.standard_normal(n),
     )
     for work in (0, 1 << 62):  # threads over blocks, and serial
-        monkeypatch.setattr(runtime.kernel, "PARALLEL_WORK", work)
+        monkeypatch.setattr(policy, "PARALLEL_WORK", work)
         seed = rng.standard_normal(n)
         assert_same_results(
             split.value_and_grad(**args, seed=seed), whole.value_and_grad(**args, seed=seed)

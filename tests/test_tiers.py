@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 import compiler
-from runtime import background, cache, llvm_tier, policy
+from runtime import background, blocks, cache, policy
 from runtime.policy import Choice, Stats, choose
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL, TRIG, LARGE = Stats(7), Stats(7, trig=True), Stats(llvm_tier.LLVM_OPS + 1)
+SMALL, TRIG, LARGE = Stats(7), Stats(7, trig=True), Stats(policy.LLVM_OPS + 1)
 NONE = frozenset()
 BIG = policy.WAIT_WORK  # points of a call that is large for a one-op graph
 
@@ -230,3 +230,29 @@ def test_a_scripts_first_run_leaves_its_kernel_cached(tmp_path):
 
     run(SCRIPT)
     assert run(WARM).stdout.split() == ["numba", "False"]  # loaded, nothing compiled again
+
+
+# ------------------------------------------------------------------ the one block runner
+@pytest.mark.parametrize("parallel", [True, False])
+def test_over_blocks_runs_each_block_once_with_its_own_temps(parallel):
+    """Every block once, a private temp buffer per thread, the totals in block order (the same
+    numbers whatever the threads: sums of 1/(b+1), which rounding would reorder)."""
+    from runtime.blocks import over_blocks
+
+    n_blocks, seen, buffers = 37, [], []
+
+    def work(first, last, temps, partial):
+        assert temps.shape == (4, 8)
+        buffers.append(temps)  # kept alive: ids stay distinct
+        for b in range(first, last):
+            temps[:] = b  # a shared buffer would be overwritten by another thread
+            seen.append(b)
+            partial[b] = [1.0 / (b + 1), float(temps[3, 7])]
+
+    totals = over_blocks(n_blocks, (4, 8), 2, work, parallel)
+    assert sorted(seen) == list(range(n_blocks))
+    harmonic = 0.0
+    for b in range(n_blocks):
+        harmonic += 1.0 / (b + 1)
+    assert totals.tolist() == [harmonic, float(sum(range(n_blocks)))]
+    assert len({id(t) for t in buffers}) == (min(n_blocks, blocks.threads()) if parallel else 1)

@@ -93,10 +93,8 @@ def environment_fingerprint() -> str:
     Read without importing Numba (a third of a second): a NumPy-only kernel never needs it."""
     import numpy
 
-    import compiler
-
     h = hashlib.sha256()
-    versions = [compiler.__version__, _version("numba"), _version("llvmlite"), numpy.__version__]
+    versions = [_version("numba"), _version("llvmlite"), numpy.__version__]
     h.update(f"{'|'.join(versions)}|{sys.version}|{_cpu()}".encode())
     h.update(source_digest(Path(__file__).resolve().parent.parent))
     return h.hexdigest()

@@ -67,7 +67,8 @@ class Kernel:
         wrt: tuple[str, ...],
         title: str = "",
         mode: str = "auto",
-        plan: Callable[[], Any] | None = None,
+        *,
+        plan: Callable[[], Any],
     ):
         """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
         a kernel whose code is all on disk never needs it."""
@@ -76,7 +77,7 @@ class Kernel:
         self.wrt = wrt
         self.title = title
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
-        self._plan = plan if plan is not None else _planner(graph, wrt)
+        self._plan = plan  # the adjoint, planned by the compile step (compiler.api) on first use
         self._graph_key = graph.key()
         self._keys: dict[str, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
@@ -417,17 +418,6 @@ def _free_count() -> int:
 
 
 _FREE = _free_count()
-
-
-def _planner(graph: Graph, wrt: tuple[str, ...]) -> Callable[[], Any]:
-    """The adjoint's planner for a kernel built without one (``compiler.api`` plans it)."""
-
-    def plan():
-        from compiler.api import plan
-
-        return plan(graph, wrt)
-
-    return plan
 
 
 def _label(module: Any, entry: str) -> str:

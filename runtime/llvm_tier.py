@@ -32,27 +32,11 @@ import numpy as np
 from compiler.codegen.entries import plan
 from compiler.errors import CompileError
 from runtime import background, cache, llvm_jit
-from runtime.blocks import EntryModule, in_parallel
+from runtime.blocks import EntryModule, over_blocks
 from runtime.llvm_jit import COMPILE_THREADS, compile_objects
 
 if TYPE_CHECKING:
     from compiler.passes.adjoint import AdjointGraph
-
-#: The compiled tier uses this backend for graphs of more than this many forward ops, and Numba
-#: below. Measured (value_and_grad, 100,000 points, first call / steady call): a 6-op expression
-#: Numba 0.7 s / 0.19 ms, LLVM 0.02 s / 0.49 ms (Numba's single loop is vectorised); the neuron
-#: 2.3 s / 2.5 ms against 0.05 s / 3.0 ms; a 120-op chain 3.0 s / 111 ms against 0.16 s / 96 ms;
-#: a 1,000-node chain 35 s / 531 ms against 1.4 s / 430 ms. Small kernels stay Numba's (faster
-#: per call, compiled in a second or two); from about a hundred ops Numba costs seconds more to
-#: compile and is no faster.
-LLVM_OPS = 128
-
-#: Graphs with sin or cos take this backend whatever their size: its optimised entries compute
-#: them branch-free, four points at a time, where Numba's kernels call the C library for each
-#: point. Measured (value_and_grad, 100,000 points): the chain g(u) = sin(u)·u + exp(-u·u)
-#: composed 4 and 16 times, Numba 15.7 / 37.3 ms, LLVM 8.1 / 19.8 ms. A small call costs more here
-#: (~80 µs against ~45 µs for 100 points: ctypes and the block driver).
-LLVM_TRIG = True
 
 #: Entries of up to this many nodes are written with branch-free exp, sin and cos and go through
 #: LLVM's O3 pipeline, which vectorises the chunks' loops. Measured on the sin/exp chain
@@ -105,19 +89,15 @@ class CompiledEntry:
         address = llvm_jit.address
         addresses = np.array([address(args[k]) for k in self.arrays], dtype=np.uint64)
         scalars = np.array([args[k] for k in self.scalars], dtype=np.float64).reshape(-1)
-        n_blocks = -(-n // self.block)
-        partial_sums = np.zeros((n_blocks, len(self.sums)))
-        function, size = self.function, max(self.rows * self.block, 1)
-        pointers = (address(addresses), address(scalars), address(partial_sums))
+        function, arrays, values = self.function, address(addresses), address(scalars)
 
-        def work(first: int, last: int) -> None:
-            temps = np.empty(size)
-            function(first, last, n, pointers[0], pointers[1], address(temps), pointers[2])
+        def work(first: int, last: int, temps: np.ndarray, partial: np.ndarray) -> None:
+            function(first, last, n, arrays, values, address(temps), address(partial))
 
-        in_parallel(n_blocks, work, parallel)
-        if self.sums:
-            for k, total in zip(self.sums, partial_sums.sum(axis=0)):
-                args[k][0] = total
+        size = (max(self.rows * self.block, 1),)
+        totals = over_blocks(-(-n // self.block), size, len(self.sums), work, parallel)
+        for k, total in zip(self.sums, totals):
+            args[k][0] = total
 
 
 # ------------------------------------------------------------------------------- disk cache

@@ -50,7 +50,8 @@ class TensorKernel:
         wrt: tuple[str, ...],
         title: str = "",
         mode: str = "auto",
-        plan: Callable[[], Any] | None = None,
+        *,
+        plan: Callable[[], Any],
     ):
         """``plan()`` gives the forward + backward program (``compiler.api.plan``), on first
         use: a program compiled before never needs it."""
@@ -60,7 +61,7 @@ class TensorKernel:
         self.wrt = wrt
         self.title = title
         self.fusion = None
-        self._plan = plan if plan is not None else _planner(graph, wrt)
+        self._plan = plan  # the adjoint, planned by the compile step (compiler.api) on first use
         self._adjoint = None
         self._modules: dict[bool, ModuleType] = {}
         self._stats = policy.Stats(sum(1 for _ in graph.op_nodes()), tensor=True)
@@ -325,17 +326,6 @@ class _Engines:
 def _points(args: list) -> int:
     """A call's size for the policy: its largest array."""
     return max((a.size for a in args if isinstance(a, np.ndarray)), default=1)
-
-
-def _planner(graph: TensorGraph, wrt: tuple[str, ...]) -> Callable[[], Any]:
-    """The adjoint's planner for a kernel built without one (``compiler.api`` plans it)."""
-
-    def plan():
-        from compiler.api import plan
-
-        return plan(graph, wrt)
-
-    return plan
 
 
 def _unshared(saved: Any, values: list) -> Any:

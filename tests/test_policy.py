@@ -253,10 +253,10 @@ def test_the_mode_is_checked_in_one_place():
         tiers.Tiers(FakeEngines(), Stats(1), "fast")
     graph = compiler.trace("x * y")
     with pytest.raises(ValueError, match="mode"):
-        Kernel(graph, ("x",), mode="fast")
+        Kernel(graph, ("x",), mode="fast", plan=lambda: None)
     tensor = compiler.trace("sum(x)", shapes={"x": ("n",)})
     with pytest.raises(ValueError, match="mode"):
-        TensorKernel(tensor, ("x",), mode="fast")
+        TensorKernel(tensor, ("x",), mode="fast", plan=lambda: None)
 
 
 # ------------------------------------------------------------------ both kernels, for real

@@ -112,11 +112,11 @@ def compare(
     samples without one); a tensor program (``shapes=``) at ``at`` itself, and not at all
     without it. ``repeat=0`` skips timing.
     """
-    import compiler
+    from compiler import api
 
     dot_program()
     kernels = [
-        compiler.compile_gradient(source, wrt=wrt, shapes=shapes, fuse=f, mode="compiled")
+        api.compile_gradient(source, wrt=wrt, shapes=shapes, fuse=f, mode="compiled")
         for f in (False, fuse)
     ]
     report = kernels[1].fusion

@@ -236,9 +236,9 @@ def source_of(what: Any) -> tuple[Graph, tuple[str, ...] | None, Any, str]:
         return what.after, what.wrt, None, "fused"
     if hasattr(what, "graph") and hasattr(what, "adjoint"):  # Kernel, TensorKernel
         return what.graph, tuple(what.wrt), what._adjoint, what.title
-    import compiler
+    from compiler import api
 
-    return compiler.trace(what), None, None, compiler.api._title(what)
+    return api.trace(what), None, None, api._title(what)
 
 
 def draw_into(

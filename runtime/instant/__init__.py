@@ -20,7 +20,7 @@ import numpy as np
 from compiler.codegen.entries import plan
 from compiler.errors import CompileError
 from runtime import cache, llvm_jit
-from runtime.blocks import EntryModule, in_parallel
+from runtime.blocks import EntryModule, over_blocks
 from runtime.instant import vm_source
 from runtime.instant.program import Program, compile_program
 
@@ -95,17 +95,13 @@ class InstantModule(EntryModule):
         address = llvm_jit.address
         addresses = np.array([address(args[k]) for k in p.arrays], dtype=np.uint64)
         scalars = np.array([*(args[k] for k in p.scalars), *p.constants], dtype=np.float64)
-        n_blocks = -(-n // p.block)
-        partial = np.zeros((n_blocks, len(p.sums)))
-        at = (address(p.code), address(addresses), address(scalars), address(partial))
-        size, n_code, n_sums = p.n_regs * p.block, len(p.code), len(p.sums)
+        code, arrays, values = address(p.code), address(addresses), address(scalars)
+        n_code, n_sums = len(p.code), len(p.sums)
 
-        def work(first: int, last: int) -> None:
-            regs = np.empty(size)
-            code, arrays, values, sums = at
+        def work(first: int, last: int, regs: np.ndarray, partial: np.ndarray) -> None:
+            sums = address(partial)
             run(code, n_code, p.block, first, last, n, arrays, values, sums, n_sums, address(regs))
 
-        in_parallel(n_blocks, work, parallel)
-        if p.sums:
-            for k, total in zip(p.sums, partial.sum(axis=0)):
-                args[k][0] = total
+        totals = over_blocks(-(-n // p.block), (p.n_regs * p.block,), n_sums, work, parallel)
+        for k, total in zip(p.sums, totals):
+            args[k][0] = total

@@ -1,10 +1,10 @@
-"""F4's deep chain at k = 16 over 10^5 points: libm against runtime.scalar's vectorisable math.
+"""F4's deep chain at k = 16 over 10^5 points: libm against the ops' vectorisable lowerings.
 
     python -m benchmarks.vecmath_bench [--k 16] [--n 100000] [--rounds 20] [--no-torch]
 
 Times, interleaved round by round after warm-up (medians): symgrad's ``value_and_grad`` as this
 checkout generates it; the same straight-line fused loop written by hand with libm's
-``math.sin/exp/cos``, with ``runtime.scalar.exp`` and libm sin/cos, with ``runtime.scalar`` exp,
+``math.sin/exp/cos``, with the exp op's lowering and libm sin/cos, with the lowerings of exp,
 sin and cos (libm fallback beyond TRIG_MAX), and with their fast path alone (no fallback, wrong
 beyond 2**51: shown for what LLVM gives without it); and torch.compile. Not a test: no assertions.
 """
@@ -12,32 +12,32 @@ beyond 2**51: shown for what LLVM gives without it); and torch.compile. Not a te
 import argparse
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 from numba import njit, prange
 
-from runtime import scalar
+from compiler.ir.registry import OPS
+from runtime import numba_ops
 
 
-@njit(error_model="numpy", inline="always")
-def _sin_fast(x):
-    s, c, k = scalar._sincos(x)
-    v = c if k & 1 else s
-    return -v if k & 2 else v
+def _fast_only(op):
+    """The op's fast form alone: wrong beyond TRIG_MAX, shown for what LLVM gives without it."""
+    return replace(OPS[op], lower=lambda L, x: OPS[op].fast(L, x)[0], fast=None)
 
 
-@njit(error_model="numpy", inline="always")
-def _cos_fast(x):
-    s, c, k = scalar._sincos(x)
-    v = s if k & 1 else c
-    return -v if (k + 1) & 2 else v
+# The ops' own lowerings as Numba intrinsics: exp branch-free; sin and cos branch-free with the
+# C library's value beyond TRIG_MAX (their vector lowering), or their fast form alone.
+_exp = numba_ops.intrinsic("exp")
+_sin, _cos = (numba_ops._make(replace(OPS[op], fast=None)) for op in ("sin", "cos"))
+_sin_fast, _cos_fast = (numba_ops._make(_fast_only(op)) for op in ("sin", "cos"))
 
 
 VARIANTS = {
     "hand, libm": ("math.sin", "math.exp", "math.cos"),
-    "hand, exp": ("math.sin", "scalar.exp", "math.cos"),
-    "hand, exp sin cos": ("scalar.sin", "scalar.exp", "scalar.cos"),
-    "hand, exp sin cos, no fallback": ("_sin_fast", "scalar.exp", "_cos_fast"),
+    "hand, exp": ("math.sin", "_exp", "math.cos"),
+    "hand, exp sin cos": ("_sin", "_exp", "_cos"),
+    "hand, exp sin cos, no fallback": ("_sin_fast", "_exp", "_cos_fast"),
 }
 
 
@@ -52,7 +52,15 @@ def hand_kernel(k, sin, exp, cos):
             "        x = s * x + e",
         ]
     body += ["        out[i] = x", "        du[i] = d"]
-    ns = dict(math=math, prange=prange, scalar=scalar, _sin_fast=_sin_fast, _cos_fast=_cos_fast)
+    ns = dict(
+        math=math,
+        prange=prange,
+        _exp=_exp,
+        _sin=_sin,
+        _cos=_cos,
+        _sin_fast=_sin_fast,
+        _cos_fast=_cos_fast,
+    )
     exec("def chain(u, out, du):\n" + "\n".join(body) + "\n", ns)
     return njit(parallel=True, error_model="numpy")(ns["chain"])
 

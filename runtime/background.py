@@ -57,7 +57,7 @@ def import_numba() -> None:
         import numba.core.sigutils  # noqa: F401
 
         import runtime.jit  # noqa: F401 - what generated modules import beside Numba
-        import runtime.scalar  # noqa: F401
+        import runtime.numba_ops  # noqa: F401
 
         _numba_done.append(True)
 

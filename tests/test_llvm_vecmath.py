@@ -1,7 +1,7 @@
 """The LLVM tier's branch-free exp, sin and cos (the ops' lowerings, ``compiler/ir/ops``, printed by ``compiler/codegen/llvm_ops.py``).
 
-Entries that LLVM's O3 pipeline optimises print exp, sin and cos as their op entries lower them (``compiler/ir/ops``)
-computes them (fma, bit casts and selects: the chunk loops vectorise); sin and cos flag arguments
+Entries that LLVM's O3 pipeline optimises compute exp, sin and cos branch-free (fma, bit casts
+and selects: the chunk loops vectorise); sin and cos flag arguments
 beyond ``TRIG_MAX``, and the driver then runs the block again through the chunks' exact twins
 (the C library's value there), with the block's partial sums zeroed first. Checked here against
 mpmath (ulps), NumPy and the C library, at special values, with huge arguments mixed into blocks

@@ -19,7 +19,7 @@ import compiler.ops
 from compiler.ir import registry
 from compiler.ir.opdef import entry
 from compiler.passes import adjoint as adjoint_pass
-from runtime import llvm_tier
+from runtime import llvm_tier, policy
 
 NAME = "cube_root_plus"
 X = np.array([-2.7, -1.0, -0.3, 0.2, 0.5, 1.0, 2.0, 8.0, 27.5])
@@ -94,8 +94,8 @@ def test_text_on_the_instant_and_auto_modes(op, mode):
 
 
 def test_the_compiled_tier_with_numba(op, monkeypatch):
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", 10**9)
-    monkeypatch.setattr(llvm_tier, "LLVM_TRIG", False)
+    monkeypatch.setattr(policy, "LLVM_OPS", 10**9)
+    monkeypatch.setattr(policy, "LLVM_TRIG", False)
     k = compiler.compile_gradient(TEXT, mode="compiled")
     check(k)
     assert not k._uses_llvm()
@@ -103,7 +103,7 @@ def test_the_compiled_tier_with_numba(op, monkeypatch):
 
 @pytest.mark.parametrize("optimise", [True, False], ids=["O3", "O0"])
 def test_the_compiled_tier_with_llvm(op, monkeypatch, optimise):
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    monkeypatch.setattr(policy, "LLVM_OPS", -1)
     if not optimise:
         monkeypatch.setattr(llvm_tier, "OPTIMISE_NODES", 0)
     k = compiler.compile_gradient(TEXT, mode="compiled")
@@ -139,7 +139,7 @@ def test_a_tensor_kernel(op):
 
 @pytest.mark.parametrize("mode", ["instant", "compiled"])
 def test_fusion_around_it(op, mode, monkeypatch):
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    monkeypatch.setattr(policy, "LLVM_OPS", -1)
     k = compiler.compile_gradient(f"1 / (1 + exp(-{NAME}(x))) * y", fuse=True, mode=mode)
     assert "sigmoid" in str(k.adjoint) and NAME in str(k.adjoint)
     value, grads = k.value_and_grad(x=X, y=Y)

@@ -151,6 +151,21 @@ class FakeJob(background.Job):
         self.done.set()
 
 
+@pytest.fixture(autouse=True)
+def own_threads(monkeypatch):
+    """A fake job runs on a thread of its own: on the shared worker it would queue behind the
+    real compiles earlier tests left there (a full run leaves dozens), and time out."""
+    real = background.submit
+
+    def submit(job):
+        if not isinstance(job, FakeJob):
+            return real(job)
+        threading.Thread(target=job.run, args=(threading.Event(),), daemon=True).start()
+        return job
+
+    monkeypatch.setattr(background, "submit", submit)
+
+
 class FakeEngines:
     """Engines as modules named after themselves: what the state machine does, alone."""
 

@@ -144,10 +144,10 @@ def test_an_op_without_a_lowering_is_a_named_error_on_each_tier(monkeypatch, tmp
     tier Y"); other expressions keep working on every tier (the instant tier's machine too)."""
     import compiler
     from compiler.ir.lowering import LoweringError
-    from runtime import llvm_tier
+    from runtime import policy
 
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+    monkeypatch.setattr(policy, "LLVM_OPS", -1)
     bare = registry.OpDef("bare_op", 1, "a + 1", "bare_op({a})", None, lambda a: a + 1, "b", ("1",))
     registry.register(bare)
     try:

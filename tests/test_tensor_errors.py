@@ -177,10 +177,10 @@ def test_a_dimension_name_with_two_sizes_names_both_inputs_and_the_dim():
 
 def test_a_dimension_name_with_two_sizes_within_one_input():
     k = compiler.compile_gradient(
-        "sum((square @ vec)**2)", shapes={"square": ("side", "side"), "vec": ("side",)}
+        "sum((mat @ vec)**2)", shapes={"mat": ("side", "side"), "vec": ("side",)}
     )
-    message = call_error(lambda: k(square=np.ones((2, 3)), vec=np.ones(3)))
-    assert "square" in message and "side" in message, message
+    message = call_error(lambda: k(mat=np.ones((2, 3)), vec=np.ones(3)))
+    assert "mat" in message and "side" in message, message
 
 
 HOSTILE = {

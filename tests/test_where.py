@@ -420,10 +420,10 @@ MODES = ["instant", "compiled", "auto", "llvm"]
 def kernel(source, mode: str, monkeypatch, **kwargs):
     """``source`` compiled on one tier; "llvm" is the compiled mode on the LLVM backend."""
     import compiler
-    from runtime import llvm_tier
+    from runtime import policy
 
     if mode == "llvm":
-        monkeypatch.setattr(llvm_tier, "LLVM_OPS", -1)
+        monkeypatch.setattr(policy, "LLVM_OPS", -1)
     k = compiler.compile_gradient(source, mode="compiled" if mode == "llvm" else mode, **kwargs)
     if mode == "llvm":
         assert k._uses_llvm()

@@ -345,7 +345,7 @@ class _Walker:
             known = [*FUNCTIONS, *TENSOR_FUNCTIONS]
             raise self._error(
                 node.func, f"unknown function '{name}'{did_you_mean(name, known)} (the functions "
-                "are compiler.ops.__all__, listed in the README's language section)", name,
+                "are symgrad.ops.__all__, listed in the README's language section)", name,
             )  # fmt: skip
         if node.keywords:
             raise self._error(node.keywords[0], f"{name}() takes no keyword arguments")

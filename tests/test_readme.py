@@ -30,3 +30,89 @@ def test_the_worked_example_shows_the_lecture_numbers():
     assert k(x=-2, y=5, z=-4) == -12.0
     assert k.grad(x=-2, y=5, z=-4) == {"x": -4.0, "y": -4.0, "z": 3.0}
     assert k.value_and_grad(-2, 5, -4, seed=2.0) == (-12.0, {"x": -8.0, "y": -8.0, "z": 6.0})
+
+
+# ------------------------------------------------------------------ the set-up (issue 13)
+ROOT = README.parent
+
+
+def setup_commands() -> list[str]:
+    """The set-up section's commands, as a reader copies them (comments dropped)."""
+    section = README.read_text(encoding="utf-8").split("## Set-up")[1].split("\n## ")[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_set_up_is_two_commands_that_update_apt_before_installing_graphviz():
+    first, tests = setup_commands()
+    steps = [s.strip() for s in first.split("&&")]
+    # a fresh Debian has empty package lists: without the update, "Unable to locate package"
+    assert steps[:2] == ["apt-get update", "apt-get install -y graphviz"]
+    assert steps[2:] == ['pip install -e ".[dev]"', "symgrad"]  # then the main job
+    assert tests == 'pip install -e ".[dev]" && python -m pytest'
+
+
+def test_the_notebooks_have_an_extra_and_a_readme_line():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extra = " ".join(project["optional-dependencies"]["notebooks"])
+    assert "jupyterlab" in extra and "ipykernel" in extra and "matplotlib" in extra
+    section = README.read_text(encoding="utf-8").split("## Set-up")[1].split("\n## ")[0]
+    assert '`pip install -e ".[notebooks]" && jupyter lab notebooks/`' in section
+
+
+def test_every_test_dependency_is_in_the_dev_extra():
+    """Nothing may rely on what an earlier session left installed: SciPy (Numba's np.dot in the
+    quick benchmark), the notebook runner and the property tests come with ``.[dev]``."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    dev = {re.split(r"[<>=\[ ]", r)[0] for r in project["optional-dependencies"]["dev"]}
+    assert {"pytest", "hypothesis", "ruff", "scipy", "nbclient", "nbformat", "ipykernel"} <= dev
+    assert {"matplotlib"} <= dev  # the notebooks plot
+
+
+def test_ci_runs_the_readmes_commands_word_for_word():
+    first, tests = setup_commands()
+    commands = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    apt, _, rest = first.partition(' && pip install -e ".[dev]"')
+    assert f"command -v dot >/dev/null || {{ {apt}; }}" in commands  # skipped where dot is
+    assert 'pip install -e ".[dev]"' + rest in commands  # the main job
+    assert commands[-1] == tests  # the README's test command, last, after its install steps
+    assert commands.index(f"command -v dot >/dev/null || {{ {apt}; }}") < len(commands) - 1
+
+
+def test_no_test_assumes_one_vector_width():
+    """CI machines are AVX2 (4 doubles a vector) or AVX-512 (8): a test asserts "vectorised"
+    (``<N x double>``, ``@llvm.fma.v\\d+f64``), never one width."""
+    one_width = re.compile(r"v(2|4|8|16)f(32|64)\b|<(2|4|8|16) x (double|float)>")
+    here = Path(__file__).resolve()
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path != here:
+            text = path.read_text(encoding="utf-8")
+            assert not one_width.search(text), (path.name, one_width.search(text).group())
+
+
+def test_the_readmes_first_hour_figures_are_the_measured_ones():
+    """The README quotes the first-hour benchmark's ratios from benchmarks/RESULTS.md's FH
+    section (the same run), never figures of its own."""
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    section = results.split("<!-- section first_hour -->")[1].split("<!-- end first_hour -->")[0]
+    runs = [
+        [float(r) for r in m.split(", ")]
+        for m in re.findall(r"every run's per-call time / NumPy's \|[^|]*\|[^|]*\(runs: ([^)]*)\)", section)
+    ]  # fmt: skip
+    assert len(runs) == 2  # Rosenbrock and the Gaussian NLL
+    first = [r[0] for r in runs]
+    later = [x for r in runs for x in r[1:]]
+    text = README.read_text(encoding="utf-8")
+    quoted = re.search(r"first run costs ([\d.]+)–([\d.]+)× NumPy's per call.*?later runs "
+                       r"([\d.]+)–([\d.]+)×", text, re.S)  # fmt: skip
+    assert quoted, "the README's first-hour sentence"
+    got = [float(q) for q in quoted.groups()]
+    assert got == [min(first), max(first), min(later), max(later)]

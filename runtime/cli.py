@@ -28,7 +28,7 @@ examples:
   symgrad --draw neuron.svg                 also draw the graph, values and gradients on its edges
 
 the language:
-  numbers, names, + - * / **, unary minus, parentheses, the constant pi and the functions
+  numbers, names, + - * / **, unary minus, parentheses, the constants pi and e, and the functions
   {{functions}}.
   Values follow NumPy in float64 (1/0 = inf, log(-1) = nan). At kinks: relu'(0) = 0, abs'(0) = 0,
   maximum/minimum at a tie give each operand half, sqrt'(0) = inf.

@@ -148,3 +148,9 @@ def test_e_as_an_input_name_from_sympy_or_a_callable_is_still_an_input():
 def test_e_cannot_be_a_gate_name():
     with pytest.raises(compiler.GateError):
         compiler.register_gate("e", "x + 1")
+
+
+def test_symgrad_help_offers_e_beside_pi():
+    from runtime.cli import build_parser
+
+    assert "the constants pi and e" in build_parser().format_help()

@@ -1,9 +1,9 @@
 """FH — the first hour (issue 13): a new user's scripts, each run four times in fresh processes
 from an EMPTY kernel cache, beside the same scripts written in NumPy.
 
-Two scripts, as a newcomer writes them: Rosenbrock ``(1-x)**2 + 100*(y-x**2)**2`` and a Gaussian
-negative log-likelihood ``0.5*((x-mu)/sigma)**2 + log(sigma) + log(sqrt(2 pi))``, each
-``value_and_grad`` over 10⁶ points (x, y arrays; mu, sigma scalars), called 20 times. A run's
+Two scripts, as a newcomer writes them (``import symgrad``, as the README does): Rosenbrock
+``(1-x)**2 + 100*(y-x**2)**2`` and a Gaussian negative log-likelihood
+``0.5*((x-mu)/sigma)**2 + log(sigma) + log(sqrt(2 pi))``, each ``value_and_grad`` over 10⁶ points (x, y arrays; mu, sigma scalars), called 20 times. A run's
 per-call time is its calls' total over their number (the first call's compile included); its
 wall time is the whole process, from start to exit (imports, and the wait at exit for a
 background compile, included). Targets: every run's per-call time ≤ 1.2× NumPy's, runs 2–4 ≤ 0.5×
@@ -49,8 +49,8 @@ print(json.dumps({"times": times, "check": check, "tier": tier}))
 SCRIPTS = {
     "rosenbrock": {
         "symgrad": """
-import compiler
-k = compiler.compile_gradient("(1 - x)**2 + 100*(y - x**2)**2")
+import symgrad
+k = symgrad.compile_gradient("(1 - x)**2 + 100*(y - x**2)**2")
 for _ in range(CALLS):
     t = time.perf_counter()
     v, g = k.value_and_grad(x=x, y=y)
@@ -71,8 +71,8 @@ check, tier = [float(v.sum()), float(g["x"].sum()), float(g["y"].sum())], "numpy
     },
     "gaussian_nll": {
         "symgrad": """
-import compiler
-k = compiler.compile_gradient("0.5*((x - mu)/sigma)**2 + log(sigma) + 0.9189385332046727")
+import symgrad
+k = symgrad.compile_gradient("0.5*((x - mu)/sigma)**2 + log(sigma) + 0.9189385332046727")
 for _ in range(CALLS):
     t = time.perf_counter()
     v, g = k.value_and_grad(x=x, mu=mu, sigma=sigma)
@@ -107,9 +107,7 @@ def child_env(cache_dir: str, pycache: str) -> dict[str, str]:
 
 def install_bytecode(pycache: str) -> None:
     """What ``pip install`` does: the packages' bytecode, compiled once (untimed)."""
-    imports = (
-        "import compiler, runtime.kernel, runtime.llvm_tier, runtime.instant, llvmlite.binding"
-    )
+    imports = "import symgrad, runtime.kernel, runtime.llvm_tier, runtime.instant, llvmlite.binding"
     env = child_env(pycache + "/unused-cache", pycache)
     subprocess.run([sys.executable, "-c", imports], env=env, cwd=REPO_ROOT, check=True, timeout=600)
 

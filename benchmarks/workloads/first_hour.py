@@ -3,11 +3,12 @@ from an EMPTY kernel cache, beside the same scripts written in NumPy.
 
 Two scripts, as a newcomer writes them (``import symgrad``, as the README does): Rosenbrock
 ``(1-x)**2 + 100*(y-x**2)**2`` and a Gaussian negative log-likelihood
-``0.5*((x-mu)/sigma)**2 + log(sigma) + log(sqrt(2 pi))``, each ``value_and_grad`` over 10⁶ points (x, y arrays; mu, sigma scalars), called 20 times. A run's
-per-call time is its calls' total over their number (the first call's compile included); its
-wall time is the whole process, from start to exit (imports, and the wait at exit for a
-background compile, included). Targets: every run's per-call time ≤ 1.2× NumPy's, runs 2–4 ≤ 0.5×
-NumPy's, the wall time of run 1 ≤ NumPy's + 1.5 s.
+``0.5*((x-mu)/sigma)**2 + log(sigma) + log(sqrt(2 pi))``, each ``value_and_grad`` over 10⁶
+points (x, y arrays; mu, sigma scalars), called 20 times. A run's per-call time is its calls'
+total over their number (the first call's compile included); its wall time is the whole process,
+from start to exit (imports, and the wait at exit for a background compile, included). Targets:
+every run's per-call time ≤ 1.2× NumPy's, runs 2–4 ≤ 0.5× NumPy's, the wall time of run 1 ≤
+NumPy's + 1.5 s.
 """
 
 from __future__ import annotations

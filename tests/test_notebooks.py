@@ -6,12 +6,16 @@ that the pictures show without running them.
 
 from __future__ import annotations
 
+import html
+import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: Seconds one cell may take (the first compile of a kernel included).
 CELL_TIMEOUT = 300
 
@@ -48,6 +52,52 @@ def test_notebook_runs(path):
 
     stored = nbformat.read(path, as_version=4)
     assert all(c.execution_count for c in stored.cells if c.cell_type == "code")
+
+
+def stored(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def output_text(cell) -> str:
+    """What a reader sees of a cell's stored outputs, as plain text (HTML's tags dropped)."""
+    parts = []
+    for o in cell.get("outputs", ()):
+        parts.append(o.get("text", ""))
+        for kind, data in o.get("data", {}).items():
+            if kind == "text/plain":
+                parts.append(data)
+            elif kind == "text/html":
+                parts.append(html.unescape(re.sub(r"<[^>]+>", "", data)))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_notebooks_import_symgrad_as_the_readme_does(path):
+    code = "\n".join(c.source for c in stored(path).cells if c.cell_type == "code")
+    assert "import symgrad" in code
+    assert not re.search(r"^\s*(import|from) (compiler|runtime)\b", code, re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_module_a_stored_output_imports_exists(path):
+    """Stored outputs are what a reader sees without running anything: the generated source they
+    show must import modules that exist (runtime.scalar, removed by issue 14, once stayed)."""
+    shown = "\n".join(output_text(c) for c in stored(path).cells if c.cell_type == "code")
+    modules = set(re.findall(r"^from ([A-Za-z_][\w.]*) import ", shown, re.M))
+    for module in sorted(modules):
+        assert importlib.util.find_spec(module) is not None, (path.stem, module)
+
+
+def test_notebook_3_shows_the_measured_figure_the_results_hold():
+    """Numbers shown to users come from the measured run (benchmarks/RESULTS.md), as the README's."""
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8").splitlines()
+    row = next(ln for ln in results if "F3 symgrad ÷ hand-written NumPy (sigmoid" in ln)
+    (cell,) = [c for c in stored(NOTEBOOKS[2]).cells if "measured:" in output_text(c)]
+    assert f"python -m benchmarks --only peers measured: {row.split('|')[3].strip()}" in (
+        output_text(cell)
+    )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,17 @@ class OpDef:
     stable: str | None = None
     calls: tuple[str, ...] = ()
     origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
+    # Where the op is defined and smooth: what the random-expression oracle (tests/test_oracle.py)
+    # needs to draw operands and to keep its points off kinks, so that a new op is tested with no
+    # edit to the test. ``domain``: per operand, "" (any real), an open interval "(lo, hi)" its
+    # values must lie in ("(0, inf)" for log), "natural" (a small natural number: polygamma's
+    # order) or "truth" (a truth value, 0 or 1: where's condition); () is "" for every operand.
+    # ``kinks``: NumPy text over ``a``, ``b``, ``c``, each zero where the op is not smooth (abs at
+    # 0: "a"; floor at the integers: "sin(pi * a)"; maximum's tie: "a - b"). ``truth``: the op's
+    # values are truth values, 1.0 or 0.0 (comparisons, logic), which may feed a "truth" operand.
+    domain: tuple[str, ...] = ()
+    kinks: tuple[str, ...] = ()
+    truth: bool = False
 
     @property
     def helpers(self) -> tuple[str, ...]:
@@ -62,15 +73,20 @@ def entry(
     commutative: bool = False,
     patterns: tuple[str, ...] = (),
     stable: str | None = None,
+    domain: tuple[str, ...] = (),
+    kinks: tuple[str, ...] = (),
+    truth: bool = False,
 ) -> OpDef:
     """One op's entry, the way ``compiler/ir/ops/*.py`` write them: a function call by default
     (``erf(x)``, ``atan2(y, x)``), printed and drawn by its name.
 
     ``definition`` is exact SymPy text over ``a`` (and ``b``); ``grads`` the local gradients, text
     over ``a``, ``b`` and the output ``y`` (checked against ``sympy.diff``); ``numpy`` the oracle;
-    ``lower`` the lowering (``compiler.ir.lowering``)."""
+    ``lower`` the lowering (``compiler.ir.lowering``); ``domain``, ``kinks`` and ``truth`` where it is
+    defined and smooth (``OpDef``'s fields)."""
     call = f"{name}({', '.join('{' + p + '}' for p in 'ab'[:arity])})"
     return OpDef(
         name, arity, definition, text or call, None, numpy, symbol or name, grads, commutative,
         patterns=patterns, stable=stable, lower=lower, fast=fast,
+        domain=domain, kinks=kinks, truth=truth,
     )  # fmt: skip

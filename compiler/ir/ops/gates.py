@@ -69,9 +69,9 @@ def lower_relu(L: Lower, x: ir.Value) -> ir.Value:
     return L.select(L.ucmp(">", x, zero), x, zero)
 
 
-def _gate(name, definition, numpy, grads, stable, patterns, lower, code=None) -> OpDef:
+def _gate(name, definition, numpy, grads, stable, patterns, lower, code=None, **where) -> OpDef:
     op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, stable=stable,
-               patterns=patterns)  # fmt: skip
+               patterns=patterns, **where)  # fmt: skip
     # Numba source text, until Numba calls lower: the runtime.scalar helper of the same name
     return replace(op, code=code or f"{name}({{a}})", helper=None if code else name)
 
@@ -103,6 +103,6 @@ OPS: list[OpDef] = [
     _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
           stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",
                                             "0.5 * (x + abs(x))", "x / 2 + abs(x) / 2"),
-          lower=lower_relu),
+          lower=lower_relu, kinks=("a",)),
 ]
 # fmt: on

@@ -49,22 +49,27 @@ def _extremum(name: str, order: str):
 lower_maximum, lower_minimum = _extremum("maximum", ">="), _extremum("minimum", "<=")
 
 
-def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False):
+def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False,
+           **where):  # fmt: skip
     op = entry(name, definition, arity=2, symbol=symbol, grads=grads, numpy=numpy, lower=lower,
-               commutative=commutative)  # fmt: skip
+               commutative=commutative, **where)  # fmt: skip
     return _numba(op, op.text, helper=name)
 
 
 # fmt: off
 OPS: list[OpDef] = [
-    _numba(entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs), "abs({a})"),
-    _numba(entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign), "sign({a})",
-           helper="sign"),
+    _numba(entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs,
+                 kinks=("a",)), "abs({a})"),
+    _numba(entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign,
+                 kinks=("a",)), "sign({a})", helper="sign"),
     _call2("maximum", "Max(a, b)", np.maximum, "max",
-           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), lower_maximum, commutative=True),
+           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), lower_maximum, commutative=True,
+           kinks=("a - b",)),
     _call2("minimum", "Min(a, b)", np.minimum, "min",
-           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), lower_minimum, commutative=True),
+           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), lower_minimum, commutative=True,
+           kinks=("a - b",)),
     # heaviside(x, h): 0 below zero, h at zero, 1 above (np.heaviside); selects at kinks.
-    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0"), lower_heaviside),
+    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0"), lower_heaviside,
+           kinks=("a",)),
 ]
 # fmt: on

@@ -147,13 +147,14 @@ def lower_tan(L: Lower, x: ir.Value) -> ir.Value:
     return L.libm("tan", x)
 
 
-def _unary(name: str, definition: str, code: str, numpy, grads, lower, fast=None) -> OpDef:
-    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, fast=fast)
+def _unary(name: str, definition: str, code: str, numpy, grads, lower, fast=None,
+           **where) -> OpDef:  # fmt: skip
+    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, fast=fast, **where)
     return replace(op, code=code)  # Numba source text, until Numba calls lower
 
 
 OPS: list[OpDef] = [
     _unary("sin", "sin(a)", "math.sin({a})", np.sin, ("cos(a)",), lower_sin, fast_sin),
     _unary("cos", "cos(a)", "math.cos({a})", np.cos, ("-sin(a)",), lower_cos, fast_cos),
-    _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",), lower_tan),
+    _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",), lower_tan, kinks=("cos(a)",)),
 ]

@@ -256,6 +256,7 @@ class Kernel:
         """LLVM's code for ``pattern``: by default the compiled tier's (O3 when LLVM is that
         tier); ``optimise=False`` for a stand-in, which must compile at once."""
         optimise = self._uses_llvm() if optimise is None else optimise
+        pattern = _pattern(pattern)
         kinds, dtype = pattern
         with self._lock:
             if (pattern, optimise) not in self._llvm:
@@ -276,6 +277,7 @@ class Kernel:
     def _engine(self, name: str, pattern: Pattern):
         """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``pattern``; Numba's
         for an engine that cannot compute in the pattern's dtype."""
+        pattern = _pattern(pattern)
         if name != "numba" and not _computes("vm" if name == "vm" else "llvm", pattern[1]):
             name = "numba"
         if name == "vm":
@@ -309,6 +311,7 @@ class Kernel:
     def _key(self, pattern: Pattern) -> str:
         """The cache key of this kernel's module for ``pattern`` (hashed once per pattern; a
         float64 pattern's key is what it was before float32 kernels existed)."""
+        pattern = _pattern(pattern)
         if pattern not in self._keys:
             from compiler.codegen import numba_source
 
@@ -450,6 +453,11 @@ class Pool:
             if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
                 self._arrays.append(array)
             return array
+
+
+def _pattern(pattern: Pattern | str) -> Pattern:
+    """A pattern; kinds alone (as tests and benchmarks name one) are float64's."""
+    return (pattern, "float64") if isinstance(pattern, str) else pattern
 
 
 def _computes(engine: str, dtype: str) -> bool:

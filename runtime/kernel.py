@@ -394,9 +394,9 @@ class _Engines:
         the background thread pays, loading the kernel from disk, while LLVM's code answers."""
         pattern, entry = key
         llvm = self.k._uses_llvm_for(pattern)
-        if llvm:
+        if _computes("llvm", pattern[1]):  # loaded if on disk: it answers (``ready``) if not final
             o3 = self.k._llvm_module(pattern, optimise=True)
-            if o3.cached(entry):
+            if o3.cached(entry) and llvm:
                 return o3
         if llvm or not background.numba_imported():
             return None

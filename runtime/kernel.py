@@ -303,8 +303,8 @@ class Kernel:
             if pattern not in self._instant:
                 from runtime.instant import InstantModule, machine
 
-                machine()
                 width = {} if dtype == "float64" else {"dtype": dtype}
+                machine(**width)
                 self._instant[pattern] = InstantModule(self.adjoint, self.inputs, kinds, **width)
             return self._instant[pattern]
 

@@ -172,6 +172,8 @@ def test_float32_values_and_gradients_on_every_tier(name, tier):
     want = _gradients(f, k.inputs, values)
     value, grads = k.value_and_grad(**values)
     assert value.dtype == F32 and all(g.dtype == F32 for g in grads.values())
+    if tier == "instant":
+        assert k.tier == "vm"  # the VM itself answers, in float32
     close(value, want_value)
     for n in k.inputs:
         close(grads[n], want[n], rtol=1e-4, atol=2e-5)  # the oracle's differences: ~1e-8
@@ -457,7 +459,19 @@ def test_a_tensor_program_of_elementwise_ops_and_reductions_in_float32(mode):
         close(grads[n], g, rtol=1e-4, atol=2e-5)
 
 
-def test_float32_tiers_are_reported():
-    k = compiler.compile_gradient("x * y", mode="instant")
-    k(x=np.ones(3, np.float32), y=np.float32(2))
-    assert k.tier == ("vm" if kernel._computes("vm", "float32") else "numba")
+@pytest.mark.parametrize(
+    "tier, engine",
+    [("instant", "vm"), ("compiled", "numba"), ("llvm", "llvm-O3")],
+    indirect=["tier"],
+)
+def test_each_tier_answers_float32_itself(tier, engine):
+    """No engine hands a float32 call to another: the VM, Numba and LLVM all compute in it."""
+    k = compiler.compile_gradient("x * tanh(y) + exp(-x * y)", mode=tier)
+    x = np.linspace(-1, 1, 9, dtype=np.float32)
+    value, grads = k.value_and_grad(x=x, y=0.25)
+    assert k.tier == engine
+    assert value.dtype == grads["x"].dtype == F32 and type(grads["y"]) is np.float32
+    x64 = x.astype(np.float64)
+    close(value, x64 * np.tanh(0.25) + np.exp(-x64 * 0.25))
+    close(grads["x"], np.tanh(0.25) - 0.25 * np.exp(-x64 * 0.25))
+    assert all(kernel._computes(e, "float32") for e in ("vm", "llvm"))

@@ -100,7 +100,7 @@ def test_numpy_implementation_matches_definition(op):
 
 def test_an_op_without_stated_gradient_gets_sympys(monkeypatch):
     spec = OPS["sin"]
-    unstated = registry.OpDef("sin", 1, "sin(a)", spec.text, spec.code, np.sin, "sin", None)
+    unstated = registry.OpDef("sin", 1, "sin(a)", spec.text, np.sin, "sin", None)
     monkeypatch.setitem(OPS, "sin", unstated)
     adjoint_pass.local_gradient_template.cache_clear()
     try:
@@ -193,6 +193,64 @@ def test_fingerprint_covers_an_entry_added_at_run_time():
         registry.register(replace(one, lower=lambda L, a: L.intrinsic("exp", a)))
         assert first and registry.fingerprint("exp_twin") not in ("", first)
         registry.register(replace(one, grads=("2 * y",)))
+        assert registry.fingerprint("exp_twin") != first
+    finally:
+        registry.unregister("exp_twin")
+
+
+def _shifted_exp(shift: float):
+    """A lowering ``exp(a) + shift``: two of them differ in what they compute, not in source."""
+
+    def lower(L, a):
+        return L.b.fadd(L.intrinsic("exp", a), L.const(shift))
+
+    return lower
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled-numba", "compiled-llvm"])
+def test_reregistering_an_op_with_another_lowering_compiles_a_new_kernel(
+    mode, monkeypatch, tmp_path
+):
+    """The cache key covers a run-time op's lowering (``registry.fingerprint``: its identity,
+    closure included), so the same text after re-registering never gets the old kernel."""
+    import compiler
+    from compiler.ir.opdef import entry
+    from runtime import policy
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    if mode != "instant":
+        monkeypatch.setattr(policy, "LLVM_OPS", -1 if mode == "compiled-llvm" else 10**9)
+        monkeypatch.setattr(policy, "LLVM_TRIG", False)
+    x = np.array([-1.0, 0.0, 0.5, 2.0])
+    keys = []
+    try:
+        for shift in (0.0, 1.0):
+            spec = entry("exp_probe", "exp(a)", grads=("exp(a)",), numpy=np.exp,
+                         lower=_shifted_exp(shift))  # fmt: skip
+            registry.register(spec)
+            adjoint_pass.local_gradient_template.cache_clear()
+            keys.append(registry.fingerprint("exp_probe"))
+            k = compiler.compile_gradient("exp_probe(x) * 3", mode=mode.split("-")[0])
+            value, grads = k.value_and_grad(x=x)
+            np.testing.assert_allclose(value, 3 * (np.exp(x) + shift), rtol=1e-15)
+            np.testing.assert_allclose(grads["x"], 3 * np.exp(x), rtol=1e-15)
+    finally:
+        registry.unregister("exp_probe")
+        adjoint_pass.local_gradient_template.cache_clear()
+    assert keys[0] != keys[1]
+
+
+def test_fingerprint_covers_a_given_sympy_form():
+    from dataclasses import replace
+
+    one = replace(OPS["exp"], name="exp_twin")
+    a = registry.placeholders()[0]
+    try:
+        registry.register(one, sympy_form=sympy.exp(a))
+        first = registry.fingerprint("exp_twin")
+        registry.register(one, sympy_form=sympy.exp(a) + 0 * a + sympy.Integer(0) + a - a + 1 - 1)
+        assert registry.fingerprint("exp_twin") == first  # SymPy's same expression
+        registry.register(one, sympy_form=sympy.exp(2 * a))
         assert registry.fingerprint("exp_twin") != first
     finally:
         registry.unregister("exp_twin")

@@ -31,9 +31,9 @@ from compiler.ir.ops import arith
 
 _SIGNATURE = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_double)
 _lock = threading.Lock()
-# op name -> (the entry compiled, its engine (kept alive), the callable)
+# op name -> (the entry compiled, its LLVM context and engine (kept alive), the callable)
 _compiled: dict[str, tuple[OpDef, object, Callable[..., float]]] = {}
-_machine: list = []
+_initialised: list[bool] = []
 
 
 def fold(spec: OpDef, *operands: float) -> float:
@@ -66,7 +66,7 @@ def scalar_function(spec: OpDef) -> Callable[..., float]:
     return made[2]
 
 
-def _compile(spec: OpDef) -> tuple[object, Callable[..., float]]:
+def _compile(spec: OpDef) -> tuple[tuple, Callable[..., float]]:
     from llvmlite import ir
 
     if spec.lower is None:
@@ -78,21 +78,24 @@ def _compile(spec: OpDef) -> tuple[object, Callable[..., float]]:
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     builder.ret(builder.call(op, fn.args[: spec.arity]))
     binding = _binding()
-    parsed = binding.parse_assembly(str(module))
+    # A context of its own: LLVM's global one is Numba's, maybe compiling on another thread now.
+    context = binding.create_context()
+    parsed = binding.parse_assembly(str(module), context=context)
     parsed.verify()
-    engine = binding.create_mcjit_compiler(parsed, _machine[0])
+    # The engine owns its target machine (and frees it with itself): one each.
+    machine = binding.Target.from_default_triple().create_target_machine(opt=0, jit=True)
+    engine = binding.create_mcjit_compiler(parsed, machine)
     engine.finalize_object()
-    return engine, _SIGNATURE(engine.get_function_address("fold"))
+    return (context, engine), _SIGNATURE(engine.get_function_address("fold"))
 
 
 def _binding():
-    """``llvmlite.binding``, initialised once, and one target machine for this CPU (code
-    generation O0: one op's scalar function is compiled to run once or a few times)."""
+    """``llvmlite.binding``, its native target initialised once (under ``_lock``). Code is
+    generated at O0: one op's scalar function, compiled to run once or a few times."""
     import llvmlite.binding as binding
 
-    if not _machine:
+    if not _initialised:
         binding.initialize_native_target()
         binding.initialize_native_asmprinter()
-        target = binding.Target.from_default_triple()
-        _machine.append(target.create_target_machine(opt=0, jit=True))
+        _initialised.append(True)
     return binding

@@ -13,11 +13,12 @@ import off the compile path, and lets kinks and numerically poor forms be chosen
 
 Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
 (``compiler/passes/fusion/``) builds it from those subgraphs (text over ``x``). A gate states the
-stable formula its helper computes (``stable``, proved equal to the definition by
+stable formula its lowering computes (``stable``, proved equal to the definition by
 ``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
 accurate. ``compiler.register_gate`` (``compiler/gates.py``) checks a user's gate with SymPy
 and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
-in symgrad's own text language, never parsed by ``sympify``.
+in symgrad's own text language, never parsed by ``sympify``. The gates fusion discovers stay out
+of this table during the pass: it reads them through ``local`` (its own view, in its thread).
 
 Kink table (documented subgradient choices, tested):
 
@@ -37,7 +38,7 @@ import importlib
 import inspect
 import math
 import pkgutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -150,10 +151,20 @@ def unregister(name: str) -> None:
 
 
 _VERSION = [0]
+_ON_CHANGE: list[Callable[[], None]] = []
+
+
+def on_change(forget: Callable[[], None]) -> None:
+    """Call ``forget`` whenever an entry is registered or withdrawn: for caches of what is
+    derived from entries by name (the adjoint's gradient templates), which would otherwise
+    outlive an entry registered anew under the same name."""
+    _ON_CHANGE.append(forget)
 
 
 def _changed() -> None:
     _VERSION[0] += 1
+    for forget in _ON_CHANGE:
+        forget()
 
 
 def version() -> int:

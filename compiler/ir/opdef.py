@@ -11,20 +11,18 @@ class OpDef:
     """One elementwise op.
 
     ``text`` prints the op in graph listings and is also how the text parser spells it;
-    ``code`` prints it in generated Numba source; ``numpy`` evaluates it (constant folding,
-    oracles); ``symbol`` is the short label drawings use.
+    ``numpy`` is the test oracle (the op's value by NumPy, never a tier's); ``symbol`` is the
+    short label drawings use.
     """
 
     name: str
     arity: int
     definition: str
     text: str
-    code: str | None  # Numba source text (being replaced by ``lower``); None for new entries
     numpy: Callable[..., float]
     symbol: str
     grads: tuple[str, ...] | None = None
     commutative: bool = False
-    helper: str | None = None  # name of the runtime.scalar function the code calls, if any
     # The op's lowering (``compiler.ir.lowering``): ``lower(L, *operands) -> value``, written
     # once, used by every tier. ``fast``, where an op has one, returns ``(value, exact)``: a
     # faster form and an i1 saying the point needs ``lower``'s exact path (sin and cos of huge
@@ -32,10 +30,9 @@ class OpDef:
     lower: Callable | None = None
     fast: Callable | None = None
     # Gates (see the module docstring): the subgraphs fusion turns into this op, the stable
-    # formula ``code`` computes, more helpers a composed ``code`` calls, and who made the entry.
+    # formula its lowering computes, and who made the entry.
     patterns: tuple[str, ...] = ()
     stable: str | None = None
-    calls: tuple[str, ...] = ()
     origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
     # Where the op is defined and smooth: what the random-expression oracle (tests/test_oracle.py)
     # needs to draw operands and to keep its points off kinks, so that a new op is tested with no
@@ -48,11 +45,6 @@ class OpDef:
     domain: tuple[str, ...] = ()
     kinks: tuple[str, ...] = ()
     truth: bool = False
-
-    @property
-    def helpers(self) -> tuple[str, ...]:
-        """Every ``runtime.scalar`` function the generated code calls for this op."""
-        return tuple(dict.fromkeys(((self.helper,) if self.helper else ()) + self.calls))
 
     @property
     def is_gate(self) -> bool:
@@ -86,7 +78,7 @@ def entry(
     defined and smooth (``OpDef``'s fields)."""
     call = f"{name}({', '.join('{' + p + '}' for p in 'ab'[:arity])})"
     return OpDef(
-        name, arity, definition, text or call, None, numpy, symbol or name, grads, commutative,
+        name, arity, definition, text or call, numpy, symbol or name, grads, commutative,
         patterns=patterns, stable=stable, lower=lower, fast=fast,
         domain=domain, kinks=kinks, truth=truth,
     )  # fmt: skip

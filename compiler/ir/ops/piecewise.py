@@ -3,18 +3,11 @@ table's choices (``compiler.ir.registry``), so loops over them vectorise."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from llvmlite import ir
 
 from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
-
-
-def _numba(op: OpDef, code: str, helper: str | None = None) -> OpDef:
-    """The entry with its Numba source text, until the Numba kernels call ``lower`` too."""
-    return replace(op, code=code, helper=helper)
 
 
 def lower_abs(L: Lower, x: ir.Value) -> ir.Value:
@@ -51,17 +44,14 @@ lower_maximum, lower_minimum = _extremum("maximum", ">="), _extremum("minimum", 
 
 def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False,
            **where):  # fmt: skip
-    op = entry(name, definition, arity=2, symbol=symbol, grads=grads, numpy=numpy, lower=lower,
-               commutative=commutative, **where)  # fmt: skip
-    return _numba(op, op.text, helper=name)
+    return entry(name, definition, arity=2, symbol=symbol, grads=grads, numpy=numpy, lower=lower,
+                 commutative=commutative, **where)  # fmt: skip
 
 
 # fmt: off
 OPS: list[OpDef] = [
-    _numba(entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs,
-                 kinks=("a",)), "abs({a})"),
-    _numba(entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign,
-                 kinks=("a",)), "sign({a})", helper="sign"),
+    entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs, kinks=("a",)),
+    entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign, kinks=("a",)),
     _call2("maximum", "Max(a, b)", np.maximum, "max",
            ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), lower_maximum, commutative=True,
            kinks=("a - b",)),

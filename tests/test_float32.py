@@ -10,7 +10,7 @@
 - mixed float32/float64 inputs give exactly the all-float64 results; a float32 call leaves the
   float64 module, its source and its cache key as they were;
 - a single-number input's gradient (a sum over the elements) accumulates in float64 and is
-  rounded once: within one float32 ulp of the exact sum;
+  rounded once: within half a float32 ulp of the exact sum;
 - out= buffers of the wrong dtype are an ``InputError``; the audit lets float32 constants of
   numbers only into a module.
 
@@ -242,14 +242,17 @@ def test_integer_arrays_follow_numpy():
 # ------------------------------------------------------------------------------ sums
 @pytest.mark.parametrize("tier", TIERS, indirect=True)
 def test_a_single_numbers_gradient_is_summed_in_float64(tier):
-    """d/dw sum(w * x) = sum(x): within one float32 ulp of the exact sum, where NumPy's float32
-    sum of 10^6 values is off by many more."""
+    """d/dw sum(w * x) = sum(x): the exact sum rounded once (within half a float32 ulp, plus the
+    float64 sum's own error, 10^-3 ulp here), where a float32 running sum (what a loop
+    accumulating in float32 gives, ``np.cumsum``) is off by over 100 ulps."""
     k = compiler.compile_gradient("w * x", mode=tier)
     x = np.random.default_rng(1).uniform(0, 1, 1_000_000).astype(np.float32)
     grads = k.grad(w=np.float32(1.5), x=x)
     exact = math.fsum(x.astype(np.float64))
     assert type(grads["w"]) is np.float32
-    assert abs(float(grads["w"]) - exact) <= float(np.spacing(np.float32(exact)))
+    ulp = float(np.spacing(np.float32(exact)))
+    assert abs(float(grads["w"]) - exact) <= 0.501 * ulp
+    assert abs(float(np.cumsum(x)[-1]) - exact) > 100 * ulp  # why float64: the test can fail
 
 
 @pytest.mark.parametrize("tier", TIERS, indirect=True)

@@ -17,7 +17,9 @@ the op's one lowering (``compiler.ir.lowering``), inlined into the loop by Numba
 constants are module-level float32 numbers (``c1 = np.float32(0.1)``): a Python float literal is a
 float64 in Numba and would promote the whole line to float64. A gradient summed over the elements
 (that of a single-number input) accumulates in float64 and is rounded to float32 once, at the end:
-more accurate than NumPy's float32 pairwise sum. float64 modules are written as they always were.
+within half a float32 ulp of the exact sum, where NumPy's float32 pairwise sum is off by up to
+about one (0.66 ulp measured over 10^6 uniform numbers) and a float32 running sum by hundreds.
+float64 modules are written as they always were.
 
 **Bounded functions.** Numba's compile time grows faster than linearly with the size of one
 function (a ``prange`` body most of all: 300 lines ≈ 2 s, 1,000 ≈ 8 s, 3,000 ≈ 43 s). An entry with

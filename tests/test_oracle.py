@@ -622,7 +622,9 @@ def test_random_expressions_on_every_tier(tier):
         assume(ok.any())
         _record(tier, "float64", e, check(e, env, tier))
 
+    before = CHECKED.get((tier, "float64"), 0)
     prop()
+    assert CHECKED.get((tier, "float64"), 0) - before >= EXAMPLES[tier] // 2  # not vacuous
 
 
 def test_a_new_op_is_drawn_with_no_edit_here(monkeypatch, tmp_path):
@@ -654,7 +656,7 @@ def test_a_new_op_is_drawn_with_no_edit_here(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ the tests: float32
-# These need float32 kernels (branches hF: runtime and Numba, hL: the LLVM tier and the VM).
+# float32 kernels (the runtime and Numba's: branch hF; the LLVM tier's and the VM's: branch hL).
 @pytest.mark.parametrize("tier", TIERS)
 def test_float32_every_op_on_every_tier(tier):
     for e in sweep():
@@ -674,4 +676,6 @@ def test_float32_random_expressions_on_every_tier(tier):
         assume(ok.any())
         _record(tier, "float32", e, check32(e, env, tier))
 
+    before = CHECKED.get((tier, "float32"), 0)
     prop()
+    assert CHECKED.get((tier, "float32"), 0) - before >= EXAMPLES[tier] // 4  # not vacuous

@@ -305,6 +305,7 @@ def sweep(terms: int = 12) -> list[Expr]:
     mapped into intervals; a comparison for a truth operand), summed ``terms`` at a time."""
     names = ops()
     truth = next(n for n in names if registry.OPS[n].truth and set(domain(n)) == {""})
+    arity = registry.OPS[truth].arity
     made = []
     for k, name in enumerate(names):
         args = []
@@ -313,7 +314,7 @@ def sweep(terms: int = 12) -> list[Expr]:
             if kind == "natural":
                 args.append(const(*NATURALS[1]))
             elif kind == "truth":
-                args.append(node(truth, v, var(VARS[(k + i + 1) % 3])))
+                args.append(node(truth, *(var(VARS[(k + i + j) % 3]) for j in range(arity))))
             else:
                 args.append(into(kind, v) if kind else v)
         made.append(node(name, *args))

@@ -19,7 +19,6 @@ from compiler.ir.graph import CONST, INPUT, Graph
 from compiler.ir.opdef import OpDef
 from compiler.ir.registry import CONSTANTS, FUNCTIONS, OPS
 from compiler.passes import gates as proofs
-from compiler.passes.adjoint import local_gradient_template
 from compiler.passes.fusion import FusionReport, Gates
 from compiler.passes.fusion import fuse as fuse_pass
 
@@ -128,8 +127,8 @@ def install(spec: OpDef, callable_by_name: bool) -> None:
 
 
 def _forget(name: str, keep_function: bool = False) -> None:
-    """Drop everything derived from an entry that changed (templates, SymPy form, ops.<name>)."""
-    local_gradient_template.cache_clear()
+    """Drop ``compiler.ops.<name>`` (the registry itself forgets what it derived from the entry:
+    gradient templates, SymPy form)."""
     if not keep_function:
         functions.uninstall(name)
 

@@ -17,6 +17,11 @@ it reads, the same for ``TensorKernel``):
 
 The engines take the same arguments and give the same numbers to rounding, so a call pattern can
 change engine between two calls (or between a ``vjp``'s forward and its pullback).
+
+A call pattern is the inputs' kinds and the call's dtype (``runtime.inputs.call_dtype``: NumPy's
+promotion): float32 inputs run float32 modules and give float32 outputs, cached apart from the
+float64 ones. An engine that cannot compute in float32 (``_computes``) hands a float32 call to
+the Numba engine, which always can.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ POOL_MIN_BYTES = 128 << 10
 POOL_BYTES = 64 << 20
 
 Grads = dict[str, Any]
+#: A call pattern: the inputs' and the seed's kinds, and the dtype (``"float64"``, ``"float32"``).
+Pattern = tuple[str, str]
+_FLOAT64 = np.dtype(np.float64)
 
 
 class Kernel:
@@ -79,7 +87,7 @@ class Kernel:
         self.fusion = None  # what gate fusion did (a FusionReport), set by compile_gradient
         self._plan = plan  # the adjoint, planned by the compile step (compiler.api) on first use
         self._graph_key = graph.key()
-        self._keys: dict[str, str] = {}
+        self._keys: dict[Pattern, str] = {}
         self._ops = max(1, sum(1 for _ in graph.op_nodes()))
         trig = any(graph.nodes[i].op in ("sin", "cos") for i in graph.op_nodes())
         self._stats = policy.Stats(self._ops, trig)
@@ -87,9 +95,9 @@ class Kernel:
         self._lock = self._tiers.lock
         self._adjoint = None
         self._checked: set[tuple[str, str]] = set()
-        self._instant: dict[str, Any] = {}  # kinds -> InstantModule
-        self._llvm: dict[tuple[str, bool], Any] = {}  # (kinds, optimise) -> LLVMModule
-        self._numba: dict[str, ModuleType] = {}  # kinds -> module (the cache holds it weakly)
+        self._instant: dict[Pattern, Any] = {}  # pattern -> InstantModule
+        self._llvm: dict[tuple[Pattern, bool], Any] = {}  # (pattern, optimise) -> LLVMModule
+        self._numba: dict[Pattern, ModuleType] = {}  # the cache holds modules weakly: ours
         self._pool = Pool()
 
     def __repr__(self) -> str:
@@ -121,7 +129,7 @@ class Kernel:
 
     @property
     def _jobs(self) -> dict:
-        """The background compiles, by (kinds, entry)."""
+        """The background compiles, by ((kinds, dtype), entry)."""
         return self._tiers.jobs
 
     # ------------------------------------------------------------ inspection
@@ -143,11 +151,18 @@ class Kernel:
 
         return generate(self.adjoint, self.inputs, "a" * len(self.inputs) + "s", self.title)
 
+    def source_for(self, dtype: str = "float64") -> str:
+        """``source`` for a dtype: ``"float32"`` shows the float32 module."""
+        from compiler.codegen.numba_source import generate
+
+        kinds = "a" * len(self.inputs) + "s"
+        return generate(self.adjoint, self.inputs, kinds, self.title, dtype=dtype)
+
     @property
     def llvm_source(self) -> str:
         """The LLVM IR of each entry (array inputs, scalar seed), one SSA value per node named
         after it: what the compiled tier runs for graphs of more than ``LLVM_OPS`` ops."""
-        return self._llvm_module("a" * len(self.inputs) + "s").source
+        return self._llvm_module(("a" * len(self.inputs) + "s", "float64")).source
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):
@@ -163,10 +178,11 @@ class Kernel:
         """``(value, {input: gradient})`` in one pass over memory.
 
         ``seed`` is the upstream gradient (default 1), broadcastable to the value's shape.
-        ``out=(value_buffer, {input: buffer})`` reuses preallocated float64 arrays and returns them.
+        ``out=(value_buffer, {input: buffer})`` reuses preallocated arrays of the call's dtype
+        (float64, or float32 for float32 inputs: ``runtime.inputs``) and returns them.
         """
         lay = arrange(bind(self.inputs, args, kwargs))
-        seed_kind, seed_flat = arrange_seed(seed, lay.shape)
+        seed_kind, seed_flat = arrange_seed(seed, lay.shape, lay.dtype)
         module = self._module(lay, seed_kind, "value_and_grad")
         value_out, grads_out = _split_out(out)
         value = _value_buffer(lay, value_out, self._pool.empty)
@@ -194,14 +210,14 @@ class Kernel:
         """
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward_save")
-        value = self._pool.empty(max(lay.n, 1))
-        saved = [self._pool.empty(max(lay.n, 1)) for _ in module.SAVED]
+        value = self._pool.empty(max(lay.n, 1), lay.dtype)
+        saved = [self._pool.empty(max(lay.n, 1), lay.dtype) for _ in module.SAVED]
         self._run(module, "forward_save", lay.n, *_used(module, lay), value, *saved)
         # The caller may change its arrays before pulling back: keep the inputs the backward reads.
         kept = {n: _own(lay.flat[n]) for n in module.BACKWARD_READS}
 
         def pullback(cotangent: Any = None) -> Grads:
-            seed_kind, seed_flat = arrange_seed(cotangent, lay.shape)
+            seed_kind, seed_flat = arrange_seed(cotangent, lay.shape, lay.dtype)
             back = self._module(lay, seed_kind, "backward")
             grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
             if grads:
@@ -225,71 +241,100 @@ class Kernel:
         """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice; in
         ``auto`` the final engine's compile is queued behind it if the policy says so)."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        return self._tiers.answer((kinds, entry), lay.n)
+        return self._tiers.answer(((kinds, lay.dtype.name), entry), lay.n)
 
     def _uses_llvm(self) -> bool:
         """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
         return self._tiers.goal == "llvm-O3"
 
-    def _llvm_module(self, kinds: str, optimise: bool | None = None):
-        """LLVM's code for ``kinds``: by default the compiled tier's (O3 when LLVM is that
+    def _uses_llvm_for(self, pattern: Pattern) -> bool:
+        """``_uses_llvm`` for one pattern: Numba's when LLVM's code cannot take its dtype."""
+        return self._uses_llvm() and _computes("llvm", pattern[1])
+
+    def _llvm_module(self, pattern: Pattern, optimise: bool | None = None):
+        """LLVM's code for ``pattern``: by default the compiled tier's (O3 when LLVM is that
         tier); ``optimise=False`` for a stand-in, which must compile at once."""
         optimise = self._uses_llvm() if optimise is None else optimise
+        pattern = _pattern(pattern)
+        kinds, dtype = pattern
         with self._lock:
-            if (kinds, optimise) not in self._llvm:
+            if (pattern, optimise) not in self._llvm:
                 from runtime.llvm_tier import LLVMModule
 
-                self._llvm[kinds, optimise] = LLVMModule(
-                    self.adjoint, self.inputs, kinds, self._key(kinds), self.title, optimise
+                width = {} if dtype == "float64" else {"dtype": dtype}
+                self._llvm[pattern, optimise] = LLVMModule(
+                    self.adjoint,
+                    self.inputs,
+                    kinds,
+                    self._key(pattern),
+                    self.title,
+                    optimise,
+                    **width,
                 )
-            return self._llvm[kinds, optimise]
+            return self._llvm[pattern, optimise]
 
-    def _engine(self, name: str, kinds: str):
-        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``kinds``."""
+    def _engine(self, name: str, pattern: Pattern):
+        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``pattern``; Numba's
+        for an engine that cannot compute in the pattern's dtype."""
+        pattern = _pattern(pattern)
+        if name != "numba" and not _computes("vm" if name == "vm" else "llvm", pattern[1]):
+            name = "numba"
         if name == "vm":
-            return self._instant_module(kinds)
+            return self._instant_module(pattern)
         if name == "numba":
             background.import_numba()
-            if kinds not in self._numba:  # the cache holds modules weakly: the kernel keeps its own
-                self._numba[kinds] = cache.load_module(self._key(kinds), self._source_maker(kinds))
-            return self._numba[kinds]
-        return self._llvm_module(kinds, optimise=name == "llvm-O3")
+            if (
+                pattern not in self._numba
+            ):  # the cache holds modules weakly: the kernel keeps its own
+                self._numba[pattern] = cache.load_module(
+                    self._key(pattern), self._source_maker(pattern)
+                )
+            return self._numba[pattern]
+        return self._llvm_module(pattern, optimise=name == "llvm-O3")
 
-    def _auto(self, kinds: str, entry: str, points: int):
+    def _auto(self, pattern: Pattern, entry: str, points: int):
         """The module ``mode="auto"`` answers a call of ``points`` elements with."""
-        return self._tiers.answer((kinds, entry), points)
+        return self._tiers.answer((pattern, entry), points)
 
-    def _instant_module(self, kinds: str):
+    def _instant_module(self, pattern: Pattern):
+        kinds, dtype = pattern
         with self._lock:
-            if kinds not in self._instant:
+            if pattern not in self._instant:
                 from runtime.instant import InstantModule, machine
 
-                machine()
-                self._instant[kinds] = InstantModule(self.adjoint, self.inputs, kinds)
-            return self._instant[kinds]
+                width = {} if dtype == "float64" else {"dtype": dtype}
+                machine(**width)
+                self._instant[pattern] = InstantModule(self.adjoint, self.inputs, kinds, **width)
+            return self._instant[pattern]
 
-    def _key(self, kinds: str) -> str:
-        """The cache key of this kernel's module for ``kinds`` (hashed once per kinds)."""
-        if kinds not in self._keys:
+    def _key(self, pattern: Pattern) -> str:
+        """The cache key of this kernel's module for ``pattern`` (hashed once per pattern; a
+        float64 pattern's key is what it was before float32 kernels existed)."""
+        pattern = _pattern(pattern)
+        if pattern not in self._keys:
             from compiler.codegen import numba_source
 
+            kinds, dtype = pattern
             split = repr(numba_source.SPLIT_LINES)
             parts = (self._graph_key, repr(self.inputs), repr(self.wrt), kinds, split)
-            self._keys[kinds] = cache.cache_key(*parts)
-        return self._keys[kinds]
+            parts += () if dtype == "float64" else (dtype,)
+            self._keys[pattern] = cache.cache_key(*parts)
+        return self._keys[pattern]
 
-    def _source_maker(self, kinds: str) -> Callable[[], str]:
+    def _source_maker(self, pattern: Pattern) -> Callable[[], str]:
+        kinds, dtype = pattern
+
         def make_source() -> str:
             from compiler.codegen import numba_source
 
-            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title)
+            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title, dtype=dtype)
 
         return make_source
 
-    def _module_for(self, kinds: str):
-        """The final engine's module for ``kinds``."""
-        return self._engine(self._tiers.goal, kinds)
+    def _module_for(self, pattern: Pattern):
+        """The final engine's module for ``pattern``."""
+        return self._engine(self._tiers.goal, pattern)
 
     def _drop(self, module: ModuleType) -> None:
         """Forget a damaged Numba module wherever this kernel keeps it."""
@@ -309,7 +354,7 @@ class Kernel:
             # cache entry. Rebuild it once; a second failure is ours, and nothing stays cached.
             self._drop(module)
             cache.forget(module)
-            module = self._module_for(module.KINDS)
+            module = self._module_for((module.KINDS, getattr(module, "DTYPE", "float64")))
             try:
                 getattr(module, name)(n, *args)
             except Exception as e:
@@ -333,11 +378,11 @@ class _Engines:
         self.k = weakref.proxy(kernel)
 
     def engine(self, name: str, key: tuple[str, str]):
-        """The module of engine ``name`` for ``key`` = (kinds, entry); LLVM's code for the
+        """The module of engine ``name`` for ``key`` = (pattern, entry); LLVM's code for the
         entry is compiled now (a stand-in must answer; O3 is waited for)."""
-        kinds, entry = key
-        module = self.k._engine(name, kinds)
-        if name.startswith("llvm"):
+        pattern, entry = key
+        module = self.k._engine(name, pattern)
+        if hasattr(module, "compiled"):  # LLVM's (not Numba's, answering for a dtype)
             module.compiled(entry)
         return module
 
@@ -347,33 +392,35 @@ class _Engines:
 
         Numba's kernel counts only once Numba is imported: importing it costs 0.3-0.5 s, which
         the background thread pays, loading the kernel from disk, while LLVM's code answers."""
-        kinds, entry = key
-        o3 = self.k._llvm_module(kinds, optimise=True)
-        if o3.cached(entry) and self.k._uses_llvm():
-            return o3
-        if self.k._uses_llvm() or not background.numba_imported():
+        pattern, entry = key
+        llvm = self.k._uses_llvm_for(pattern)
+        if _computes("llvm", pattern[1]):  # loaded if on disk: it answers (``ready``) if not final
+            o3 = self.k._llvm_module(pattern, optimise=True)
+            if o3.cached(entry) and llvm:
+                return o3
+        if llvm or not background.numba_imported():
             return None
         background.import_numba()
-        module = cache.cached_module(self.k._key(kinds))
+        module = cache.cached_module(self.k._key(pattern))
         if module is not None and background.load_cached(module, entry):
             return module
         return None
 
     def ready(self, key: tuple[str, str]) -> frozenset[str]:
         """``{"llvm-O3"}`` once LLVM's O3 code for the entry is loaded (as fast as Numba's)."""
-        kinds, entry = key
-        o3 = self.k._llvm.get((kinds, True))
+        pattern, entry = key
+        o3 = self.k._llvm.get((pattern, True))
         return frozenset({"llvm-O3"} if o3 is not None and o3.loaded(entry) else ())
 
     def job(self, key: tuple[str, str]) -> background.Job:
         """The final engine's compile, for the background thread."""
-        kinds, entry = key
-        if self.k._uses_llvm():
+        pattern, entry = key
+        if self.k._uses_llvm_for(pattern):
             from runtime.llvm_tier import Job
 
-            return Job(self.k._llvm_module(kinds), entry)
-        source = background.on_this_thread(self.k._key(kinds), self.k._source_maker(kinds))
-        return background.Job(self.k._key(kinds), source, entry)
+            return Job(self.k._llvm_module(pattern), entry)
+        source = background.on_this_thread(self.k._key(pattern), self.k._source_maker(pattern))
+        return background.Job(self.k._key(pattern), source, entry)
 
     def label(self, name: str, module: Any, key: tuple[str, str]) -> str:
         """The engine a module is: LLVM's O3 code of an entry too large for the pipeline is
@@ -393,18 +440,43 @@ class Pool:
         self._arrays: list[np.ndarray] = []
         self._lock = threading.Lock()
 
-    def empty(self, n: int) -> np.ndarray:
-        """A float64 array of ``n`` elements, contents undefined (as ``np.empty``)."""
-        if n * 8 < POOL_MIN_BYTES:
-            return np.empty(n)
+    def empty(self, n: int, dtype: np.dtype = _FLOAT64) -> np.ndarray:
+        """An array of ``n`` elements of ``dtype`` (float64 or float32), contents undefined (as
+        ``np.empty``); arrays of each dtype are pooled apart."""
+        if n * dtype.itemsize < POOL_MIN_BYTES:
+            return np.empty(n, dtype)
         with self._lock:
             for array in self._arrays:
-                if array.shape[0] == n and sys.getrefcount(array) == _FREE:
+                if array.shape[0] == n and array.dtype == dtype and sys.getrefcount(array) == _FREE:
                     return array
-            array = np.empty(n)
+            array = np.empty(n, dtype)
             if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
                 self._arrays.append(array)
             return array
+
+
+def _pattern(pattern: Pattern | str) -> Pattern:
+    """A pattern; kinds alone (as tests and benchmarks name one) are float64's."""
+    return (pattern, "float64") if isinstance(pattern, str) else pattern
+
+
+def _computes(engine: str, dtype: str) -> bool:
+    """Whether ``engine`` (``"llvm"`` or ``"vm"``) computes in ``dtype``: always in float64; in
+    float32 once its module takes a ``dtype`` (runtime.llvm_tier, runtime.instant)."""
+    if dtype == "float64":
+        return True
+    if engine not in _WIDTHS:
+        import inspect
+
+        if engine == "llvm":
+            from runtime.llvm_tier import LLVMModule as made
+        else:
+            from runtime.instant import InstantModule as made
+        _WIDTHS[engine] = "dtype" in inspect.signature(made).parameters
+    return _WIDTHS[engine]
+
+
+_WIDTHS: dict[str, bool] = {}
 
 
 def _free_count() -> int:
@@ -476,10 +548,11 @@ def _disjoint(buffers: dict[str, Any]) -> None:
                 )
 
 
-def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _check_buffer(what: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``buf``, flat, if the kernel may write it: of the call's dtype, shape, C order, writeable."""
     ok = (
         isinstance(buf, np.ndarray)
-        and buf.dtype == np.float64
+        and buf.dtype == dtype
         and buf.shape == shape
         and buf.flags.c_contiguous
         and buf.flags.writeable
@@ -487,16 +560,17 @@ def _check_buffer(what: str, buf: Any, shape: tuple[int, ...]) -> np.ndarray:
     if not ok:
         got = f"{getattr(buf, 'dtype', type(buf).__name__)} {getattr(buf, 'shape', '')}"
         raise InputError(
-            f"out buffer for {what} must be a writeable C-contiguous float64 array "
-            f"of shape {shape}, got {got}"
+            f"out buffer for {what} must be a writeable C-contiguous {dtype} array "
+            f"of shape {shape} (the call's dtype, from its inputs), got {got}"
         )
     return buf.reshape(-1)
 
 
 def _value_buffer(lay: Layout, out: np.ndarray | None, empty=np.empty) -> np.ndarray:
     if out is None:
-        return empty(max(lay.n, 1))
-    return _check_buffer("the value", out, lay.shape) if lay.n else np.empty(1)
+        return empty(max(lay.n, 1), lay.dtype)
+    checked = _check_buffer("the value", out, lay.shape, lay.dtype)
+    return checked if lay.n else np.empty(1, lay.dtype)
 
 
 def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None, empty=np.empty) -> dict:
@@ -507,21 +581,29 @@ def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None, empty=np.
     for name in wrt:
         user = out[name] if out is not None else None
         if user is not None:
-            _check_buffer(f"the gradient of '{name}'", user, lay.shapes[name])
+            _check_buffer(f"the gradient of '{name}'", user, lay.shapes[name], lay.dtype)
         if lay.kinds[name] == "s":
-            flat = user.reshape(-1) if user is not None else np.empty(1)
+            flat = user.reshape(-1) if user is not None else np.empty(1, lay.dtype)
         elif name in lay.expanded or user is None:
-            flat = empty(lay.n)
+            flat = empty(lay.n, lay.dtype)
         else:
             flat = user.reshape(-1)
         buffers[name] = (flat, user)
     return buffers
 
 
+def _number(x: np.floating) -> float | np.floating:
+    """A single-number result: a Python float in float64 (as always), a ``np.float32`` in
+    float32 (as NumPy's float32 arithmetic gives: the dtype survives)."""
+    return float(x) if x.dtype == _FLOAT64 else x
+
+
 def _shape_value(lay: Layout, flat: np.ndarray, out: np.ndarray | None):
     if out is not None:
         return out
-    return float(flat[0]) if lay.shape == () else flat[: lay.n].reshape(lay.shape)
+    if lay.shape == ():
+        return _number(flat[0])
+    return flat[: lay.n].reshape(lay.shape)
 
 
 def _shape_grads(lay: Layout, buffers: dict, out: dict | None) -> Grads:
@@ -539,5 +621,5 @@ def _shape_grads(lay: Layout, buffers: dict, out: dict | None) -> Grads:
                 user[...] = g
             grads[name] = user
         else:
-            grads[name] = float(g) if shape == () else g
+            grads[name] = _number(g[()]) if shape == () else g
     return grads

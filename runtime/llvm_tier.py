@@ -15,6 +15,11 @@ plus this backend's own code, sealed with a SHA-256: a second process loads it i
 and runs at once. ``LLVMModule`` answers exactly like a generated Numba module (same entries,
 arguments and ``USED``/``SAVED``/...), so the ``Kernel`` calls either the same way. A call runs
 contiguous ranges of blocks on ``runtime.blocks``'s threads (a ctypes call releases the GIL).
+
+``dtype="float32"`` makes a float32 module: its entries take and give float32 arrays (scalar
+inputs as Python floats, passed to the code rounded to float32), the ops run at float width, and
+the sums of scalar inputs' gradients accumulate in float64 (per point, per block and across
+blocks) and are rounded to float32 once, into the caller's buffer.
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ _DRIVER = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_void_p,
 )
-_META = ("symbol", "block", "rows", "arrays", "scalars", "sums")
+#: The element types an entry's code may be written for (``compiler.codegen.llvm_ops.DTYPES``).
+DTYPES = ("float64", "float32")
+_META = ("symbol", "block", "rows", "arrays", "scalars", "sums", "dtype")
 
 
 @lru_cache(maxsize=1)
@@ -81,14 +88,18 @@ class CompiledEntry:
         self.symbol = meta["symbol"]
         self.block, self.rows = meta["block"], meta["rows"]
         self.arrays, self.scalars, self.sums = meta["arrays"], meta["scalars"], meta["sums"]
+        self.dtype = np.dtype(meta.get("dtype", "float64"))
         self._code = llvm_jit.Loaded(objects)
         address = self._code.address(self.symbol)
         self.function = _DRIVER(address)
 
     def __call__(self, n: int, args: tuple, parallel: bool = True) -> None:
-        address = llvm_jit.address
+        address, dtype = llvm_jit.address, self.dtype
+        for k in self.arrays:
+            if args[k].dtype != dtype:  # the code would read the wrong width: never run it
+                raise TypeError(f"argument {k} is {args[k].dtype}, this code's are {dtype}")
         addresses = np.array([address(args[k]) for k in self.arrays], dtype=np.uint64)
-        scalars = np.array([args[k] for k in self.scalars], dtype=np.float64).reshape(-1)
+        scalars = np.array([args[k] for k in self.scalars], dtype=dtype).reshape(-1)
         function, arrays, values = self.function, address(addresses), address(scalars)
 
         def work(first: int, last: int, temps: np.ndarray, partial: np.ndarray) -> None:
@@ -98,6 +109,12 @@ class CompiledEntry:
         totals = over_blocks(-(-n // self.block), size, len(self.sums), work, parallel)
         for k, total in zip(self.sums, totals):
             args[k][0] = total
+
+
+def check_dtype(dtype: str) -> None:
+    """``ValueError`` unless ``dtype`` is one the code is written for."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', not {dtype!r}")
 
 
 # ------------------------------------------------------------------------------- disk cache
@@ -148,15 +165,19 @@ class LLVMModule(EntryModule):
         key: str,
         title: str = "",
         optimise: bool = True,
+        dtype: str = "float64",
     ):
         """``optimise=False``: never LLVM's O3 pipeline, for a stand-in that answers while
-        the compiled tier compiles (it must compile in milliseconds, not seconds)."""
+        the compiled tier compiles (it must compile in milliseconds, not seconds). ``dtype``
+        (``"float64"`` or ``"float32"``): the element type of the entries' arrays."""
+        check_dtype(dtype)
         layout, entries = plan(adj, inputs, kinds)
         self.INPUTS, self.USED, self.WRT = layout.inputs, layout.used, layout.wrt
         self.BACKWARD_READS, self.SAVED = layout.backward_reads, layout.saved
         self.SEEDED, self.KINDS = layout.seeded, kinds
         self.__name__ = f"llvm:{kinds}"
         self._adj, self._title, self._key, self._optimise = adj, title, key, optimise
+        self.dtype = dtype
         self._entries = {e.name: e for e in entries}
         self._compiled: dict[str, CompiledEntry] = {}
         # One lock per entry: a call of one entry never waits for another one's compile.
@@ -166,14 +187,18 @@ class LLVMModule(EntryModule):
         from compiler.codegen import llvm_ir
 
         chunk = repr((llvm_ir.CHUNK_INSTRUCTIONS, self.optimised(entry)))
-        return cache.cache_key(self._key, "llvm", entry, chunk, backend_key())
+        return cache.cache_key(self._key, "llvm", entry, chunk, self.dtype, backend_key())
 
     def ir(self, entry: str):
         """The entry's IR (``EntryIR``; ``.text`` reads it)."""
         from compiler.codegen.llvm_ir import generate_entry
 
         return generate_entry(
-            self._adj, self._entries[entry], self._title, vector=self.optimised(entry)
+            self._adj,
+            self._entries[entry],
+            self._title,
+            vector=self.optimised(entry),
+            dtype=self.dtype,
         )
 
     def optimised(self, entry: str) -> bool:

@@ -10,6 +10,9 @@ compile). ``"auto"`` answers with the compiled module when it is loaded or on di
 NumPy's steps while a background thread compiles every entry (by calling it once on inputs
 whose every named dimension is 1: the same Numba types as any call), and switches when done
 (``runtime.tiers``: the state machine ``Kernel`` uses too).
+
+The dtype follows the inputs as for ``Kernel`` (``runtime.inputs.call_dtype``): float32 inputs
+run a float32 module (its own cache entry and background compile) and give float32 results.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from compiler.errors import CompileError, InputError
 from compiler.ir import shapes as sh
 from compiler.ir.tensor import TensorGraph
 from runtime import background, cache, policy
-from runtime.inputs import as_float_array, bind
+from runtime.inputs import as_float_array, bind, dtype_of
 from runtime.quiet import ignore_errors
 from runtime.tiers import Tiers
 
 Grads = dict[str, Any]
 _FLOAT64 = np.dtype(np.float64)
+_FLOAT32 = np.dtype(np.float32)
 
 
 class TensorKernel:
@@ -63,10 +67,10 @@ class TensorKernel:
         self.fusion = None
         self._plan = plan  # the adjoint, planned by the compile step (compiler.api) on first use
         self._adjoint = None
-        self._modules: dict[bool, ModuleType] = {}
+        self._modules: dict[tuple[bool, str], ModuleType] = {}  # (fused, dtype) -> module
         self._stats = policy.Stats(sum(1 for _ in graph.op_nodes()), tensor=True)
         self._tiers = Tiers(_Engines(self), self._stats, mode, title, behind_first=False)
-        self._checked: set[tuple[bool, str]] = set()
+        self._checked: set[tuple[tuple[bool, str], str]] = set()
         self._sizes: dict[tuple, dict[str, int]] = {}  # input shapes -> dimension sizes, checked
         self._scalar_inputs = not all(self.shapes.values())
         # max/min reductions and the dims they reduce: an empty one has no value (NumPy raises).
@@ -120,7 +124,7 @@ class TensorKernel:
     def source(self) -> str:
         """The generated Python/Numba source of the compiled tier (of the NumPy-only instant
         module with ``mode="instant"``)."""
-        return self._source_maker(self.mode != "instant")()
+        return self._source_maker(self.mode != "instant", "float64")()
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, **kwargs):
@@ -132,7 +136,7 @@ class TensorKernel:
         """``(value, {input: gradient})``. Without a seed, the gradient of the sum of the
         output's elements (for a scalar output: its gradient)."""
         values, sizes = self._bind(args, kwargs)
-        seed = self._seed(seed, sizes)
+        seed = self._seed(seed, sizes, _dtype(values))
         value, grads = self._run("value_and_grad", [*values, seed])
         return value, dict(zip(self.wrt, grads))
 
@@ -147,10 +151,10 @@ class TensorKernel:
         # The caller may change its arrays before pulling back: the pullback keeps its own.
         mine = [v.copy() if isinstance(v, np.ndarray) else v for v in values]
         saved = [_unshared(s, values) for s in saved]
-        values = mine
+        values, dtype = mine, _dtype(values)
 
         def pullback(seed: Any = None) -> Grads:
-            grads = self._run("backward", [*values, *saved, self._seed(seed, sizes)])
+            grads = self._run("backward", [*values, *saved, self._seed(seed, sizes, dtype)])
             return dict(zip(self.wrt, grads))
 
         return value, pullback
@@ -165,16 +169,18 @@ class TensorKernel:
         sizes = self._sizes.get(key)
         if sizes is None:  # a new pattern of shapes: check it once
             sizes = self._sizes[key] = self._check(arrays)
+        number = float if dtype_of(arrays) == _FLOAT64 else np.float32
         values = [
-            float(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
+            number(arrays[n]) if not self.shapes[n] else np.ascontiguousarray(arrays[n])
             for n in self.inputs
         ]
         return values, sizes
 
     def _bind_checked(self, args: tuple, kwargs: dict) -> tuple[list, dict[str, int]] | None:
         """The common call, for little Python work (it runs between BLAS calls, at a fraction
-        of its usual speed): every input by name, a C-contiguous float64 array of a shape
-        pattern already checked. None for anything else, which ``_bind`` handles in full."""
+        of its usual speed): every input by name, C-contiguous arrays all float64 (or all
+        float32) of a shape pattern already checked. None for anything else, which ``_bind``
+        handles in full."""
         if args or len(kwargs) != len(self.inputs):
             return None
         try:
@@ -182,15 +188,19 @@ class TensorKernel:
         except KeyError:
             return None
         shapes = []
+        dtype = values[0].dtype if values and type(values[0]) is np.ndarray else _FLOAT64
+        if dtype is not _FLOAT64 and dtype != _FLOAT32:
+            return None
         for v in values:
-            if type(v) is not np.ndarray or v.dtype is not _FLOAT64 or not v.flags.c_contiguous:
+            if type(v) is not np.ndarray or v.dtype is not dtype or not v.flags.c_contiguous:
                 return None
             shapes.append(v.shape)
         sizes = self._sizes.get(tuple(shapes))
         if sizes is None:
             return None
         if self._scalar_inputs:
-            values = [v if self.shapes[n] else float(v) for n, v in zip(self.inputs, values)]
+            number = float if dtype is _FLOAT64 else np.float32
+            values = [v if self.shapes[n] else number(v) for n, v in zip(self.inputs, values)]
         return values, sizes
 
     def _check(self, arrays: dict) -> dict[str, int]:
@@ -205,14 +215,16 @@ class TensorKernel:
                 )
         return sizes
 
-    def _seed(self, seed: Any, sizes: dict[str, int]):
+    def _seed(self, seed: Any, sizes: dict[str, int], dtype: np.dtype = _FLOAT64):
+        """The seed in the call's dtype (a seed never changes the dtype the inputs chose)."""
         declared = self.graph.shapes[self.graph.outputs[0]]
+        number = float if dtype == _FLOAT64 else np.float32
         if seed is None and declared == ():
-            return 1.0  # a scalar loss: the common case, with no shape to work out
+            return number(1.0)  # a scalar loss: the common case, with no shape to work out
         shape = sh.concrete(declared, sizes)
         if seed is None:
-            return np.ones(shape)
-        array = as_float_array("seed", seed)
+            return np.ones(shape, dtype)
+        array = as_float_array("seed", seed, dtype)
         if array.shape != shape:
             try:
                 array = np.broadcast_to(array, shape)
@@ -220,40 +232,43 @@ class TensorKernel:
                 raise InputError(
                     f"seed of shape {array.shape} does not broadcast to the output's {shape}"
                 ) from None
-        return float(array) if not shape else np.ascontiguousarray(array)
+        return number(array) if not shape else np.ascontiguousarray(array)
 
     # ------------------------------------------------------------ running
-    def _key(self, fused: bool) -> str:
+    def _key(self, fused: bool, dtype: str = "float64") -> str:
+        """The cache key of the module (a float64 module's key is what it was before float32)."""
         parts = ("tensor", self.graph.key(), repr(self.inputs), repr(self.wrt), repr(fused))
+        parts += () if dtype == "float64" else (dtype,)
         return cache.cache_key(*parts)
 
-    def _source_maker(self, fused: bool) -> Callable[[], str]:
+    def _source_maker(self, fused: bool, dtype: str = "float64") -> Callable[[], str]:
         def make_source() -> str:
             from compiler.codegen.tensor_source import generate_tensor
 
-            return generate_tensor(self.adjoint, self.title, fused)
+            return generate_tensor(self.adjoint, self.title, fused, dtype)
 
         return make_source
 
-    def _module(self, fused: bool) -> ModuleType:
-        if fused not in self._modules:
+    def _module(self, fused: bool, dtype: str = "float64") -> ModuleType:
+        if (fused, dtype) not in self._modules:
             if fused:
                 background.import_numba()
-            self._modules[fused] = cache.load_module(
-                self._key(fused), self._source_maker(fused), prefix="t"
+            self._modules[fused, dtype] = cache.load_module(
+                self._key(fused, dtype), self._source_maker(fused, dtype), prefix="t"
             )
-        return self._modules[fused]
+        return self._modules[fused, dtype]
 
     def _run(self, entry: str, args: list):
         points = _points(args) if self.mode == "auto" else 0
-        module = self._tiers.answer(EVERY_ENTRY, points)
-        fused = module is not self._modules.get(False)
+        dtype = _dtype(args).name
+        module = self._tiers.answer(every_entry(dtype), points)
+        fused = module is not self._modules.get((False, dtype))
         with ignore_errors():  # NumPy's nan and inf, without its warnings
             if not fused:
                 result = getattr(module, entry)(*args)
-                self._tiers.answered(EVERY_ENTRY)  # the compile behind, if owed, starts now
+                self._tiers.answered(every_entry(dtype))  # the compile behind, if owed, starts now
                 return result
-            if (fused, entry) in self._checked:
+            if ((fused, dtype), entry) in self._checked:
                 return getattr(module, entry)(*args)
             from numba.core.errors import NumbaError
 
@@ -263,21 +278,21 @@ class TensorKernel:
                 # The first call compiles (or loads from Numba's cache): a failure here is a
                 # damaged cache entry or our bug. Nothing half-built stays cached.
                 cache.discard(module)
-                self._modules.pop(fused, None)
+                self._modules.pop((fused, dtype), None)
                 self._tiers.forget(module)
                 raise CompileError(f"compiling {entry} of {self.title!r} failed: {e}") from e
-        self._checked.add((fused, entry))
+        self._checked.add(((fused, dtype), entry))
         return result
 
-    def _tiny_call(self) -> tuple[list, Any]:
+    def _tiny_call(self, dtype: str = "float64") -> tuple[list, Any]:
         """Inputs whose named dimensions are all 1, and the matching seed: they give Numba the
         same types as any call (dimensions, dtype, layout), at no cost."""
         arrays = {
-            n: np.ones(tuple(d if isinstance(d, int) else 1 for d in shape))
+            n: np.ones(tuple(d if isinstance(d, int) else 1 for d in shape), dtype)
             for n, shape in self.shapes.items()
         }
         values, sizes = self._bind((), arrays)
-        return values, self._seed(None, sizes)
+        return values, self._seed(None, sizes, np.dtype(dtype))
 
     def _repr_html_(self) -> str | None:  # Jupyter: the graph drawn, the source (compiler.viz)
         from compiler.viz.display import kernel_html
@@ -285,8 +300,27 @@ class TensorKernel:
         return kernel_html(self)
 
 
-#: A tensor program's one call pattern: its background job compiles every entry at once.
+#: A tensor program's one call pattern per dtype: its background job compiles every entry at once.
 EVERY_ENTRY = "every entry"
+
+
+def every_entry(dtype: str) -> str:
+    """The call pattern of a dtype: ``EVERY_ENTRY`` for float64, as always."""
+    return EVERY_ENTRY if dtype == "float64" else f"{EVERY_ENTRY} {dtype}"
+
+
+def _key_dtype(key: str) -> str:
+    return "float64" if key == EVERY_ENTRY else key.rsplit(" ", 1)[1]
+
+
+def _dtype(values: list) -> np.dtype:
+    """A bound call's dtype (``_bind`` gives every value the same): float64 without inputs."""
+    for v in values:
+        if isinstance(v, (np.ndarray, np.float32)):
+            return v.dtype
+        if isinstance(v, float):
+            return _FLOAT64
+    return _FLOAT64
 
 
 class _Engines:
@@ -298,26 +332,27 @@ class _Engines:
         self.k = weakref.proxy(kernel)
 
     def engine(self, name: str, key: str) -> ModuleType:
-        return self.k._module(name == "numba")
+        return self.k._module(name == "numba", _key_dtype(key))
 
     def on_disk(self, key: str) -> ModuleType | None:
         """The compiled module if it is loaded, or on disk (loading it costs what a look
         would). Only once Numba is imported: importing it (0.3-0.5 s) is the background
         thread's work."""
-        if True in self.k._modules:
-            return self.k._modules[True]
+        dtype = _key_dtype(key)
+        if (True, dtype) in self.k._modules:
+            return self.k._modules[True, dtype]
         if not background.numba_imported():
             return None
         background.import_numba()
-        if cache.on_disk(self.k._key(True), prefix="t"):
-            return self.k._module(True)
+        if cache.on_disk(self.k._key(True, dtype), prefix="t"):
+            return self.k._module(True, dtype)
         return None
 
     def ready(self, key: str) -> frozenset[str]:
         return frozenset()
 
     def job(self, key: str) -> _WarmUp:
-        return _WarmUp(self.k)
+        return _WarmUp(self.k, _key_dtype(key))
 
     def label(self, name: str, module: ModuleType, key: str) -> str:
         return name
@@ -341,9 +376,9 @@ class _WarmUp:
     """A background job (``runtime.background``): load the compiled module and call each entry
     once on tiny inputs, so every fused loop is compiled (or loaded from Numba's cache)."""
 
-    def __init__(self, kernel: TensorKernel):
-        self.kernel, self.entry = kernel, EVERY_ENTRY
-        key, make = kernel._key(True), kernel._source_maker(True)
+    def __init__(self, kernel: TensorKernel, dtype: str = "float64"):
+        self.kernel, self.entry, self.dtype = kernel, every_entry(dtype), dtype
+        key, make = kernel._key(True, dtype), kernel._source_maker(True, dtype)
         self.make_source = background.on_this_thread(key, make, prefix="t")
         self.state = "pending"
         self.module: ModuleType | None = None
@@ -354,8 +389,8 @@ class _WarmUp:
         k, module = self.kernel, None
         try:
             background.import_numba()
-            module = cache.load_module(k._key(True), self.make_source, prefix="t")
-            values, seed = k._tiny_call()
+            module = cache.load_module(k._key(True, self.dtype), self.make_source, prefix="t")
+            values, seed = k._tiny_call(self.dtype)
             with ignore_errors():
                 module.forward(*values)
                 module.value_and_grad(*values, seed)

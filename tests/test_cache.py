@@ -10,17 +10,16 @@ child recompiled is read from Numba's own dispatcher statistics (``stats.cache_h
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
 
+import numba_cache_probe as probe
 import numpy as np
 import pytest
 
@@ -28,49 +27,18 @@ import compiler
 import compiler.codegen.numba_source as numba_source
 from runtime import cache
 
-ROOT = Path(__file__).resolve().parent.parent
 EXPR = "x * tanh(y) + 2"
 X, Y = 1.5, 0.3
 VALUE = X * math.tanh(Y) + 2
 GRADS = {"x": math.tanh(Y), "y": X * (1 - math.tanh(Y) ** 2)}
 
-CHILD = textwrap.dedent(
-    """
-    import json, sys, time
-    start_at = float(sys.argv[2])
-    import compiler, runtime.cache
-    from numba.core.dispatcher import Dispatcher
-    while time.time() < start_at:  # a common start line for concurrent children
-        time.sleep(0.001)
-    k = compiler.compile_gradient(sys.argv[1], mode="compiled")
-    value, grads = k.value_and_grad(x=1.5, y=0.3)
-    hits = misses = 0
-    for module in runtime.cache._loaded.values():
-        for obj in vars(module).values():
-            if isinstance(obj, Dispatcher):
-                hits += sum(obj.stats.cache_hits.values())
-                misses += sum(obj.stats.cache_misses.values())
-    print(json.dumps({"value": value, "grads": grads, "hits": hits, "misses": misses}))
-    """
-)
-
 
 def start_child(cache_dir: Path, expr: str = EXPR, start_at: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(cache_dir)}
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, expr, repr(start_at)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    return probe.start(cache_dir, expr, x=X, y=Y, start_at=start_at)
 
 
 def finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, f"child failed (rc {proc.returncode}):\n{err[-3000:]}"
-    return json.loads(out.strip().splitlines()[-1])
+    return probe.finish(proc, timeout=120)
 
 
 def run_child(cache_dir: Path, expr: str = EXPR) -> dict:

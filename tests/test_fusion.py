@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -319,17 +320,83 @@ def test_the_fusion_pass_returns_discovered_gates_and_leaves_the_op_table_alone(
     assert [d[:3] for d in public.discovered] == [d[:3] for d in report.discovered]
 
 
-def test_discovered_entries_are_seen_by_the_rewrite_only_while_it_runs():
+def test_discovered_entries_are_seen_by_the_pass_only_while_it_runs():
     from compiler.ir import registry
-    from compiler.passes.fusion import visible
 
     spec = registry.OPS["sigmoid"]
     fake = spec.__class__(**{**spec.__dict__, "name": "auto_feedface"})
     table = dict(registry.OPS)
-    with pytest.raises(RuntimeError), visible({"auto_feedface": fake, "sigmoid": fake}):
+    seen_elsewhere = []
+    with pytest.raises(RuntimeError), registry.local({"auto_feedface": fake, "sigmoid": fake}):
         assert registry.OPS["auto_feedface"] is fake and registry.OPS["sigmoid"] is spec
+        assert "auto_feedface" in registry.OPS and registry.lookup("auto_feedface") is fake
+        assert dict(registry.OPS) == table  # never written into the table itself
+        other = threading.Thread(
+            target=lambda: seen_elsewhere.append("auto_feedface" in registry.OPS)
+        )
+        other.start()
+        other.join()
         raise RuntimeError
-    assert dict(registry.OPS) == table  # removed again, and an installed entry left untouched
+    assert seen_elsewhere == [False]  # another thread never sees a pass's own entries
+    assert "auto_feedface" not in registry.OPS and dict(registry.OPS) == table
+
+
+def test_two_threads_discovering_at_once_never_see_each_others_gates(monkeypatch):
+    """fuse="auto" in two threads at once: each pass reads its own discovered gate (through its
+    own view, ``registry.local``), never the other's, and the shared table is never written."""
+    from compiler.ir import registry
+    from compiler.passes.fusion import discovery
+    from compiler.passes.fusion import fuse as fusion_pass
+
+    texts = {"A": "exp(3*exp(x)) * w", "B": "exp(exp(2*x)) * w"}
+    graphs = {k: compiler.trace(t) for k, t in texts.items()}
+    gates = {k: fusion_pass(g, "auto")[1].discovered[0].gate for k, g in graphs.items()}
+    assert gates["A"] != gates["B"]
+    for name in gates.values():
+        registry.OPS.pop(name, None)  # as in a fresh process
+    table = dict(registry.OPS)
+    both_inside = threading.Barrier(2, timeout=30)
+    seen: dict[str, tuple[bool, bool]] = {}
+    rebuild = discovery.rebuild
+
+    def rebuilding(graph, matches):  # runs inside the pass's own view, both passes at once
+        me = next(m.gate for m in matches.values())
+        mine = "A" if me == gates["A"] else "B"
+        other = gates["B" if mine == "A" else "A"]
+        both_inside.wait()
+        seen[mine] = (
+            me in registry.OPS,
+            other in registry.OPS or registry.lookup(other) is not None,
+        )
+        both_inside.wait()
+        return rebuild(graph, matches)
+
+    monkeypatch.setattr(discovery, "rebuild", rebuilding)
+    results, snapshots, done = {}, [], threading.Event()
+
+    def run(k):
+        results[k] = fusion_pass(graphs[k], "auto")
+
+    def watch():
+        while not done.is_set():
+            snapshots.append(dict(registry.OPS) == table)
+
+    watcher = threading.Thread(target=watch)
+    threads = [threading.Thread(target=run, args=(k,)) for k in texts]
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    assert seen == {"A": (True, False), "B": (True, False)}
+    assert snapshots and all(snapshots) and dict(registry.OPS) == table
+    for k in texts:
+        fused, report = results[k]
+        assert [d.gate for d in report.discovered] == [gates[k]] and gates[k] in op_kinds(fused)
+        assert gates[k] in str(report)  # the report reads it through its own view, after the pass
+    assert dict(registry.OPS) == table
 
 
 # ------------------------------------------------------------------ fused == unfused

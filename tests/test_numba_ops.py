@@ -11,15 +11,11 @@ oracle, or NumPy's own functions).
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 
+import numba_cache_probe as probe
 import numpy as np
 import pytest
 from numba import njit, types
@@ -31,8 +27,6 @@ from compiler.errors import CompileError
 from compiler.ir import registry
 from compiler.ir.lowering import LoweringError
 from runtime import numba_ops
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def lowered_ops() -> list[str]:
@@ -218,33 +212,8 @@ def test_the_audit_accepts_op_imports_and_nothing_more(line):
 
 
 # ------------------------------------------------------------------------------ the disk cache
-CHILD = textwrap.dedent(
-    """
-    import json, sys
-    import compiler, runtime.cache
-    from numba.core.dispatcher import Dispatcher
-    k = compiler.compile_gradient(sys.argv[1], mode="compiled", fuse=False)
-    value, grads = k.value_and_grad(x=1.5, y=0.25)
-    hits = misses = 0
-    for module in runtime.cache._loaded.values():
-        for obj in vars(module).values():
-            if isinstance(obj, Dispatcher):
-                hits += sum(obj.stats.cache_hits.values())
-                misses += sum(obj.stats.cache_misses.values())
-    print(json.dumps({"value": value, "grads": grads, "hits": hits, "misses": misses,
-                      "source": k.source}))
-    """
-)
-
-
 def run_child(directory: Path, expr: str) -> dict:
-    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(directory)}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, expr], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return probe.run(directory, expr, x=1.5, y=0.25, fuse=False)
 
 
 def test_a_fresh_process_loads_the_cached_kernel(tmp_path):

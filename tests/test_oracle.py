@@ -1,41 +1,78 @@
-"""Random expressions: symgrad's gradients against SymPy's own ``diff`` and central differences.
+"""Random expressions over the whole op table: symgrad's values and gradients against oracles that
+owe nothing to symgrad's code, on every tier, in float64 and float32.
 
-Hypothesis draws an expression tree (depth <= 6, every op of the text language) and a handful of
-points. The same tree is written three ways, each built independently of symgrad's internals:
+The generator reads the op table (``compiler.ir.registry.OPS``) when it draws, so an op registered
+tomorrow is drawn with no edit here. What it needs of an op is in the op's entry: its arity, its
+text template (``OpDef.text``), its exact SymPy definition, its NumPy/SciPy oracle (``numpy``), and
+where it is defined and smooth (``domain``, ``kinks``, ``truth``: ``compiler/ir/opdef.py``).
+``test_every_op_states_what_the_generator_needs`` checks each entry has them.
 
-- the text symgrad compiles;
-- a SymPy expression made from ``sympy`` functions directly (not symgrad's ``to_sympy``), whose
-  ``sympy.diff`` is evaluated at 30 significant digits: the exact reference;
-- a NumPy evaluator, used for the value and for central finite differences.
+An expression is a tree of op nodes over ``x``, ``y``, ``z`` and dyadic constants (and pi). Its
+oracles:
 
-Points where the function is not smooth or not finite (near a kink of abs/sign/relu/max/min/
-heaviside, a pole, outside log/sqrt/pow's domain, overflowing) are excluded per point; the kernel
-still runs on them, and must not raise there. One kernel serves all of an expression's points.
+- **value**: the ops' NumPy/SciPy oracles composed along the tree, ``sympy.lambdify`` of the tree's
+  exact SymPy form (each op's definition with its operands substituted), and mpmath at 30 digits;
+- **gradient**: ``sympy.diff`` of each op's exact definition, composed by the chain rule and
+  evaluated by mpmath at 30 digits (differentiating the whole tree at once swells it, and SymPy
+  leaves ``Abs``/``Max``/``sign`` of subexpressions it cannot prove real undifferentiated), and
+  Richardson-extrapolated central differences of the composed NumPy oracles in float64.
+
+Points near a kink, a pole or a domain's edge (``MARGIN``), or where an intermediate is not finite
+or exceeds ``BIG``, are excluded per point; the kernel still runs on them, and must not raise.
+Operands with a restricted domain are mostly drawn inside it: a constant there, or an expression
+mapped into it (``lo + exp(e)``, ``lo + (hi - lo) * sigmoid(e)``), so that log, atanh, lgamma...
+see points. Piecewise ops are checked off their kinks, where they are smooth.
+
+Tiers (``runtime.policy``, patched as ``tests/test_where.py`` does): ``instant`` (the VM),
+``numba`` (compiled, Numba's kernel: ``LLVM_OPS`` and ``LLVM_TRIG`` off), ``llvm`` (compiled, the
+LLVM tier's O3 code: ``LLVM_OPS = -1``) and ``auto`` (a fresh cache: the first call answers from
+LLVM's unoptimised code, then, the background compile waited for, from the final engine: both are
+checked). ``test_every_op_on_every_tier`` runs a fixed sweep with every op of the table;
+``test_random_expressions_on_every_tier`` runs hypothesis' trees.
+
+float32 (``test_float32_*``): the same expressions with float32 inputs must give float32 values and
+gradients, within a few hundred float32 ulps (times the scale) plus a bound on the error float32
+rounding may cause, propagated along the tree from the exact local derivatives (first and second:
+``float32_bound``); points where that bound says float32 cannot give the value to 1e-3 are skipped.
+The reference is the exact value at the float32-rounded inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from dataclasses import dataclass, field
+import os
+import tempfile
+from dataclasses import dataclass
 
+import mpmath
 import numpy as np
+import pytest
 import sympy as sp
-from hypothesis import HealthCheck, assume, example, given, reject, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler.ir.registry import FUNCTIONS
+from compiler.ir import registry
+from runtime import cache, policy
 
 VARS = ("x", "y", "z")
 SYMBOLS = {v: sp.Symbol(v, real=True) for v in VARS}
+PLACEHOLDERS = ("a", "b", "c")
 N_POINTS = 6
-MAX_DEPTH = 6
+MAX_DEPTH = 5
 MARGIN = 1e-2  # minimum distance from a kink, pole or domain edge
 BIG = 1e6  # intermediate values larger than this are excluded (overflow, cancellation)
 RTOL_ORACLE = 1e-7
 RTOL_FD = 1e-5
+EPS32 = float(np.finfo(np.float32).eps)
+RTOL32 = 300 * EPS32  # float32: a few hundred ulps of the scale ...
+ACC32 = 8 * EPS32  # ... plus the propagated error of 8 ulps per op result (float32_bound)
+ILL32 = 1e-3  # float32 points whose propagated error bound exceeds this (relative) are skipped
+mpmath.mp.dps = 30
 
-# Constants are dyadic (or pi), so text, SymPy and NumPy read the very same float64.
+# Constants are dyadic (or pi), so text, SymPy and NumPy read the very same float64 (and float32).
 CONSTANTS = [
     ("2", sp.Integer(2), 2.0),
     ("0.5", sp.Rational(1, 2), 0.5),
@@ -46,328 +83,214 @@ CONSTANTS = [
     ("(-0.75)", sp.Rational(-3, 4), -0.75),
     ("pi", sp.pi, math.pi),
 ]
-INT_EXPONENTS = [2, 3, -1, -2, 4]
+NATURALS = [("0", sp.Integer(0), 0.0), ("1", sp.Integer(1), 1.0), ("2", sp.Integer(2), 2.0)]
+# The ops the generator maps an operand into an interval with (lo + exp(e), hi - exp(e),
+# lo + (hi - lo) * sigmoid(e)); whatever else the table holds is drawn from it.
+GUARD_OPS = ("add", "sub", "mul", "exp", "sigmoid")
 
 
-def _far(v, edge=0.0):
-    return np.abs(v - edge) > MARGIN
+# ------------------------------------------------------------------ what the table says of an op
+def ops() -> list[str]:
+    """Every op of the table, now (an op registered at run time included)."""
+    return sorted(registry.OPS)
 
 
-def _real(*args) -> bool:
-    return all(a.is_extended_real for a in args)
+def domain(name: str) -> tuple[str, ...]:
+    """Per operand: "", "(lo, hi)", "natural" or "truth" (``OpDef.domain``; () is all "")."""
+    spec = registry.OPS[name]
+    return spec.domain or ("",) * spec.arity
 
 
-# SymPy's own Abs, sign, Max and Min serve where SymPy knows the operands are real. Otherwise (say
-# abs(x**x), real only for x > 0) SymPy leaves their derivatives unevaluated, and a Piecewise gets
-# folded into branches that evaluate outside the domain; there these real-line functions stand in:
-# each states its local derivative (``fdiff``), SymPy's ``diff`` applies the chain rule.
-def _decided(a) -> bool:
-    return a.is_number and a.is_comparable
+def interval(kind: str) -> tuple[float, float] | None:
+    """ "(lo, hi)" as floats; None for "" and the other kinds."""
+    if not kind.startswith("("):
+        return None
+    lo, hi = (float(t) for t in kind.strip("()").split(","))
+    return lo, hi
 
 
-class _Step(sp.Function):
-    """H(a): 0 below zero, 1 above (the derivative of max/min/relu away from their kinks)."""
-
-    @classmethod
-    def eval(cls, a):
-        if _decided(a):
-            return sp.Integer(1) if a > 0 else sp.Integer(0) if a < 0 else sp.Rational(1, 2)
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
+def kink_functions(name: str):
+    """The entry's ``kinks`` as NumPy functions of the operands."""
+    spec = registry.OPS[name]
+    names = {k: v for k, v in vars(np).items() if not k.startswith("_")}
+    return [_numpy_function(text, spec.arity, names) for text in spec.kinks]
 
 
-class _IsZero(sp.Function):
-    @classmethod
-    def eval(cls, a):
-        if _decided(a):
-            return sp.Integer(1) if a == 0 else sp.Integer(0)
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
+@functools.cache
+def _compiled(text: str):
+    return compile(text, f"<kink {text}>", "eval")
 
 
-class _Sign(sp.Function):
-    @classmethod
-    def eval(cls, a):
-        if _decided(a):
-            return sp.sign(a)
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
+def _numpy_function(text: str, arity: int, names: dict):
+    code = _compiled(text)
+    return lambda *args: eval(code, names, dict(zip(PLACEHOLDERS, args)))  # noqa: S307
 
 
-class _Abs(sp.Function):
-    @classmethod
-    def eval(cls, a):
-        if _decided(a):
-            return sp.Abs(a)
-
-    def fdiff(self, argindex=1):
-        return _Sign(self.args[0])
-
-
-class _Max(sp.Function):
-    @classmethod
-    def eval(cls, a, b):
-        if _decided(a) and _decided(b):
-            return sp.Max(a, b)
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        return _Step(a - b) if argindex == 1 else _Step(b - a)
+def smooth_here(name: str, args) -> np.ndarray:
+    """Where ``name``'s operands ``args`` (arrays) are in its domain, off its edges and kinks."""
+    ok = np.ones(np.shape(args[0]), bool)
+    with np.errstate(all="ignore"):
+        for kind, v in zip(domain(name), args):
+            bounds = interval(kind)
+            if bounds is not None:
+                lo, hi = bounds
+                ok &= (v > lo + MARGIN) & (v < hi - MARGIN)
+        for kink in kink_functions(name):
+            ok &= np.abs(kink(*args)) > MARGIN
+    return ok
 
 
-class _Min(sp.Function):
-    @classmethod
-    def eval(cls, a, b):
-        if _decided(a) and _decided(b):
-            return sp.Min(a, b)
-
-    def fdiff(self, argindex=1):
-        a, b = self.args
-        return _Step(b - a) if argindex == 1 else _Step(a - b)
-
-
-class _Heaviside(sp.Function):
-    """np.heaviside(a, h); SymPy's Heaviside cannot be differentiated in h."""
-
-    @classmethod
-    def eval(cls, a, h):
-        if _decided(a):
-            return sp.Integer(1) if a > 0 else sp.Integer(0) if a < 0 else h
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0) if argindex == 1 else _IsZero(self.args[0])
+# ------------------------------------------------------------------ the exact local forms
+@functools.cache
+def definition(name: str) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
+    """The op's exact SymPy definition over real placeholders a, b, c, and those placeholders."""
+    places = tuple(sp.Symbol(p, real=True) for p in PLACEHOLDERS[: registry.OPS[name].arity])
+    expr = registry.sympy_definition(name)
+    by_name = {s.name: s for s in places}
+    return expr.xreplace({s: by_name[s.name] for s in expr.free_symbols}), places
 
 
-def _sympy_abs(a):
-    return sp.Abs(a) if _real(a) else _Abs(a)
+def _mpmath(expr: sp.Expr, places, name: str, order: tuple[int, ...]):
+    """``expr`` as an mpmath function; where SymPy's derivative stays unevaluated (floor's,
+    Heaviside's in its second operand) or lambdify cannot print it, mpmath differentiates the
+    definition numerically at 30 digits instead (off the kinks: exact to those digits)."""
+    expr = expr.replace(sp.DiracDelta, lambda *args: sp.Integer(0))  # zero off the kinks
+    if not expr.has(sp.Derivative, sp.Subs):
+        with contextlib.suppress(Exception):
+            return sp.lambdify(places, expr, modules=["mpmath"])
+
+    def numeric(*args):
+        return mpmath.diff(mp_value(name), args, order)
+
+    return numeric
 
 
-def _sympy_sign(a):
-    return sp.sign(a) if _real(a) else _Sign(a)
+@functools.cache
+def mp_value(name: str):
+    expr, places = definition(name)
+    return sp.lambdify(places, expr, modules=["mpmath"])
 
 
-def _sympy_relu(a):
-    return sp.Max(0, a) if _real(a) else _Max(0, a)
+@functools.cache
+def local(name: str):
+    """mpmath functions of the op at 30 digits: its value and its first partials [i], from
+    ``sympy.diff`` of its exact definition (``second``: its second partials [i][j])."""
+    expr, places = definition(name)
+    n = len(places)
+    value = mp_value(name)
+    unit = [tuple(int(i == k) for k in range(n)) for i in range(n)]
+    first = [_mpmath(sp.diff(expr, s), places, name, unit[i]) for i, s in enumerate(places)]
+    return value, first, n
 
 
-def _sympy_max(a, b):
-    return sp.Max(a, b) if _real(a, b) else _Max(a, b)
+@functools.cache
+def second(name: str):
+    expr, places = definition(name)
+    n = len(places)
+    return [
+        [
+            _mpmath(sp.diff(expr, s, t), places, name, tuple((i == k) + (j == k) for k in range(n)))
+            for j, t in enumerate(places)
+        ]
+        for i, s in enumerate(places)
+    ]
 
 
-def _sympy_min(a, b):
-    return sp.Min(a, b) if _real(a, b) else _Min(a, b)
-
-
-def _sigmoid(a):
-    return 1 / (1 + np.exp(-a))
-
-
-def _special(name, *args):
-    import scipy.special
-
-    return getattr(scipy.special, name)(*args)
-
-
-def _xlogy(a, b):
-    return a * np.log(b)
-
-
-# name: (text template, SymPy builder, NumPy function, which points are smooth and in the domain)
-UNARY = {
-    "neg": ("(-{a})", lambda a: -a, np.negative, None),
-    "exp": ("exp({a})", sp.exp, np.exp, None),
-    "log": ("log({a})", sp.log, np.log, lambda a: a > MARGIN),
-    "log1p": ("log1p({a})", lambda a: sp.log(1 + a), np.log1p, lambda a: a > -1 + MARGIN),
-    "expm1": ("expm1({a})", lambda a: sp.exp(a) - 1, np.expm1, None),
-    "sqrt": ("sqrt({a})", sp.sqrt, np.sqrt, lambda a: a > MARGIN),
-    "sin": ("sin({a})", sp.sin, np.sin, None),
-    "cos": ("cos({a})", sp.cos, np.cos, None),
-    "tan": ("tan({a})", sp.tan, np.tan, lambda a: np.abs(np.cos(a)) > 0.05),
-    "tanh": ("tanh({a})", sp.tanh, np.tanh, None),
-    "abs": ("abs({a})", _sympy_abs, np.abs, _far),
-    "sign": ("sign({a})", _sympy_sign, np.sign, _far),
-    "sigmoid": ("sigmoid({a})", lambda a: 1 / (1 + sp.exp(-a)), _sigmoid, None),
-    "softplus": (
-        "softplus({a})",
-        lambda a: sp.log(1 + sp.exp(a)),
-        lambda a: np.logaddexp(0.0, a),
-        None,
-    ),
-    "logsigmoid": (
-        "logsigmoid({a})",
-        lambda a: -sp.log(1 + sp.exp(-a)),
-        lambda a: -np.logaddexp(0.0, -a),
-        None,
-    ),
-    "relu": ("relu({a})", _sympy_relu, lambda a: np.maximum(0.0, a), _far),
-    # the new numeric ops (compiler/ir/ops/{special,hyperbolic,inverse_trig,powers}.py)
-    "erf": ("erf({a})", sp.erf, lambda a: _special("erf", a), None),
-    "erfc": ("erfc({a})", sp.erfc, lambda a: _special("erfc", a), None),
-    "lgamma": ("lgamma({a})", sp.loggamma, lambda a: _special("gammaln", a), lambda a: a > MARGIN),
-    "digamma": ("digamma({a})", lambda a: sp.polygamma(0, a), lambda a: _special("psi", a),
-                lambda a: a > MARGIN),
-    "polygamma": ("polygamma(1, {a})", lambda a: sp.polygamma(1, a),
-                  lambda a: _special("polygamma", 1, a), lambda a: a > MARGIN),
-    "sinh": ("sinh({a})", sp.sinh, np.sinh, None),
-    "cosh": ("cosh({a})", sp.cosh, np.cosh, None),
-    "asinh": ("asinh({a})", sp.asinh, np.arcsinh, None),
-    "acosh": ("acosh({a})", sp.acosh, np.arccosh, lambda a: a > 1 + MARGIN),
-    "atanh": ("atanh({a})", sp.atanh, np.arctanh, lambda a: np.abs(a) < 1 - MARGIN),
-    "atan": ("atan({a})", sp.atan, np.arctan, None),
-    "asin": ("asin({a})", sp.asin, np.arcsin, lambda a: np.abs(a) < 1 - MARGIN),
-    "acos": ("acos({a})", sp.acos, np.arccos, lambda a: np.abs(a) < 1 - MARGIN),
-    "log2": ("log2({a})", lambda a: sp.log(a, 2), np.log2, lambda a: a > MARGIN),
-    "log10": ("log10({a})", lambda a: sp.log(a, 10), np.log10, lambda a: a > MARGIN),
-    "exp2": ("exp2({a})", lambda a: 2**a, np.exp2, None),
-    "cbrt": ("cbrt({a})", lambda a: a / _sympy_abs(a) ** sp.Rational(2, 3), np.cbrt, _far),
-    "square": ("square({a})", lambda a: a**2, np.square, None),
-    "reciprocal": ("reciprocal({a})", lambda a: 1 / a, lambda a: 1 / a, _far),
-    "log1mexp": ("log1mexp({a})", lambda a: sp.log(1 - sp.exp(a)),
-                 lambda a: np.log(-np.expm1(a)), lambda a: a < -MARGIN),
-}  # fmt: skip
-BINARY = {
-    "add": ("({a} + {b})", lambda a, b: a + b, np.add, None),
-    "sub": ("({a} - {b})", lambda a, b: a - b, np.subtract, None),
-    "mul": ("({a} * {b})", lambda a, b: a * b, np.multiply, None),
-    "div": ("({a} / {b})", lambda a, b: a / b, np.divide, lambda a, b: _far(b)),
-    "**": ("({a} ** {b})", lambda a, b: a**b, np.power, lambda a, b: a > MARGIN),
-    "pow": ("pow({a}, {b})", lambda a, b: a**b, np.power, lambda a, b: a > MARGIN),
-    "maximum": ("maximum({a}, {b})", _sympy_max, np.maximum, lambda a, b: _far(a, b)),
-    "minimum": ("minimum({a}, {b})", _sympy_min, np.minimum, lambda a, b: _far(a, b)),
-    "heaviside": ("heaviside({a}, {b})", _Heaviside, np.heaviside, lambda a, b: _far(a)),
-    "xlogy": ("xlogy({a}, {b})", lambda a, b: a * sp.log(b), _xlogy, lambda a, b: b > MARGIN),
-    # atan2 jumps on the negative b axis; hypot has a kink at the origin
-    "atan2": ("atan2({a}, {b})", sp.atan2, np.arctan2, lambda a, b: _far(a) | (b > MARGIN)),
-    "hypot": ("hypot({a}, {b})", lambda a, b: sp.sqrt(a**2 + b**2), np.hypot,
-              lambda a, b: np.hypot(a, b) > MARGIN),
-    "logaddexp": ("logaddexp({a}, {b})", lambda a, b: sp.log(sp.exp(a) + sp.exp(b)),
-                  np.logaddexp, None),
-    "xlog1py": ("xlog1py({a}, {b})", lambda a, b: a * sp.log(1 + b), lambda a, b: a * np.log1p(b),
-                lambda a, b: b > -1 + MARGIN),
-}  # fmt: skip
-# Piecewise-constant and selecting ops, whose derivative SymPy leaves unevaluated at the jumps:
-# tests/test_where.py checks them on every tier against NumPy and exact difference quotients.
-ELSEWHERE = {"floor", "ceil", "round", "trunc", "clip", "where"}
-# Operands that must be positive can be guarded, so that most points stay in the domain.
-POSITIVE_OPERAND = {"log": 0, "sqrt": 0, "**": 0, "pow": 0, "xlogy": 1, "div": 1}
-GUARDS = ["none", "square", "abs", "exp"]
-
-
+# ------------------------------------------------------------------ expressions
 @dataclass(frozen=True)
 class Expr:
+    """A tree: an op over ``args``, or a leaf (``var`` a variable's name, else ``value``)."""
+
     text: str
-    sym: sp.Expr
-    ev: object  # env -> (values, ok mask)
-    ops: frozenset = field(default=frozenset())
+    sym: sp.Expr | None  # a leaf's SymPy value
+    op: str | None = None
+    args: tuple = ()
+    var: str | None = None
+    value: float = 0.0
     depth: int = 0
 
+    def ops(self) -> set[str]:
+        return ({self.op} if self.op else set()).union(*(a.ops() for a in self.args))
 
-def _apply(name, fn, cond, args: list[Expr], text: str, build) -> Expr:
-    """A node: ``build()`` makes its SymPy expression; ``fn``/``cond`` its NumPy value/domain."""
-    try:
-        sym = build()
-    except (TypeError, ValueError):  # SymPy refuses e.g. Max(nan, 1) of a constant subtree
-        reject()
-    if not sym.free_symbols and not (sym.is_real and sym.is_finite):
-        reject()  # a constant subtree outside the reals (log(-1) = I*pi) or infinite
-
-    def ev(env, args=args):
-        vals, oks = zip(*(a.ev(env) for a in args))
-        with np.errstate(all="ignore"):
-            v = fn(*vals)
-            ok = np.logical_and.reduce(oks) & np.isfinite(v) & (np.abs(v) < BIG)
-            if cond is not None:
-                ok &= cond(*vals)
-        return v, ok
-
-    ops = frozenset().union(*(a.ops for a in args)) | {name}
-    return Expr(text, sym, ev, ops, 1 + max(a.depth for a in args))
+    def nodes(self) -> int:
+        return 1 + sum(a.nodes() for a in self.args)
 
 
-def leaf_var(name: str) -> Expr:
-    return Expr(name, SYMBOLS[name], lambda env: (env[name], np.ones(env[name].shape, bool)))
+def var(name: str) -> Expr:
+    return Expr(name, SYMBOLS[name], var=name)
 
 
-def leaf_const(text, sym, value) -> Expr:
-    return Expr(
-        text, sym, lambda env: (np.full(env["x"].shape, value), np.ones(env["x"].shape, bool))
-    )
+def const(text: str, sym: sp.Expr, value: float) -> Expr:
+    return Expr(text, sym, value=value)
 
 
-def unary(name: str, a: Expr) -> Expr:
-    template, sym, fn, cond = UNARY[name]
-    return _apply(name, fn, cond, [a], template.format(a=a.text), lambda: sym(a.sym))
+def constant(value: float) -> Expr:
+    """A small integer or dyadic constant (an interval's end)."""
+    sym = sp.Rational(value)
+    text = repr(float(value)) if value >= 0 else f"({value!r})"
+    return const(text, sym, float(value))
 
 
-def binary(name: str, a: Expr, b: Expr) -> Expr:
-    template, sym, fn, cond = BINARY[name]
-    return _apply(
-        name, fn, cond, [a, b], template.format(a=a.text, b=b.text), lambda: sym(a.sym, b.sym)
-    )
+def node(name: str, *args: Expr) -> Expr:
+    """The op applied to ``args``: its text by its template, its SymPy by its definition."""
+    spec = registry.OPS[name]
+    assert len(args) == spec.arity, name
+    text = "(" + spec.text.format(**{p: a.text for p, a in zip(PLACEHOLDERS, args)}) + ")"
+    return Expr(text, None, name, args, depth=1 + max(a.depth for a in args))
 
 
-def int_power(a: Expr, n: int, spelling: str) -> Expr:
-    """a ** n for a constant integer n: defined for negative bases too (not for 0 if n < 0)."""
-    lit = f"({n})" if n < 0 else str(n)
-    text = f"({a.text} ** {lit})" if spelling == "**" else f"pow({a.text}, {lit})"
-    cond = (lambda v: _far(v)) if n < 0 else None
-    return _apply(spelling, lambda v: v**n, cond, [a], text, lambda: a.sym ** sp.Integer(n))
+def into(kind: str, e: Expr) -> Expr:
+    """``e`` mapped into the interval ``kind`` by the table's own ops (values of e stay e's)."""
+    lo, hi = interval(kind)
+    if math.isinf(hi) and math.isinf(lo):
+        return e
+    if math.isinf(hi):
+        grown = node("exp", e)
+        return grown if lo == 0 else node("add", constant(lo), grown)
+    if math.isinf(lo):
+        return node("sub", constant(hi), node("exp", e))
+    scaled = node("mul", constant(hi - lo), node("sigmoid", e))
+    return scaled if lo == 0 else node("add", constant(lo), scaled)
 
 
-def guard(kind: str, a: Expr) -> Expr:
-    """A positive expression built from ``a`` (its ops count towards the depth)."""
-    if kind == "square":  # a*a + 0.5
-        sq = binary("mul", a, a)
-        return binary("add", sq, leaf_const("0.5", sp.Rational(1, 2), 0.5))
-    if kind == "abs":  # abs(a) + 0.5
-        return binary("add", unary("abs", a), leaf_const("0.5", sp.Rational(1, 2), 0.5))
-    return unary("exp", a)
-
-
-GUARD_DEPTH = {"none": 0, "square": 2, "abs": 2, "exp": 1}
+# ------------------------------------------------------------------ the generator
+def _leaf(draw) -> Expr:
+    if draw(st.integers(0, 3)):
+        return var(draw(st.sampled_from(VARS)))
+    return const(*draw(st.sampled_from(CONSTANTS)))
 
 
 @st.composite
 def expressions(draw, depth: int = MAX_DEPTH) -> Expr:
-    """A tree of depth <= ``depth``; the root (depth == MAX_DEPTH) is always an op."""
-    if depth == 0:
-        kind = draw(st.sampled_from(["var", "const"]))
-    else:  # about 1 in 4 leaves below the root, then unary and binary ops
-        roll = draw(st.integers(0 if depth < MAX_DEPTH else 3, 11))
-        kind = (
-            ("var", "var", "const", "unary", "unary", "unary", "unary")[roll]
-            if roll < 7
-            else "binary"
-        )
-    if kind == "var":
-        return leaf_var(draw(st.sampled_from(VARS)))
-    if kind == "const":
-        return leaf_const(*draw(st.sampled_from(CONSTANTS)))
-    if kind == "unary":
-        name = draw(st.sampled_from(sorted(UNARY)))
-        return unary(name, draw(_operand(name, 0, depth - 1)))
-    name = draw(st.sampled_from(sorted(BINARY)))
-    if name in ("**", "pow") and draw(st.booleans()):
-        base = draw(expressions(depth - 1))
-        return int_power(base, draw(st.sampled_from(INT_EXPONENTS)), name)
-    a = draw(_operand(name, 0, depth - 1))
-    b = draw(_operand(name, 1, depth - 1))
-    if name in ("**", "pow"):  # keep general exponents small: a constant or a bounded tanh
-        b = b if draw(st.booleans()) else unary("tanh", b) if b.depth < depth - 1 else b
-    return binary(name, a, b)
+    """A tree of at most ``depth`` levels of drawn ops (guards add a level or two); the root
+    (depth == MAX_DEPTH) is always an op, leaves get likelier further down."""
+    if depth == 0 or (depth < MAX_DEPTH and draw(st.integers(0, depth + 1)) == 0):
+        return _leaf(draw)
+    name = draw(st.sampled_from(ops()))
+    return node(name, *(draw(operand(kind, depth - 1)) for kind in domain(name)))
 
 
 @st.composite
-def _operand(draw, op: str, position: int, depth: int) -> Expr:
-    if POSITIVE_OPERAND.get(op) != position:
+def operand(draw, kind: str, depth: int) -> Expr:
+    """An operand of the ``kind`` its op's entry asks for."""
+    if kind == "natural":
+        return const(*draw(st.sampled_from(NATURALS)))
+    if kind == "truth":  # an op whose values are truth values (comparisons, logic)
+        truths = [n for n in ops() if registry.OPS[n].truth]
+        if depth < 2:  # no deeper chains of logic: comparisons of real operands
+            truths = [n for n in truths if "truth" not in domain(n)] or truths
+        name = draw(st.sampled_from(truths))
+        inner = max(depth - 1, 0)
+        return node(name, *(draw(operand(k, inner)) for k in domain(name)))
+    if not kind:
         return draw(expressions(depth))
-    usable = [g for g in GUARDS if GUARD_DEPTH[g] <= depth]
-    g = draw(st.sampled_from(usable))
-    inner = draw(expressions(depth - GUARD_DEPTH[g]))
-    return inner if g == "none" else guard(g, inner)
+    lo, hi = interval(kind)
+    inside = [c for c in CONSTANTS if lo + MARGIN < c[2] < hi - MARGIN]
+    how = draw(st.sampled_from(["free", "map", "map"] + (["const"] if inside else [])))
+    if how == "const":
+        return const(*draw(st.sampled_from(inside)))
+    e = draw(expressions(max(depth - 1, 0)))
+    return e if how == "free" else into(kind, e)
 
 
 points = st.lists(
@@ -377,32 +300,132 @@ points = st.lists(
 ).map(lambda xs: {v: np.array(xs[k::3], dtype=float) for k, v in enumerate(VARS)})
 
 
-def exact(expr: sp.Expr, point: dict[str, float]) -> float | None:
-    """``expr`` at ``point``, computed by SymPy at 30 significant digits; None where mpmath
-    itself overflows (SymPy's form of a derivative can hold a power the function's own
-    intermediates, all checked below BIG, do not: then there is no exact reference here)."""
-    subs = {SYMBOLS[v]: sp.Float(point[v], 30) for v in VARS}
-    try:
-        value = expr.xreplace(subs).evalf(30)
-        if value.has(sp.DiracDelta):  # DiracDelta at a non-zero argument is 0
-            value = value.replace(sp.DiracDelta, lambda *args: sp.Integer(0)).evalf(30)
-        assert value.is_number and value.is_real, (str(expr), point, str(value))
-        return float(value)
-    except OverflowError:
-        return None
+def sweep(terms: int = 12) -> list[Expr]:
+    """Every op of the table, each applied to operands of the kinds it asks for (variables,
+    mapped into intervals; a comparison for a truth operand), summed ``terms`` at a time."""
+    names = ops()
+    truth = next(n for n in names if registry.OPS[n].truth and set(domain(n)) == {""})
+    arity = registry.OPS[truth].arity
+    made = []
+    for k, name in enumerate(names):
+        args = []
+        for i, kind in enumerate(domain(name)):
+            v = var(VARS[(k + i) % 3])
+            if kind == "natural":
+                args.append(const(*NATURALS[1]))
+            elif kind == "truth":
+                args.append(node(truth, *(var(VARS[(k + i + j) % 3]) for j in range(arity))))
+            else:
+                args.append(into(kind, v) if kind else v)
+        made.append(node(name, *args))
+    chunks = [made[i : i + terms] for i in range(0, len(made), terms)]
+    return [functools.reduce(lambda s, t: node("add", s, t), chunk) for chunk in chunks]
 
 
-def central_difference(e: Expr, env: dict, var: str, j: int) -> tuple[float, float] | None:
-    """d e / d var at point j by central differences of the NumPy evaluator, Richardson-
+SWEEP_POINTS = {
+    v: np.round(row, 3) + 1 / 1024
+    for v, row in zip(VARS, np.random.default_rng(7).uniform(-2, 2, (3, 16)))
+}
+
+
+# ------------------------------------------------------------------ the oracles
+def numpy_value(e: Expr, env: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The ops' NumPy/SciPy oracles composed along the tree, and where every node is smooth,
+    finite and below ``BIG`` (float64 throughout)."""
+    n = len(env["x"])
+    if e.op is None:
+        v = env[e.var] if e.var else np.full(n, e.value)
+        return np.asarray(v, dtype=np.float64), np.ones(n, bool)
+    vals, oks = zip(*(numpy_value(a, env) for a in e.args))
+    with np.errstate(all="ignore"):
+        v = np.asarray(registry.OPS[e.op].numpy(*vals), dtype=np.float64) * np.ones(n)
+        ok = np.logical_and.reduce(oks) & np.isfinite(v) & (np.abs(v) < BIG)
+        ok &= smooth_here(e.op, vals)
+    return v, ok
+
+
+@functools.cache
+def sympy_numpy(name: str):
+    """``sympy.lambdify`` of the op's exact definition (NumPy and SciPy)."""
+    expr, places = definition(name)
+    return sp.lambdify(places, expr, modules=["numpy", "scipy"])
+
+
+def sympy_value(e: Expr, env: dict) -> np.ndarray:
+    """The tree's exact SymPy form, lambdified: each op's, composed along the tree (SymPy's
+    substituting subtrees into Piecewise simplifies them, for seconds to minutes)."""
+    n = len(env["x"])
+    if e.op is None:
+        return np.asarray(env[e.var] if e.var else np.full(n, e.value), dtype=np.float64)
+    args = [sympy_value(a, env) for a in e.args]
+    with np.errstate(all="ignore"):
+        return np.asarray(sympy_numpy(e.op)(*args), dtype=np.float64) * np.ones(n)
+
+
+@dataclass
+class Exact:
+    """The tree at one point, at 30 digits: value, gradient, and (float32) the error bounds."""
+
+    value: mpmath.mpf
+    grad: dict
+    bound: float = 0.0  # of the value
+    grad_bound: dict | None = None  # of each partial
+
+
+def exact(e: Expr, point: dict, bounds: bool = False) -> Exact:
+    """Forward mode along the tree with each op's exact local derivatives (``local``). With
+    ``bounds``, also how far float32 rounding may move the value and the gradient
+    (``float32_bound``)."""
+    if e.op is None:
+        if e.var:
+            return Exact(mpmath.mpf(point[e.var]), {v: int(v == e.var) for v in VARS}, 0.0, {})
+        value = mpmath.pi if e.sym == sp.pi else mpmath.mpf(e.value)
+        rounding = 0.0 if float(np.float32(e.value)) == e.value else EPS32 * abs(e.value)
+        return Exact(value, dict.fromkeys(VARS, 0), rounding, {})
+    args = [exact(a, point, bounds) for a in e.args]
+    value_fn, first, _ = local(e.op)
+    at = [a.value for a in args]
+    value = value_fn(*at)
+    partials = [first[i](*at) for i in range(len(at))]
+    grad = {v: sum(p * a.grad[v] for p, a in zip(partials, args)) for v in VARS}
+    out = Exact(value, grad)
+    if bounds:
+        float32_bound(e.op, at, partials, args, out)
+    return out
+
+
+def float32_bound(name: str, at, partials, args: list[Exact], out: Exact) -> None:
+    """A first-order bound on float32's error: each op result carries ``ACC32`` relative error,
+    its operands' errors go through its partials (for the value), and through its second
+    partials into its partials (for the gradient): the running error analysis of forward mode."""
+    hess = second(name)
+    p = [abs(float(q)) for q in partials]
+    e = [a.bound for a in args]
+    out.bound = sum(pi * ei for pi, ei in zip(p, e)) + ACC32 * abs(float(out.value))
+    dp = [
+        sum(abs(float(hess[i][j](*at))) * e[j] for j in range(len(e))) + ACC32 * p[i]
+        for i in range(len(p))
+    ]
+    out.grad_bound = {}
+    for v in VARS:
+        terms = [abs(float(q * a.grad[v])) for q, a in zip(partials, args)]
+        out.grad_bound[v] = (
+            sum(pi * (a.grad_bound or {}).get(v, 0.0) for pi, a in zip(p, args))
+            + sum(abs(float(a.grad[v])) * dpi for a, dpi in zip(args, dp))
+            + ACC32 * sum(terms)
+        )
+
+
+def central_difference(e: Expr, env: dict, var_: str, j: int) -> tuple[float, float] | None:
+    """d e / d var at point j by central differences of the composed NumPy oracles, Richardson-
     extrapolated from steps h and h/2, with an estimate of its own error (None off the domain,
     and None where the two steps disagree by more than a percent: there the function turns
-    faster than the step, as cos(exp(exp(x))) at x = 2.5 does, and differences say nothing).
-    """
-    h = 1e-5 * max(1.0, abs(env[var][j]))
+    faster than the step, as cos(exp(exp(x))) at x = 2.5 does, and differences say nothing)."""
+    h = 1e-5 * max(1.0, abs(env[var_][j]))
     steps = np.array([h, -h, h / 2, -h / 2])
     shifted = {v: np.full(4, env[v][j]) for v in VARS}
-    shifted[var] = shifted[var] + steps
-    f, ok = e.ev(shifted)
+    shifted[var_] = shifted[var_] + steps
+    f, ok = numpy_value(e, shifted)
     if not ok.all():
         return None
     d1 = (f[0] - f[1]) / (2 * h)
@@ -416,52 +439,128 @@ def _scale(*xs: float) -> float:
     return max(1.0, *(abs(x) for x in xs))
 
 
-def _explicit_examples() -> list[Expr]:
-    """Hand-made trees that use every op between them, run before the random ones."""
-    x, y, z = (leaf_var(v) for v in VARS)
-    half = leaf_const("0.5", sp.Rational(1, 2), 0.5)
-    u, b = unary, binary
-    return [
-        b(
-            "add",
-            u("log", guard("square", x)),
-            b("mul", u("expm1", u("tanh", y)), u("sqrt", guard("exp", z))),
-        ),
-        b(
-            "sub",
-            b("div", u("sin", x), guard("abs", u("cos", y))),
-            b("add", u("tan", z), u("neg", u("sigmoid", u("log1p", guard("exp", x))))),
-        ),
-        b(
-            "add",
-            b("mul", b("maximum", x, y), b("minimum", y, z)),
-            b("add", u("relu", b("sub", x, z)), b("mul", u("sign", y), b("heaviside", z, half))),
-        ),
-        b(
-            "add",
-            b("pow", guard("square", x), u("tanh", y)),
-            b(
-                "add",
-                int_power(b("sub", x, y), 3, "**"),
-                b("add", b("xlogy", z, u("exp", y)), b("**", guard("abs", z), half)),
-            ),
-        ),
-        int_power(b("add", b("mul", x, y), half), -2, "pow"),
-    ]
+# ------------------------------------------------------------------ tiers
+TIERS = ("instant", "numba", "llvm", "auto")
+ANSWERS = {"instant": "vm", "numba": "numba", "llvm": "llvm-O3", "auto": "llvm-O0"}
 
 
-EXPLICIT = _explicit_examples()
-EXPLICIT_POINTS = {
-    v: np.array(row) for v, row in zip(VARS, np.random.default_rng(7).uniform(-2, 2, (3, 6)))
-}
+@contextlib.contextmanager
+def on_tier(tier: str):
+    """The policy patched so that a kernel compiled within answers from ``tier`` (auto: with
+    a fresh cache, so that nothing is ready and its stand-in answers first)."""
+    saved = (policy.LLVM_OPS, policy.LLVM_TRIG, os.environ.get("SYMGRAD_CACHE_DIR"), cache._loaded)
+    with tempfile.TemporaryDirectory() as fresh:
+        try:
+            if tier == "numba":
+                policy.LLVM_OPS, policy.LLVM_TRIG = 10**9, False
+            elif tier == "llvm":
+                policy.LLVM_OPS = -1
+            elif tier == "auto":
+                os.environ["SYMGRAD_CACHE_DIR"] = fresh
+                cache._loaded = {}
+            yield "compiled" if tier in ("numba", "llvm") else tier
+        finally:
+            policy.LLVM_OPS, policy.LLVM_TRIG, directory, cache._loaded = saved
+            if directory is None:
+                os.environ.pop("SYMGRAD_CACHE_DIR", None)
+            else:
+                os.environ["SYMGRAD_CACHE_DIR"] = directory
 
 
-SEEN: set[str] = set()
-CHECKED = {"examples": 0, "points": 0}
+def run(e: Expr, env: dict, tier: str, dtype=np.float64) -> list[tuple[str, tuple]]:
+    """The kernel of ``e`` on ``tier``, called at ``env`` in ``dtype``: [(engine, (value, grads))]
+    — two answers in auto (its stand-in's, then the final engine's)."""
+    args = {v: env[v].astype(dtype) for v in VARS}
+    with on_tier(tier) as mode:
+        k = compiler.compile_gradient(e.text, inputs=VARS, mode=mode)
+        got = k.value_and_grad(**args)  # at every point: nothing may raise
+        answers = [(k.tier, got)]
+        assert answers[0][0] == ANSWERS[tier], (tier, answers[0][0], e.text)
+        if tier == "auto":
+            assert k.wait(timeout=600), e.text
+            got = k.value_and_grad(**args)
+            answers.append((k.tier, got))
+            assert answers[1][0] in ("numba", "llvm-O3"), answers[1][0]
+    return answers
 
 
-@settings(
-    max_examples=200,
+# ------------------------------------------------------------------ the property
+SEEN: dict[tuple[str, str], set] = {}
+CHECKED: dict[tuple[str, str], int] = {}
+
+
+def check(e: Expr, env: dict, tier: str) -> int:
+    """float64: values and gradients of ``e`` on ``tier`` against every oracle; the number of
+    points checked."""
+    value_np, ok = numpy_value(e, env)
+    if not ok.any():
+        return 0
+    value_sp = sympy_value(e, env)
+    checked = 0
+    for engine, (value, grads) in run(e, env, tier):
+        assert value.dtype == np.float64 and value.shape == ok.shape, (engine, value.dtype)
+        for j in np.flatnonzero(ok):
+            point = {v: float(env[v][j]) for v in VARS}
+            ref = exact(e, point)
+            f = float(ref.value)
+            where = (engine, e.text, point)
+            tol = RTOL_ORACLE * _scale(f)
+            assert abs(value[j] - f) <= tol, (*where, value[j], f)
+            assert abs(value_np[j] - f) <= tol, (*where, "numpy oracle", value_np[j], f)
+            if math.isfinite(value_sp[j]):  # lambdify's plain forms may overflow (lgamma's gamma)
+                assert abs(value_sp[j] - f) <= tol, (*where, "sympy oracle", value_sp[j], f)
+            for v in VARS:
+                g, g_exact = float(grads[v][j]), float(ref.grad[v])
+                assert math.isfinite(g), (*where, v, g, g_exact)
+                assert abs(g - g_exact) <= RTOL_ORACLE * _scale(g_exact, f), (*where, v, g, g_exact)
+                fd = central_difference(e, env, v, j)
+                if fd is not None:
+                    numeric, error = fd
+                    tol = RTOL_FD * _scale(g, f) + error
+                    assert abs(g - numeric) <= tol, (*where, v, g, numeric, error)
+            checked += 1
+    return checked
+
+
+def check32(e: Expr, env: dict, tier: str) -> int:
+    """float32: the same expression, float32 inputs; float32 values and gradients within the
+    float32 tolerance of the exact ones at the float32-rounded inputs."""
+    rounded = {v: env[v].astype(np.float32).astype(np.float64) for v in VARS}
+    _, ok = numpy_value(e, rounded)
+    if not ok.any():
+        return 0
+    checked = 0
+    for engine, (value, grads) in run(e, rounded, tier, np.float32):
+        where = (engine, e.text)
+        assert value.dtype == np.float32, (*where, "float32 inputs gave", value.dtype)
+        assert all(grads[v].dtype == np.float32 for v in VARS), (*where, "float32 gradients")
+        for j in np.flatnonzero(ok):
+            point = {v: float(rounded[v][j]) for v in VARS}
+            ref = exact(e, point, bounds=True)
+            f = float(ref.value)
+            if ref.bound > ILL32 * _scale(f):
+                continue  # ill-conditioned: float32 cannot carry this value
+            assert abs(float(value[j]) - f) <= RTOL32 * _scale(f) + 4 * ref.bound, (
+                *where, point, float(value[j]), f, ref.bound,
+            )  # fmt: skip
+            for v in VARS:
+                g, g_exact, bound = float(grads[v][j]), float(ref.grad[v]), ref.grad_bound[v]
+                if bound > ILL32 * _scale(g_exact, f):
+                    continue
+                tol = RTOL32 * _scale(g_exact, f) + 4 * bound
+                assert abs(g - g_exact) <= tol, (*where, point, v, g, g_exact, bound)
+            checked += 1
+    return checked
+
+
+def _record(tier: str, dtype: str, e: Expr, checked: int) -> None:
+    if checked:
+        SEEN.setdefault((tier, dtype), set()).update(e.ops())
+        CHECKED[(tier, dtype)] = CHECKED.get((tier, dtype), 0) + 1
+
+
+HYPOTHESIS = settings(
+    max_examples=12,
     deadline=None,
     derandomize=True,
     database=None,
@@ -472,59 +571,112 @@ CHECKED = {"examples": 0, "points": 0}
         HealthCheck.data_too_large,
     ],
 )
-@given(e=expressions(), env=points)
-@example(e=EXPLICIT[0], env=EXPLICIT_POINTS)
-@example(e=EXPLICIT[1], env=EXPLICIT_POINTS)
-@example(e=EXPLICIT[2], env=EXPLICIT_POINTS)
-@example(e=EXPLICIT[3], env=EXPLICIT_POINTS)
-@example(e=EXPLICIT[4], env=EXPLICIT_POINTS)
-def test_gradients_agree_with_sympy_and_finite_differences(e: Expr, env):
-    assert e.depth <= MAX_DEPTH
-    value_np, ok = e.ev(env)
-    assume(ok.any())
-
-    k = compiler.compile_gradient(e.text, inputs=VARS)
-    value, grads = k.value_and_grad(**env)  # every point, smooth or not: nothing may raise
-    assert value.shape == (N_POINTS,)
-    assert all(grads[v].shape == (N_POINTS,) for v in VARS)
-
-    derivatives = {v: sp.diff(e.sym, SYMBOLS[v]) for v in VARS}
-    for j in np.flatnonzero(ok):
-        point = {v: float(env[v][j]) for v in VARS}
-        f_exact = exact(e.sym, point)
-        if f_exact is None:
-            continue
-        scale_f = _scale(f_exact)
-        assert abs(value[j] - f_exact) <= RTOL_ORACLE * scale_f, (e.text, point, value[j], f_exact)
-        assert abs(value[j] - value_np[j]) <= RTOL_ORACLE * scale_f, (e.text, point)
-        for v in VARS:
-            g = float(grads[v][j])
-            g_exact = exact(derivatives[v], point)
-            assert math.isfinite(g), (e.text, point, v, g, g_exact)
-            if g_exact is not None:
-                tol = RTOL_ORACLE * _scale(g_exact, f_exact)
-                assert abs(g - g_exact) <= tol, (e.text, point, v, g, g_exact)
-            fd = central_difference(e, env, v, j)
-            if fd is not None:
-                numeric, error = fd
-                tol = RTOL_FD * _scale(g, f_exact) + error
-                assert abs(g - numeric) <= tol, (e.text, point, v, g, numeric, error)
-        CHECKED["points"] += 1
-    CHECKED["examples"] += 1
-    SEEN.update(e.ops)
+EXAMPLES = {"instant": 60, "numba": 10, "llvm": 30, "auto": 6}
 
 
-def test_the_generator_covers_the_whole_text_language():
-    """Every function of the text language and every operator is in the generator's table."""
-    functions = set(UNARY) | set(BINARY) | ELSEWHERE
-    assert set(FUNCTIONS) <= functions, set(FUNCTIONS) - functions
-    assert {"add", "sub", "mul", "div", "**", "neg"} <= functions
+# ------------------------------------------------------------------ the tests: float64
+def test_every_op_states_what_the_generator_needs():
+    """Each entry of the table: an arity of 1 to 3, a domain per operand of a known kind, kinks
+    that evaluate, an oracle, an exact definition; ops whose definition is not smooth everywhere
+    say where (kinks, or a domain that keeps their operands off the rough part)."""
+    rough = (sp.Abs, sp.sign, sp.Max, sp.Min, sp.Heaviside, sp.floor, sp.ceiling, sp.Piecewise)
+    grid = [np.linspace(-2.2, 2.3, 7) + k for k in (0.0, 0.1, 0.2)]
+    for name in ops():
+        spec = registry.OPS[name]
+        assert spec.arity in (1, 2, 3), f"op {name!r}: arity {spec.arity}"
+        assert len(domain(name)) == spec.arity, f"op {name!r}: domain {spec.domain} for arity"
+        for kind in domain(name):
+            ok = kind in ("", "natural", "truth") or interval(kind) is not None
+            assert ok, (
+                f"op {name!r}: unknown domain {kind!r} (use '', '(lo, hi)', 'natural', 'truth')"
+            )
+        with np.errstate(all="ignore"):
+            for kink, text in zip(kink_functions(name), spec.kinks):
+                value = np.asarray(kink(*grid[: spec.arity]), float)
+                assert value.shape == (7,), f"op {name!r}: kink {text!r} is not elementwise"
+        assert callable(spec.numpy), f"op {name!r} has no NumPy oracle"
+        expr, places = definition(name)
+        assert expr.free_symbols <= set(places), f"op {name!r}: definition over {expr.free_symbols}"
+        if expr.has(*rough):
+            said = spec.kinks or any(k != "" for k in domain(name))
+            assert said, f"op {name!r} is not smooth everywhere: state its kinks (OpDef.kinks)"
+    assert set(GUARD_OPS) <= set(registry.OPS), set(GUARD_OPS) - set(registry.OPS)
+    assert any(registry.OPS[n].truth for n in ops()), "no op makes truth values"
 
 
-def test_the_oracle_run_used_every_op():
-    """Runs after the property test (file order): its checked examples used every op."""
-    if not CHECKED["examples"]:  # run alone (-k): run the property test first
-        test_gradients_agree_with_sympy_and_finite_differences()
-    assert CHECKED["examples"] >= 200
-    expected = set(UNARY) | set(BINARY)
-    assert expected <= SEEN, expected - SEEN
+@pytest.mark.parametrize("tier", TIERS)
+def test_every_op_on_every_tier(tier):
+    """A fixed sweep over the whole table: each op checked at points on ``tier``."""
+    for e in sweep():
+        checked = check(e, SWEEP_POINTS, tier)
+        assert checked >= 8, (e.text, checked)  # most sweep points are smooth
+        _record(tier, "float64", e, checked)
+    assert SEEN[(tier, "float64")] == set(ops()), set(ops()) - SEEN[(tier, "float64")]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_random_expressions_on_every_tier(tier):
+    @settings(HYPOTHESIS, max_examples=EXAMPLES[tier])
+    @given(e=expressions(), env=points)
+    def prop(e, env):
+        _, ok = numpy_value(e, env)
+        assume(ok.any())
+        _record(tier, "float64", e, check(e, env, tier))
+
+    before = CHECKED.get((tier, "float64"), 0)
+    prop()
+    assert CHECKED.get((tier, "float64"), 0) - before >= EXAMPLES[tier] // 2  # not vacuous
+
+
+def test_a_new_op_is_drawn_with_no_edit_here(monkeypatch, tmp_path):
+    """An op registered now is in the generator's table, and its entry is all the oracle needs."""
+    from compiler.ir.opdef import entry
+
+    def lower(L, a):
+        return L.b.fmul(L.b.fmul(a, a), a)
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
+    spec = entry("cube", "a**3", grads=("3 * a * a",), numpy=lambda a: a * a * a, lower=lower)
+    registry.register(spec)
+    try:
+        assert "cube" in ops()
+        e = node("add", node("cube", var("x")), node("mul", var("y"), var("z")))
+        assert check(e, SWEEP_POINTS, "instant") == 16
+
+        @HYPOTHESIS
+        @given(e=expressions())
+        def drawn(e):
+            assume("cube" in e.ops())
+
+        drawn()  # fails (no example) unless the generator draws the new op
+    finally:
+        registry.unregister("cube")
+        for cached in (definition, mp_value, local, second, sympy_numpy):
+            cached.cache_clear()
+    assert "cube" not in ops()
+
+
+# ------------------------------------------------------------------ the tests: float32
+# float32 kernels (the runtime and Numba's: branch hF; the LLVM tier's and the VM's: branch hL).
+@pytest.mark.parametrize("tier", TIERS)
+def test_float32_every_op_on_every_tier(tier):
+    for e in sweep():
+        checked = check32(e, SWEEP_POINTS, tier)
+        assert checked >= 8, (e.text, checked)
+        _record(tier, "float32", e, checked)
+    assert SEEN[(tier, "float32")] == set(ops()), set(ops()) - SEEN[(tier, "float32")]
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_float32_random_expressions_on_every_tier(tier):
+    @settings(HYPOTHESIS, max_examples=max(EXAMPLES[tier] // 2, 4))
+    @given(e=expressions(), env=points)
+    def prop(e, env):
+        rounded = {v: env[v].astype(np.float32).astype(np.float64) for v in VARS}
+        _, ok = numpy_value(e, rounded)
+        assume(ok.any())
+        _record(tier, "float32", e, check32(e, env, tier))
+
+    before = CHECKED.get((tier, "float32"), 0)
+    prop()
+    assert CHECKED.get((tier, "float32"), 0) - before >= EXAMPLES[tier] // 4  # not vacuous

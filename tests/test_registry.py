@@ -10,6 +10,7 @@ import sympy
 from compiler.frontend.text import parse
 from compiler.ir import registry
 from compiler.ir.graph import operand_symbols
+from compiler.ir.opdef import entry as entry_of
 from compiler.ir.registry import OPS, sympy_definition
 from compiler.passes import adjoint as adjoint_pass
 
@@ -100,7 +101,7 @@ def test_numpy_implementation_matches_definition(op):
 
 def test_an_op_without_stated_gradient_gets_sympys(monkeypatch):
     spec = OPS["sin"]
-    unstated = registry.OpDef("sin", 1, "sin(a)", spec.text, spec.code, np.sin, "sin", None)
+    unstated = registry.OpDef("sin", 1, "sin(a)", spec.text, np.sin, "sin", None)
     monkeypatch.setitem(OPS, "sin", unstated)
     adjoint_pass.local_gradient_template.cache_clear()
     try:
@@ -148,7 +149,7 @@ def test_an_op_without_a_lowering_is_a_named_error_on_each_tier(monkeypatch, tmp
 
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(policy, "LLVM_OPS", -1)
-    bare = registry.OpDef("bare_op", 1, "a + 1", "bare_op({a})", None, lambda a: a + 1, "b", ("1",))
+    bare = registry.OpDef("bare_op", 1, "a + 1", "bare_op({a})", lambda a: a + 1, "b", ("1",))
     registry.register(bare)
     try:
         from runtime import numba_ops
@@ -196,3 +197,81 @@ def test_fingerprint_covers_an_entry_added_at_run_time():
         assert registry.fingerprint("exp_twin") != first
     finally:
         registry.unregister("exp_twin")
+
+
+def _shifted_exp(shift: float):
+    """A lowering ``exp(a) + shift``: two of them differ in what they compute, not in source."""
+
+    def lower(L, a):
+        return L.b.fadd(L.intrinsic("exp", a), L.const(shift))
+
+    return lower
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled-numba", "compiled-llvm"])
+def test_reregistering_an_op_with_another_lowering_compiles_a_new_kernel(
+    mode, monkeypatch, tmp_path
+):
+    """The cache key covers a run-time op's lowering (``registry.fingerprint``: its identity,
+    closure included), so the same text after re-registering never gets the old kernel."""
+    import compiler
+    from runtime import policy
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    if mode != "instant":
+        monkeypatch.setattr(policy, "LLVM_OPS", -1 if mode == "compiled-llvm" else 10**9)
+        monkeypatch.setattr(policy, "LLVM_TRIG", False)
+    x = np.array([-1.0, 0.0, 0.5, 2.0])
+    keys = []
+    try:
+        for shift in (0.0, 1.0):
+            spec = entry_of("exp_probe", "exp(a)", grads=("exp(a)",), numpy=np.exp,
+                         lower=_shifted_exp(shift))  # fmt: skip
+            registry.register(spec)
+            adjoint_pass.local_gradient_template.cache_clear()
+            keys.append(registry.fingerprint("exp_probe"))
+            k = compiler.compile_gradient("exp_probe(x) * 3", mode=mode.split("-")[0])
+            value, grads = k.value_and_grad(x=x)
+            np.testing.assert_allclose(value, 3 * (np.exp(x) + shift), rtol=1e-15)
+            np.testing.assert_allclose(grads["x"], 3 * np.exp(x), rtol=1e-15)
+    finally:
+        registry.unregister("exp_probe")
+        adjoint_pass.local_gradient_template.cache_clear()
+    assert keys[0] != keys[1]
+
+
+def test_fingerprint_covers_a_given_sympy_form():
+    from dataclasses import replace
+
+    one = replace(OPS["exp"], name="exp_twin")
+    a = registry.placeholders()[0]
+    try:
+        registry.register(one, sympy_form=sympy.exp(a))
+        first = registry.fingerprint("exp_twin")
+        registry.register(one, sympy_form=sympy.exp(a) + 0 * a + sympy.Integer(0) + a - a + 1 - 1)
+        assert registry.fingerprint("exp_twin") == first  # SymPy's same expression
+        registry.register(one, sympy_form=sympy.exp(2 * a))
+        assert registry.fingerprint("exp_twin") != first
+    finally:
+        registry.unregister("exp_twin")
+
+
+def test_reregistering_an_op_with_other_gradients_differentiates_by_them(monkeypatch, tmp_path):
+    """``register`` alone is enough: the adjoint's gradient caches follow the entry."""
+    import compiler
+    from compiler.ir.ops.exponential import lower_exp
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    x = np.array([-1.0, 0.5, 2.0])
+    try:
+        for factor in (1, 2):
+            grads = ("y",) if factor == 1 else ("2 * y",)  # the second is wrong on purpose
+            registry.register(
+                entry_of("exp_probe", "exp(a)", grads=grads, numpy=np.exp, lower=lower_exp)
+            )
+            k = compiler.compile_gradient("exp_probe(x)", mode="instant")
+            np.testing.assert_allclose(
+                k.value_and_grad(x=x)[1]["x"], factor * np.exp(x), rtol=1e-15
+            )
+    finally:
+        registry.unregister("exp_probe")

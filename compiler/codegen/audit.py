@@ -144,7 +144,8 @@ _NODES = (
 )  # fmt: skip
 _ATTRIBUTES = frozenset({"T", "shape", "numpy"})  # of any value (arrays, OPS entries)
 _NUMPY = frozenset(
-    "empty array full ascontiguousarray reshape broadcast_to transpose max min sum where".split()
+    "empty array full ascontiguousarray reshape broadcast_to transpose max min sum where"
+    " float32".split()
 )
 
 
@@ -182,7 +183,7 @@ def _check_top(s: ast.stmt) -> None:
     elif isinstance(s, ast.Assign):
         if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
             _refuse(f"line {s.lineno} assigns to something other than a name")
-        if not (_literal(s.value) or _alias(s.value) or _numpy_of(s.value)):
+        if not (_literal(s.value) or _alias(s.value) or _numpy_of(s.value) or _float32(s.value)):
             _refuse(f"line {s.lineno} assigns something other than a constant")
     elif isinstance(s, ast.FunctionDef):
         if not all(_njit(d) for d in s.decorator_list):
@@ -269,6 +270,31 @@ def _numpy_of(value: ast.expr) -> bool:
         and value.value.value.id == "OPS"
         and isinstance(value.value.slice, ast.Constant)
     )
+
+
+def _float32(value: ast.expr) -> bool:
+    """``np.float32(0.1)``: a float32 constant of a float32 kernel, of one number only (a
+    numeric literal, ``math.nan`` or ``math.inf``, possibly negated)."""
+    if not (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and isinstance(value.func.value, ast.Name)
+        and value.func.value.id == "np"
+        and value.func.attr == "float32"
+        and len(value.args) == 1
+        and not value.keywords
+    ):
+        return False
+    number = value.args[0]
+    if isinstance(number, ast.UnaryOp) and isinstance(number.op, (ast.USub, ast.UAdd)):
+        number = number.operand
+    if isinstance(number, ast.Attribute):
+        return (
+            isinstance(number.value, ast.Name)
+            and number.value.id == "math"
+            and number.attr in ("nan", "inf")
+        )
+    return isinstance(number, ast.Constant) and type(number.value) in (int, float)
 
 
 def _njit(decorator: ast.expr) -> bool:

@@ -39,6 +39,7 @@ class EntryIR:
     arrays: tuple[int, ...]
     scalars: tuple[int, ...]
     sums: tuple[int, ...]
+    dtype: str = "float64"  # of the arrays and scalars (the partial sums are double)
 
     @property
     def text(self) -> str:

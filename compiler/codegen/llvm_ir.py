@@ -31,11 +31,19 @@ lowerings for their branch-free forms, which LLVM's loop vectoriser takes; an op
 form (sin, cos) is called through it in the fast chunks and through ``lower`` in the exact twins.
 Chunk costs are the instructions of the op functions, counted once per op. The driver and the
 entry's modules: ``compiler.codegen.llvm_driver``; the temporary rows: ``compiler.codegen.rows``.
+
+*float32* (``dtype="float32"``): the same module at ``float`` width — arrays, scalar inputs,
+temporaries and op functions (``@op.<name>.f32``, the same lowerings) are ``float``, constants
+are rounded once to float32. Only the sums of scalar inputs' gradients stay ``double``: each
+point's value is widened and added in double, and the caller rounds the total once (a float32
+running sum over a million points would lose digits NumPy's pairwise sum keeps).
 """
 
 from __future__ import annotations
 
 import struct
+
+import numpy as np
 
 from compiler.codegen import llvm_ops
 from compiler.codegen.audit import Namer, check_llvm, comment
@@ -63,6 +71,16 @@ MIN_BLOCK, MAX_BLOCK = 4, 512
 def literal(value: float) -> str:
     """A double as LLVM writes it exactly: the hex of its bits."""
     return "0x" + struct.pack(">d", value).hex().upper()
+
+
+def literal_at(value: float, dtype: str) -> str:
+    """A constant of a ``dtype`` kernel: at float32 rounded once to float32 (NumPy's rounding;
+    beyond float32's range it is ±inf), written as the hex of the double that is exactly that
+    float, as LLVM writes ``float`` constants."""
+    if dtype == "float32":
+        with np.errstate(over="ignore"):
+            value = float(np.float32(value))
+    return literal(value)
 
 
 ZERO = literal(0.0)
@@ -105,8 +123,10 @@ class EntryWriter:
         title: str = "",
         chunk: int | None = None,
         vector: bool = True,
+        dtype: str = "float64",
     ):
         self.adj, self.entry, self.vector = adj, entry, vector  # the title is not written
+        self.dtype, self.t = dtype, llvm_ops.type_name(dtype)  # "double" or "float"
         self.limit = CHUNK_INSTRUCTIONS if chunk is None else chunk
         self.costs: dict[str, int] = {}
         self.functions: dict[tuple[str, bool], llvm_ops.OpFunction] = {}
@@ -142,12 +162,13 @@ class EntryWriter:
     def op_lines(self, op: str, dst: str, operands: list[str]) -> list[str]:
         """IR defining ``%dst`` as ``op(*operands)``: a call of the op's function. In a fast
         chunk an op with a fast form also defines ``%dst.big``, collected in ``self.flags``."""
-        args = ", ".join(f"double {o}" for o in operands)
+        t = self.t
+        args = ", ".join(f"{t} {o}" for o in operands)
         if self.vector and not self.exact and has_fast(op):
             f = self.function(op, True)
             self.fast_ops.add(op)
             self.flags.append(f"%{dst}.big")
-            kind = llvm_ops.FAST_TYPE
+            kind = llvm_ops.fast_type(self.dtype)
             return [
                 f"%{dst}.f = call {kind} @{f.symbol}({args})",
                 f"%{dst} = extractvalue {kind} %{dst}.f, 0",
@@ -155,13 +176,13 @@ class EntryWriter:
             ]
         f = self.function(op, False)
         self.ops.add(op)
-        return [f"%{dst} = call double @{f.symbol}({args})"]
+        return [f"%{dst} = call {t} @{f.symbol}({args})"]
 
     def function(self, op: str, fast: bool) -> llvm_ops.OpFunction:
         """The op's printed function (looked up once per op and writer)."""
         key = (op, fast)
         if key not in self.functions:
-            self.functions[key] = llvm_ops.op_function(op, self.vector, fast)
+            self.functions[key] = llvm_ops.op_function(op, self.vector, fast, dtype=self.dtype)
         return self.functions[key]
 
     def cost(self, op: str) -> int:
@@ -207,8 +228,10 @@ class EntryWriter:
         header = (
             f"; symgrad {entry.name}: {len(entry.nodes)} nodes in {len(chunks)} "
             f"chunks{twins}, {rows} temporary rows, blocks of {block} points"
+        ) + ("" if self.dtype == "float64" else f", {self.dtype}")
+        ops = llvm_ops.functions_for(
+            sorted(self.ops), self.vector, sorted(self.fast_ops), dtype=self.dtype
         )
-        ops = llvm_ops.functions_for(sorted(self.ops), self.vector, sorted(self.fast_ops))
         declared = llvm_ops.declarations(ops)
         if any(flagged) and self.sums:
             declared[MEMSET[0]] = MEMSET[1]
@@ -230,13 +253,14 @@ class EntryWriter:
             arrays=tuple(self.arrays),
             scalars=tuple(self.scalars),
             sums=tuple(self.sums),
+            dtype=self.dtype,
         )
 
     def chunk(self, name, k, chunk, slot, after, block, exact=False) -> str:
         """The chunk's function; with sin or cos (``self.flags`` set), the fast form returns
         whether any point needs the exact path, the ``exact`` twin nothing."""
         c = _Chunk()
-        nodes = self.nodes
+        nodes, t = self.nodes, self.t
         self.exact, self.flags = exact, []
 
         def base(pos: int) -> str:
@@ -254,28 +278,28 @@ class EntryWriter:
                 return c.names[a]
             node = nodes[a]
             if node.op == CONST:
-                return literal(node.value)
+                return literal_at(node.value, self.dtype)
             ident = self.ident[a]
             if a in self.given:
                 pos, kind = self.given[a]
                 if kind == "s":
                     at = self.scalar_index[pos]
                     c.pre += [
-                        f"%{ident}.at = getelementptr double, ptr %scalars, i64 {at}",
-                        f"%{ident} = load double, ptr %{ident}.at",
+                        f"%{ident}.at = getelementptr {t}, ptr %scalars, i64 {at}",
+                        f"%{ident} = load {t}, ptr %{ident}.at",
                     ]
                 else:
                     c.indexed = True
                     c.body += [
-                        f"%{ident}.at = getelementptr double, ptr {base(pos)}, i64 %.i",
-                        f"%{ident} = load double, ptr %{ident}.at",
+                        f"%{ident}.at = getelementptr {t}, ptr {base(pos)}, i64 %.i",
+                        f"%{ident} = load {t}, ptr %{ident}.at",
                     ]
             else:  # computed by an earlier chunk: its temporary row
                 s = slot[a]
-                c.pre.append(f"%.row{s} = getelementptr double, ptr %temps, i64 {s * block}")
+                c.pre.append(f"%.row{s} = getelementptr {t}, ptr %temps, i64 {s * block}")
                 c.body += [
-                    f"%{ident}.at = getelementptr double, ptr %.row{s}, i64 %.j",
-                    f"%{ident} = load double, ptr %{ident}.at",
+                    f"%{ident}.at = getelementptr {t}, ptr %.row{s}, i64 %.j",
+                    f"%{ident} = load {t}, ptr %{ident}.at",
                 ]
             c.names[a] = f"%{ident}"
             return c.names[a]
@@ -288,8 +312,8 @@ class EntryWriter:
                     c.indexed = True
                     out = base(self.arrays[column])
                     c.body += [
-                        f"{tag}.at = getelementptr double, ptr {out}, i64 %.i",
-                        f"store double {value}, ptr {tag}.at",
+                        f"{tag}.at = getelementptr {t}, ptr {out}, i64 %.i",
+                        f"store {t} {value}, ptr {tag}.at",
                     ]
                 else:
                     acc = c.sums.get(column)
@@ -297,10 +321,14 @@ class EntryWriter:
                     if acc is None:
                         c.phis.append((column, new))
                         acc = f"%.s{column}.0"
+                    term = value
+                    if t != "double":  # sums are double at any width: the value is widened
+                        term = f"{new}.w"
+                        c.body.append(f"{term} = fpext {t} {value} to double")
                     # reassoc on the sum alone lets O3 keep one partial sum per vector lane:
                     # a serial chain of fadds is what kept loops with a scalar's gradient
                     # scalar (2x slower); only the order of the additions (rounding) changes.
-                    c.body.append(f"{new} = fadd reassoc double {acc}, {value}")
+                    c.body.append(f"{new} = fadd reassoc double {acc}, {term}")
                     c.sums[column] = new
 
         if k == 0:  # outputs that are given values or constants
@@ -325,10 +353,10 @@ class EntryWriter:
             c.names[i] = f"%{ident}"
             if i in slot:
                 s = slot[i]
-                c.pre.append(f"%.row{s} = getelementptr double, ptr %temps, i64 {s * block}")
+                c.pre.append(f"%.row{s} = getelementptr {t}, ptr %temps, i64 {s * block}")
                 c.body += [
-                    f"%.t{ident}.at = getelementptr double, ptr %.row{s}, i64 %.j",
-                    f"store double %{ident}, ptr %.t{ident}.at",
+                    f"%.t{ident}.at = getelementptr {t}, ptr %.row{s}, i64 %.j",
+                    f"store {t} %{ident}, ptr %.t{ident}.at",
                 ]
             if i in self.stores:
                 store(i)
@@ -390,12 +418,15 @@ def generate_entry(
     title: str = "",
     chunk: int | None = None,
     vector: bool = True,
+    dtype: str = "float64",
 ) -> EntryIR:
-    """The LLVM module of ``entry`` (``chunk`` overrides ``CHUNK_INSTRUCTIONS``).
+    """The LLVM module of ``entry`` (``chunk`` overrides ``CHUNK_INSTRUCTIONS``) at ``dtype``
+    (``"float64"`` or ``"float32"``: the element type of its arrays and scalar inputs; the
+    partial sums are double either way).
 
     ``vector`` prints exp, sin and cos branch-free (``VECTOR_OPS``), for loops that LLVM's O3
     pipeline vectorises (2x faster on sin/exp chains); without that pipeline, in scalar code, the
     C library's are faster (measured on a 3,400-node chain: 0.8x the speed, 3x the compile time).
     The tier asks for it exactly when it runs O3 (``runtime.llvm_tier.OPTIMISE_NODES``).
     """
-    return EntryWriter(adj, entry, title, chunk, vector).write()
+    return EntryWriter(adj, entry, title, chunk, vector, dtype).write()

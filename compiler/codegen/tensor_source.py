@@ -8,6 +8,12 @@ calls (BLAS does the heavy work); scalar arithmetic is NumPy's on float64. Why r
 level): a node's *level* counts the tensor ops on its longest path from the inputs, and nodes of one
 shape and level can never need each other through a tensor op, so each region runs in one pass.
 
+**float32** (``dtype="float32"``): the same steps on float32 arrays, NumPy's float32 arithmetic
+(Python-float constants are weak, NEP 50: they keep float32); scalars are ``np.float32`` numbers,
+the loops' constants module-level float32 numbers (a literal is a float64 in Numba) and their
+outputs float32; the few NumPy steps that would give float64 (an op's NumPy function, ``ties``,
+``scatter_along_axis``) are cast back with ``np.float32``. float64 modules are as they always were.
+
 A region reads operands of smaller shapes by NumPy's broadcasting (a bias (n,) in a (b, n)
 region is indexed ``bias[i1]``), so broadcasts are never materialised.
 """
@@ -34,6 +40,8 @@ _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "back
 _RESERVED = {"math", "np", "njit", "FLAGS", "OPS", "ties", "sum_to", *reductions.__all__, *ENTRIES}
 _RESERVED |= {f"i{k}" for k in range(32)}
 _VIEWS = ("transpose", "reshape", "broadcast_to")  # results that may share an operand's memory
+#: Tensor ops whose NumPy code gives float64 whatever its operands (bool / int; np.zeros).
+_WIDENING = frozenset({"ties", "scatter_along_axis"})
 
 
 @dataclass
@@ -144,8 +152,13 @@ def _order(g: TensorGraph, unit: dict) -> list[int | Region]:
 class TensorWriter:
     """Writes the module of one tensor adjoint graph."""
 
-    def __init__(self, adj: TensorGraph, fused: bool = True):
-        self.adj, self.fused = adj, fused
+    def __init__(self, adj: TensorGraph, fused: bool = True, dtype: str = "float64"):
+        if dtype not in ("float64", "float32"):
+            raise ValueError(f"dtype must be 'float64' or 'float32', not {dtype!r}")
+        self.adj, self.fused, self.dtype = adj, fused, dtype
+        #: A scalar's conversion: to a Python float (float64), or to a NumPy float32.
+        self.number = "float" if dtype == "float64" else "np.float32"
+        self.constants: dict[str, str] = {}  # float32 loops: literal text -> module-level name
         ops = {n.op for n in adj.nodes if n.op in OPS}
         self.namer = Namer(_RESERVED | {callable_name(op) for op in ops})
         self.input_ident = {n: self.namer.claim(n) for n in adj.inputs}
@@ -192,29 +205,31 @@ class TensorWriter:
             attrs = "" if node.value is None else self.attrs_code(node.op, node.value)
             code = spec.code.format(**operands, attrs=attrs)
             if self.adj.shapes[i] == ():  # a float, whatever NumPy returns (loops take floats)
-                code = f"float({code})"
+                code = f"{self.number}({code})"
+            elif self.dtype == "float32" and node.op in _WIDENING:
+                code = f"np.float32({code})"
             note = self.adj.notes.get(i)
             remark = f"  # fused: {comment(note.format(**operands))}" if note else ""
             return f"    {self.ident[i]} = {code}{remark}"
         if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
             return f"    {self.ident[i]} = {self.python_scalar(i, operands)}"
         call = f"{self.numpy_op(node.op)}({', '.join(operands.values())})"  # NumPy's float64
-        if self.adj.shapes[i] != ():
+        if self.adj.shapes[i] != () and self.dtype == "float64":
             return f"    {self.ident[i]} = {call}"
-        return f"    {self.ident[i]} = float({call})"
+        return f"    {self.ident[i]} = {self.number}({call})"
 
     def python_scalar(self, i: int, operands: dict[str, str]) -> str:
         """A scalar op as Python arithmetic (``_PYTHON_SCALAR``); a division by a value that
         may be zero falls back to NumPy's there (inf or nan where Python raises)."""
         node = self.adj.nodes[i]
-        code = f"float({INFIX[node.op].format(**operands)})"
+        code = f"{self.number}({INFIX[node.op].format(**operands)})"
         if node.op != "div":
             return code
         divisor = self.adj.nodes[node.args[1]]
         if divisor.op == CONST and divisor.value != 0:
             return code
         a, b = operands.values()
-        return f"{code} if {b} else float({self.numpy_op('div')}({a}, {b}))"
+        return f"{code} if {b} else {self.number}({self.numpy_op('div')}({a}, {b}))"
 
     def numpy_op(self, op: str) -> str:
         """The name of ``op``'s NumPy function in the module (``np_exp = OPS["exp"].numpy``)."""
@@ -227,7 +242,7 @@ class TensorWriter:
         """How the loop reads operand ``i``: its element, broadcast against the region."""
         node = self.adj.nodes[i]
         if node.op == CONST:
-            return literal(node.value)
+            return self.loop_constant(node.value)
         shape = self.adj.shapes[i]
         if not shape or i in region.nodes:
             return self.ident[i]
@@ -248,7 +263,7 @@ class TensorWriter:
         lines = [
             "@njit(**FLAGS)",
             f"def {region.name}({', '.join(params)}):",
-            *(f"    {o} = np.empty({size})" for o in outs),
+            *(f"    {o} = np.empty({size}{self.empty_dtype})" for o in outs),
         ]
         for k, d in enumerate(region.shape):
             bound = data(d) if isinstance(d, int) else self.dim_ident[d]
@@ -259,7 +274,7 @@ class TensorWriter:
             ops = {
                 k: self.element(a, region, rank)
                 if adj.nodes[a].op != CONST
-                else literal(adj.nodes[a].value)
+                else self.loop_constant(adj.nodes[a].value)
                 for k, a in zip("abc", node.args)
             }
             code = self.calls.text(node.op, list(ops.values()), exponent_of(adj.nodes, node))
@@ -269,6 +284,20 @@ class TensorWriter:
         lines += [f"{body}{o}[{index}] = {self.ident[r]}" for o, r in zip(outs, region.outputs)]
         lines.append(f"    return {', '.join(outs)}{',' if len(outs) == 1 else ''}")
         return lines
+
+    @property
+    def empty_dtype(self) -> str:
+        return "" if self.dtype == "float64" else ", np.float32"
+
+    def loop_constant(self, value: float) -> str:
+        """A constant in a loop: a literal in float64; in float32 a module-level float32
+        number (``numba_source``'s reason: a literal would make its line float64)."""
+        text = literal(value)
+        if self.dtype == "float64":
+            return text
+        if text not in self.constants:
+            self.constants[text] = self.namer.claim(f"c{len(self.constants) + 1}")
+        return self.constants[text]
 
     def out_name(self, i: int) -> str:
         if i not in self.outs:
@@ -337,9 +366,11 @@ class TensorWriter:
         node = self.adj.nodes[i]
         if node.op == CONST:
             value = literal(node.value)
-            return value if self.adj.shapes[i] == () else f"np.full((), {value})"
+            if self.adj.shapes[i] == ():
+                return value if self.dtype == "float64" else f"np.float32({value})"
+            return f"np.full((), {value}{self.empty_dtype})"
         if self.adj.shapes[i] == ():
-            return f"float({self.ident[i]})"
+            return f"{self.number}({self.ident[i]})"
         if node.op in (INPUT, SEED, *_VIEWS):
             return f"np.array({self.ident[i]})"  # a copy: never hand out the caller's memory
         return self.ident[i]
@@ -365,7 +396,7 @@ class TensorWriter:
         header = [
             f'"""{TENSOR_DOCSTRING}"""',
             "",
-            *(["import math", ""] if "math." in body else []),
+            *(["import math", ""] if "math." in body + "".join(self.constants) else []),
             "import numpy as np",
             *(
                 ["from numba import njit", "", "from runtime.jit import FLAGS"]
@@ -380,15 +411,21 @@ class TensorWriter:
             header += [
                 f"{name} = OPS[{data(op)}].numpy" for op, name in sorted(self.numpy_ops.items())
             ]
+        if self.constants:
+            header += ["", "# The loops' constants, as float32 numbers (a literal is a float64)."]
+            header += [f"{name} = np.float32({text})" for text, name in self.constants.items()]
         return "\n".join([*header, "", "", *self.loops, *entries]).rstrip() + "\n"
 
 
-def generate_tensor(adj: TensorGraph, title: str = "", fused: bool = True) -> str:
+def generate_tensor(
+    adj: TensorGraph, title: str = "", fused: bool = True, dtype: str = "float64"
+) -> str:
     """Source of the module with the entries ``forward(*inputs)`` and
-    ``value_and_grad(*inputs, seed)`` → ``(value, (gradients...))`` for ``adj``.
+    ``value_and_grad(*inputs, seed)`` → ``(value, (gradients...))`` for ``adj``, computing in
+    ``dtype`` (``"float64"`` or ``"float32"``: the inputs' and outputs' dtype).
 
     ``fused=False`` writes the instant tier's module: NumPy calls only, nothing to compile.
     ``title`` is accepted and ignored: no text of the user's reaches generated code
     (``compiler.codegen.audit``), which passes ``check_python`` before it is returned.
     """
-    return check_python(TensorWriter(adj, fused).module())
+    return check_python(TensorWriter(adj, fused, dtype).module())

@@ -1,7 +1,7 @@
 """The IR: an SSA DAG of nodes in topological order, each op defined in the registry.
 
-Nodes are hash-consed (a subexpression is stored once), constants fold as float64 with NumPy
-semantics, and a few identities (x + 0, x * 1, -(-x)) simplify as nodes are added. Every traversal
+Nodes are hash-consed (a subexpression is stored once), constants fold as float64 through each
+op's own lowering (``compiler.ir.folding``: the bits a kernel would compute), and a few identities (x + 0, x * 1, -(-x)) simplify as nodes are added. Every traversal
 is a loop over the node list, never recursion, so graphs 100,000 nodes deep are fine.
 """
 
@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from functools import cache
 from typing import NamedTuple
 
-import numpy as np
-
 from compiler import pyast
+from compiler.ir.folding import fold
 from compiler.ir.registry import OPS, fingerprint, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"
@@ -147,8 +146,7 @@ class Graph:
             return None
         simplified = self._identity(op, args)
         if simplified is None and all(nodes[a].op == CONST for a in args):
-            with np.errstate(all="ignore"):
-                return self.const(float(OPS[op].numpy(*(nodes[a].value for a in args))))
+            return self.const(fold(OPS[op], *(nodes[a].value for a in args)))
         return simplified
 
     def _identity(self, op: str, args: tuple[int, ...]) -> int | None:

@@ -11,20 +11,18 @@ class OpDef:
     """One elementwise op.
 
     ``text`` prints the op in graph listings and is also how the text parser spells it;
-    ``code`` prints it in generated Numba source; ``numpy`` evaluates it (constant folding,
-    oracles); ``symbol`` is the short label drawings use.
+    ``numpy`` is the test oracle (the op's value by NumPy, never a tier's); ``symbol`` is the
+    short label drawings use.
     """
 
     name: str
     arity: int
     definition: str
     text: str
-    code: str | None  # Numba source text (being replaced by ``lower``); None for new entries
     numpy: Callable[..., float]
     symbol: str
     grads: tuple[str, ...] | None = None
     commutative: bool = False
-    helper: str | None = None  # name of the runtime.scalar function the code calls, if any
     # The op's lowering (``compiler.ir.lowering``): ``lower(L, *operands) -> value``, written
     # once, used by every tier. ``fast``, where an op has one, returns ``(value, exact)``: a
     # faster form and an i1 saying the point needs ``lower``'s exact path (sin and cos of huge
@@ -32,16 +30,21 @@ class OpDef:
     lower: Callable | None = None
     fast: Callable | None = None
     # Gates (see the module docstring): the subgraphs fusion turns into this op, the stable
-    # formula ``code`` computes, more helpers a composed ``code`` calls, and who made the entry.
+    # formula its lowering computes, and who made the entry.
     patterns: tuple[str, ...] = ()
     stable: str | None = None
-    calls: tuple[str, ...] = ()
     origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
-
-    @property
-    def helpers(self) -> tuple[str, ...]:
-        """Every ``runtime.scalar`` function the generated code calls for this op."""
-        return tuple(dict.fromkeys(((self.helper,) if self.helper else ()) + self.calls))
+    # Where the op is defined and smooth: what the random-expression oracle (tests/test_oracle.py)
+    # needs to draw operands and to keep its points off kinks, so that a new op is tested with no
+    # edit to the test. ``domain``: per operand, "" (any real), an open interval "(lo, hi)" its
+    # values must lie in ("(0, inf)" for log), "natural" (a small natural number: polygamma's
+    # order) or "truth" (a truth value, 0 or 1: where's condition); () is "" for every operand.
+    # ``kinks``: NumPy text over ``a``, ``b``, ``c``, each zero where the op is not smooth (abs at
+    # 0: "a"; floor at the integers: "sin(pi * a)"; maximum's tie: "a - b"). ``truth``: the op's
+    # values are truth values, 1.0 or 0.0 (comparisons, logic), which may feed a "truth" operand.
+    domain: tuple[str, ...] = ()
+    kinks: tuple[str, ...] = ()
+    truth: bool = False
 
     @property
     def is_gate(self) -> bool:
@@ -62,15 +65,20 @@ def entry(
     commutative: bool = False,
     patterns: tuple[str, ...] = (),
     stable: str | None = None,
+    domain: tuple[str, ...] = (),
+    kinks: tuple[str, ...] = (),
+    truth: bool = False,
 ) -> OpDef:
     """One op's entry, the way ``compiler/ir/ops/*.py`` write them: a function call by default
     (``erf(x)``, ``atan2(y, x)``), printed and drawn by its name.
 
     ``definition`` is exact SymPy text over ``a`` (and ``b``); ``grads`` the local gradients, text
     over ``a``, ``b`` and the output ``y`` (checked against ``sympy.diff``); ``numpy`` the oracle;
-    ``lower`` the lowering (``compiler.ir.lowering``)."""
+    ``lower`` the lowering (``compiler.ir.lowering``); ``domain``, ``kinks`` and ``truth`` where it is
+    defined and smooth (``OpDef``'s fields)."""
     call = f"{name}({', '.join('{' + p + '}' for p in 'ab'[:arity])})"
     return OpDef(
-        name, arity, definition, text or call, None, numpy, symbol or name, grads, commutative,
+        name, arity, definition, text or call, numpy, symbol or name, grads, commutative,
         patterns=patterns, stable=stable, lower=lower, fast=fast,
+        domain=domain, kinks=kinks, truth=truth,
     )  # fmt: skip

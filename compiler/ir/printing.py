@@ -1,5 +1,5 @@
-"""Small graphs as one expression (text in the language, or Numba source) and evaluated with
-NumPy: how a gate made of other ops is printed, checked and described without new helpers.
+"""Small graphs as one expression of the text language, and evaluated with NumPy (the oracle):
+how a gate made of other ops is printed, checked and described without new helpers.
 
 Pure functions of a graph and the op table; fusion, gate registration and drawings use them.
 """
@@ -21,10 +21,10 @@ def render(
     graph: Graph,
     root: int,
     leaves: dict[int, tuple[str, int]],
-    kind: str = "text",
     templates: dict[int, str] | None = None,
 ) -> str:
-    """``root`` as one expression: ``kind`` "text" (the language) or "code" (Numba source).
+    """``root`` as one expression of the text language (a gate's code is its lowering,
+    ``compiler.ir.lowering.lower_graph``: no source text of it is printed).
 
     ``leaves`` maps nodes to (text, precedence) pairs printed as given; ``templates`` overrides
     the op's template for some unary nodes (a fused gate prints what it replaced). Operands are
@@ -36,22 +36,15 @@ def render(
     for i in sorted(needed):
         node = graph.nodes[i]
         if node.op == CONST:
-            texts[i] = (_const_text(node.value, kind), ATOM)
+            texts[i] = (_const_text(node.value), ATOM)
         elif node.op in (INPUT, SEED):
             texts[i] = (str(node.value) if node.op == INPUT else "seed", ATOM)
         else:
-            template = templates.get(i) or getattr(OPS[node.op], kind)
+            template = templates.get(i) or OPS[node.op].text
             level = precedence(template)
             operands = {}
             for k, arg in zip("abc", node.args):
                 text, inner = texts[arg]
-                if (
-                    kind == "code"
-                    and node.op == "pow"
-                    and k == "b"
-                    and graph.nodes[arg].op == CONST
-                ):
-                    text = _const_text(graph.nodes[arg].value, kind, exponent=True)
                 operands[k] = f"({text})" if _needs_parentheses(level, inner, k) else text
             texts[i] = (template.format(**operands), level)
     return texts[root][0]
@@ -109,9 +102,7 @@ def _cone(graph: Graph, root: int, stop: set[int]) -> set[int]:
     return seen
 
 
-def _const_text(value: float, kind: str, exponent: bool = False) -> str:
-    if kind == "code":
-        return code_literal(value, exponent)
+def _const_text(value: float) -> str:
     if math.isnan(value):
         return "(1e999 - 1e999)"  # folds back to nan when parsed
     if math.isinf(value):
@@ -141,17 +132,3 @@ def evaluate(graph: Graph, env: dict[str, object], seed: float = 1.0) -> list:
             else:
                 values.append(OPS[node.op].numpy(*(values[a] for a in node.args)))
     return values
-
-
-def code_literal(value: float, exponent: bool = False) -> str:
-    """A constant as Python source; integral exponents stay ints so ``x ** 2`` multiplies (the
-    same rule as ``compiler.codegen.numba_source.literal``: non-negative ones only)."""
-    if math.isnan(value):
-        return "math.nan"
-    if math.isinf(value):
-        return "math.inf" if value > 0 else "(-math.inf)"
-    if exponent and value == int(value) and 0 <= value <= 64:
-        text = str(int(value))
-    else:
-        text = repr(value)
-    return f"({text})" if text.startswith("-") else text

@@ -13,11 +13,12 @@ import off the compile path, and lets kinks and numerically poor forms be chosen
 
 Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
 (``compiler/passes/fusion/``) builds it from those subgraphs (text over ``x``). A gate states the
-stable formula its helper computes (``stable``, proved equal to the definition by
+stable formula its lowering computes (``stable``, proved equal to the definition by
 ``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
 accurate. ``compiler.register_gate`` (``compiler/gates.py``) checks a user's gate with SymPy
 and adds its entry here; such entries (``origin`` "user" or "discovered") write their definition
-in symgrad's own text language, never parsed by ``sympify``.
+in symgrad's own text language, never parsed by ``sympify``. The gates fusion discovers stay out
+of this table during the pass: it reads them through ``local`` (its own view, in its thread).
 
 Kink table (documented subgradient choices, tested):
 
@@ -37,6 +38,9 @@ import importlib
 import inspect
 import math
 import pkgutil
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from compiler.ir.opdef import OpDef
 
@@ -59,9 +63,58 @@ def _is_function(op: OpDef) -> bool:
     return op.text.startswith(f"{op.name}(") or op.name == "pow"
 
 
+class OpTable(dict):
+    """The op table: a dict of every entry, built-in and registered, which also answers — in the
+    thread (context) running a pass, and there only — for the entries that pass made for itself
+    (``local``: the gates fusion discovers). Such entries are never written here: two threads
+    compiling at once never see each other's, and the table's contents stay as they are.
+    Iterating, ``len`` and ``items`` cover the shared entries only."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> OpDef:
+        local = _LOCAL.get()
+        if local is not None and name in local:
+            return local[name]
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        if dict.__contains__(self, name):
+            return True
+        local = _LOCAL.get()
+        return local is not None and name in local
+
+    def get(self, name: str, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+_LOCAL: ContextVar[Mapping[str, OpDef] | None] = ContextVar("symgrad_local_ops", default=None)
+
+
+@contextmanager
+def local(entries: Mapping[str, OpDef]) -> Iterator[None]:
+    """``entries`` readable through ``OPS`` in this context only, for the duration (a pass's
+    own view of the table: fusion's rewrite and report read the gates it discovered). Shared
+    entries win over local ones of the same name; nothing is written to the table."""
+    outer = _LOCAL.get()
+    token = _LOCAL.set({**entries, **(outer or {})})
+    try:
+        yield
+    finally:
+        _LOCAL.reset(token)
+
+
+def lookup(name: str) -> OpDef | None:
+    """The entry ``name`` (shared, or local to this context's pass), or None."""
+    return OPS.get(name)
+
+
 _BUILTIN: dict[str, OpDef] = {op.name: op for op in _collect()}
 
-OPS: dict[str, OpDef] = dict(_BUILTIN)
+OPS: OpTable = OpTable(_BUILTIN)
 
 # Functions the text language and ``compiler.ops`` offer, by the name users write.
 FUNCTIONS: dict[str, str] = {op.name: op.name for op in OPS.values() if _is_function(op)}
@@ -76,6 +129,7 @@ def register(op: OpDef, sympy_form=None) -> None:
     if _is_function(op):
         FUNCTIONS[op.name] = op.name
     _SYMPY_CACHE.pop(op.name, None)
+    _FINGERPRINTS.pop(op.name, None)
     if sympy_form is not None:
         _GIVEN_SYMPY[op.name] = sympy_form
     else:
@@ -92,14 +146,25 @@ def unregister(name: str) -> None:
         FUNCTIONS.pop(name, None)
     _SYMPY_CACHE.pop(name, None)
     _GIVEN_SYMPY.pop(name, None)
+    _FINGERPRINTS.pop(name, None)
     _changed()
 
 
 _VERSION = [0]
+_ON_CHANGE: list[Callable[[], None]] = []
+
+
+def on_change(forget: Callable[[], None]) -> None:
+    """Call ``forget`` whenever an entry is registered or withdrawn: for caches of what is
+    derived from entries by name (the adjoint's gradient templates), which would otherwise
+    outlive an entry registered anew under the same name."""
+    _ON_CHANGE.append(forget)
 
 
 def _changed() -> None:
     _VERSION[0] += 1
+    for forget in _ON_CHANGE:
+        forget()
 
 
 def version() -> int:
@@ -130,27 +195,71 @@ def forget_sympy_definition(op: str) -> None:
 
 
 def fingerprint(op: str) -> str:
-    """What a kernel's cache key must cover beyond symgrad's source files: the whole entry of an
-    op that is not one of the files' own (added at run time, a user's or a discovered gate):
-    definition, printing, gradients, stable form and the source of its lowering. Empty for the
-    files' own ops and for leaves."""
-    spec = OPS.get(op)
+    """What a kernel's cache key must cover beyond symgrad's source files (which the key hashes
+    whole, ``runtime.cache.environment_fingerprint``): what defines an op that is not one of the
+    files' own (added at run time, a user's or a discovered gate) — its definition (the SymPy form
+    it was registered with, if any), arity, printing, gradients, stable form, and its lowering's
+    identity (``_identity``: source, closure and attributes). Empty for the files' own ops and
+    for leaves. Kept per entry: ``Graph.key`` asks once per node."""
+    spec = lookup(op)
     if spec is None or _BUILTIN.get(op) is spec:
         return ""
-    parts = [spec.definition, spec.text, spec.code or "", *(spec.grads or ()), *spec.calls]
-    parts += [spec.stable or "", _source(spec.lower), _source(spec.fast)]
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    known = _FINGERPRINTS.get(op)
+    if known is not None and known[0] is spec:
+        return known[1]
+    given = _GIVEN_SYMPY.get(op)
+    parts = [spec.definition, repr(spec.arity), spec.text, repr(spec.commutative), spec.origin]
+    parts += [*(spec.grads or ("<sympy.diff>",)), spec.stable or "", *spec.patterns]
+    parts += ["" if given is None else _srepr(given), _identity(spec.lower), _identity(spec.fast)]
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    _FINGERPRINTS[op] = (spec, digest)
+    return digest
 
 
-def _source(function) -> str:
-    """A lowering's source text (its code object's bytes where the source is not on disk)."""
-    if function is None:
-        return ""
+_FINGERPRINTS: dict[str, tuple[OpDef, str]] = {}
+
+
+def _srepr(expr) -> str:
+    import sympy
+
+    return sympy.srepr(expr)
+
+
+def _identity(value, seen: frozenset[int] = frozenset()) -> str:
+    """What a lowering is, as text: a function's module, name and source (its code object where
+    the source is not on disk), and — since a factory makes many lowerings of one source
+    (``lower_graph`` over a gate's graph, a C library call by name) — what its closure cells,
+    defaults and attributes hold, recursively; a graph by its ``key()``."""
+    if id(value) in seen:
+        return "<cycle>"
+    seen = seen | {id(value)}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_identity(v, seen) for v in value) + "]"
+    if isinstance(value, dict):
+        items = sorted((repr(k), _identity(v, seen)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if callable(getattr(value, "key", None)) and hasattr(value, "nodes"):
+        return f"<graph {value.key()}>"
+    code = getattr(value, "__code__", None)
+    if code is None:
+        return repr(value)
     try:
-        return inspect.getsource(function)
+        source = inspect.getsource(value)
     except (OSError, TypeError):
-        code = getattr(function, "__code__", None)
-        return repr((code.co_code, code.co_consts)) if code else repr(function)
+        source = repr((code.co_code, code.co_consts, code.co_names))
+    cells = [c.cell_contents for c in value.__closure__ or () if _filled(c)]
+    held = [cells, value.__defaults__, value.__kwdefaults__, dict(vars(value))]
+    return f"{value.__module__}.{value.__qualname__}\n{source}\n{_identity(held, seen)}"
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
 
 
 _SYMPY_CACHE: dict = {}

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
+from compiler.ir import registry
 from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
 from compiler.ir.registry import OPS, placeholders, sympy_definition
@@ -328,3 +329,8 @@ def local_gradient_template(op: str, k: int) -> Graph:
     template = from_sympy(derivative, bind={})
     assert set(template.inputs) <= {"a", "b", "y"}, template.inputs
     return template
+
+
+# Both caches hold an entry's gradients by its name: a name registered anew must not keep them.
+registry.on_change(local_gradient_template.cache_clear)
+registry.on_change(_gradient_steps.cache_clear)

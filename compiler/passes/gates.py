@@ -1,8 +1,8 @@
 """Gates as graphs: a gate's table entry built from its definition, and its proof by SymPy.
 
-- ``make_spec`` / ``discovered_spec`` turn a definition (a graph over ``x``), the forward the code
-  computes and the local gradient (over ``x`` and the output ``y``) into an ``OpDef``: printed by
-  composing its ops' templates, evaluated with NumPy, lowered by ``lower_graph`` of its forward;
+- ``make_spec`` / ``discovered_spec`` turn a definition (a graph over ``x``), the forward the
+  kernels compute and the local gradient (over ``x`` and the output ``y``) into an ``OpDef``:
+  lowered by ``lower_graph`` of its forward (its ops' own lowerings), with a NumPy oracle;
 - ``verify`` proves one: the stated gradient, with ``y`` substituted, is ``diff`` of the
   definition, and the stable forward equals the definition; numeric spot checks against 30-digit
   evaluation back the proof up; ``output_gradient`` finds the gradient discovery fuses by.
@@ -27,8 +27,7 @@ from compiler.ir import registry
 from compiler.ir.graph import SEED, Graph, copy_nodes
 from compiler.ir.lowering import lower_graph
 from compiler.ir.opdef import OpDef
-from compiler.ir.printing import ATOM, evaluate, render, text_of
-from compiler.ir.registry import OPS
+from compiler.ir.printing import evaluate, text_of
 from compiler.passes.adjoint import adjoint
 
 #: Points (besides a few random ones) where registration compares a gate with its definition.
@@ -37,24 +36,19 @@ SPOT_CHECKS = (-30.0, -10.0, -3.0, -1.0, -0.5, -0.125, 0.25, 0.5, 1.0, 2.5, 10.0
 
 def make_spec(name: str, body: Graph, forward: Graph, gradient: Graph, origin: str) -> OpDef:
     """A table entry for a gate defined by ``body`` (over x), computed as ``forward``, whose
-    local gradient is ``gradient`` (over x and y). Its code and lowering compose its ops' own;
+    local gradient is ``gradient`` (over x and y). Its lowering composes its ops' own;
     ``LoweringError`` if one of them has no lowering."""
-    x_leaf = {forward.input("x"): ("{a}", ATOM)}
-    code = render(forward, forward.outputs[0], x_leaf, kind="code")
-    calls = tuple(sorted({h for n in forward.nodes if n.op in OPS for h in OPS[n.op].helpers}))
     over_a = {"x": "a"}
     return OpDef(
         name=name,
         arity=1,
         definition=text_of(body, over_a),
         text=f"{name}({{a}})",
-        code=code,
         numpy=_numpy_function(forward, name),
         symbol=name,
         grads=(text_of(gradient, over_a),),
         patterns=(text_of(body),) if origin == "user" else (),
         stable=text_of(forward, over_a) if forward is not body else None,
-        calls=calls,
         origin=origin,
         lower=lower_graph(_over_a(forward)),
     )
@@ -101,7 +95,7 @@ def _numpy_function(graph: Graph, name: str) -> Callable:
 
 
 def same(old: OpDef, new: OpDef) -> bool:
-    fields = ("definition", "code", "grads", "stable", "patterns", "calls", "origin")
+    fields = ("definition", "grads", "stable", "patterns", "origin")
     return all(getattr(old, f) == getattr(new, f) for f in fields)
 
 

@@ -120,6 +120,16 @@ class _Emitter:
         return self.constant(template.nodes[result].value)
 
 
+def constants_at(values: tuple[float, ...], dtype: str) -> tuple[float, ...]:
+    """A program's constants for a ``dtype`` machine: at float32 each rounded once to float32
+    (beyond its range ±inf, as NumPy rounds), kept as the Python floats equal to those float32
+    values so that passing them to the machine rounds nothing again and warns of nothing."""
+    if dtype == "float64" or not values:
+        return values
+    with np.errstate(over="ignore"):
+        return tuple(np.array(values, dtype=np.float64).astype(np.float32).tolist())
+
+
 def _template(name: str) -> Graph:
     """A gate the machine lacks, as the graph its lowering computes (``lower_graph``'s)."""
     graph = getattr(OPS[name].lower, "graph", None)

@@ -17,6 +17,11 @@ instructions besides the ops move data: ``LOAD_ARRAY`` (a block of an input arra
 ``LOAD_SCALAR`` (a scalar input or a constant, broadcast), ``STORE`` (a register into an output
 array) and ``SUM`` (a register's sum into the block's partial sums, for gradients of scalar
 inputs; the partial sums are added in block order, so totals don't depend on threads).
+
+A float32 machine (``generate("float32")``) is a second machine, the same text at ``float``
+width: its registers, arrays, scalars and constants are float32 and its cases call the ops'
+``@op.<name>.f32`` functions (the same lowerings). ``SUM`` widens each value and adds in double
+into the double partial sums, which the caller rounds to float32 once.
 """
 
 from __future__ import annotations
@@ -96,24 +101,26 @@ def _loop(label: str, body: list[str], before: tuple[str, ...] = (), after: tupl
     ]
 
 
-def _at(label: str, base: str, index: str) -> str:
-    """``%{label}.{base}.p = &base[index]``; ``array`` is the case's own (``_array``)."""
+def _at(label: str, base: str, index: str, t: str = "double") -> str:
+    """``%{label}.{base}.p = &base[index]`` (elements of type ``t``); ``array`` is the case's
+    own (``_array``)."""
     pointer = f"%{label}.array" if base == "array" else f"%{base}"
-    return f"%{label}.{base}.p = getelementptr inbounds double, ptr {pointer}, i64 {index}"
+    return f"%{label}.{base}.p = getelementptr inbounds {t}, ptr {pointer}, i64 {index}"
 
 
-def _op_case(label: str, name: str) -> list[str]:
+def _op_case(label: str, name: str, dtype: str = "float64") -> list[str]:
     """``dst[j] = op(a[j], b[j])``: a call of the op's function."""
+    t = llvm_ops.type_name(dtype)
     body: list[str] = []
     operands = []
     for p in PLACEHOLDERS[: OPS[name].arity]:
-        body += [_at(label, p, f"%{label}.j"), f"%{label}.{p}.v = load double, ptr %{label}.{p}.p"]
-        operands.append(f"double %{label}.{p}.v")
-    function = llvm_ops.op_function(name, vector=False, tier="instant")
+        body += [_at(label, p, f"%{label}.j", t), f"%{label}.{p}.v = load {t}, ptr %{label}.{p}.p"]
+        operands.append(f"{t} %{label}.{p}.v")
+    function = llvm_ops.op_function(name, vector=False, tier="instant", dtype=dtype)
     body += [
-        f"%{label}.r = call double @{function.symbol}({', '.join(operands)})",
-        _at(label, "dst", f"%{label}.j"),
-        f"store double %{label}.r, ptr %{label}.dst.p",
+        f"%{label}.r = call {t} @{function.symbol}({', '.join(operands)})",
+        _at(label, "dst", f"%{label}.j", t),
+        f"store {t} %{label}.r, ptr %{label}.dst.p",
     ]
     return _loop(label, body)
 
@@ -127,32 +134,35 @@ def _array(label: str) -> tuple[str, ...]:
     )
 
 
-def _machine_cases() -> dict[str, list[str]]:
-    """The data-moving instructions' cases; ``field2`` is their operand."""
+def _machine_cases(t: str = "double") -> dict[str, list[str]]:
+    """The data-moving instructions' cases at element type ``t``; ``field2`` is their operand.
+    ``SUM`` adds in double whatever ``t``."""
     load_array = [
         "%load.i = add i64 %lo, %load.j",
-        _at("load", "array", "%load.i"),
-        "%load.v = load double, ptr %load.array.p",
-        _at("load", "dst", "%load.j"),
-        "store double %load.v, ptr %load.dst.p",
+        _at("load", "array", "%load.i", t),
+        f"%load.v = load {t}, ptr %load.array.p",
+        _at("load", "dst", "%load.j", t),
+        f"store {t} %load.v, ptr %load.dst.p",
     ]
     scalar = (
-        "%value.q = getelementptr inbounds double, ptr %scalars, i64 %field2",
-        "%value = load double, ptr %value.q",
+        f"%value.q = getelementptr inbounds {t}, ptr %scalars, i64 %field2",
+        f"%value = load {t}, ptr %value.q",
     )
-    broadcast = [_at("bcast", "dst", "%bcast.j"), "store double %value, ptr %bcast.dst.p"]
+    broadcast = [_at("bcast", "dst", "%bcast.j", t), f"store {t} %value, ptr %bcast.dst.p"]
     store = [
-        _at("store", "dst", "%store.j"),
-        "%store.v = load double, ptr %store.dst.p",
+        _at("store", "dst", "%store.j", t),
+        f"%store.v = load {t}, ptr %store.dst.p",
         "%store.i = add i64 %lo, %store.j",
-        _at("store", "array", "%store.i"),
-        "store double %store.v, ptr %store.array.p",
+        _at("store", "array", "%store.i", t),
+        f"store {t} %store.v, ptr %store.array.p",
     ]
+    widen = [] if t == "double" else [f"%sum.w = fpext {t} %sum.v to double"]
     total = [
         "%sum.acc = phi double [ 0.0, %sum ], [ %sum.acc.next, %sum.loop ]",
-        _at("sum", "dst", "%sum.j"),
-        "%sum.v = load double, ptr %sum.dst.p",
-        "%sum.acc.next = fadd double %sum.acc, %sum.v",
+        _at("sum", "dst", "%sum.j", t),
+        f"%sum.v = load {t}, ptr %sum.dst.p",
+        *widen,
+        f"%sum.acc.next = fadd double %sum.acc, %sum.{'w' if widen else 'v'}",
     ]
     add_total = (
         "%sum.t = phi double [ 0.0, %sum ], [ %sum.acc.next, %sum.loop ]",
@@ -169,17 +179,20 @@ def _machine_cases() -> dict[str, list[str]]:
     }
 
 
-def generate() -> str:
+def generate(dtype: str = "float64") -> str:
     """The machine's module: ``@symgrad_vm`` runs a program on blocks [first, last) of range(n)
-    with the register file ``regs`` (n_regs × block doubles); block i adds its SUMs into
+    with the register file ``regs`` (n_regs × block elements of ``dtype``: ``"float64"`` or
+    ``"float32"``, as are the arrays and ``scalars``); block i adds its SUMs into the doubles
     ``partial[i * n_sums + q]``."""
+    t = llvm_ops.type_name(dtype)
     codes, columns = opcodes(), width()
     cases: list[str] = []
     for op in builtin_ops():
-        cases += _op_case(f"op{codes[op.name]}", op.name)
-    functions = llvm_ops.functions_for([op.name for op in builtin_ops()], False, tier="instant")
+        cases += _op_case(f"op{codes[op.name]}", op.name, dtype)
+    names = [op.name for op in builtin_ops()]
+    functions = llvm_ops.functions_for(names, False, tier="instant", dtype=dtype)
     declared = llvm_ops.declarations(functions)
-    for lines in _machine_cases().values():
+    for lines in _machine_cases(t).values():
         cases += lines
     labels = {op.name: f"op{codes[op.name]}" for op in builtin_ops()}
     labels.update(LOAD_ARRAY="load", LOAD_SCALAR="bcast", STORE="store", SUM="sum")
@@ -194,11 +207,16 @@ def generate() -> str:
     for r, name in enumerate(registers):
         fields += [
             f"  %{name}.o = mul i64 %field{r + 1}, %block",
-            f"  %{name} = getelementptr inbounds double, ptr %regs, i64 %{name}.o",
+            f"  %{name} = getelementptr inbounds {t}, ptr %regs, i64 %{name}.o",
         ]
     lines = [
         "; symgrad's instant-tier virtual machine (generated from the op table: edit the table,",
         "; not this text). No fast-math flags: nan and inf come out as NumPy computes them.",
+        *(
+            []
+            if dtype == "float64"
+            else [f"; {dtype}: registers, arrays and scalars; sums in double."]
+        ),
         "",
         *declared.values(),
         "",

@@ -3,8 +3,6 @@ through LLVM's intrinsic, as Numba's ``**`` on floats)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from llvmlite import ir
 
@@ -12,16 +10,11 @@ from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
 
 
-def _numba(op: OpDef, code: str, helper: str | None = None) -> OpDef:
-    """The entry with its Numba source text, until the Numba kernels call ``lower`` too."""
-    return replace(op, code=code, helper=helper)
-
-
-def _infix(name: str, sign: str, numpy, grads, lower, commutative: bool = False) -> OpDef:
+def _infix(name: str, sign: str, numpy, grads, lower, commutative: bool = False,
+           **where) -> OpDef:  # fmt: skip
     text = f"{{a}} {sign} {{b}}"
-    op = entry(name, f"a {sign} b", arity=2, text=text, symbol=sign, grads=grads, numpy=numpy,
-               lower=lower, commutative=commutative)  # fmt: skip
-    return _numba(op, text)
+    return entry(name, f"a {sign} b", arity=2, text=text, symbol=sign, grads=grads, numpy=numpy,
+                 lower=lower, commutative=commutative, **where)  # fmt: skip
 
 
 def lower_add(L: Lower, a: ir.Value, b: ir.Value) -> ir.Value:
@@ -55,10 +48,11 @@ OPS: list[OpDef] = [
     _infix("add", "+", np.add, ("1", "1"), lower_add, commutative=True),
     _infix("sub", "-", np.subtract, ("1", "-1"), lower_sub),
     _infix("mul", "*", np.multiply, ("b", "a"), lower_mul, commutative=True),
-    _infix("div", "/", np.divide, ("1 / b", "-y / b"), lower_div),
+    _infix("div", "/", np.divide, ("1 / b", "-y / b"), lower_div, kinks=("b",)),
     # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
-    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)"), lower_pow),
-    _numba(entry("neg", "-a", text="-{a}", symbol="-x", grads=("-1",), numpy=np.negative,
-                 lower=lower_neg), "-{a}"),
+    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)"), lower_pow,
+           domain=("(0, inf)", "")),
+    entry("neg", "-a", text="-{a}", symbol="-x", grads=("-1",), numpy=np.negative,
+          lower=lower_neg),
 ]
 # fmt: on

@@ -13,7 +13,7 @@ expm1: the C library's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -126,20 +126,20 @@ def _xlogy(x, y):
         return np.where((x == 0) & ~np.isnan(y), 0.0, x * np.log(y))
 
 
-def _unary(name: str, definition: str, code: str, numpy, grads, lower, helper=None) -> OpDef:
-    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower)
-    return replace(op, code=code, helper=helper)  # Numba source text, until Numba calls lower
+def _unary(name: str, definition: str, numpy, grads, lower, **where) -> OpDef:
+    return entry(name, definition, grads=grads, numpy=numpy, lower=lower, **where)
 
 
 # fmt: off
 OPS: list[OpDef] = [
-    # exp: runtime.scalar's branch-free exp, which LLVM vectorises (math.exp is a libm call).
-    _unary("exp", "exp(a)", "exp({a})", np.exp, ("y",), lower_exp, helper="exp"),
-    _unary("log", "log(a)", "math.log({a})", np.log, ("1 / a",), lower_log),
-    _unary("log1p", "log(1 + a)", "math.log1p({a})", np.log1p, ("1 / (1 + a)",), lower_log1p),
-    _unary("expm1", "exp(a) - 1", "math.expm1({a})", np.expm1, ("y + 1",), lower_expm1),
-    _unary("sqrt", "sqrt(a)", "math.sqrt({a})", np.sqrt, ("0.5 / y",), lower_sqrt),
-    replace(entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "a / b"), numpy=_xlogy,
-                  lower=lower_xlogy), code="xlogy({a}, {b})", helper="xlogy"),
+    # exp: a branch-free exp, which LLVM vectorises (the C library's exp keeps a loop scalar).
+    _unary("exp", "exp(a)", np.exp, ("y",), lower_exp),
+    _unary("log", "log(a)", np.log, ("1 / a",), lower_log, domain=("(0, inf)",)),
+    _unary("log1p", "log(1 + a)", np.log1p, ("1 / (1 + a)",), lower_log1p,
+           domain=("(-1, inf)",)),
+    _unary("expm1", "exp(a) - 1", np.expm1, ("y + 1",), lower_expm1),
+    _unary("sqrt", "sqrt(a)", np.sqrt, ("0.5 / y",), lower_sqrt, domain=("(0, inf)",)),
+    entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "a / b"), numpy=_xlogy,
+          lower=lower_xlogy, domain=("", "(0, inf)")),
 ]
 # fmt: on

@@ -6,8 +6,6 @@ lowering (branch-free where loops vectorise), log1p and tanh the C library's.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from llvmlite import ir
 
@@ -69,11 +67,9 @@ def lower_relu(L: Lower, x: ir.Value) -> ir.Value:
     return L.select(L.ucmp(">", x, zero), x, zero)
 
 
-def _gate(name, definition, numpy, grads, stable, patterns, lower, code=None) -> OpDef:
-    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, stable=stable,
-               patterns=patterns)  # fmt: skip
-    # Numba source text, until Numba calls lower: the runtime.scalar helper of the same name
-    return replace(op, code=code or f"{name}({{a}})", helper=None if code else name)
+def _gate(name, definition, numpy, grads, stable, patterns, lower, **where) -> OpDef:
+    return entry(name, definition, grads=grads, numpy=numpy, lower=lower, stable=stable,
+                 patterns=patterns, **where)  # fmt: skip
 
 
 # fmt: off
@@ -85,7 +81,7 @@ OPS: list[OpDef] = [
           patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
                     "0.5 + 0.5 * tanh(0.5 * x)"), lower=lower_sigmoid),
     # math.tanh is stable; fusion finds it in its exp forms.
-    _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)", code="math.tanh({a})",
+    _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)",
           patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
                     "(1 - exp(-2 * x)) / (1 + exp(-2 * x))", "expm1(2 * x) / (exp(2 * x) + 1)",
                     "2 / (1 + exp(-2 * x)) - 1", "2 * sigmoid(2 * x) - 1"), lower=lower_tanh),
@@ -103,6 +99,6 @@ OPS: list[OpDef] = [
     _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
           stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",
                                             "0.5 * (x + abs(x))", "x / 2 + abs(x) / 2"),
-          lower=lower_relu),
+          lower=lower_relu, kinks=("a",)),
 ]
 # fmt: on

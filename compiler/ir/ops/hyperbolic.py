@@ -23,8 +23,8 @@ OPS: list[OpDef] = [
     entry("cosh", "cosh(a)", grads=("sinh(a)",), numpy=np.cosh, lower=_libm("cosh")),
     entry("asinh", "asinh(a)", grads=("1 / hypot(1, a)",), numpy=np.arcsinh, lower=_libm("asinh")),
     entry("acosh", "acosh(a)", grads=("1 / (sqrt(a - 1) * sqrt(a + 1))",), numpy=np.arccosh,
-          lower=_libm("acosh")),
+          lower=_libm("acosh"), domain=("(1, inf)",)),
     entry("atanh", "atanh(a)", grads=("1 / ((1 - a) * (1 + a))",), numpy=np.arctanh,
-          lower=_libm("atanh")),
+          lower=_libm("atanh"), domain=("(-1, 1)",)),
 ]
 # fmt: on

@@ -27,13 +27,14 @@ OPS: list[OpDef] = [
     entry("atan", "atan(a)", grads=("1 / (1 + a * a)",), numpy=np.arctan, lower=vecmath.vectorised("atan")),
     entry("atan2", "atan2(a, b)", arity=2,
           grads=("b / hypot(a, b) / hypot(a, b)", "-a / hypot(a, b) / hypot(a, b)"),
-          numpy=np.arctan2, lower=_libm("atan2")),
+          numpy=np.arctan2, lower=_libm("atan2"),
+          kinks=("where(b > 0, 1, a)",)),  # the jump on the negative b axis, the origin
     entry("asin", "asin(a)", grads=("1 / sqrt((1 - a) * (1 + a))",), numpy=np.arcsin,
-          lower=_libm("asin")),
+          lower=_libm("asin"), domain=("(-1, 1)",)),
     entry("acos", "acos(a)", grads=("-1 / sqrt((1 - a) * (1 + a))",), numpy=np.arccos,
-          lower=_libm("acos")),
+          lower=_libm("acos"), domain=("(-1, 1)",)),
     entry("hypot", "sqrt(a**2 + b**2)", arity=2, commutative=True,
           grads=("a / (y + heaviside(-y, 1))", "b / (y + heaviside(-y, 1))"),
-          numpy=np.hypot, lower=_libm("hypot")),
+          numpy=np.hypot, lower=_libm("hypot"), kinks=("hypot(a, b)",)),
 ]
 # fmt: on

@@ -58,7 +58,7 @@ def _comparison(name: str, sign: str, ufunc, ordered: bool = True) -> OpDef:
     return entry(
         name, f"Piecewise((1, {relation}), (0, True))", arity=2, grads=("0", "0"),
         numpy=numpy, lower=lower, text=f"{{a}} {sign} {{b}}", symbol=sign,
-        commutative=sign in ("==", "!="),
+        commutative=sign in ("==", "!="), kinks=("a - b",), truth=True,
     )  # fmt: skip
 
 
@@ -80,7 +80,8 @@ OPS: list[OpDef] = [
     # the condition and the two branches. Its gradients are selections: the adjoint routes.
     entry("where", "Piecewise((b, Ne(a, 0)), (c, True))", arity=3,
           grads=("0", "where(a, 1, 0)", "where(a, 0, 1)"),
-          numpy=_where, lower=lower_where, text="where({a}, {b}, {c})"),
+          numpy=_where, lower=lower_where, text="where({a}, {b}, {c})",
+          domain=("truth", "", "")),
     _comparison("lt", "<", np.less),
     _comparison("le", "<=", np.less_equal),
     _comparison("gt", ">", np.greater),
@@ -89,12 +90,14 @@ OPS: list[OpDef] = [
     _comparison("ne", "!=", np.not_equal, ordered=False),
     entry("logical_and", "Piecewise((1, Ne(a, 0) & Ne(b, 0)), (0, True))", arity=2,
           grads=("0", "0"), numpy=lambda a, b: _float(np.logical_and(a, b), a, b),
-          lower=lower_logical_and, text="{a} & {b}", symbol="&", commutative=True),
+          lower=lower_logical_and, text="{a} & {b}", symbol="&", commutative=True,
+          domain=("truth", "truth"), truth=True),
     entry("logical_or", "Piecewise((1, Ne(a, 0) | Ne(b, 0)), (0, True))", arity=2,
           grads=("0", "0"), numpy=lambda a, b: _float(np.logical_or(a, b), a, b),
-          lower=lower_logical_or, text="{a} | {b}", symbol="|", commutative=True),
+          lower=lower_logical_or, text="{a} | {b}", symbol="|", commutative=True,
+          domain=("truth", "truth"), truth=True),
     entry("logical_not", "Piecewise((1, Eq(a, 0)), (0, True))", grads=("0",),
           numpy=lambda a: _float(np.logical_not(a), a), lower=lower_logical_not,
-          text="~{a}", symbol="~"),
+          text="~{a}", symbol="~", domain=("truth",), truth=True),
 ]
 # fmt: on

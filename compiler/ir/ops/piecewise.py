@@ -3,18 +3,11 @@ table's choices (``compiler.ir.registry``), so loops over them vectorise."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from llvmlite import ir
 
 from compiler.ir.lowering import Lower
 from compiler.ir.opdef import OpDef, entry
-
-
-def _numba(op: OpDef, code: str, helper: str | None = None) -> OpDef:
-    """The entry with its Numba source text, until the Numba kernels call ``lower`` too."""
-    return replace(op, code=code, helper=helper)
 
 
 def lower_abs(L: Lower, x: ir.Value) -> ir.Value:
@@ -49,22 +42,24 @@ def _extremum(name: str, order: str):
 lower_maximum, lower_minimum = _extremum("maximum", ">="), _extremum("minimum", "<=")
 
 
-def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False):
-    op = entry(name, definition, arity=2, symbol=symbol, grads=grads, numpy=numpy, lower=lower,
-               commutative=commutative)  # fmt: skip
-    return _numba(op, op.text, helper=name)
+def _call2(name: str, definition: str, numpy, symbol: str, grads, lower, commutative=False,
+           **where):  # fmt: skip
+    return entry(name, definition, arity=2, symbol=symbol, grads=grads, numpy=numpy, lower=lower,
+                 commutative=commutative, **where)  # fmt: skip
 
 
 # fmt: off
 OPS: list[OpDef] = [
-    _numba(entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs), "abs({a})"),
-    _numba(entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign), "sign({a})",
-           helper="sign"),
+    entry("abs", "Abs(a)", grads=("sign(a)",), numpy=np.abs, lower=lower_abs, kinks=("a",)),
+    entry("sign", "sign(a)", grads=("0",), numpy=np.sign, lower=lower_sign, kinks=("a",)),
     _call2("maximum", "Max(a, b)", np.maximum, "max",
-           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), lower_maximum, commutative=True),
+           ("heaviside(a - b, 0.5)", "heaviside(b - a, 0.5)"), lower_maximum, commutative=True,
+           kinks=("a - b",)),
     _call2("minimum", "Min(a, b)", np.minimum, "min",
-           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), lower_minimum, commutative=True),
+           ("heaviside(b - a, 0.5)", "heaviside(a - b, 0.5)"), lower_minimum, commutative=True,
+           kinks=("a - b",)),
     # heaviside(x, h): 0 below zero, h at zero, 1 above (np.heaviside); selects at kinks.
-    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0"), lower_heaviside),
+    _call2("heaviside", "Heaviside(a, b)", np.heaviside, "H", ("0", "0"), lower_heaviside,
+           kinks=("a",)),
 ]
 # fmt: on

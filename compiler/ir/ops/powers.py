@@ -70,22 +70,22 @@ def lower_xlog1py(L: Lower, a, b):
 # fmt: off
 OPS: list[OpDef] = [
     entry("log2", "log(a, 2)", grads=("1 / (a * log(2))",), numpy=np.log2,
-          lower=lambda L, a: L.intrinsic("log2", a)),
+          lower=lambda L, a: L.intrinsic("log2", a), domain=("(0, inf)",)),
     entry("log10", "log(a, 10)", grads=("1 / (a * log(10))",), numpy=np.log10,
-          lower=lambda L, a: L.intrinsic("log10", a)),
+          lower=lambda L, a: L.intrinsic("log10", a), domain=("(0, inf)",)),
     entry("exp2", "2**a", grads=("y * log(2)",), numpy=np.exp2,
           lower=lambda L, a: L.intrinsic("exp2", a)),
     entry("cbrt", "sign(a) * Abs(a)**(1/3)", grads=("1 / (3 * y * y)",), numpy=np.cbrt,
-          lower=lambda L, a: L.libm("cbrt", a)),
+          lower=lambda L, a: L.libm("cbrt", a), kinks=("a",)),
     entry("square", "a**2", grads=("2 * a",), numpy=np.square,
           lower=lambda L, a: L.b.fmul(a, a)),
     entry("reciprocal", "1 / a", grads=("-(y * y)",), numpy=lambda a: np.divide(1.0, a),
-          lower=lambda L, a: L.b.fdiv(L.const(1), a)),
+          lower=lambda L, a: L.b.fdiv(L.const(1), a), kinks=("a",)),
     entry("logaddexp", "log(exp(a) + exp(b))", arity=2, commutative=True,
           grads=("exp(a - y)", "exp(b - y)"), numpy=np.logaddexp, lower=lower_logaddexp),
     entry("log1mexp", "log(1 - exp(a))", grads=("-1 / expm1(-a)",), numpy=_log1mexp,
-          lower=lower_log1mexp),
+          lower=lower_log1mexp, domain=("(-inf, 0)",)),
     entry("xlog1py", "a * log(1 + b)", arity=2, grads=("log1p(b)", "a / (1 + b)"),
-          numpy=_xlog1py, lower=lower_xlog1py),
+          numpy=_xlog1py, lower=lower_xlog1py, domain=("", "(-1, inf)")),
 ]
 # fmt: on

@@ -48,15 +48,19 @@ _ROUND = "Piecewise((2 * floor(a / 2 + 1/4), Eq(a - floor(a), 1/2)), (floor(a + 
 
 # fmt: off
 OPS: list[OpDef] = [
-    entry("floor", "floor(a)", grads=("0",), numpy=np.floor, lower=_intrinsic("floor")),
-    entry("ceil", "ceiling(a)", grads=("0",), numpy=np.ceil, lower=_intrinsic("ceil")),
+    entry("floor", "floor(a)", grads=("0",), numpy=np.floor, lower=_intrinsic("floor"),
+          kinks=("sin(pi * a)",)),
+    entry("ceil", "ceiling(a)", grads=("0",), numpy=np.ceil, lower=_intrinsic("ceil"),
+          kinks=("sin(pi * a)",)),
     entry("trunc", "Piecewise((ceiling(a), a < 0), (floor(a), True))", grads=("0",),
-          numpy=np.trunc, lower=_intrinsic("trunc")),
+          numpy=np.trunc, lower=_intrinsic("trunc"), kinks=("sin(pi * a)",)),
     # rint rounds half to even in the default rounding mode, which LLVM assumes.
-    entry("round", _ROUND, grads=("0",), numpy=np.rint, lower=_intrinsic("rint")),
+    entry("round", _ROUND, grads=("0",), numpy=np.rint, lower=_intrinsic("rint"),
+          kinks=("cos(pi * a)",)),
     entry("clip", "Min(Max(a, b), c)", arity=3,
           grads=("where((a >= b) & (a <= c), 1, 0)", "where((a < b) & (b <= c), 1, 0)",
                  "where(c < maximum(a, b), 1, 0)"),
-          numpy=_clip, lower=lower_clip, text="clip({a}, {b}, {c})"),
+          numpy=_clip, lower=lower_clip, text="clip({a}, {b}, {c})",
+          kinks=("a - b", "a - c", "b - c")),
 ]
 # fmt: on

@@ -267,10 +267,10 @@ OPS: list[OpDef] = [
     entry("erfc", "erfc(a)", grads=("-2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erfc"),
           lower=vecmath.vectorised("erfc")),
     entry("lgamma", "log(Abs(gamma(a)))", grads=("digamma(a)",), numpy=_scipy("gammaln"),
-          lower=lower_lgamma),
+          lower=lower_lgamma, domain=("(0, inf)",)),
     entry("digamma", "polygamma(0, a)", grads=("polygamma(1, a)",), numpy=_scipy("psi"),
-          lower=lower_digamma),
+          lower=lower_digamma, domain=("(0, inf)",)),
     entry("polygamma", "polygamma(a, b)", arity=2, grads=("0", "polygamma(a + 1, b)"),
-          numpy=_polygamma, lower=lower_polygamma),
+          numpy=_polygamma, lower=lower_polygamma, domain=("natural", "(0, inf)")),
 ]
 # fmt: on

@@ -12,7 +12,7 @@ false) the C library's sin and cos are faster, and used. tan: the C library's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
@@ -147,13 +147,12 @@ def lower_tan(L: Lower, x: ir.Value) -> ir.Value:
     return L.libm("tan", x)
 
 
-def _unary(name: str, definition: str, code: str, numpy, grads, lower, fast=None) -> OpDef:
-    op = entry(name, definition, grads=grads, numpy=numpy, lower=lower, fast=fast)
-    return replace(op, code=code)  # Numba source text, until Numba calls lower
+def _unary(name: str, definition: str, numpy, grads, lower, fast=None, **where) -> OpDef:
+    return entry(name, definition, grads=grads, numpy=numpy, lower=lower, fast=fast, **where)
 
 
 OPS: list[OpDef] = [
-    _unary("sin", "sin(a)", "math.sin({a})", np.sin, ("cos(a)",), lower_sin, fast_sin),
-    _unary("cos", "cos(a)", "math.cos({a})", np.cos, ("-sin(a)",), lower_cos, fast_cos),
-    _unary("tan", "tan(a)", "math.tan({a})", np.tan, ("1 + y * y",), lower_tan),
+    _unary("sin", "sin(a)", np.sin, ("cos(a)",), lower_sin, fast_sin),
+    _unary("cos", "cos(a)", np.cos, ("-sin(a)",), lower_cos, fast_cos),
+    _unary("tan", "tan(a)", np.tan, ("1 + y * y",), lower_tan, kinks=("cos(a)",)),
 ]

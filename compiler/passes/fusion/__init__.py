@@ -20,9 +20,11 @@ subgraph it replaced, as a template over its operand — which listings and gene
 SymPy can write in terms of the region's own output (``exp(2x)`` → ``2y``). SymPy is imported only
 then; the default path parses patterns with symgrad's own parser.
 
-A pure pass: it never writes the op table. The entries of discovered gates come back in the
-report (``FusionReport.discovered_ops``); ``compiler.fuse`` (``compiler.gates``), which the
-compile step calls, installs them for the kernel. The modules, by responsibility: ``patterns``
+A pure pass: it never writes the op table, not even for a moment. The entries of discovered gates
+come back in the report (``FusionReport.discovered_ops``); the pass and its report read them
+through their own view (``registry.local``: seen in the thread running the pass only), and
+``compiler.fuse`` (``compiler.gates``), which the compile step calls, installs them for the
+kernel. The modules, by responsibility: ``patterns``
 (compiling gate patterns), ``matching`` (finding matches), ``rewrite`` (the rebuilt graph),
 ``discovery`` and ``report`` (what fusion did, and where unfused forms overflow).
 """
@@ -33,7 +35,7 @@ from collections.abc import Sequence
 
 from compiler.errors import GateError
 from compiler.ir.graph import Graph
-from compiler.ir.registry import OPS
+from compiler.ir.registry import OPS, local
 from compiler.ir.tensor import TensorGraph
 from compiler.ir.tensor_ops import TENSOR_GATES
 from compiler.passes.fusion.discovery import discover
@@ -46,7 +48,6 @@ from compiler.passes.fusion.report import (
     FusionReport,
     fused_nodes,
     overflow_note,
-    visible,
 )
 from compiler.passes.fusion.rewrite import rebuild
 from compiler.passes.tensor_fusion import fuse_tensor_gates
@@ -85,7 +86,7 @@ def fuse(
     if discovering:
         current, report.discovered, report.notes = discover(current)
         report.after = current
-    with visible(report.discovered_ops):
+    with local(report.discovered_ops):
         report.fused = fused_nodes(current)
     return current, report
 

@@ -14,9 +14,9 @@ import numpy as np
 from compiler.ir.graph import CONST, LEAVES, Graph
 from compiler.ir.lowering import LoweringError
 from compiler.ir.printing import evaluate, text_of
-from compiler.ir.registry import OPS
+from compiler.ir.registry import OPS, local
 from compiler.passes.fusion.matching import Match
-from compiler.passes.fusion.report import Discovered, visible
+from compiler.passes.fusion.report import Discovered
 from compiler.passes.fusion.rewrite import rebuild
 from compiler.passes.gates import discovered_spec, output_gradient
 
@@ -63,7 +63,7 @@ def discover(graph: Graph) -> tuple[Graph, list[Discovered], list[str]]:
             found.append(Discovered(spec.name, text_of(body), text_of(gradient), spec))
     if not matches:
         return graph, found, notes
-    with visible({d.gate: d.spec for d in found}):
+    with local({d.gate: d.spec for d in found}):  # this pass's view only: nothing written
         return rebuild(graph, matches), found, notes
 
 

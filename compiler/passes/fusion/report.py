@@ -3,8 +3,6 @@ and why, the cost before and after, and where the unfused forms overflow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import NamedTuple
@@ -16,7 +14,7 @@ from compiler.frontend.text import parse
 from compiler.ir.graph import Graph
 from compiler.ir.opdef import OpDef
 from compiler.ir.printing import ATOM, evaluate, render
-from compiler.ir.registry import OPS
+from compiler.ir.registry import OPS, local
 from compiler.ir.tensor_ops import TENSOR_OPS
 from compiler.passes.adjoint import adjoint, local_gradient_template
 
@@ -65,7 +63,7 @@ class FusionReport:
         """``{what: (unfused, fused)}`` for forward ops, backward ops and saved values."""
         rows: dict[str, list[int]] = {"forward ops": [], "backward ops": [], "saved values": []}
         for graph in (self.before, self.after):
-            with visible(self.discovered_ops):
+            with local(self.discovered_ops):
                 adj = adjoint(graph, self.wrt)
             ops = [i for i in adj.op_nodes()]
             rows["forward ops"].append(sum(1 for i in ops if i < adj.n_forward))
@@ -83,7 +81,7 @@ class FusionReport:
     def overflow(self) -> dict[str, str]:
         """Per replaced template: where the unfused form overflows and the gate does not."""
         found = {}
-        with visible(self.discovered_ops):
+        with local(self.discovered_ops):
             for f in self.fused:
                 if f.template not in found:
                     found[f.template] = overflow_note(f.gate, f.template)
@@ -132,21 +130,6 @@ def fused_nodes(graph: Graph) -> list[Fused]:
         )
         for i, note in sorted(graph.notes.items())
     ]
-
-
-@contextmanager
-def visible(ops: Mapping[str, OpDef]) -> Iterator[None]:
-    """The entries ``ops`` (gates discovered, not installed) readable in the op table for the
-    duration: fusion's own rewrite and report read them there. Entries already installed are
-    left as they are; the others leave again on exit, so the table ends as it began."""
-    added = [name for name in ops if name not in OPS]
-    for name in added:
-        OPS[name] = ops[name]
-    try:
-        yield
-    finally:
-        for name in added:
-            OPS.pop(name, None)
 
 
 # ------------------------------------------------------------------------------ overflow

@@ -354,3 +354,35 @@ def test_gradient_texts_parse_in_the_table():
     for op in OPS.values():
         for text in op.grads:
             parse(text)
+
+
+def test_polygamma_of_a_huge_order_answers_at_once():
+    """polygamma's zeta loop runs about n steps: an order of 1e30 (or inf) once looped for ever.
+    Past order 170 the value is SciPy's (+-inf or nan: n! is inf); from 2**53 on, and at inf, the
+    order is no natural number one can add 1 to, so nan. Run in a child: a hang fails, not hangs."""
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, numpy as np, compiler\n"
+        "n = np.array([170.0, 171.0, 200.0, 1e6, 2.0**53, 1e30, np.inf])\n"
+        "for mode in ('instant', 'compiled'):\n"
+        "    k = compiler.compile_gradient('polygamma(n, x)', mode=mode)\n"
+        "    for x in (0.5, 1.0, 3.0, 1000.0):\n"
+        "        print(mode, x, json.dumps(k(n=n, x=np.full_like(n, x)).tolist()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    from scipy.special import polygamma
+
+    for line in done.stdout.splitlines():
+        mode, x, values = line.split(" ", 2)
+        got = np.array(json.loads(values))  # Python's json reads Infinity and NaN
+        with np.errstate(all="ignore"):
+            want = polygamma(np.array([170.0, 171.0, 200.0, 1e6]), float(x))
+        np.testing.assert_array_equal(np.isnan(got[:4]), np.isnan(want), err_msg=line)
+        np.testing.assert_array_equal(got[:4][np.isinf(want)], want[np.isinf(want)], err_msg=line)
+        assert np.isnan(got[4:]).all(), line

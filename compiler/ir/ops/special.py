@@ -18,8 +18,11 @@ Values follow SciPy (``gammaln``, ``psi``, ``polygamma``); rows for the kink tab
   Away from its positive zero its error is a few ulps of the terms that cancel (the
   recurrence's sum, the reflection's pi cot(pi x)), not of the result: absolute near its zeros.
 - ``polygamma(n, x)``: the order's gradient is 0 (an integer operand, like integer-valued ops);
-  nan for an order that is not a natural number. n = 1 (trigamma): +inf at 0, at the negative
-  integers and at -inf. n >= 2: ``(-1)**(n+1) inf`` at 0 and the negative integers, and
+  nan for an order that is not a natural number, or is one from 2**53 on (where n + 1 rounds to
+  n and the sign (-1)**(n+1) means nothing; inf included). Past order 170, n! is inf and the
+  result is +-inf or nan, as SciPy's (the zeta loop stops at order ``ORDER_CAP``, so a huge
+  order answers at once). n = 1 (trigamma): +inf at 0, at the negative integers and at -inf.
+  n >= 2: ``(-1)**(n+1) inf`` at 0 and the negative integers, and
   **nan below 0 elsewhere** (the reflection needs the n-th derivative of cot; not lowered —
   SciPy's own loop there takes |x| steps). Accurate to a few ulps for orders up to about 20;
   past that x**-n and n! leave the float range before the result does.
@@ -36,6 +39,10 @@ from compiler.ir.lowering import DOUBLE, Lower
 from compiler.ir.opdef import OpDef, entry
 
 SHIFT = 10.0  # the recurrence raises x to at least this before the asymptotic series
+#: polygamma's loop runs about n steps; past n = 170, n! is inf in double and the result is
+#: +-inf or nan whatever zeta's accuracy (as SciPy's), so the loop stops at this order: a huge
+#: order (1e30) answers at once instead of looping for ever.
+ORDER_CAP = 200.0
 
 # digamma(t) ~ log t - 1/(2t) - sum B_2k / (2k t**2k), k = 1..7 (coefficients of w = 1/t**2)
 _PSI = (1 / 12, -1 / 120, 1 / 252, -1 / 240, 1 / 132, -691 / 32760, 1 / 12)
@@ -193,10 +200,10 @@ def _shift_loop(L: Lower, x, s, limit):
     return t, result
 
 
-def _hurwitz(L: Lower, s, x):
-    """zeta(s, x) for x > 0, s >= 2: the sum up to x >= s + SHIFT (where 12 terms of the
-    asymptotic series reach double precision for every s), then Euler-Maclaurin."""
-    t, total = _shift_loop(L, x, s, L.b.fadd(s, L.const(SHIFT)))
+def _hurwitz(L: Lower, s, x, reach):
+    """zeta(s, x) for x > 0, s >= 2: the sum up to x >= reach + SHIFT (with reach = s, 12 terms
+    of the asymptotic series reach double precision for every s), then Euler-Maclaurin."""
+    t, total = _shift_loop(L, x, s, L.b.fadd(reach, L.const(SHIFT)))
     # zeta(s, t) ~ t**(1-s)/(s-1) + t**-s (1/2 + sum_j B_2j/(2j)! s(s+1)..(s+2j-2) t**(1-2j))
     q, tt = L.b.fdiv(s, t), L.b.fmul(t, t)
     series = L.const(0.5)
@@ -206,8 +213,10 @@ def _hurwitz(L: Lower, s, x):
         q = L.b.fdiv(L.b.fmul(q, grow), tt)
     n = L.b.fsub(s, L.const(1))
     inner = L.b.fadd(L.b.fdiv(L.const(1), n), L.b.fdiv(series, t))
-    tail = L.b.fmul(L.intrinsic("pow", t, L.b.fneg(n)), inner)  # t**-n first: no underflow
-    tail = L.select(L.cmp("==", t, L.const(math.inf)), L.const(0), tail)
+    power = L.intrinsic("pow", t, L.b.fneg(n))
+    tail = L.b.fmul(power, inner)  # t**-n first: no underflow
+    vanishes = L.b.or_(L.cmp("==", t, L.const(math.inf)), L.cmp("==", power, L.const(0)))
+    tail = L.select(vanishes, L.const(0), tail)  # t**-n underflowed: the series is not needed
     return L.b.fadd(total, tail)
 
 
@@ -217,7 +226,8 @@ def lower_polygamma(L: Lower, n, x):
     value = L.select(L.cmp("==", n, L.const(0)), lower_digamma(L, x),
                      L.select(L.cmp("==", n, L.const(1)), lower_trigamma(L, x),
                               _polygamma_general(L, n, x)))  # fmt: skip
-    integer = L.b.and_(L.cmp(">=", n, L.const(0)), L.cmp("==", n, L.intrinsic("floor", n)))
+    whole = L.b.and_(L.cmp("==", n, L.intrinsic("floor", n)), L.cmp("<", n, L.const(2.0**53)))
+    integer = L.b.and_(L.cmp(">=", n, L.const(0)), whole)
     return L.select(integer, value, L.const(math.nan))
 
 
@@ -236,7 +246,13 @@ def _polygamma_general(L: Lower, n, x):
     )
     sign = L.select(odd, one, L.const(-1))
     s = L.b.fadd(n, one)
-    general = L.b.fmul(L.b.fmul(sign, L.libm("tgamma", s)), _hurwitz(L, s, L.intrinsic("fabs", x)))
+    zeta = _hurwitz(
+        L,
+        s,
+        L.intrinsic("fabs", x),
+        L.select(L.cmp("<", s, L.const(ORDER_CAP)), s, L.const(ORDER_CAP)),
+    )
+    general = L.b.fmul(L.b.fmul(sign, L.libm("tgamma", s)), zeta)
     pole = L.b.and_(L.cmp("<=", x, zero), L.cmp("==", x, L.intrinsic("floor", x)))
     general = L.select(pole, L.b.fmul(sign, L.const(math.inf)), general)
     return L.select(L.b.and_(L.cmp("<", x, zero), L.b.not_(pole)), L.const(math.nan), general)
@@ -249,7 +265,7 @@ def _polygamma(n, x):
 
     n, x = np.broadcast_arrays(np.asarray(n, dtype=np.float64), np.asarray(x, dtype=np.float64))
     with np.errstate(all="ignore"):
-        natural = (n >= 0) & (n == np.floor(n))
+        natural = (n >= 0) & (n == np.floor(n)) & (n < 2.0**53)
         pole = (x <= 0) & (x == np.floor(x))
         safe = np.where(natural & (n >= 2) & ((x >= 0) | pole), x, 1.0)
         general = np.where(

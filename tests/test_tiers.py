@@ -5,7 +5,8 @@
 - in ``auto`` a large call waits for LLVM's O3 code (and compiles nothing behind it), a small one
   answers from a stand-in while the final engine compiles in the background — and that stand-in
   never queues behind a long background Numba compile;
-- a script's first run leaves its kernels cached: the exiting interpreter finishes the compile.
+- a script's first run leaves its kernels cached: the exiting interpreter finishes the compile;
+  its later runs find the kernel whole on disk and do not wait for it at exit.
 
 Expected numbers come from NumPy formulas of the derivatives.
 """
@@ -270,6 +271,44 @@ def test_a_scripts_first_run_leaves_its_kernel_cached(tmp_path):
 
     run(SCRIPT)
     assert run(WARM).stdout.split() == ["numba", "False"]  # loaded, nothing compiled again
+
+
+SMALL_CALLS = """
+import atexit, time
+import numpy as np
+import compiler
+atexit.register(lambda: print(f"exit {time.perf_counter() - END:.3f}"))  # runs after symgrad's
+k = compiler.compile_gradient("x * tanh(y) + exp(-x * y) / (1 + y * y)")
+for _ in range(3):
+    k.value_and_grad(x=np.linspace(-1, 1, 5), y=0.5)
+print(k.tier)
+END = time.perf_counter()
+"""
+
+
+def test_a_script_of_small_calls_waits_at_exit_only_on_its_first_run(tmp_path):
+    """Run 1 leaves Numba's kernel cached (it may wait at exit, with the note); runs 2 and 3 find
+    it whole on disk: no exit wait for a compile, and no note claiming one."""
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", SMALL_CALLS],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        tier, exit_line = done.stdout.split("\n")[:2]
+        runs.append((tier, float(exit_line.split()[1]), done.stderr))
+    assert runs[0][0] == "llvm-O0"  # nothing cached: the stand-in answers, Numba compiles behind
+    for tier, _, stderr in runs[1:]:
+        assert tier in ("numba", "llvm-O0", "llvm-O3"), tier
+        assert "finishing" not in stderr, stderr
+    exits = [seconds for _, seconds, _ in runs]
+    assert max(exits[1:]) < background.EXIT_NOTE + 1.0, exits  # at most the rest of an import
 
 
 # ------------------------------------------------------------------ the one block runner

@@ -7,6 +7,9 @@ signatures a call uses, loading each from Numba's disk cache when it is there. B
 functions the worker checks whether it must stop. An exiting interpreter lets the compiles queued so
 far finish (a script's first run leaves its kernels cached), for at most ``EXIT_WAIT`` seconds,
 with a note on stderr after ``EXIT_NOTE``; then the compile stops after one bounded function.
+A job whose kernel is whole on disk already (``Job.on_disk``: a later run of the script, where
+Numba's kernel counts as ready only once Numba is imported, so a job loads it) fills no cache:
+the exit waits only for the step running now (the rest of Numba's import), and says nothing.
 
 A job never leaves a half-built cache entry: the module file is published atomically and whole,
 Numba writes each function's cache file atomically, and a job that fails discards the module and
@@ -21,6 +24,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from runtime import cache
@@ -76,11 +80,18 @@ class Job:
         module = None
         try:
             import_numba()
+            if stopping.is_set():
+                return  # exiting: nothing of this job started
             module = cache.load_module(self.key, self.make_source)
+            if self.on_disk() and load_cached(module, self.entry):
+                self.module, self.state = module, "ready"  # loaded: nothing compiled
+                return
+            _unmark(self.key, self.entry)  # a kernel whose files are gone: compiled again
             for name, signature in module.SIGNATURES[self.entry].items():
                 if stopping.is_set():
                     return  # exiting: what is compiled so far is cached, the rest never started
                 compile_signature(getattr(module, name), signature)
+            _mark(module, self.key, self.entry)
             self.module, self.state = module, "ready"
         except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
             if module is not None:
@@ -88,6 +99,43 @@ class Job:
             self.error, self.state = e, "failed"
         finally:
             self.done.set()
+
+    def on_disk(self) -> bool:
+        """Whether this job's product is whole on disk already: the module, and a mark written
+        once every function of the entry was compiled (so in Numba's sealed cache files). Such
+        a job only loads: an exiting interpreter need not wait for it. Known without importing
+        Numba, which is what makes the kernel count as ready in a new process."""
+        try:
+            return _read_mark(self.key, self.entry) and cache.on_disk(self.key)
+        except Exception:  # noqa: BLE001 - an unreadable cache: not on disk
+            return False
+
+
+def _mark_path(directory: Path, key: str, entry: str) -> Path:
+    """Beside Numba's cache files of the module (dropped with them by ``cache.forget``)."""
+    return directory / "__pycache__" / f"k_{key}.{entry}.compiled"
+
+
+def _mark(module: ModuleType, key: str, entry: str) -> None:
+    """Note that every function of ``entry`` is compiled into Numba's cache files."""
+    try:
+        path = _mark_path(Path(module.__file__).parent, key, entry)
+        cache.write_private(path, f"{key} {entry}".encode())
+    except Exception:  # noqa: BLE001 - no mark: the next run's exit waits, as before
+        pass
+
+
+def _read_mark(key: str, entry: str) -> bool:
+    return (
+        cache.read_private(_mark_path(cache.usable_dir(), key, entry)) == f"{key} {entry}".encode()
+    )
+
+
+def _unmark(key: str, entry: str) -> None:
+    try:
+        _mark_path(cache.usable_dir(), key, entry).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def compile_signature(dispatcher, signature: str) -> None:
@@ -130,6 +178,7 @@ class _Worker:
     def __init__(self) -> None:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self.stopping = threading.Event()
+        self.exiting = threading.Event()  # set at exit: jobs that only load are skipped
         self.abandoned = False  # set by ``abandon``: at exit, do not finish the queue
         self.current: Job | None = None
         self.thread = threading.Thread(target=self._loop, name="symgrad-compile", daemon=True)
@@ -141,21 +190,32 @@ class _Worker:
             job = self.jobs.get()
             if job is _LAST or self.stopping.is_set():
                 return
+            if self.exiting.is_set() and _on_disk(job):
+                job.done.set()  # exiting: loading it would fill no cache
+                continue
             self.current = job
             job.run(self.stopping)
             self.current = None
 
+    def _owed(self) -> int:
+        """Queued or running jobs whose product is not on disk yet: what an exit waits for."""
+        with self.jobs.mutex:
+            jobs = [*self.jobs.queue, self.current]
+        return sum(1 for job in jobs if job is not None and job is not _LAST and not _on_disk(job))
+
     def stop(self) -> None:
         """At exit: finish the compiles queued so far (up to ``EXIT_WAIT``), then stop; after
-        ``abandon``, only the function being compiled ends."""
+        ``abandon``, or when every job left only loads a kernel already on disk, only the step
+        running now ends (an import, one function)."""
+        self.exiting.set()
         self.jobs.put(_LAST)
-        if self.abandoned:
+        if self.abandoned or not self._owed():
             self.stopping.set()
             self.thread.join(EXIT_WAIT)
             return
         self.thread.join(EXIT_NOTE)
-        if self.thread.is_alive():
-            left = self.jobs.qsize() - 1 + (self.current is not None)  # not counting _LAST
+        left = self._owed() if self.thread.is_alive() else 0
+        if left:
             print(
                 f"symgrad: finishing {left} background compile(s) so the next run starts "
                 f"compiled (at most {EXIT_WAIT:.0f} s)",
@@ -168,6 +228,12 @@ class _Worker:
 
 
 _LAST = Job("", str, "")  # queued at exit: the worker stops when it gets there
+
+
+def _on_disk(job) -> bool:
+    """Whether ``job`` (a ``Job`` or another kind of job) only loads what is on disk already."""
+    check = getattr(job, "on_disk", None)
+    return bool(check()) if callable(check) else False
 
 
 _worker: list[_Worker] = []

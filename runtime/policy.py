@@ -26,7 +26,11 @@ engine that answers once everything is compiled (``final``):
 | large  | elementwise, more than `LLVM_OPS` ops                    | llvm-O3      |
 | tensor | a tensor program (`shapes=`)                             | numba        |
 
-A call is large when its work, points x forward ops, is at least `WAIT_WORK` (300,000). *ready*
+A call is large when waiting for LLVM's O3 code costs less than answering from a stand-in (see
+``large_call``): for a small or trig graph, when its work, points x forward ops, is at least
+`WAIT_WORK` (300,000); for a large graph, when the virtual machine would take longer than the O3
+compile, points x ops x `VM_NS` (6 ns) >= `O3_BASE_NS` (0.1 s) + ops x `O3_NS_PER_OP` (4 ms),
+about 700,000 points or more. *ready*
 is what answers without compiling (loaded, or on disk from any earlier run): the final engine,
 LLVM's O3 code, or nothing; Numba's kernel counts only once Numba is imported (the import,
 0.3-0.5 s, is the background thread's work). *background* is the final engine's compile for this
@@ -42,17 +46,21 @@ call pattern: idle (never started), pending, ready or failed. The first row that
 | auto     | tensor             | any   | any     | idle            | numpy   | final           |
 | auto     | tensor             | any   | any     | pending, failed | numpy   | nothing         |
 | auto     | small, trig, large | any   | llvm-O3 | any             | llvm-O3 | nothing         |
-| auto     | small, trig        | large | any     | any             | llvm-O3 | nothing         |
+| auto     | small, trig, large | large | any     | any             | llvm-O3 | nothing         |
 | auto     | small, trig        | small | any     | idle            | llvm-O0 | final           |
 | auto     | small, trig        | small | any     | pending, failed | llvm-O0 | nothing         |
-| auto     | large              | any   | any     | idle            | vm      | final           |
-| auto     | large              | any   | any     | pending, failed | vm      | nothing         |
+| auto     | large              | small | any     | idle            | vm      | final           |
+| auto     | large              | small | any     | pending, failed | vm      | nothing         |
 
-Why: a large first call waits for LLVM's O3 code (a tenth of a second, about what a stand-in
-would lose in a few calls of that size; then cached on disk), which runs about as fast as Numba's
-kernel, so nothing compiles behind it. A small call answers at once from LLVM's unoptimised code
-(the virtual machine beyond ``LLVM_OPS`` ops, whose O3 compile takes seconds) while the final
-engine compiles on the background thread and then answers. A failed background compile is
+Why: a large first call waits for LLVM's O3 code (then cached on disk), which runs about as fast
+as Numba's kernel, so nothing compiles behind it. For a small graph the wait is a tenth of a
+second, about what a stand-in would lose in a few calls of that size while Numba's kernel
+compiles behind (seconds). A large graph's O3 compile takes about a second or more, and O3 is
+what compiles behind its stand-in, so its call waits only when the virtual machine would take
+longer than the compile (a 283-op expression's value at 10^6 points: vm 1.3-1.7 s a call, the
+first call waiting for O3 0.9 s, then 0.09 s; NumPy 0.3 s). A small call answers at once from
+LLVM's unoptimised code (the virtual machine beyond ``LLVM_OPS`` ops) while the final engine
+compiles on the background thread and then answers. A failed background compile is
 reported once, as a warning, and the stand-in keeps answering. Whatever answers, a call of at
 least ``PARALLEL_WORK`` work runs its blocks on threads (``parallel``).
 """
@@ -71,9 +79,20 @@ ENGINES = ("numba", "llvm-O3", "llvm-O0", "vm", "numpy")
 #: Below it, a stand-in answers within a few milliseconds and the wait would not be repaid.
 WAIT_WORK = 300_000
 
-#: Graphs of up to this many forward ops may wait for the O3 kernel (compiled in about 0.3 s at
-#: most: a 120-op chain took 0.16 s); larger ones answer from the virtual machine.
-WAIT_OPS = 128
+#: A large graph's (more than ``LLVM_OPS`` ops) call waits for the O3 kernel when the virtual
+#: machine would take longer than the compile: points x ops x ``VM_NS`` >= ``O3_BASE_NS`` + ops x
+#: ``O3_NS_PER_OP`` (nanoseconds). Measured (a busy 2-core machine, a kernel's value at 2 x 10^5
+#: points, graphs of 50/150/300/600 forward ops; compile = first call - steady call):
+#:   tanh(x*c + y)*x terms: O3 compile 0.66/1.84/3.39/5.98 s (about 10 ms an op), vm 10.7/11.3/
+#:     10.8/10.0 ns per point-op, NumPy 3.4/2.7/2.7/2.7, O3 kernel 1.6-1.9;
+#:   (x*c + y)*x - y*c terms (57/177/357/717 ops): O3 compile 0.14/0.31/0.43/0.75 s (about 1 ms
+#:     an op), vm 2.1/1.8/2.0/1.7 ns per point-op, NumPy 1.1/0.7/0.7/0.6;
+#:   the first LLVM compile of a process costs ~0.3 s more (LLVM's set-up), once.
+#: Costly ops cost more in both, so the break-even stays near 10^6 points; the constants are the
+#: middle of the range (a 283-op expression in the audit: O3 0.9 s, vm 1.3-1.7 s at 10^6 points).
+VM_NS = 6
+O3_BASE_NS = 100_000_000
+O3_NS_PER_OP = 4_000_000
 
 #: The final engine is LLVM's (``runtime.llvm_tier``) for graphs of more than this many forward
 #: ops, Numba's below. Measured (value_and_grad, 100,000 points, first call / steady call): a
@@ -137,9 +156,24 @@ def choose(stats: Stats, points: int, mode: str, ready: frozenset[str], backgrou
     behind = goal if background == "idle" else None
     if stats.tensor:
         return Choice("numpy", behind)
-    if "llvm-O3" in ready or (points * stats.ops >= WAIT_WORK and stats.ops <= WAIT_OPS):
+    if "llvm-O3" in ready or large_call(stats, points):
         return Choice("llvm-O3")  # as fast as Numba's kernel: nothing more to compile
     return Choice("vm" if stats.ops > LLVM_OPS else "llvm-O0", behind)
+
+
+def wait_work(stats: Stats) -> int:
+    """The least work (points x forward ops) of a call that waits for LLVM's O3 kernel: for a
+    large graph, where the virtual machine's time reaches the O3 compile's (its stand-in answers
+    only while O3 compiles behind); for a smaller one ``WAIT_WORK`` (Numba compiles behind for
+    seconds, so a wait of a tenth of a second is repaid over a few calls)."""
+    if stats.ops <= LLVM_OPS:
+        return WAIT_WORK
+    return -(-(O3_BASE_NS + stats.ops * O3_NS_PER_OP) // VM_NS)
+
+
+def large_call(stats: Stats, points: int) -> bool:
+    """Whether a call of ``points`` elements waits for LLVM's O3 kernel (the tables' *large*)."""
+    return points * stats.ops >= wait_work(stats)
 
 
 def parallel(stats: Stats, points: int) -> bool:

@@ -62,8 +62,8 @@ def examples(graph: str) -> list[Stats]:
 
 
 def calls(stats: Stats, size: str) -> list[int]:
-    """Points of a small call (work below ``WAIT_WORK``) or a large one."""
-    edge = -(-policy.WAIT_WORK // stats.ops)  # the fewest points of a large call
+    """Points of a small call (work below ``wait_work``) or a large one."""
+    edge = -(-policy.wait_work(stats) // stats.ops)  # the fewest points of a large call
     return [1, edge - 1] if size == "small" else [edge, 10 * edge]
 
 
@@ -128,7 +128,9 @@ def test_every_threshold_is_the_policys():
     """The thresholds the table names are the module's, at the values the table states."""
     assert (policy.LLVM_OPS, policy.WAIT_WORK) == (128, 300_000)
     assert "`LLVM_OPS` (128)" in policy.__doc__ and "`WAIT_WORK` (300,000)" in policy.__doc__
-    assert policy.WAIT_OPS >= policy.LLVM_OPS  # the table's "small, trig ... large call" row
+    doc = " ".join(policy.__doc__.split())
+    assert (policy.VM_NS, policy.O3_BASE_NS, policy.O3_NS_PER_OP) == (6, 100_000_000, 4_000_000)
+    assert "`VM_NS` (6 ns) >= `O3_BASE_NS` (0.1 s) + ops x `O3_NS_PER_OP` (4 ms)" in doc
     assert policy.parallel(Stats(8), policy.PARALLEL_WORK // 8)
     assert not policy.parallel(Stats(8), policy.PARALLEL_WORK // 8 - 1)
 

@@ -5,7 +5,8 @@
 - in ``auto`` a large call waits for LLVM's O3 code (and compiles nothing behind it), a small one
   answers from a stand-in while the final engine compiles in the background — and that stand-in
   never queues behind a long background Numba compile;
-- a script's first run leaves its kernels cached: the exiting interpreter finishes the compile.
+- a script's first run leaves its kernels cached: the exiting interpreter finishes the compile;
+  its later runs find the kernel whole on disk and do not wait for it at exit.
 
 Expected numbers come from NumPy formulas of the derivatives.
 """
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,9 @@ def private_cache(tmp_path, monkeypatch):
         # auto, a call large enough to repay the O3 compile waits for it; nothing behind
         (SMALL, BIG, "auto", NONE, "idle", Choice("llvm-O3")),
         (TRIG, BIG, "auto", NONE, "pending", Choice("llvm-O3")),
-        (LARGE, BIG, "auto", NONE, "idle", Choice("vm", "llvm-O3")),  # O3 would take seconds
+        (LARGE, BIG, "auto", NONE, "idle", Choice("vm", "llvm-O3")),  # vm: faster than O3's compile
+        (LARGE, 10**6, "auto", NONE, "idle", Choice("llvm-O3")),  # vm: slower than O3's compile
+        (Stats(283), 10**6, "auto", NONE, "pending", Choice("llvm-O3")),
         # auto, something ready
         (SMALL, 10, "auto", frozenset({"numba"}), "idle", Choice("numba")),
         (SMALL, 10, "auto", NONE, "ready", Choice("numba")),
@@ -74,6 +78,19 @@ def test_the_wait_threshold_is_on_work_not_points():
     points = policy.WAIT_WORK // 7 + 1
     assert choose(Stats(7), points, "auto", NONE, "idle").now == "llvm-O3"
     assert choose(Stats(1), points, "auto", NONE, "idle").now == "llvm-O0"
+
+
+def test_a_large_graph_waits_when_the_vm_would_outlast_the_compile():
+    """Beyond ``LLVM_OPS`` ops the threshold grows with the O3 compile: a call waits when the
+    virtual machine's estimated time (points x ops x ``VM_NS``) reaches the compile's."""
+    for ops in (policy.LLVM_OPS + 1, 283, 600, 5000):
+        stats = Stats(ops)
+        compile_ns = policy.O3_BASE_NS + ops * policy.O3_NS_PER_OP
+        edge = -(-compile_ns // (ops * policy.VM_NS))  # the fewest points the vm takes longer
+        assert choose(stats, edge, "auto", NONE, "idle") == Choice("llvm-O3"), ops
+        assert choose(stats, edge - 1, "auto", NONE, "idle") == Choice("vm", "llvm-O3"), ops
+        assert 5 * 10**5 <= edge <= 10**6  # a 10^6-point call always waits, 10^5 never
+    assert choose(Stats(7), 10**5, "auto", NONE, "idle").now == "llvm-O3"  # small: WAIT_WORK
 
 
 # ------------------------------------------------------------------ mode and tier
@@ -119,6 +136,30 @@ def test_a_large_call_waits_for_llvm_o3_and_compiles_nothing_behind(private_cach
     again = compiler.compile_gradient(EXPR)  # as in a new process: from the disk, at once
     check(again.value_and_grad(x=x[:3], y=0.5), x[:3], 0.5)
     assert again.tier == "llvm-O3" and not again._jobs
+
+
+def chain(ops: int) -> tuple[str, Callable]:
+    """A large graph of cheap ops (its O3 compile stays well under a second) and its NumPy value:
+    terms (x*c + y)*x - y*d, four ops each, plus the adds between them."""
+    cs = [(k / 7, k / 3) for k in range(1, ops // 5 + 2)]
+    text = " + ".join(f"(x*{c!r} + y)*x - y*{d!r}" for c, d in cs)
+    return text, lambda x, y: sum((x * c + y) * x - y * d for c, d in cs)
+
+
+def test_a_large_graphs_big_first_call_waits_for_llvm_o3(private_cache):
+    """More than ``LLVM_OPS`` ops, a call where the vm would outlast the O3 compile: it waits for
+    O3 (never the vm, slower than NumPy on the same work) and compiles nothing behind."""
+    text, value = chain(policy.LLVM_OPS + 20)
+    k = compiler.compile_gradient(text)
+    assert k._ops > policy.LLVM_OPS
+    n = -(-policy.wait_work(k._tiers.stats) // k._ops)
+    x, y = np.linspace(-1, 1, n), np.linspace(0.5, 1.5, n)
+    np.testing.assert_allclose(k(x=x, y=y), value(x, y), rtol=1e-12, atol=1e-12)
+    assert k.tier == "llvm-O3" and not k._jobs
+    small = compiler.compile_gradient(chain(policy.LLVM_OPS + 24)[0])
+    small(x=x[:1000], y=y[:1000])
+    assert small.tier == "vm" and small._jobs  # a small call answers at once, O3 behind
+    assert small.wait(timeout=300)
 
 
 def test_a_small_call_answers_from_a_stand_in_then_the_final_engine(private_cache):
@@ -230,6 +271,44 @@ def test_a_scripts_first_run_leaves_its_kernel_cached(tmp_path):
 
     run(SCRIPT)
     assert run(WARM).stdout.split() == ["numba", "False"]  # loaded, nothing compiled again
+
+
+SMALL_CALLS = """
+import atexit, time
+import numpy as np
+import compiler
+atexit.register(lambda: print(f"exit {time.perf_counter() - END:.3f}"))  # runs after symgrad's
+k = compiler.compile_gradient("x * tanh(y) + exp(-x * y) / (1 + y * y)")
+for _ in range(3):
+    k.value_and_grad(x=np.linspace(-1, 1, 5), y=0.5)
+print(k.tier)
+END = time.perf_counter()
+"""
+
+
+def test_a_script_of_small_calls_waits_at_exit_only_on_its_first_run(tmp_path):
+    """Run 1 leaves Numba's kernel cached (it may wait at exit, with the note); runs 2 and 3 find
+    it whole on disk: no exit wait for a compile, and no note claiming one."""
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", SMALL_CALLS],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        tier, exit_line = done.stdout.split("\n")[:2]
+        runs.append((tier, float(exit_line.split()[1]), done.stderr))
+    assert runs[0][0] == "llvm-O0"  # nothing cached: the stand-in answers, Numba compiles behind
+    for tier, _, stderr in runs[1:]:
+        assert tier in ("numba", "llvm-O0", "llvm-O3"), tier
+        assert "finishing" not in stderr, stderr
+    exits = [seconds for _, seconds, _ in runs]
+    assert max(exits[1:]) < background.EXIT_NOTE + 1.0, exits  # at most the rest of an import
 
 
 # ------------------------------------------------------------------ the one block runner

@@ -38,7 +38,7 @@ import inspect
 import math
 import pkgutil
 
-from compiler.ir.opdef import OpDef
+from compiler.ir.opdef import OP_NAME, OpDef
 
 
 def _collect() -> list[OpDef]:
@@ -71,7 +71,13 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 def register(op: OpDef, sympy_form=None) -> None:
     """Add (or replace) one op at run time: one entry is all every tier needs. ``sympy_form``
-    is its definition as SymPy (else its ``definition`` is read as built-in, trusted text)."""
+    is its definition as SymPy (else its ``definition`` is read as built-in, trusted text).
+    ``ValueError`` for a name that is not a plain identifier (``OP_NAME``): it reaches generated
+    code."""
+    if not (isinstance(op.name, str) and OP_NAME.fullmatch(op.name)):
+        raise ValueError(
+            f"op name {op.name!r} must be an ASCII letter then letters, digits or underscores"
+        )
     OPS[op.name] = op
     if _is_function(op):
         FUNCTIONS[op.name] = op.name

@@ -114,7 +114,11 @@ def callable_name(op: str) -> str:
             f"then letters, digits or underscores"
         )
     clash = op in BUILTIN_NAMES or keyword.iskeyword(op) or op in _generated_names()
+    clash = clash or _REGION.fullmatch(op) is not None
     return f"{op}_" if clash or op.endswith("_") else op
+
+
+_REGION = re.compile(r"[a-z]+_loop[0-9]+")  # a tensor module's loop functions: fwd_loop0
 
 
 @functools.cache
@@ -127,7 +131,8 @@ def _generated_names() -> frozenset[str]:
     names |= {f"{e}_serial" for e in entries.ENTRIES}
     for allowed in IMPORTS.values():
         names |= allowed if isinstance(allowed, set) else set()
-    return frozenset(names | {"math", "np"})
+    constants = "INPUTS USED BACKWARD_READS WRT SAVED SEEDED KINDS SIGNATURES".split()
+    return frozenset(names | {"math", "np", *constants})
 
 
 def op_of_callable(name: str) -> str | None:

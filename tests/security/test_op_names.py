@@ -115,6 +115,7 @@ def test_callable_names_are_distinct_and_invert():
 def test_a_callable_name_is_never_one_of_the_generated_modules_own():
     own = set(numba_source._RESERVED) | set(tensor_source._RESERVED) | set(entries.ENTRIES)
     own |= {f"{e}_serial" for e in entries.ENTRIES}
+    own |= {"INPUTS", "USED", "BACKWARD_READS", "WRT", "SAVED", "SEEDED", "KINDS", "SIGNATURES"}
     for op in [*OPS, *own]:
         assert callable_name(op) not in own, op
 
@@ -146,7 +147,9 @@ def op_like_exp():
         registry.unregister(name)
 
 
-@pytest.mark.parametrize("name", ["forward", "np", "OPS", "math", "value_and_grad", "i5", "serial"])
+@pytest.mark.parametrize(
+    "name", ["forward", "np", "OPS", "math", "value_and_grad", "i5", "serial", "INPUTS", "KINDS"]
+)
 def test_an_op_named_like_generated_code_computes_right(op_like_exp, name):
     op_like_exp(name)
     k = compiler.compile_gradient(f"{name}(x) * y", mode="compiled")
@@ -252,3 +255,30 @@ def test_inputs_named_like_the_ops_they_meet(mode, shaped):
     np.testing.assert_allclose(v, value, rtol=1e-12)
     for name, want in grads.items():
         np.testing.assert_allclose(g[name], want, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("shaped", [False, True])
+def test_every_top_level_name_of_a_generated_module_is_known_to_callable_name(shaped):
+    """A name a generated module defines, assigns or imports for itself (all but the ops'
+    intrinsics) is one ``callable_name`` steers clear of: a new one added to a writer is caught
+    here (an op named ``INPUTS`` once replaced the module's constant)."""
+    import ast
+
+    shapes = {"x": ("n",), "y": ("n",)} if shaped else None
+    text = "sum(x * y * y + exp(x))" if shaped else "x * y * y + exp(x)"
+    k = compiler.compile_gradient(text, shapes=shapes, mode="compiled")
+    k.value_and_grad(x=X, y=Y)
+    tree = ast.parse(k.source)
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module != "runtime.numba_ops":
+            names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    assert "forward" in names and ("fwd_loop0" in names) == shaped
+    kept = sorted(n for n in names if callable_name(n) == n)
+    assert not kept, f"an op named {kept[0]!r} would take the generated module's name"

@@ -142,3 +142,6 @@ def _check_name(name: object) -> None:
         raise GateError(f"gate name '{name}' is reserved")
     if name in CONSTANTS or (name in OPS and OPS[name].origin != "user"):
         raise GateError(f"'{name}' is already a built-in op or constant")
+    if name in vars(functions) and not (name in OPS and OPS[name].origin == "user"):
+        # compiler.ops.<name> would replace one of that module's own (sum, OPS, install)
+        raise GateError(f"'{name}' is already a function or name of compiler.ops")

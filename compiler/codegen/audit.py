@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
 import re
 
 from compiler import pyast
 from compiler.errors import CompileError
+from compiler.ir.opdef import OP_NAME
 
 NUMBA_DOCSTRING = "symgrad kernels (generated: edit the graph, not this file)."
 TENSOR_DOCSTRING = "symgrad tensor kernel (generated: edit the graph, not this file)."
@@ -102,8 +104,35 @@ def comment(text: str) -> str:
 # ------------------------------------------------------------------------------ op intrinsics
 def callable_name(op: str) -> str:
     """The name generated Numba source calls ``op``'s intrinsic by (``runtime.numba_ops``): the
-    op's name, with a trailing underscore where that is a Python builtin or keyword (``abs_``)."""
-    return f"{op}_" if op in BUILTIN_NAMES or keyword.iskeyword(op) else op
+    op's name, with a trailing underscore where that is a Python builtin or keyword (``abs_``),
+    one of the generated module's own names (``forward_``, ``np_``) or itself ends with one (a
+    gate ``abs_`` is ``abs__``: no two ops ever share a name). An op name that is not a plain
+    identifier is never written (``CompileError``)."""
+    if not (isinstance(op, str) and OP_NAME.fullmatch(op)):
+        raise CompileError(
+            f"the op name {op!r} cannot be written into generated code: an op's name is a letter "
+            f"then letters, digits or underscores"
+        )
+    clash = op in BUILTIN_NAMES or keyword.iskeyword(op) or op in _generated_names()
+    clash = clash or _REGION.fullmatch(op) is not None
+    return f"{op}_" if clash or op.endswith("_") else op
+
+
+_REGION = re.compile(r"[a-z]+_loop[0-9]+")  # a tensor module's loop functions: fwd_loop0
+
+
+@functools.cache
+def _generated_names() -> frozenset[str]:
+    """The names generated modules define or import for themselves (read from the writers, which
+    import this module: hence on first use)."""
+    from compiler.codegen import entries, numba_source, tensor_source
+
+    names = {*numba_source._RESERVED, *tensor_source._RESERVED, *entries.ENTRIES}
+    names |= {f"{e}_serial" for e in entries.ENTRIES}
+    for allowed in IMPORTS.values():
+        names |= allowed if isinstance(allowed, set) else set()
+    constants = "INPUTS USED BACKWARD_READS WRT SAVED SEEDED KINDS SIGNATURES".split()
+    return frozenset(names | {"math", "np", *constants})
 
 
 def op_of_callable(name: str) -> str | None:
@@ -111,7 +140,7 @@ def op_of_callable(name: str) -> str | None:
     from compiler.ir.registry import OPS
 
     for op in (name, name[:-1] if name.endswith("_") else None):
-        if op in OPS and callable_name(op) == name and name.isidentifier():
+        if op in OPS and OP_NAME.fullmatch(op) and callable_name(op) == name:
             return op
     return None
 

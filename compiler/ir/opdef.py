@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+#: An op's name: generated code calls its lowering by it (``compiler.codegen.audit``'s
+#: ``callable_name``), so it is a plain ASCII identifier, never text to escape.
+OP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,11 @@ import importlib
 import inspect
 import math
 import pkgutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from compiler.ir.opdef import OpDef
+from compiler.ir.opdef import OP_NAME, OpDef
 
 
 def _collect() -> list[OpDef]:
@@ -124,7 +124,13 @@ CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 def register(op: OpDef, sympy_form=None) -> None:
     """Add (or replace) one op at run time: one entry is all every tier needs. ``sympy_form``
-    is its definition as SymPy (else its ``definition`` is read as built-in, trusted text)."""
+    is its definition as SymPy (else its ``definition`` is read as built-in, trusted text).
+    ``ValueError`` for a name that is not a plain identifier (``OP_NAME``): it reaches generated
+    code."""
+    if not (isinstance(op.name, str) and OP_NAME.fullmatch(op.name)):
+        raise ValueError(
+            f"op name {op.name!r} must be an ASCII letter then letters, digits or underscores"
+        )
     OPS[op.name] = op
     if _is_function(op):
         FUNCTIONS[op.name] = op.name
@@ -151,20 +157,10 @@ def unregister(name: str) -> None:
 
 
 _VERSION = [0]
-_ON_CHANGE: list[Callable[[], None]] = []
-
-
-def on_change(forget: Callable[[], None]) -> None:
-    """Call ``forget`` whenever an entry is registered or withdrawn: for caches of what is
-    derived from entries by name (the adjoint's gradient templates), which would otherwise
-    outlive an entry registered anew under the same name."""
-    _ON_CHANGE.append(forget)
 
 
 def _changed() -> None:
     _VERSION[0] += 1
-    for forget in _ON_CHANGE:
-        forget()
 
 
 def version() -> int:

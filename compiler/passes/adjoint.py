@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from functools import cache
 
 from compiler.errors import InputError
-from compiler.ir import registry
 from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
-from compiler.ir.registry import OPS, placeholders, sympy_definition
+from compiler.ir.registry import OPS, placeholders, sympy_definition, version
 from compiler.ir.tensor import TENSOR_LEAVES, TensorGraph
 from compiler.ir.tensor_ops import TENSOR_OPS
 
@@ -296,10 +295,14 @@ def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], outpu
     return made[result]
 
 
-@cache
 def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
     """The local gradient template as steps: (input, its position among the op's operands and
     its output), (const, value) or (op, step refs)."""
+    return _steps(op, k, version())
+
+
+@cache
+def _steps(op: str, k: int, _version: int) -> tuple[tuple[tuple, ...], int]:
     template = local_gradient_template(op, k)
     names = {name: i for i, name in enumerate(("a", "b", "c")[: OPS[op].arity] + ("y",))}
     steps = tuple(
@@ -309,12 +312,18 @@ def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
     return steps, template.outputs[0]
 
 
-@cache
 def local_gradient_template(op: str, k: int) -> Graph:
     """∂op/∂(operand k) as a small graph over inputs ``a``, ``b`` and the output ``y``.
 
-    Stated in the registry where given, else ``sympy.diff`` of the op's definition.
+    Stated in the registry where given, else ``sympy.diff`` of the op's definition. Cached per
+    version of the table: an entry registered anew under its name (a gate withdrawn and defined
+    again) gets its own gradient, never the old entry's.
     """
+    return _template(op, k, version())
+
+
+@cache
+def _template(op: str, k: int, _version: int) -> Graph:
     spec = OPS[op]
     if spec.grads is not None:
         from compiler.frontend.text import parse
@@ -331,6 +340,4 @@ def local_gradient_template(op: str, k: int) -> Graph:
     return template
 
 
-# Both caches hold an entry's gradients by its name: a name registered anew must not keep them.
-registry.on_change(local_gradient_template.cache_clear)
-registry.on_change(_gradient_steps.cache_clear)
+local_gradient_template.cache_clear = _template.cache_clear  # type: ignore[attr-defined]

@@ -63,14 +63,17 @@ def run_dot(args: list[str], source: str, timeout: float | None = None) -> bytes
     """``dot args`` on ``source``: its output, or a DrawError. It runs in a session of its own,
     killed as a group at the time limit or on KeyboardInterrupt (then re-raised)."""
     limit = dot_timeout() if timeout is None else timeout
-    proc = subprocess.Popen(
-        [dot_program(), *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    program, proc = dot_program(), None
+    held = _hold_interrupts()  # a Ctrl-C inside Popen would lose dot's pid: dot ran on
     try:
+        proc = subprocess.Popen(
+            [program, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        _release_interrupts(held)  # one that came meanwhile is raised here, with proc known
         out, err = proc.communicate(source.encode(), timeout=limit)
     except subprocess.TimeoutExpired:
         _kill(proc)
@@ -80,11 +83,36 @@ def run_dot(args: list[str], source: str, timeout: float | None = None) -> bytes
             "draw(..., timeout=seconds) or SYMGRAD_DRAW_TIMEOUT=seconds"
         ) from None
     except BaseException:  # KeyboardInterrupt, or a failed write: leave nothing running
-        _kill(proc)
+        if proc is not None:
+            _kill(proc)
         raise
+    finally:
+        _release_interrupts(held)
     if proc.returncode != 0:
         raise DrawError(f"dot failed: {err.decode(errors='replace').strip()}")
     return out
+
+
+def _hold_interrupts() -> list | None:
+    """Hold SIGINT back (main thread only: where Python runs signal handlers): ``[handler,
+    signals that came, released]``, for ``_release_interrupts``."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    came: list = []
+    return [signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum)), came, False]
+
+
+def _release_interrupts(held: list | None) -> None:
+    """Put the SIGINT handler back and deliver a Ctrl-C that came while held (once)."""
+    if held is None or held[2]:
+        return
+    held[2] = True
+    handler = held[0] if held[0] is not None else signal.default_int_handler
+    signal.signal(signal.SIGINT, handler)
+    if held[1]:
+        signal.raise_signal(signal.SIGINT)
 
 
 def _kill(proc: subprocess.Popen) -> None:

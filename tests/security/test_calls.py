@@ -212,3 +212,16 @@ def test_outputs_the_caller_still_holds_are_never_reused(private_cache, mode):
             np.testing.assert_allclose(g[name], want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(view, (xs[1] * xs[1] * y + np.exp(xs[1]))[10:20], rtol=1e-12)
     assert not np.shares_memory(first[0], last[0]) and not np.shares_memory(value, last[0])
+
+
+# ------------------------------------------------------------------ Python's round() of a traced value
+@pytest.mark.parametrize("mode", ["compiled", "instant"])
+def test_round_of_a_traced_value_is_numpys_round(private_cache, mode):
+    """``round(x)`` in a traced callable was a bare TypeError; it is the ``round`` op: NumPy's
+    round half to even, gradient 0 (a step function)."""
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, 0.49999999999999994, 3.7, -2.2])
+    k = compiler.compile_gradient(lambda x, y: round(x) * y, mode=mode)
+    value, grads = k.value_and_grad(x=x, y=np.full_like(x, 3.0))
+    np.testing.assert_array_equal(value, np.round(x) * 3.0)
+    np.testing.assert_array_equal(grads["x"], np.zeros_like(x))
+    np.testing.assert_array_equal(grads["y"], np.round(x))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import compiler
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,6 +38,17 @@ def gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state in ("Z", "X")
+
+
+def all_gone(pids: list[int], within: float = 10.0) -> bool:
+    """Every process has exited, allowing ``within`` seconds for a SIGKILL sent to a group to
+    land: on a loaded machine a killed grandchild can still show as running for a moment."""
+    deadline = time.monotonic() + within
+    while not all(gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @pytest.fixture
@@ -81,7 +94,7 @@ def test_a_slow_dot_is_killed_with_its_group_at_the_timeout(slow_dot):
     assert "within 1 s" in run.stdout and "SYMGRAD_DRAW_TIMEOUT" in run.stdout
     found = recorded(pids)
     assert len(found) == 2  # dot and the child it started
-    assert all(gone(pid) for pid in found), found
+    assert all_gone(found), found
 
 
 def test_the_timeout_can_be_given_to_draw(slow_dot):
@@ -96,7 +109,7 @@ def test_the_timeout_can_be_given_to_draw(slow_dot):
         timeout=60,
     )
     assert run.stdout.startswith("DrawError:") and "within 0.5 s" in run.stdout, run.stderr
-    assert all(gone(pid) for pid in recorded(pids))
+    assert all_gone(recorded(pids))
 
 
 def test_ctrl_c_during_layout_kills_dot(slow_dot):
@@ -118,7 +131,7 @@ def test_ctrl_c_during_layout_kills_dot(slow_dot):
     finally:
         proc.kill()
     assert "KeyboardInterrupt" in err  # the interrupt reaches the caller...
-    assert all(gone(pid) for pid in recorded(pids))  # ...after dot's group is gone
+    assert all_gone(recorded(pids))  # ...after dot's group was killed
 
 
 def test_a_huge_graph_is_refused_before_dot_runs():
@@ -182,4 +195,28 @@ def test_ctrl_c_in_the_cli_while_drawing_is_one_line(slow_dot, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130 and err == "symgrad: interrupted\n", err
-    assert all(gone(pid) for pid in recorded(pids))
+    assert all_gone(recorded(pids))
+
+
+def test_ctrl_c_while_dot_is_starting_still_kills_it(slow_dot, monkeypatch):
+    """Ctrl-C after dot has started but before ``Popen`` has returned its handle (a loaded
+    machine runs the child first: about 1 run in 5 of the CLI test above) left dot and its child
+    running, as nothing held their pid. The interrupt is now held back until the handle exists."""
+    from compiler.viz import render
+
+    env, pids = slow_dot
+    monkeypatch.setenv("PATH", env["PATH"])
+
+    class InterruptedWhileStarting(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            deadline = time.monotonic() + 60
+            while len(recorded(pids)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C landing inside Popen would
+
+    monkeypatch.setattr(render.subprocess, "Popen", InterruptedWhileStarting)
+    with pytest.raises(KeyboardInterrupt):
+        compiler.draw("x * y").svg()
+    assert len(recorded(pids)) == 2
+    assert all_gone(recorded(pids))

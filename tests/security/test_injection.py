@@ -15,6 +15,7 @@ test poisoned would be served to the next (the title was once not part of the ca
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -459,3 +460,14 @@ def test_titles_of_small_sympy_expressions_are_their_text():
 
     x, y = sympy.symbols("x y")
     assert _title(sympy.sin(x) * y) == "y*sin(x)"
+
+
+@pytest.mark.parametrize("name", list(PAYLOADS))
+def test_a_comment_is_one_line_of_printable_ascii(name):
+    """``comment`` on its own (the audit behind it would also refuse a broken line, so the
+    end-to-end tests above pass even without the escaping)."""
+    from compiler.codegen.audit import comment
+
+    text = comment(PAYLOADS[name].format(p='"/nonexistent/marker"'))
+    assert text.isascii() and text.isprintable() and '"' not in text
+    assert len(ast.parse(f"x = 1  # {text}\n").body) == 1

@@ -298,6 +298,7 @@ class Kernel:
         return self._tiers.answer((pattern, entry), points)
 
     def _instant_module(self, pattern: Pattern):
+        pattern = _pattern(pattern)
         kinds, dtype = pattern
         with self._lock:
             if pattern not in self._instant:
@@ -328,7 +329,8 @@ class Kernel:
         def make_source() -> str:
             from compiler.codegen import numba_source
 
-            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title, dtype=dtype)
+            width = {} if dtype == "float64" else {"dtype": dtype}
+            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title, **width)
 
         return make_source
 

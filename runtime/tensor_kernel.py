@@ -245,7 +245,8 @@ class TensorKernel:
         def make_source() -> str:
             from compiler.codegen.tensor_source import generate_tensor
 
-            return generate_tensor(self.adjoint, self.title, fused, dtype)
+            width = {} if dtype == "float64" else {"dtype": dtype}
+            return generate_tensor(self.adjoint, self.title, fused, **width)
 
         return make_source
 

@@ -241,7 +241,7 @@ class Kernel:
         """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice; in
         ``auto`` the final engine's compile is queued behind it if the policy says so)."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        return self._tiers.answer(((kinds, lay.dtype.name), entry), lay.n)
+        return self._tiers.answer(((kinds, lay.dtype_name), entry), lay.n)
 
     def _uses_llvm(self) -> bool:
         """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
@@ -384,7 +384,7 @@ class _Engines:
         entry is compiled now (a stand-in must answer; O3 is waited for)."""
         pattern, entry = key
         module = self.k._engine(name, pattern)
-        if hasattr(module, "compiled"):  # LLVM's (not Numba's, answering for a dtype)
+        if name.startswith("llvm") and not isinstance(module, ModuleType):  # not Numba's stand-in
             module.compiled(entry)
         return module
 

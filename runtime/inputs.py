@@ -55,6 +55,8 @@ def bind(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str,
                 " with those names are passed by position)"
             )
         raise InputError(f"missing input(s) {missing}; the inputs are {list(names)}{hint}")
+    if all(type(v) is np.ndarray and v.dtype is _FLOAT64 for v in values.values()):
+        return {n: values[n] for n in names}  # the common case, first: float64 arrays
     arrays = {n: as_real_array(n, values[n]) for n in names}
     dtype = call_dtype([(values[n], arrays[n]) for n in names])
     return {n: a.astype(dtype, copy=False) for n, a in arrays.items()}
@@ -119,6 +121,7 @@ class Layout:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     expanded: set[str] = field(default_factory=set)
     dtype: np.dtype = _FLOAT64  # the call's (``call_dtype``)
+    dtype_name: str = "float64"
 
 
 def broadcast_shape(values: dict[str, np.ndarray]) -> tuple[int, ...]:
@@ -136,13 +139,17 @@ def arrange(values: dict[str, np.ndarray], shape: tuple[int, ...] | None = None)
     """Flatten each value for the loop, choosing its kind. A single number is a Python float
     for float64 (as Numba's float64 parameters take it at once), a NumPy float32 for float32."""
     shape = broadcast_shape(values) if shape is None else shape
-    layout = Layout(shape=shape, n=math.prod(shape), dtype=dtype_of(values))
+    layout = Layout(shape=shape, n=math.prod(shape))
+    dtype = dtype_of(values)
+    f64 = dtype is _FLOAT64 or dtype == _FLOAT64
+    if not f64:
+        layout.dtype, layout.dtype_name = dtype, "float32"  # bind's only other dtype
     for name, v in values.items():
         layout.shapes[name] = v.shape
         if v.size == 1:
             number = v.reshape(-1)[0]
             layout.kinds[name] = "s"
-            layout.flat[name] = number if v.dtype == _FLOAT32 else float(number)
+            layout.flat[name] = float(number) if f64 else number
             continue
         layout.kinds[name] = "a"
         if v.shape != shape:

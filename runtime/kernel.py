@@ -20,8 +20,7 @@ change engine between two calls (or between a ``vjp``'s forward and its pullback
 
 A call pattern is the inputs' kinds and the call's dtype (``runtime.inputs.call_dtype``: NumPy's
 promotion): float32 inputs run float32 modules and give float32 outputs, cached apart from the
-float64 ones. An engine that cannot compute in float32 (``_computes``) hands a float32 call to
-the Numba engine, which always can.
+float64 ones, on every engine (each module takes a ``dtype``; float64 modules are as before).
 """
 
 from __future__ import annotations
@@ -241,16 +240,12 @@ class Kernel:
         """The module that runs ``entry`` now (``runtime.tiers``: the policy's choice; in
         ``auto`` the final engine's compile is queued behind it if the policy says so)."""
         kinds = "".join(lay.kinds[n] for n in self.inputs) + seed_kind
-        return self._tiers.answer(((kinds, lay.dtype.name), entry), lay.n)
+        return self._tiers.answer(((kinds, lay.dtype_name), entry), lay.n)
 
     def _uses_llvm(self) -> bool:
         """Whether the final engine is LLVM's rather than Numba's: for large graphs, and for
         graphs with sin or cos, which LLVM's code vectorises and Numba's calls one at a time."""
         return self._tiers.goal == "llvm-O3"
-
-    def _uses_llvm_for(self, pattern: Pattern) -> bool:
-        """``_uses_llvm`` for one pattern: Numba's when LLVM's code cannot take its dtype."""
-        return self._uses_llvm() and _computes("llvm", pattern[1])
 
     def _llvm_module(self, pattern: Pattern, optimise: bool | None = None):
         """LLVM's code for ``pattern``: by default the compiled tier's (O3 when LLVM is that
@@ -275,11 +270,8 @@ class Kernel:
             return self._llvm[pattern, optimise]
 
     def _engine(self, name: str, pattern: Pattern):
-        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``pattern``; Numba's
-        for an engine that cannot compute in the pattern's dtype."""
+        """The module of engine ``name`` (``runtime.policy.ENGINES``) for ``pattern``."""
         pattern = _pattern(pattern)
-        if name != "numba" and not _computes("vm" if name == "vm" else "llvm", pattern[1]):
-            name = "numba"
         if name == "vm":
             return self._instant_module(pattern)
         if name == "numba":
@@ -298,6 +290,7 @@ class Kernel:
         return self._tiers.answer((pattern, entry), points)
 
     def _instant_module(self, pattern: Pattern):
+        pattern = _pattern(pattern)
         kinds, dtype = pattern
         with self._lock:
             if pattern not in self._instant:
@@ -328,7 +321,8 @@ class Kernel:
         def make_source() -> str:
             from compiler.codegen import numba_source
 
-            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title, dtype=dtype)
+            width = {} if dtype == "float64" else {"dtype": dtype}
+            return numba_source.generate(self.adjoint, self.inputs, kinds, self.title, **width)
 
         return make_source
 
@@ -382,7 +376,7 @@ class _Engines:
         entry is compiled now (a stand-in must answer; O3 is waited for)."""
         pattern, entry = key
         module = self.k._engine(name, pattern)
-        if hasattr(module, "compiled"):  # LLVM's (not Numba's, answering for a dtype)
+        if name.startswith("llvm"):
             module.compiled(entry)
         return module
 
@@ -393,12 +387,10 @@ class _Engines:
         Numba's kernel counts only once Numba is imported: importing it costs 0.3-0.5 s, which
         the background thread pays, loading the kernel from disk, while LLVM's code answers."""
         pattern, entry = key
-        llvm = self.k._uses_llvm_for(pattern)
-        if _computes("llvm", pattern[1]):  # loaded if on disk: it answers (``ready``) if not final
-            o3 = self.k._llvm_module(pattern, optimise=True)
-            if o3.cached(entry) and llvm:
-                return o3
-        if llvm or not background.numba_imported():
+        o3 = self.k._llvm_module(pattern, optimise=True)
+        if o3.cached(entry) and self.k._uses_llvm():
+            return o3
+        if self.k._uses_llvm() or not background.numba_imported():
             return None
         background.import_numba()
         module = cache.cached_module(self.k._key(pattern))
@@ -415,7 +407,7 @@ class _Engines:
     def job(self, key: tuple[str, str]) -> background.Job:
         """The final engine's compile, for the background thread."""
         pattern, entry = key
-        if self.k._uses_llvm_for(pattern):
+        if self.k._uses_llvm():
             from runtime.llvm_tier import Job
 
             return Job(self.k._llvm_module(pattern), entry)
@@ -458,25 +450,6 @@ class Pool:
 def _pattern(pattern: Pattern | str) -> Pattern:
     """A pattern; kinds alone (as tests and benchmarks name one) are float64's."""
     return (pattern, "float64") if isinstance(pattern, str) else pattern
-
-
-def _computes(engine: str, dtype: str) -> bool:
-    """Whether ``engine`` (``"llvm"`` or ``"vm"``) computes in ``dtype``: always in float64; in
-    float32 once its module takes a ``dtype`` (runtime.llvm_tier, runtime.instant)."""
-    if dtype == "float64":
-        return True
-    if engine not in _WIDTHS:
-        import inspect
-
-        if engine == "llvm":
-            from runtime.llvm_tier import LLVMModule as made
-        else:
-            from runtime.instant import InstantModule as made
-        _WIDTHS[engine] = "dtype" in inspect.signature(made).parameters
-    return _WIDTHS[engine]
-
-
-_WIDTHS: dict[str, bool] = {}
 
 
 def _free_count() -> int:
@@ -569,8 +542,9 @@ def _check_buffer(what: str, buf: Any, shape: tuple[int, ...], dtype: np.dtype) 
 def _value_buffer(lay: Layout, out: np.ndarray | None, empty=np.empty) -> np.ndarray:
     if out is None:
         return empty(max(lay.n, 1), lay.dtype)
-    checked = _check_buffer("the value", out, lay.shape, lay.dtype)
-    return checked if lay.n else np.empty(1, lay.dtype)
+    if not lay.n:
+        return np.empty(1, lay.dtype)
+    return _check_buffer("the value", out, lay.shape, lay.dtype)
 
 
 def _grad_buffers(lay: Layout, wrt: tuple[str, ...], out: dict | None, empty=np.empty) -> dict:

@@ -245,7 +245,8 @@ class TensorKernel:
         def make_source() -> str:
             from compiler.codegen.tensor_source import generate_tensor
 
-            return generate_tensor(self.adjoint, self.title, fused, dtype)
+            width = {} if dtype == "float64" else {"dtype": dtype}
+            return generate_tensor(self.adjoint, self.title, fused, **width)
 
         return make_source
 
@@ -260,7 +261,7 @@ class TensorKernel:
 
     def _run(self, entry: str, args: list):
         points = _points(args) if self.mode == "auto" else 0
-        dtype = _dtype(args).name
+        dtype = "float64" if _dtype(args) is _FLOAT64 else "float32"  # (np.dtype.name is slow)
         module = self._tiers.answer(every_entry(dtype), points)
         fused = module is not self._modules.get((False, dtype))
         with ignore_errors():  # NumPy's nan and inf, without its warnings
@@ -316,10 +317,10 @@ def _key_dtype(key: str) -> str:
 def _dtype(values: list) -> np.dtype:
     """A bound call's dtype (``_bind`` gives every value the same): float64 without inputs."""
     for v in values:
-        if isinstance(v, (np.ndarray, np.float32)):
-            return v.dtype
-        if isinstance(v, float):
+        if type(v) is float:
             return _FLOAT64
+        if isinstance(v, (np.ndarray, np.float32)):
+            return _FLOAT64 if v.dtype == _FLOAT64 else _FLOAT32
     return _FLOAT64
 
 

@@ -30,7 +30,7 @@ import compiler
 from compiler.codegen import numba_source
 from compiler.codegen.audit import check_python
 from compiler.errors import CompileError, InputError
-from runtime import cache, kernel, policy
+from runtime import cache, policy
 from runtime.inputs import call_dtype
 
 RTOL, ATOL = 2e-5, 2e-6
@@ -468,7 +468,7 @@ def test_a_tensor_program_of_elementwise_ops_and_reductions_in_float32(mode):
     indirect=["tier"],
 )
 def test_each_tier_answers_float32_itself(tier, engine):
-    """No engine hands a float32 call to another: the VM, Numba and LLVM all compute in it."""
+    """Each engine answers a float32 call itself: the VM, Numba and LLVM all compute in it."""
     k = compiler.compile_gradient("x * tanh(y) + exp(-x * y)", mode=tier)
     x = np.linspace(-1, 1, 9, dtype=np.float32)
     value, grads = k.value_and_grad(x=x, y=0.25)
@@ -477,4 +477,26 @@ def test_each_tier_answers_float32_itself(tier, engine):
     x64 = x.astype(np.float64)
     close(value, x64 * np.tanh(0.25) + np.exp(-x64 * 0.25))
     close(grads["x"], np.tanh(0.25) - 0.25 * np.exp(-x64 * 0.25))
-    assert all(kernel._computes(e, "float32") for e in ("vm", "llvm"))
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled"])
+def test_cross_entropy_with_small_integer_labels_in_float32(mode):
+    """int8 labels with float32 logits compute in float32 (NumPy: int8 + float32 is float32);
+    take_along_axis and its adjoint (scatter_along_axis, float64 in NumPy) stay float32."""
+    shapes = {"z": ("B", "C"), "y": ("B", 1)}
+    text = "-mean(take_along_axis(log_softmax(z, axis=1), y, axis=1))"
+    k = compiler.compile_gradient(text, shapes=shapes, wrt=["z"], mode=mode)
+    rng = np.random.default_rng(7)
+    z = (rng.normal(size=(6, 5)) * 3).astype(np.float32)
+    labels = rng.integers(0, 5, size=6).astype(np.int8)
+    value, grads = k.value_and_grad(z=z, y=labels[:, None])
+    assert type(value) is np.float32 and grads["z"].dtype == F32
+    z64 = z.astype(np.float64)
+    p = np.exp(z64 - z64.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    rows = np.arange(6)
+    close(value, -np.mean(np.log(p[rows, labels])))
+    want = p.copy()
+    want[rows, labels] -= 1
+    close(grads["z"], want / 6)
+    assert type(k(z=z, y=labels.astype(np.int64)[:, None])) is float  # int64: float64 (NumPy)

@@ -10,9 +10,9 @@ costs nothing and the optimiser sees the op's instructions in the loop. A float3
 
 An op with a ``fast`` form (sin, cos) is also printed as ``@op.<name>.fast.f64`` returning
 ``{double, i1}`` (``.f32``: ``{float, i1}``): the value and whether the point needs ``lower``'s
-exact path. A user's or a
-discovered gate has the lowering of its stable form (``compiler.ir.lowering.lower_graph``); an op
-without a lowering is ``LoweringError``, never a KeyError or a recursion.
+exact path. A user's or a discovered gate has the lowering of its stable form
+(``compiler.ir.lowering.lower_graph``); an op without a lowering is ``LoweringError``, never a
+KeyError or a recursion.
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ def gradcheck(
     """Compare ``kernel.grad`` with central differences of ``sum(kernel(...))``, entry by entry.
 
     The step is ``eps * max(1, |x|)``; nan/inf entries are skipped (no finite difference exists).
+    Inputs are taken in float64 (float32 ones too: a 1e-6 step is below float32's resolution).
     """
-    values = bind(kernel.inputs, args, kwargs)
+    values = {n: v.astype(np.float64) for n, v in bind(kernel.inputs, args, kwargs).items()}
     grads = kernel.grad(**values)
     worst = GradcheckResult(0.0, None, 0.0, 0.0, tolerance)
     for name in kernel.wrt:

@@ -11,7 +11,7 @@ it reads, the same for ``TensorKernel``):
 - ``"instant"``: the same entries run as data by the virtual machine of ``runtime.instant``, which
   is compiled once per machine (LLVM IR, no Numba) — a new expression answers at once;
 - ``"auto"`` (the default): the final engine if it is loaded or on disk. Else a large call
-  (``policy.WAIT_WORK``) waits for LLVM's O3 code (a tenth of a second) and a small one answers
+  (``policy.large_call``) waits for LLVM's O3 code (a tenth of a second) and a small one answers
   from LLVM's unoptimised code (the virtual machine for large graphs), while the final engine
   compiles on a background thread and takes over once ready.
 

@@ -250,6 +250,13 @@ def test_gradcheck_on_arrays():
     assert result.ok
 
 
+def test_gradcheck_of_float32_inputs_steps_in_float64():
+    """A 1e-6 step is below float32's resolution near 1: differences taken in float32 would be
+    noise (errors of order 0.1), so gradcheck evaluates float32 inputs in float64."""
+    result = runtime.gradcheck(K(), x=X31.astype(np.float32), y=Y14.astype(np.float32))
+    assert result.ok and result.max_error < 1e-6, str(result)
+
+
 class _WrongGradient:
     """A kernel whose gradient of y is off by 1 % at one entry: gradcheck must notice."""
 

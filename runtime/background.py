@@ -86,12 +86,12 @@ class Job:
             if self.on_disk() and load_cached(module, self.entry):
                 self.module, self.state = module, "ready"  # loaded: nothing compiled
                 return
-            _unmark(self.key, self.entry)  # a kernel whose files are gone: compiled again
+            unmark(self.key, self.entry)  # a kernel whose files are gone: compiled again
             for name, signature in module.SIGNATURES[self.entry].items():
                 if stopping.is_set():
                     return  # exiting: what is compiled so far is cached, the rest never started
                 compile_signature(getattr(module, name), signature)
-            _mark(module, self.key, self.entry)
+            mark(module, self.key, self.entry)
             self.module, self.state = module, "ready"
         except BaseException as e:  # noqa: BLE001 - reported to the user's thread, never raised here
             if module is not None:
@@ -105,35 +105,36 @@ class Job:
         once every function of the entry was compiled (so in Numba's sealed cache files). Such
         a job only loads: an exiting interpreter need not wait for it. Known without importing
         Numba, which is what makes the kernel count as ready in a new process."""
-        try:
-            return _read_mark(self.key, self.entry) and cache.on_disk(self.key)
-        except Exception:  # noqa: BLE001 - an unreadable cache: not on disk
-            return False
+        return marked(self.key, self.entry)
 
 
-def _mark_path(directory: Path, key: str, entry: str) -> Path:
+def _mark_path(directory: Path, key: str, entry: str, prefix: str = "k") -> Path:
     """Beside Numba's cache files of the module (dropped with them by ``cache.forget``)."""
-    return directory / "__pycache__" / f"k_{key}.{entry}.compiled"
+    return directory / "__pycache__" / f"{prefix}_{key}.{entry}.compiled"
 
 
-def _mark(module: ModuleType, key: str, entry: str) -> None:
+def mark(module: ModuleType, key: str, entry: str, prefix: str = "k") -> None:
     """Note that every function of ``entry`` is compiled into Numba's cache files."""
     try:
-        path = _mark_path(Path(module.__file__).parent, key, entry)
+        path = _mark_path(Path(module.__file__).parent, key, entry, prefix)
         cache.write_private(path, f"{key} {entry}".encode())
     except Exception:  # noqa: BLE001 - no mark: the next run's exit waits, as before
         pass
 
 
-def _read_mark(key: str, entry: str) -> bool:
-    return (
-        cache.read_private(_mark_path(cache.usable_dir(), key, entry)) == f"{key} {entry}".encode()
-    )
-
-
-def _unmark(key: str, entry: str) -> None:
+def marked(key: str, entry: str, prefix: str = "k") -> bool:
+    """Whether ``entry`` of the module is whole on disk (its mark and its sealed module), known
+    without importing Numba."""
     try:
-        _mark_path(cache.usable_dir(), key, entry).unlink(missing_ok=True)
+        path = _mark_path(cache.usable_dir(), key, entry, prefix)
+        return cache.read_private(path) == f"{key} {entry}".encode() and cache.on_disk(key, prefix)
+    except Exception:  # noqa: BLE001 - an unreadable cache: not on disk
+        return False
+
+
+def unmark(key: str, entry: str, prefix: str = "k") -> None:
+    try:
+        _mark_path(cache.usable_dir(), key, entry, prefix).unlink(missing_ok=True)
     except OSError:
         pass
 

@@ -379,8 +379,8 @@ class _WarmUp:
 
     def __init__(self, kernel: TensorKernel, dtype: str = "float64"):
         self.kernel, self.entry, self.dtype = kernel, every_entry(dtype), dtype
-        key, make = kernel._key(True, dtype), kernel._source_maker(True, dtype)
-        self.make_source = background.on_this_thread(key, make, prefix="t")
+        self.key, make = kernel._key(True, dtype), kernel._source_maker(True, dtype)
+        self.make_source = background.on_this_thread(self.key, make, prefix="t")
         self.state = "pending"
         self.module: ModuleType | None = None
         self.error: BaseException | None = None
@@ -390,7 +390,7 @@ class _WarmUp:
         k, module = self.kernel, None
         try:
             background.import_numba()
-            module = cache.load_module(k._key(True, self.dtype), self.make_source, prefix="t")
+            module = cache.load_module(self.key, self.make_source, prefix="t")
             values, seed = k._tiny_call(self.dtype)
             with ignore_errors():
                 module.forward(*values)
@@ -398,6 +398,7 @@ class _WarmUp:
                 if k.wrt:
                     _, saved = module.forward_save(*values)
                     module.backward(*values, *saved, seed)
+            background.mark(module, self.key, self.entry, prefix="t")
             self.module, self.state = module, "ready"
         except BaseException as e:  # noqa: BLE001 - the instant tier keeps answering
             if module is not None:
@@ -405,3 +406,8 @@ class _WarmUp:
             self.error, self.state = e, "failed"
         finally:
             self.done.set()
+
+    def on_disk(self) -> bool:
+        """Whether every loop was warmed up into Numba's cache by an earlier run: this job then
+        only loads, and an exiting interpreter need not wait for it (``runtime.background``)."""
+        return background.marked(self.key, self.entry, prefix="t")

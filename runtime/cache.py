@@ -606,7 +606,9 @@ def _numba_classes():
 
     class SafeFunctionCache(FunctionCache):
         """A cache that cannot fail a compile: an unreadable entry is a miss, an unwritable
-        one (a full disk, a deleted directory) is not saved (said once, for a full disk)."""
+        one (a full disk, a deleted directory) is not saved; a full or read-only disk moves the
+        process's later kernels to its stand-in (one warning for the directory, as a module
+        that cannot be written)."""
 
         def load_overload(self, sig, target_context):
             try:
@@ -621,12 +623,8 @@ def _numba_classes():
                 super().save_overload(sig, data)
             except FileNotFoundError:
                 pass  # the cache directory was deleted meanwhile: the next compile saves it
-            except OSError as e:
-                _warn_once(
-                    "numba-save",
-                    f"symgrad cannot save compiled kernels in {self._cache_path} ({e}); "
-                    "they are compiled again by the next process",
-                )
+            except OSError as e:  # a full or read-only disk: this process moves to its
+                _fall_back(Path(self._cache_path).parent, str(e))  # stand-in, said once
 
     return SealedCacheFile, SafeFunctionCache, NullCache
 

@@ -63,6 +63,21 @@ CHILD = ARRAYS + textwrap.dedent(
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real_write(fd, data)
         os.write = write
+    if spec.get("budget") is not None:  # a nearly full disk: this many bytes fit, then none
+        left = [spec["budget"]]
+        real_write_ = os.write
+        def write_(fd, data):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                target = ""
+            if target.startswith(cache_dir):
+                if len(data) > left[0]:
+                    left[0] = 0
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                left[0] -= len(data)
+            return real_write_(fd, data)
+        os.write = write_
     if spec.get("read_only"):  # nothing can be created or written in the cache directory
         real_open, real_mkdir = os.open, os.mkdir
         writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
@@ -400,6 +415,16 @@ def test_a_full_disk_compiles_in_a_private_stand_in(tmp_path):
     report = run_child(tmp_path / "cache", arg=json.dumps({"full": ["CACHE"], "offsets": [2, 3]}))
     assert_right(report, [2, 3])
     [warning] = cache_warnings(report)  # once, for eight kernels
+    assert "No space left on device" in warning
+
+
+def test_a_disk_filling_up_is_said_once(tmp_path):
+    """A nearly full disk: the first small modules fit, then Numba's larger files fail, then the
+    modules too. One warning (it was two: Numba's files, then the module folder), and every
+    kernel after it compiles in the private stand-in."""
+    report = run_child(tmp_path / "cache", arg=json.dumps({"budget": 6000, "offsets": [2, 3]}))
+    assert_right(report, [2, 3])
+    [warning] = cache_warnings(report)
     assert "No space left on device" in warning
 
 

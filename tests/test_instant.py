@@ -8,8 +8,11 @@ entry of the Kernel API: broadcasting, seeds, ``out=`` buffers, ``vjp``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -481,3 +484,27 @@ def test_tensor_auto_failed_background_compile_warns_and_stays_instant(private_c
         warnings.simplefilter("error")  # warned once, not at every call
         k.value_and_grad(**args)
     assert len(list(private_cache.glob("t_*.py"))) == 1  # the instant module; nothing half-built
+
+
+def test_an_entry_put_in_the_table_by_hand_gets_a_machine_of_its_own():
+    """An entry added to the table past ``register`` (as a test's monkeypatch does) shifts the
+    op codes of the machine's own instructions: the program must run on a machine built for that
+    table, never on the one built before (which read its codes as other instructions and crashed
+    the process). In a child, so a crash fails the test instead of ending the run."""
+    script = (
+        "import dataclasses, numpy as np, compiler\n"
+        "from compiler.ir.registry import OPS\n"
+        "X = np.linspace(0.1, 1, 5)\n"
+        "print(compiler.compile_gradient('exp(x) * 2', mode='instant')(x=X).tolist())\n"
+        "OPS['by_hand'] = dataclasses.replace(OPS['exp'], name='by_hand')\n"
+        "k = compiler.compile_gradient(lambda x: x.apply('by_hand', x) * 2, mode='instant')\n"
+        "print(k(x=X).tolist())\n"
+        "del OPS['by_hand']\n"
+        "print(compiler.compile_gradient('exp(x) * 3', mode='instant')(x=X).tolist())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    x = np.linspace(0.1, 1, 5)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    np.testing.assert_allclose(lines, [2 * np.exp(x), 2 * np.exp(x), 3 * np.exp(x)], rtol=1e-15)

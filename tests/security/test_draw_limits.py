@@ -22,12 +22,26 @@ import compiler
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def interruptible() -> None:
+    """In a child before it runs: Ctrl-C as a terminal gives it. A suite started in the
+    background by a non-interactive shell ignores SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _python_handles_ctrl_c(monkeypatch):
+    """This process too: Python's KeyboardInterrupt handler, whatever the suite inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def child(code: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh Python, with this tree first on the path."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout,
-        cwd=ROOT,
+        cwd=ROOT, preexec_fn=interruptible,
     )  # fmt: skip
 
 
@@ -120,6 +134,7 @@ def test_ctrl_c_during_layout_kills_dot(slow_dot):
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 60
@@ -184,6 +199,7 @@ def test_ctrl_c_in_the_cli_while_drawing_is_one_line(slow_dot, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT), "SYMGRAD_CACHE_DIR": str(tmp_path / "c"),
              **env},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        preexec_fn=interruptible,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120

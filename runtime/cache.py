@@ -88,7 +88,7 @@ def cache_dir() -> Path:
 def environment_fingerprint() -> str:
     """Versions, CPU and symgrad's own code: anything that changes the machine code.
 
-    Every ``.py`` of the ``compiler`` and ``runtime`` packages, path included (2 ms): a rule
+    Every ``.py`` of the ``compiler`` and ``runtime`` packages, path included (3 ms): a rule
     changed anywhere (an adjoint, a fusion pass) must never meet a kernel built before it.
     Read without importing Numba (a third of a second): a NumPy-only kernel never needs it."""
     import numpy

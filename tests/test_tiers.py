@@ -254,23 +254,20 @@ print(k.tier, bool(k._jobs))
 """
 
 
+def run_script(code: str, cache_dir: Path) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter (a new run of a user's script) with the kernel cache
+    ``cache_dir``; it must succeed."""
+    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_a_scripts_first_run_leaves_its_kernel_cached(tmp_path):
-    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
-
-    def run(code: str) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return done
-
-    run(SCRIPT)
-    assert run(WARM).stdout.split() == ["numba", "False"]  # loaded, nothing compiled again
+    run_script(SCRIPT, tmp_path / "cache")
+    warm = run_script(WARM, tmp_path / "cache")
+    assert warm.stdout.split() == ["numba", "False"]  # loaded, nothing compiled again
 
 
 SMALL_CALLS = """
@@ -307,18 +304,9 @@ def test_a_script_of_small_calls_waits_at_exit_only_on_its_first_run(tmp_path, k
     program, whose background job warms its loops into Numba's cache."""
     setup, first, later = SCRIPTS[kind]
     script = SMALL_CALLS.replace("import compiler\n", "import compiler\n" + setup)
-    env = {**os.environ, "SYMGRAD_CACHE_DIR": str(tmp_path / "cache")}
     runs = []
     for _ in range(3):
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        done = run_script(script, tmp_path / "cache")
         tier, exit_line = done.stdout.split("\n")[:2]
         runs.append((tier, float(exit_line.split()[1]), done.stderr))
     assert runs[0][0] == first  # nothing cached: the stand-in answers, Numba compiles behind

@@ -82,6 +82,17 @@ INFIX = {"add": "{a} + {b}", "sub": "{a} - {b}", "mul": "{a} * {b}", "div": "{a}
 INFIX["neg"] = "-{a}"
 
 
+def typed_constant(value: float, dtype: str, constants: dict[str, str], namer: Namer) -> str:
+    """``value`` in code of ``dtype``: its literal in float64; in float32 the name of a
+    module-level float32 number (``constants``: literal -> name, one per value)."""
+    text = literal(value)
+    if dtype == "float64":
+        return text
+    if text not in constants:
+        constants[text] = namer.claim(f"c{len(constants) + 1}")
+    return constants[text]
+
+
 class Calls:
     """How generated Numba source computes each op, and what it imports for that: plain
     arithmetic (``INFIX``) as Python's operators, every other op as a call of its intrinsic
@@ -201,12 +212,7 @@ class ModuleWriter:
     def constant(self, value: float) -> str:
         """A constant: a literal in float64; in float32 a module-level float32 number, named
         once per value (a literal would make its line float64)."""
-        text = literal(value)
-        if self.dtype == "float64":
-            return text
-        if text not in self.constants:
-            self.constants[text] = self.namer.claim(f"c{len(self.constants) + 1}")
-        return self.constants[text]
+        return typed_constant(value, self.dtype, self.constants, self.namer)
 
     def load(self, a: int, slot: int) -> str:
         """A value read back from the block's temporaries (float64 rows: exact for float32)."""

@@ -25,7 +25,14 @@ import re
 from dataclasses import dataclass, field
 
 from compiler.codegen.audit import TENSOR_DOCSTRING, callable_name, check_python, comment, data
-from compiler.codegen.numba_source import INFIX, Calls, Namer, exponent_of, literal
+from compiler.codegen.numba_source import (
+    INFIX,
+    Calls,
+    Namer,
+    exponent_of,
+    literal,
+    typed_constant,
+)
 from compiler.ir import reductions  # the names runtime.reductions gives generated kernels
 from compiler.ir.graph import CONST, INPUT, SEED
 from compiler.ir.registry import OPS
@@ -292,12 +299,7 @@ class TensorWriter:
     def loop_constant(self, value: float) -> str:
         """A constant in a loop: a literal in float64; in float32 a module-level float32
         number (``numba_source``'s reason: a literal would make its line float64)."""
-        text = literal(value)
-        if self.dtype == "float64":
-            return text
-        if text not in self.constants:
-            self.constants[text] = self.namer.claim(f"c{len(self.constants) + 1}")
-        return self.constants[text]
+        return typed_constant(value, self.dtype, self.constants, self.namer)
 
     def out_name(self, i: int) -> str:
         if i not in self.outs:

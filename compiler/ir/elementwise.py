@@ -1,0 +1,185 @@
+"""An op applied to arrays by its own lowering: ``apply(OPS["exp"], x)`` is ``out[i] = exp(x[i])``
+compiled from ``OpDef.lower``, so a value computed outside a compiled kernel (the tensor instant
+tier, ``compiler.ops`` on numbers, the numbers of a drawing) has the compiled kernels' bits, not
+NumPy's (NumPy's exp, tanh, erf or cbrt differ from the lowerings in the last bit at 5-50% of
+points). NumPy is left the test oracle (``OpDef.numpy``) and the broadcasting and allocation.
+
+Per op entry, float width and operand pattern (each operand an array of the output's shape or a
+single element), one loop ``void run(i64 n, ptr out, ptr a, ptr b, ptr c)`` is generated and
+compiled with LLVM's O3 pipeline for this CPU, so it vectorises as the Numba kernels' loops do;
+the lowering is inlined in the same form they use (``vector`` unless the op has a ``fast`` form:
+``runtime.numba_ops``). A single-element operand is loaded once before the loop; other
+broadcasts are materialised by NumPy. The function is called through ctypes (about 2 µs a call).
+
+Each engine gets its own LLVM context and target machine: LLVM's global context is Numba's,
+which may be compiling on its background thread (``compiler.ir.folding`` says the same).
+``set_object_cache`` lets the runtime (``runtime.llvm_jit``'s sealed disk cache) keep the
+object code, so a new process loads a loop instead of compiling it (a few ms an op); this
+module sits in ``compiler/ir`` and imports nothing above it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from compiler.ir.lowering import DOUBLE, FLOAT, LoweringError, function_of
+from compiler.ir.opdef import OpDef
+
+_ARGS = 3  # the widest op (where, clip)
+_SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_int64, *[ctypes.c_void_p] * (1 + _ARGS))
+_WIDTHS = {np.dtype(np.float64): DOUBLE, np.dtype(np.float32): FLOAT}
+_lock = threading.Lock()
+# (op name, dtype, pattern) -> (the entry compiled, engine and context (kept alive), function)
+_compiled: dict[tuple, tuple[OpDef, object, Callable]] = {}
+_initialised: list[bool] = []
+#: (read(key) -> bytes | None, store(key, bytes)), set by the runtime; None: compile each time.
+_object_cache: list = [None]
+
+
+def set_object_cache(read: Callable[[str], bytes | None], store: Callable[[str, bytes], None]):
+    """Keep compiled loops' object code with ``store`` and look them up with ``read``."""
+    _object_cache[0] = (read, store)
+
+
+def apply(spec: OpDef, *operands):
+    """``spec`` elementwise over ``operands`` (numbers or arrays, broadcast as NumPy does), by
+    its lowering. The result's dtype is float32 when NumPy's promotion of the operands gives
+    float32 (Python numbers are weak), else float64; all-0-d operands give a NumPy scalar."""
+    if len(operands) != spec.arity:
+        raise TypeError(f"{spec.name} takes {spec.arity} operand(s), got {len(operands)}")
+    dtype = _dtype(operands)
+    arrays = [np.asarray(a) for a in operands]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    out = np.empty(shape, dtype=dtype)
+    if out.size:
+        prepared = [_prepared(a, shape, dtype) for a in arrays]
+        pattern = tuple(p.size == 1 and out.size != 1 for p in prepared)
+        run = loop(spec, dtype, pattern)
+        pointers = [p.ctypes.data for p in prepared] + [None] * (_ARGS - len(prepared))
+        run(out.size, out.ctypes.data, *pointers)
+    if all(a.ndim == 0 for a in arrays):
+        return out[()]
+    return out
+
+
+def _dtype(operands) -> np.dtype:
+    try:
+        promoted = np.result_type(*operands)
+    except TypeError:
+        promoted = np.result_type(*(np.asarray(a, dtype=np.float64) for a in operands))
+    return np.dtype(np.float32 if promoted == np.float32 else np.float64)
+
+
+def _prepared(a: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """``a`` as the loop reads it: one element, or contiguous of the output's shape."""
+    if a.size == 1:
+        return np.ascontiguousarray(a, dtype=dtype).reshape(1)
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def loop(spec: OpDef, dtype, pattern: tuple[bool, ...]) -> Callable:
+    """The compiled loop of ``spec`` at ``dtype``; ``pattern[k]`` says operand k is one element."""
+    key = (spec.name, np.dtype(dtype), pattern)
+    with _lock:
+        made = _compiled.get(key)
+        if made is None or made[0] is not spec:
+            made = (spec, *_compile(spec, np.dtype(dtype), pattern))
+            _compiled[key] = made
+    return made[2]
+
+
+def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...]) -> str:
+    """IR text of the loop: ``out[i] = op(a[i] or a[0], ...)`` for i < n."""
+    from llvmlite import ir
+
+    if spec.lower is None:
+        raise LoweringError(spec.name, "elementwise")
+    ty = _WIDTHS[np.dtype(dtype)]
+    module, op = function_of("op", spec.lower, spec.arity, ty, vector=spec.fast is None)
+    ptr = ir.PointerType(ty)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [ptr] * 4), "run")
+    for arg in fn.args[1:]:
+        arg.add_attribute("noalias")
+    n, out, *inputs = fn.args
+    entry, body, done = (fn.append_basic_block(s) for s in ("entry", "loop", "done"))
+    b = ir.IRBuilder(entry)
+    single = {k: b.load(inputs[k]) for k in range(spec.arity) if pattern[k]}
+    b.cbranch(b.icmp_signed(">", n, ir.Constant(n.type, 0)), body, done)
+    b.position_at_end(body)
+    i = b.phi(n.type)
+    i.add_incoming(ir.Constant(n.type, 0), entry)
+    args = [single[k] if k in single else b.load(b.gep(inputs[k], [i])) for k in range(spec.arity)]
+    b.store(b.call(op, args), b.gep(out, [i]))
+    after = b.add(i, ir.Constant(n.type, 1))
+    i.add_incoming(after, body)
+    b.cbranch(b.icmp_signed("<", after, n), body, done)
+    b.position_at_end(done)
+    b.ret_void()
+    return str(module)
+
+
+def _compile(spec: OpDef, dtype: np.dtype, pattern: tuple[bool, ...]) -> tuple[tuple, Callable]:
+    binding = _binding()
+    text = loop_text(spec, dtype, pattern)
+    key = _cache_key(binding, text)
+    cache = _object_cache[0]
+    obj = cache[0](key) if cache is not None else None
+    if obj is None:
+        obj = _object_code(binding, text)
+        if cache is not None:
+            cache[1](key, obj)
+    context = binding.create_context()  # not Numba's global one (see the module's docstring)
+    engine = binding.create_mcjit_compiler(
+        binding.parse_assembly("", context), _target_machine(binding)
+    )
+    engine.add_object_file(binding.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return (engine, context), _SIGNATURE(engine.get_function_address("run"))
+
+
+def _object_code(binding, text: str) -> bytes:
+    """The loop's object code: LLVM's O3 pipeline (it vectorises), then code generation."""
+    context = binding.create_context()
+    module = binding.parse_assembly(text, context=context)
+    module.verify()
+    machine = _target_machine(binding)
+    options = binding.create_pipeline_tuning_options(speed_level=3)
+    builder = binding.create_pass_builder(machine, options)
+    builder.getModulePassManager().run(module, builder)
+    return machine.emit_object(module)
+
+
+def _cache_key(binding, text: str) -> str:
+    """The IR, this CPU and LLVM's version: object code is only reused where it was made."""
+    cpu = f"{binding.get_host_cpu_name()} {binding.get_host_cpu_features().flatten()}"
+    seed = "\0".join([text, cpu, ".".join(map(str, binding.llvm_version_info))])
+    return "elementwise_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def _target_machine(binding):
+    """This CPU (its vector width), code generation at O2, for the JIT: as the runtime's."""
+    target = binding.Target.from_default_triple()
+    return target.create_target_machine(
+        cpu=binding.get_host_cpu_name(),
+        features=binding.get_host_cpu_features().flatten(),
+        opt=2,
+        jit=True,
+    )
+
+
+def _binding():
+    """``llvmlite.binding``, its native target initialised once (under ``_lock``)."""
+    import llvmlite.binding as binding
+
+    if not _initialised:
+        binding.initialize_native_target()
+        binding.initialize_native_asmprinter()
+        _initialised.append(True)
+    return binding

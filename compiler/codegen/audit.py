@@ -156,7 +156,7 @@ IMPORTS = {
     "runtime.jit": {"FLAGS", "serial"},
     "runtime.numba_ops": "ops",  # the intrinsics of ops in the table, by ``callable_name``
     "runtime.reductions": "*",
-    "compiler.ir.registry": {"OPS"},
+    "runtime.elementwise": {"elementwise"},  # an op over arrays by its lowering
 }
 #: Builtins the generated code calls; every other builtin name is refused (the Namer keeps
 #: input names off all of them).
@@ -212,7 +212,7 @@ def _check_top(s: ast.stmt) -> None:
     elif isinstance(s, ast.Assign):
         if len(s.targets) != 1 or not isinstance(s.targets[0], ast.Name):
             _refuse(f"line {s.lineno} assigns to something other than a name")
-        if not (_literal(s.value) or _alias(s.value) or _numpy_of(s.value) or _float32(s.value)):
+        if not (_literal(s.value) or _alias(s.value) or _elementwise(s.value) or _float32(s.value)):
             _refuse(f"line {s.lineno} assigns something other than a constant")
     elif isinstance(s, ast.FunctionDef):
         if not all(_njit(d) for d in s.decorator_list):
@@ -289,15 +289,19 @@ def _alias(value: ast.expr) -> bool:
     )
 
 
-def _numpy_of(value: ast.expr) -> bool:
-    """``OPS["exp"].numpy``: an op's NumPy function."""
+def _elementwise(value: ast.expr) -> bool:
+    """``elementwise("exp")``: an op of the table over arrays, by its lowering."""
+    from compiler.ir.registry import OPS
+
     return (
-        isinstance(value, ast.Attribute)
-        and value.attr == "numpy"
-        and isinstance(value.value, ast.Subscript)
-        and isinstance(value.value.value, ast.Name)
-        and value.value.value.id == "OPS"
-        and isinstance(value.value.slice, ast.Constant)
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "elementwise"
+        and len(value.args) == 1
+        and not value.keywords
+        and isinstance(value.args[0], ast.Constant)
+        and isinstance(value.args[0].value, str)
+        and value.args[0].value in OPS
     )
 
 

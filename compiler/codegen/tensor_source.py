@@ -183,7 +183,7 @@ class TensorWriter:
             elif n.op != CONST:
                 self.ident[i] = self.namer.claim(adj.names[i])
         self.calls = Calls()  # what the loops call: noted as they are written
-        self.numpy_ops: dict[str, str] = {}  # op -> the name of its NumPy function
+        self.lowered_ops: dict[str, str] = {}  # op -> the name of its elementwise function
         self.outs: dict[int, str] = {}  # node -> the name of a loop's output array
         self.loops: list[str] = []
 
@@ -220,8 +220,8 @@ class TensorWriter:
             return f"    {self.ident[i]} = {code}{remark}"
         if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
             return f"    {self.ident[i]} = {self.python_scalar(i, operands)}"
-        call = f"{self.numpy_op(node.op)}({', '.join(operands.values())})"  # NumPy's float64
-        if self.adj.shapes[i] != () and self.dtype == "float64":
+        call = f"{self.lowered(node.op)}({', '.join(operands.values())})"  # the op's lowering
+        if self.adj.shapes[i] != ():
             return f"    {self.ident[i]} = {call}"
         return f"    {self.ident[i]} = {self.number}({call})"
 
@@ -236,13 +236,15 @@ class TensorWriter:
         if divisor.op == CONST and divisor.value != 0:
             return code
         a, b = operands.values()
-        return f"{code} if {b} else {self.number}({self.numpy_op('div')}({a}, {b}))"
+        return f"{code} if {b} else {self.number}({self.lowered('div')}({a}, {b}))"
 
-    def numpy_op(self, op: str) -> str:
-        """The name of ``op``'s NumPy function in the module (``np_exp = OPS["exp"].numpy``)."""
-        if op not in self.numpy_ops:
-            self.numpy_ops[op] = self.namer.claim(f"np_{op}")
-        return self.numpy_ops[op]
+    def lowered(self, op: str) -> str:
+        """The name of ``op``'s elementwise function in the module, made from its lowering
+        (``lowered_exp = elementwise("exp")``, ``runtime.elementwise``): NumPy's own functions
+        differ from the compiled loops' in the last bit, and serve only as the test oracle."""
+        if op not in self.lowered_ops:
+            self.lowered_ops[op] = self.namer.claim(f"lowered_{op}")
+        return self.lowered_ops[op]
 
     # ----------------------------------------------------------------- loops
     def element(self, i: int, region: Region, rank: int) -> str:
@@ -408,10 +410,10 @@ class TensorWriter:
             *([f"from runtime.reductions import {', '.join(uses)}"] if uses else []),
             *self.calls.imports(),  # Numba's: a NumPy-only module has no loops, so none
         ]
-        if self.numpy_ops:
-            header += ["from compiler.ir.registry import OPS", ""]
+        if self.lowered_ops:
+            header += ["from runtime.elementwise import elementwise", ""]
             header += [
-                f"{name} = OPS[{data(op)}].numpy" for op, name in sorted(self.numpy_ops.items())
+                f"{name} = elementwise({data(op)})" for op, name in sorted(self.lowered_ops.items())
             ]
         if self.constants:
             header += ["", "# The loops' constants, as float32 numbers (a literal is a float64)."]

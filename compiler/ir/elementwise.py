@@ -53,18 +53,29 @@ def apply(spec: OpDef, *operands):
     if len(operands) != spec.arity:
         raise TypeError(f"{spec.name} takes {spec.arity} operand(s), got {len(operands)}")
     dtype = _dtype(operands)
-    arrays = [np.asarray(a) for a in operands]
-    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in operands]
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
     out = np.empty(shape, dtype=dtype)
     if out.size:
         prepared = [_prepared(a, shape, dtype) for a in arrays]
         pattern = tuple(p.size == 1 and out.size != 1 for p in prepared)
         run = loop(spec, dtype, pattern)
-        pointers = [p.ctypes.data for p in prepared] + [None] * (_ARGS - len(prepared))
-        run(out.size, out.ctypes.data, *pointers)
-    if all(a.ndim == 0 for a in arrays):
+        pointers = [_address(p) for p in prepared] + [None] * (_ARGS - len(prepared))
+        run(out.size, _address(out), *pointers)
+    if not shape and all(a.ndim == 0 for a in arrays):
         return out[()]
     return out
+
+
+def _address(array: np.ndarray) -> int:
+    """A contiguous array's first element: through the buffer protocol (four times faster
+    than ``array.ctypes.data``, which counts in small calls), ``ctypes.data`` if read-only."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except TypeError:
+        return array.ctypes.data
 
 
 def _dtype(operands) -> np.dtype:
@@ -77,6 +88,8 @@ def _dtype(operands) -> np.dtype:
 
 def _prepared(a: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """``a`` as the loop reads it: one element, or contiguous of the output's shape."""
+    if a.dtype == dtype and a.shape == shape and a.flags.c_contiguous:
+        return a
     if a.size == 1:
         return np.ascontiguousarray(a, dtype=dtype).reshape(1)
     if a.shape != shape:

@@ -1,7 +1,9 @@
 """Functions for use inside traced callables: ``lambda x: ops.exp(-x) * ops.sin(x)``.
 
 Each works on traced values (adding a graph node), on SymPy expressions (giving SymPy) and on
-plain numbers or arrays (computing with NumPy), so one function body serves all three.
+plain numbers or arrays (computing with the op's own lowering, ``compiler.ir.elementwise``: the
+bits a compiled kernel gives, NumPy's broadcasting and float32/float64 promotion), so one function
+body serves all three.
 Generated from the op registry: one op, one place.
 """
 
@@ -11,6 +13,7 @@ import numpy as np
 
 from compiler.errors import ShapeError
 from compiler.frontend.tracing import Var
+from compiler.ir import elementwise
 from compiler.ir.graph import operand_symbols
 from compiler.ir.registry import FUNCTIONS, OPS, sympy_definition
 from compiler.ir.shapes import declare, normalize_axes
@@ -36,7 +39,7 @@ def _make(name: str):
             definition = sympy_definition(op.name)
             subs = dict(zip(operand_symbols(definition), map(sympy.sympify, args)))
             return definition.xreplace(subs)
-        return op.numpy(*args)
+        return elementwise.apply(op, *args, vector=True)  # the scalar tiers' form
 
     function.__name__ = function.__qualname__ = name
     function.__doc__ = f"{name}: {op.definition} (over a, b, c), elementwise."

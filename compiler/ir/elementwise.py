@@ -7,9 +7,9 @@ points). NumPy is left the test oracle (``OpDef.numpy``) and the broadcasting an
 Per op entry, float width and operand pattern (each operand an array of the output's shape or a
 single element), one loop ``void run(i64 n, ptr out, ptr a, ptr b, ptr c)`` is generated and
 compiled with LLVM's O3 pipeline for this CPU, so it vectorises as the Numba kernels' loops do;
-the lowering is inlined in the same form they use (``vector`` unless the op has a ``fast`` form:
-``runtime.numba_ops``). A single-element operand is loaded once before the loop; other
-broadcasts are materialised by NumPy. The function is called through ctypes (about 2 µs a call).
+the lowering is inlined in the form they use (``vector`` unless the op has a ``fast`` form:
+``runtime.numba_ops``; ``apply``'s ``vector`` says which). A single-element operand is loaded
+once before the loop; other broadcasts are materialised by NumPy. The function is called through ctypes (about 2 µs a call).
 
 Each engine gets its own LLVM context and target machine: LLVM's global context is Numba's,
 which may be compiling on its background thread (``compiler.ir.folding`` says the same).
@@ -46,10 +46,15 @@ def set_object_cache(read: Callable[[str], bytes | None], store: Callable[[str, 
     _object_cache[0] = (read, store)
 
 
-def apply(spec: OpDef, *operands):
+def apply(spec: OpDef, *operands, vector: bool | None = None):
     """``spec`` elementwise over ``operands`` (numbers or arrays, broadcast as NumPy does), by
     its lowering. The result's dtype is float32 when NumPy's promotion of the operands gives
-    float32 (Python numbers are weak), else float64; all-0-d operands give a NumPy scalar."""
+    float32 (Python numbers are weak), else float64; all-0-d operands give a NumPy scalar.
+
+    ``vector`` is the form of the lowering (``Lower.vector``); by default the Numba kernels'
+    (the tensor tiers'): the scalar form for an op with a ``fast`` one (sin, cos). The scalar
+    tiers run a graph with sin or cos on LLVM's O3 tier, by the vector form: ``vector=True``
+    gives their bits."""
     if len(operands) != spec.arity:
         raise TypeError(f"{spec.name} takes {spec.arity} operand(s), got {len(operands)}")
     dtype = _dtype(operands)
@@ -61,7 +66,7 @@ def apply(spec: OpDef, *operands):
     if out.size:
         prepared = [_prepared(a, shape, dtype) for a in arrays]
         pattern = tuple(p.size == 1 and out.size != 1 for p in prepared)
-        run = loop(spec, dtype, pattern)
+        run = loop(spec, dtype, pattern, spec.fast is None if vector is None else vector)
         pointers = [_address(p) for p in prepared] + [None] * (_ARGS - len(prepared))
         run(out.size, _address(out), *pointers)
     if not shape and all(a.ndim == 0 for a in arrays):
@@ -97,25 +102,25 @@ def _prepared(a: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def loop(spec: OpDef, dtype, pattern: tuple[bool, ...]) -> Callable:
+def loop(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True) -> Callable:
     """The compiled loop of ``spec`` at ``dtype``; ``pattern[k]`` says operand k is one element."""
-    key = (spec.name, np.dtype(dtype), pattern)
+    key = (spec.name, np.dtype(dtype), pattern, vector)
     with _lock:
         made = _compiled.get(key)
         if made is None or made[0] is not spec:
-            made = (spec, *_compile(spec, np.dtype(dtype), pattern))
+            made = (spec, *_compile(loop_text(spec, dtype, pattern, vector)))
             _compiled[key] = made
     return made[2]
 
 
-def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...]) -> str:
+def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True) -> str:
     """IR text of the loop: ``out[i] = op(a[i] or a[0], ...)`` for i < n."""
     from llvmlite import ir
 
     if spec.lower is None:
         raise LoweringError(spec.name, "elementwise")
     ty = _WIDTHS[np.dtype(dtype)]
-    module, op = function_of("op", spec.lower, spec.arity, ty, vector=spec.fast is None)
+    module, op = function_of("op", spec.lower, spec.arity, ty, vector=vector)
     ptr = ir.PointerType(ty)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [ptr] * 4), "run")
     for arg in fn.args[1:]:
@@ -138,9 +143,8 @@ def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...]) -> str:
     return str(module)
 
 
-def _compile(spec: OpDef, dtype: np.dtype, pattern: tuple[bool, ...]) -> tuple[tuple, Callable]:
+def _compile(text: str) -> tuple[tuple, Callable]:
     binding = _binding()
-    text = loop_text(spec, dtype, pattern)
     key = _cache_key(binding, text)
     cache = _object_cache[0]
     obj = cache[0](key) if cache is not None else None

@@ -1,6 +1,7 @@
 """The numbers a drawing puts on its edges: every node's value, and the gradient on every edge.
 
-Values come from evaluating the graph with the op tables (``OPS[op].numpy`` for elementwise ops,
+Values come from evaluating the graph with the op tables (each elementwise op by its lowering,
+``compiler.ir.elementwise``: the bits the compiled kernels give;
 the generated-code text of ``TENSOR_OPS[op].code`` for tensor ops, run by NumPy); gradients from
 the adjoint graph (``compiler.passes.adjoint``), evaluated the same way. The gradient on an edge
 ``u -> v`` is what ``v`` sends back to ``u``: ``v``'s upstream gradient times its local gradient
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import InputError
-from compiler.ir import reductions
+from compiler.ir import elementwise, reductions
 from compiler.ir import shapes as sh
 from compiler.ir.graph import CONST, INPUT, SEED, Graph
 from compiler.ir.registry import OPS
@@ -38,6 +39,9 @@ def evaluate(graph: Graph, at: Mapping[str, Any], seed: Any = None) -> list:
                          f"{list(graph.inputs)}")  # fmt: skip
     declared = getattr(graph, "declared", {})
     sizes = sh.bind({n: s for n, s in declared.items() if n in arrays}, arrays)
+    # The form of the lowerings the graph's compiled tier runs: tensor graphs' Numba loops take
+    # sin and cos's scalar form, scalar graphs with sin or cos run on LLVM's O3 tier (vector).
+    vector = None if isinstance(graph, TensorGraph) else True
     values: list = []
     with np.errstate(all="ignore"):
         for i, node in enumerate(graph.nodes):
@@ -52,7 +56,7 @@ def evaluate(graph: Graph, at: Mapping[str, Any], seed: Any = None) -> list:
             elif node.op == DIM:
                 values.append(np.float64(sizes[node.value]))
             elif node.op in OPS:
-                values.append(OPS[node.op].numpy(*args))
+                values.append(elementwise.apply(OPS[node.op], *args, vector=vector))
             else:
                 values.append(_tensor_op(graph, i, args, sizes))
     return values

@@ -180,3 +180,22 @@ def test_the_audit_admits_the_runner():
 def test_the_audit_refuses_anything_else(lines):
     with pytest.raises(CompileError):
         check_python(HEAD + lines)
+
+
+# ------------------------------------------------------------------------------ the disk cache
+def test_loops_are_kept_in_the_disk_cache_and_load_with_the_same_bits(monkeypatch, tmp_path):
+    from runtime import elementwise as runtime_elementwise  # installs the disk cache
+    from runtime import llvm_jit
+
+    monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(elementwise, "_compiled", {})
+    spec, x = OPS["tanh"], np.linspace(-3, 3, 101, dtype=np.float32)
+    key = elementwise._cache_key(
+        elementwise._binding(), elementwise.loop_text(spec, x.dtype, (False,))
+    )
+    assert llvm_jit.read(key) is None
+    compiled = runtime_elementwise.elementwise("tanh")(x)
+    assert llvm_jit.read(key) is not None  # stored for the next process
+    monkeypatch.setattr(elementwise, "_compiled", {})
+    same_bits(runtime_elementwise.elementwise("tanh")(x), compiled)  # loaded, not compiled
+    same_bits(compiled, oracle(spec, x, dtype=np.float32))

@@ -4,15 +4,20 @@ Each entry (``forward``, ``value_and_grad``) is a plain Python function, one lin
 order that runs every elementwise *region* as one jitted loop: the elementwise nodes of one shape
 between the same matrix products and reductions, forward and backward together, so a value is read
 from memory once however many nodes use it. Matrix products, reductions and reshapes are NumPy
-calls (BLAS does the heavy work); scalar arithmetic is NumPy's on float64. Why regions by (shape,
+calls (BLAS does the heavy work). Every other elementwise op outside a loop (all of them in the
+instant tier's module, ``fused=False``; scalar nodes in the compiled tier's) is a call of the op's
+lowering over arrays (``lowered_exp = elementwise("exp")``, ``runtime.elementwise``), never
+NumPy's function (the test oracle, which differs in the last bit): every tier gives the compiled
+loops' bits, the scalar ``+ - * /`` as Python's IEEE arithmetic. Why regions by (shape,
 level): a node's *level* counts the tensor ops on its longest path from the inputs, and nodes of one
 shape and level can never need each other through a tensor op, so each region runs in one pass.
 
 **float32** (``dtype="float32"``): the same steps on float32 arrays, NumPy's float32 arithmetic
 (Python-float constants are weak, NEP 50: they keep float32); scalars are ``np.float32`` numbers,
 the loops' constants module-level float32 numbers (a literal is a float64 in Numba) and their
-outputs float32; the few NumPy steps that would give float64 (an op's NumPy function, ``ties``,
-``scatter_along_axis``) are cast back with ``np.float32``. float64 modules are as they always were.
+outputs float32; the ops' elementwise calls keep float32 (NumPy's promotion); the few NumPy steps
+that would give float64 (``ties``, ``scatter_along_axis``) are cast back with ``np.float32``.
+float64 modules are as they always were.
 
 A region reads operands of smaller shapes by NumPy's broadcasting (a bias (n,) in a (b, n)
 region is indexed ``bias[i1]``), so broadcasts are never materialised.
@@ -65,7 +70,8 @@ class Region:
 #: Scalar ops written as Python arithmetic between the entry's steps: Python's floats are IEEE
 #: doubles, so +, - and * give NumPy's float64 results, inf and nan included, without a ufunc
 #: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division is
-#: Python's too but by zero (which raises in Python): NumPy's there. The rest stay NumPy's.
+#: Python's too but by zero (which raises in Python): the lowering's there. The rest are calls of
+#: the ops' lowerings (``runtime.elementwise``).
 _PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg", "div"})
 
 

@@ -84,6 +84,9 @@ def _address(array: np.ndarray) -> int:
 
 
 def _dtype(operands) -> np.dtype:
+    first = getattr(operands[0], "dtype", None)
+    if first in _WIDTHS and all(getattr(a, "dtype", None) == first for a in operands):
+        return first  # the common case, without NumPy's promotion machinery
     try:
         promoted = np.result_type(*operands)
     except TypeError:
@@ -105,6 +108,9 @@ def _prepared(a: np.ndarray, shape: tuple, dtype: np.dtype) -> np.ndarray:
 def loop(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True) -> Callable:
     """The compiled loop of ``spec`` at ``dtype``; ``pattern[k]`` says operand k is one element."""
     key = (spec.name, np.dtype(dtype), pattern, vector)
+    made = _compiled.get(key)  # a dict read is atomic: no lock once compiled
+    if made is not None and made[0] is spec:
+        return made[2]
     with _lock:
         made = _compiled.get(key)
         if made is None or made[0] is not spec:

@@ -199,3 +199,15 @@ def test_loops_are_kept_in_the_disk_cache_and_load_with_the_same_bits(monkeypatc
     monkeypatch.setattr(elementwise, "_compiled", {})
     same_bits(runtime_elementwise.elementwise("tanh")(x), compiled)  # loaded, not compiled
     same_bits(compiled, oracle(spec, x, dtype=np.float32))
+
+
+def test_an_input_named_like_the_runner_keeps_its_name_apart():
+    x = np.linspace(0.5, 2, 5)
+    text = "sum(exp(elementwise) * OPS)"
+    shapes = {"elementwise": ("n",), "OPS": ("n",)}
+    instant = compiler.compile_gradient(text, shapes=shapes, mode="instant", fuse=False)
+    compiled = compiler.compile_gradient(text, shapes=shapes, mode="compiled", fuse=False)
+    got = instant.value_and_grad(elementwise=x, OPS=x)[1]
+    want = compiled.value_and_grad(elementwise=x, OPS=x)[1]
+    for name in shapes:
+        same_bits(got[name], want[name])

@@ -49,7 +49,8 @@ ENTRIES = ("forward", "value_and_grad", "forward_save", "backward")
 _PREFIX = {"forward": "fwd", "value_and_grad": "vg", "forward_save": "fs", "backward": "bwd"}
 # Names the generated code uses itself (with Python's builtins, which the Namer never hands out):
 # modules and imports, the reductions and helpers, the entries, the loops' indices.
-_RESERVED = {"math", "np", "njit", "FLAGS", "OPS", "ties", "sum_to", *reductions.__all__, *ENTRIES}
+_RESERVED = {"math", "np", "njit", "FLAGS", "elementwise", "ties", "sum_to", *reductions.__all__}
+_RESERVED |= set(ENTRIES)
 _RESERVED |= {f"i{k}" for k in range(32)}
 _VIEWS = ("transpose", "reshape", "broadcast_to")  # results that may share an operand's memory
 #: Tensor ops whose NumPy code gives float64 whatever its operands (bool / int; np.zeros).

@@ -286,7 +286,9 @@ def test_edges(name, args, want, dtype):
     if math.isnan(want):
         assert math.isnan(got)
     else:
-        assert got == pytest.approx(np.asarray(want, dtype=dtype), rel=4 * float(np.finfo(dtype).eps))
+        assert got == pytest.approx(
+            np.asarray(want, dtype=dtype), rel=4 * float(np.finfo(dtype).eps)
+        )
 
 
 # ---------------------------------------------------------------- end to end, through the table

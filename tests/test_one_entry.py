@@ -163,3 +163,26 @@ def test_unregistered_it_is_unknown_again(op):
         compiler.compile_gradient(TEXT, mode="instant")
     registry.register(op)  # for the fixture to withdraw
     compiler.ops.install(NAME)
+
+
+def test_registered_anew_its_elementwise_loop_is_the_new_one(op):
+    """The tensor instant tier's loop for the op is kept on disk under the entry's fingerprint:
+    the same name with another lowering never loads the old loop."""
+    shapes = {"x": ("n",), "y": ("n",)}
+    first = compiler.compile_gradient(f"sum({NAME}(x) * y)", shapes=shapes, mode="instant")
+    assert first(x=X, y=Y) == pytest.approx(np.sum((np.cbrt(X) + X) * Y), rel=1e-13)
+    registry.unregister(NAME)
+    registry.register(
+        entry(
+            NAME,
+            "cbrt(a) - a",
+            grads=("1 / (3 * (y + a) ** 2) - 1",),
+            numpy=lambda a: np.cbrt(a) - a,
+            lower=lambda L, a: L.b.fsub(L.libm("cbrt", a), a),
+        )  # fmt: skip
+    )
+    from compiler.ir import elementwise
+
+    elementwise._compiled.clear()  # as a new process: only the disk cache is left
+    again = compiler.compile_gradient(f"sum({NAME}(x) * y)", shapes=shapes, mode="instant")
+    assert again(x=X, y=Y) == pytest.approx(np.sum((np.cbrt(X) - X) * Y), rel=1e-13)

@@ -8,7 +8,7 @@ calls (BLAS does the heavy work). Every other elementwise op outside a loop (all
 instant tier's module, ``fused=False``; scalar nodes in the compiled tier's) is a call of the op's
 lowering over arrays (``lowered_exp = elementwise("exp")``, ``runtime.elementwise``), never
 NumPy's function (the test oracle, which differs in the last bit): every tier gives the compiled
-loops' bits, the scalar ``+ - * /`` as Python's IEEE arithmetic. Why regions by (shape,
+loops' bits; ``+ - * /`` are written as operators (one IEEE instruction: the same bits). Why regions by (shape,
 level): a node's *level* counts the tensor ops on its longest path from the inputs, and nodes of one
 shape and level can never need each other through a tensor op, so each region runs in one pass.
 
@@ -68,12 +68,12 @@ class Region:
     outputs: list[int] = field(default_factory=list)
 
 
-#: Scalar ops written as Python arithmetic between the entry's steps: Python's floats are IEEE
-#: doubles, so +, - and * give NumPy's float64 results, inf and nan included, without a ufunc
-#: call's microsecond (between BLAS calls, a microsecond of Python costs several). Division is
-#: Python's too but by zero (which raises in Python): the lowering's there. The rest are calls of
-#: the ops' lowerings (``runtime.elementwise``).
-_PYTHON_SCALAR = frozenset({"add", "sub", "mul", "neg", "div"})
+#: Ops written as infix arithmetic: one IEEE-754 instruction in their lowering, so every
+#: implementation rounds them alike. On arrays NumPy's operators; on scalars Python's floats
+#: (IEEE doubles, inf and nan included, without a ufunc call's microsecond: between BLAS calls a
+#: microsecond of Python costs several), but a division by zero (which raises in Python): the
+#: lowering's there. The other ops are calls of their lowerings (``runtime.elementwise``).
+_INFIX_OPS = frozenset(INFIX)  # add sub mul div neg
 
 
 def _is_loop_node(g: TensorGraph, i: int) -> bool:
@@ -225,15 +225,17 @@ class TensorWriter:
             note = self.adj.notes.get(i)
             remark = f"  # fused: {comment(note.format(**operands))}" if note else ""
             return f"    {self.ident[i]} = {code}{remark}"
-        if self.adj.shapes[i] == () and node.op in _PYTHON_SCALAR:
+        if node.op in _INFIX_OPS and self.adj.shapes[i] == ():
             return f"    {self.ident[i]} = {self.python_scalar(i, operands)}"
+        if node.op in _INFIX_OPS:  # NumPy's array arithmetic: IEEE's, as the lowering's
+            return f"    {self.ident[i]} = {INFIX[node.op].format(**operands)}"
         call = f"{self.lowered(node.op)}({', '.join(operands.values())})"  # the op's lowering
         if self.adj.shapes[i] != ():
             return f"    {self.ident[i]} = {call}"
         return f"    {self.ident[i]} = {self.number}({call})"
 
     def python_scalar(self, i: int, operands: dict[str, str]) -> str:
-        """A scalar op as Python arithmetic (``_PYTHON_SCALAR``); a division by a value that
+        """A scalar op as Python arithmetic (``_INFIX_OPS``); a division by a value that
         may be zero falls back to NumPy's there (inf or nan where Python raises)."""
         node = self.adj.nodes[i]
         code = f"{self.number}({INFIX[node.op].format(**operands)})"

@@ -198,7 +198,13 @@ def fingerprint(op: str) -> str:
     identity (``_identity``: source, closure and attributes). Empty for the files' own ops and
     for leaves. Kept per entry: ``Graph.key`` asks once per node."""
     spec = lookup(op)
-    if spec is None or _BUILTIN.get(op) is spec:
+    return "" if spec is None else entry_fingerprint(spec)
+
+
+def entry_fingerprint(spec: OpDef) -> str:
+    """``fingerprint`` of the entry ``spec``, whether or not the table holds it now."""
+    op = spec.name
+    if _BUILTIN.get(op) is spec:
         return ""
     known = _FINGERPRINTS.get(op)
     if known is not None and known[0] is spec:

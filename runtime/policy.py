@@ -12,7 +12,7 @@ numba      the generated Numba kernel (a tensor program's fused loops)  ~1-3 s o
 llvm-O3    the entry's LLVM IR through LLVM's O3 pipeline (vectorised)  ~0.03-0.3 s, then disk
 llvm-O0    the same IR, code generation only                            ~0.02-0.1 s
 vm         the instant tier's virtual machine (a graph as data)         nothing
-numpy      a tensor program's steps as NumPy calls                      nothing
+numpy      a tensor program's steps one by one (NumPy, ops' own loops)  0.02 s a new op, once
 ========== ============================================================ =====================
 
 The tables below are what ``choose`` does (``tests/test_policy.py`` reads them and checks every

@@ -13,7 +13,8 @@ from functools import cache
 import numpy as np
 from llvmlite import ir
 
-from compiler.ir.lowering import DOUBLE, FLOAT, function_of
+from compiler.ir.elementwise import loop_ir
+from compiler.ir.lowering import DOUBLE, FLOAT
 from runtime.llvm_jit import llvm, target_machine
 
 _TYPES = {np.dtype(np.float64): DOUBLE, np.dtype(np.float32): FLOAT}
@@ -21,28 +22,7 @@ _TYPES = {np.dtype(np.float64): DOUBLE, np.dtype(np.float32): FLOAT}
 
 def loop_module(lower, arity: int, ty: ir.Type = DOUBLE, vector: bool = True) -> str:
     """IR text: ``void run(i64 n, ptr out, ptr a, ptr b, ptr c)``: out[i] = op(a[i], ...)."""
-    module, op = function_of("op", lower, arity, ty, vector)
-    ptr = ir.PointerType(ty)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [ptr] * 4), "run")
-    for arg in fn.args[1:]:
-        arg.add_attribute("noalias")
-    n, out, *inputs = fn.args
-    entry = fn.append_basic_block("entry")
-    loop = fn.append_basic_block("loop")
-    done = fn.append_basic_block("done")
-    b = ir.IRBuilder(entry)
-    b.cbranch(b.icmp_signed(">", n, ir.Constant(n.type, 0)), loop, done)
-    b.position_at_end(loop)
-    i = b.phi(n.type)
-    i.add_incoming(ir.Constant(n.type, 0), entry)
-    args = [b.load(b.gep(p, [i])) for p in inputs[:arity]]
-    b.store(b.call(op, args), b.gep(out, [i]))
-    nxt = b.add(i, ir.Constant(n.type, 1))
-    i.add_incoming(nxt, loop)
-    b.cbranch(b.icmp_signed("<", nxt, n), loop, done)
-    b.position_at_end(done)
-    b.ret_void()
-    return str(module)
+    return loop_ir(lower, arity, ty, vector=vector)
 
 
 def _optimised(text: str):

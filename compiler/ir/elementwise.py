@@ -1,28 +1,32 @@
-"""An op applied to arrays by its own lowering: ``apply(OPS["exp"], x)`` is ``out[i] = exp(x[i])``
-compiled from ``OpDef.lower``, so a value computed outside a compiled kernel (the tensor instant
-tier, ``compiler.ops`` on numbers, the numbers of a drawing) has the compiled kernels' bits, not
-NumPy's (NumPy's exp, tanh, erf or cbrt differ from the lowerings in the last bit at 5-50% of
-points). NumPy is left the test oracle (``OpDef.numpy``) and the broadcasting and allocation.
+"""An op applied to numbers and arrays by its own lowering: ``apply(OPS["exp"], x)`` is
+``out[i] = exp(x[i])`` compiled from ``OpDef.lower``, so every value computed outside a compiled
+kernel — the tensor instant tier's steps, ``compiler.ops`` on numbers, a drawing's numbers, a
+graph's constant folding (``fold``) — has the compiled kernels' bits, not NumPy's (NumPy's exp,
+tanh, erf or cbrt differ from the lowerings in the last bit at 5-50% of points). NumPy is left
+the test oracle (``OpDef.numpy``), the broadcasting and allocation, and ``+ - * /`` and
+negation: one IEEE instruction each, correctly rounded, so NumPy's operators give the lowering's
+bits with no loop to compile.
 
 Per op entry, float width and operand pattern (each operand an array of the output's shape or a
 single element), one loop ``void run(i64 n, ptr out, ptr a, ptr b, ptr c)`` is generated and
 compiled with LLVM's O3 pipeline for this CPU, so it vectorises as the Numba kernels' loops do;
 the lowering is inlined in the form they use (``vector`` unless the op has a ``fast`` form:
 ``runtime.numba_ops``; ``apply``'s ``vector`` says which). A single-element operand is loaded
-once before the loop; other broadcasts are materialised by NumPy. The function is called through ctypes (about 2 µs a call).
+once before the loop; other broadcasts are materialised by NumPy. The loop is called through
+ctypes (about 2 µs a call).
 
 Each engine gets its own LLVM context and target machine: LLVM's global context is Numba's,
-which may be compiling on its background thread (``compiler.ir.folding`` says the same).
-``set_object_cache`` lets the runtime (``runtime.llvm_jit``'s sealed disk cache) keep the
-object code under a key of its own making (the op's name and table fingerprint, the width, the
-pattern, symgrad's sources and the CPU), so a new process loads a loop without even writing its
-IR (about a millisecond an op against 15-60 ms at O3); this module sits in ``compiler/ir`` and
-imports nothing above it.
+which may be compiling on its background thread. ``set_object_cache`` lets the runtime
+(``runtime.llvm_jit``'s sealed disk cache) keep the object code under a key of its own making
+(the op's name and table fingerprint, the width, the pattern, symgrad's sources and the CPU), so
+a new process loads a loop without even writing its IR (about a millisecond an op against
+15-60 ms at O3); this module sits in ``compiler/ir`` and imports nothing above it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import operator
 import threading
 from collections.abc import Callable
 
@@ -30,6 +34,7 @@ import numpy as np
 
 from compiler.ir.lowering import DOUBLE, FLOAT, LoweringError, function_of
 from compiler.ir.opdef import OpDef
+from compiler.ir.ops import arith
 
 _ARGS = 3  # the widest op (where, clip)
 _SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_int64, *[ctypes.c_void_p] * (1 + _ARGS))
@@ -67,6 +72,10 @@ def apply(spec: OpDef, *operands, vector: bool | None = None):
         raise TypeError(f"{spec.name} takes {spec.arity} operand(s), got {len(operands)}")
     dtype = _dtype(operands)
     arrays = [a if type(a) is np.ndarray else np.asarray(a) for a in operands]
+    instruction = _IEEE.get(spec.lower)
+    if instruction is not None:  # no loop to compile: NumPy's operator has the same bits
+        with np.errstate(all="ignore"):
+            return instruction(*(a.astype(dtype, copy=False) for a in arrays))
     shape = arrays[0].shape
     if any(a.shape != shape for a in arrays):
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
@@ -80,6 +89,25 @@ def apply(spec: OpDef, *operands, vector: bool | None = None):
     if not shape and all(a.ndim == 0 for a in arrays):
         return out[()]
     return out
+
+
+def fold(spec: OpDef, *operands: float) -> float:
+    """``spec``'s value at the constant ``operands`` (a graph's constant folding): the float
+    the kernels compute for it, not NumPy's (which may differ in the last bit)."""
+    return float(apply(spec, *map(np.float64, operands)))
+
+
+# The lowerings that are one IEEE 754 operation, and that operation: correctly rounded, so
+# NumPy's operators give their bits (tests/test_elementwise.py checks them bit for bit) without
+# a loop to compile, and a graph with no other constant operation (``2 * pi``, ``1 / 2``) never
+# loads llvmlite to fold it.
+_IEEE: dict[Callable, Callable] = {
+    arith.lower_add: operator.add,
+    arith.lower_sub: operator.sub,
+    arith.lower_mul: operator.mul,
+    arith.lower_div: operator.truediv,
+    arith.lower_neg: operator.neg,
+}
 
 
 def _address(array: np.ndarray) -> int:
@@ -129,12 +157,17 @@ def loop(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True) -> 
 
 def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True) -> str:
     """IR text of the loop: ``out[i] = op(a[i] or a[0], ...)`` for i < n."""
-    from llvmlite import ir
-
     if spec.lower is None:
         raise LoweringError(spec.name, "elementwise")
-    ty = _WIDTHS[np.dtype(dtype)]
-    module, op = function_of("op", spec.lower, spec.arity, ty, vector=vector)
+    return loop_ir(spec.lower, spec.arity, _WIDTHS[np.dtype(dtype)], pattern, vector)
+
+
+def loop_ir(lower: Callable, arity: int, ty, pattern: tuple[bool, ...] = (), vector=True) -> str:
+    """``void run(i64 n, ptr out, ptr a, ptr b, ptr c)``: out[i] = lower(a[i], ...), operand k
+    read once before the loop where ``pattern[k]`` (none by default), at float type ``ty``."""
+    from llvmlite import ir
+
+    module, op = function_of("op", lower, arity, ty, vector=vector)
     ptr = ir.PointerType(ty)
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [ptr] * 4), "run")
     for arg in fn.args[1:]:
@@ -142,12 +175,12 @@ def loop_text(spec: OpDef, dtype, pattern: tuple[bool, ...], vector: bool = True
     n, out, *inputs = fn.args
     entry, body, done = (fn.append_basic_block(s) for s in ("entry", "loop", "done"))
     b = ir.IRBuilder(entry)
-    single = {k: b.load(inputs[k]) for k in range(spec.arity) if pattern[k]}
+    single = {k: b.load(inputs[k]) for k in range(arity) if k < len(pattern) and pattern[k]}
     b.cbranch(b.icmp_signed(">", n, ir.Constant(n.type, 0)), body, done)
     b.position_at_end(body)
     i = b.phi(n.type)
     i.add_incoming(ir.Constant(n.type, 0), entry)
-    args = [single[k] if k in single else b.load(b.gep(inputs[k], [i])) for k in range(spec.arity)]
+    args = [single[k] if k in single else b.load(b.gep(inputs[k], [i])) for k in range(arity)]
     b.store(b.call(op, args), b.gep(out, [i]))
     after = b.add(i, ir.Constant(n.type, 1))
     i.add_incoming(after, body)

@@ -1,7 +1,7 @@
 """The IR: an SSA DAG of nodes in topological order, each op defined in the registry.
 
 Nodes are hash-consed (a subexpression is stored once), constants fold as float64 through each
-op's own lowering (``compiler.ir.folding``: the bits a kernel would compute), and a few identities (x + 0, x * 1, -(-x)) simplify as nodes are added. Every traversal
+op's own lowering (``compiler.ir.elementwise.fold``: the bits a kernel would compute), and a few identities (x + 0, x * 1, -(-x)) simplify as nodes are added. Every traversal
 is a loop over the node list, never recursion, so graphs 100,000 nodes deep are fine.
 """
 
@@ -15,7 +15,7 @@ from functools import cache
 from typing import NamedTuple
 
 from compiler import pyast
-from compiler.ir.folding import fold
+from compiler.ir.elementwise import fold
 from compiler.ir.registry import OPS, fingerprint, sympy_definition
 
 INPUT, CONST, SEED = "input", "const", "seed"

@@ -119,7 +119,9 @@ def text_of(graph: Graph, names: dict[str, str] | None = None) -> str:
 
 
 def evaluate(graph: Graph, env: dict[str, object], seed: float = 1.0) -> list:
-    """Every node's value, with NumPy and NumPy's float semantics (no warnings)."""
+    """Every node's value, with NumPy and NumPy's float semantics (no warnings): the oracle of
+    the compiler's own checks (a gate's spot checks, discovery, where a form overflows), never a
+    value handed to a user (those come from the lowerings: ``compiler.ir.elementwise``)."""
     values: list = []
     with np.errstate(all="ignore"):
         for node in graph.nodes:

@@ -121,6 +121,12 @@ def test_the_dtype_follows_numpys_promotion():
     assert type(elementwise.apply(mul, 2.0, 3.0)) is np.float64
 
 
+@pytest.mark.parametrize("value", [1j, np.array([1.0 + 2j]), np.array(["a"])])
+def test_operands_that_are_not_real_numbers_are_refused(value):
+    with pytest.raises(TypeError, match="real numbers"):
+        elementwise.apply(OPS["exp"], value)
+
+
 def test_a_wrong_operand_count_is_named():
     with pytest.raises(TypeError, match="exp takes 1 operand"):
         elementwise.apply(OPS["exp"], 1.0, 2.0)

@@ -127,6 +127,8 @@ def _dtype(operands) -> np.dtype:
         promoted = np.result_type(*operands)
     except TypeError:
         promoted = np.result_type(*(np.asarray(a, dtype=np.float64) for a in operands))
+    if promoted.kind not in "biuf":  # never a silent cast (complex would lose its imaginary part)
+        raise TypeError(f"the op table's functions take real numbers, not {promoted}")
     return np.dtype(np.float32 if promoted == np.float32 else np.float64)
 
 

@@ -298,3 +298,91 @@ def test_no_parameters_gives_an_empty_hessian():
     h = compiler.compile_hessian("x*y", wrt=[], mode="instant")
     value, grad, hess = h(x=2.0, y=3.0)
     assert value == 6.0 and grad == {} and hess.shape == (0, 0)
+
+
+# ------------------------------------------------------------------ every op of the table
+def _table_ops() -> list[str]:
+    from compiler.ir import registry
+    from compiler.ir.tensor_ops import TENSOR_OPS
+
+    return sorted(
+        name
+        for name, spec in registry.OPS.items()
+        if spec.origin == "builtin" and name not in TENSOR_OPS
+    )
+
+
+def _op_point(name: str) -> tuple[list[float], list[int]]:
+    """Operands inside the op's domain and off its kinks (``OpDef.domain``, ``OpDef.kinks``),
+    and the positions of the operands to differentiate (not an order, not a truth value)."""
+    from compiler.ir import registry
+
+    spec = registry.OPS[name]
+    kinds = spec.domain or ("",) * spec.arity
+    for shift in np.arange(0.0, 2.0, 0.13):
+        point = [_inside(kind, k, shift) for k, kind in enumerate(kinds)]
+        if _off_kinks(spec, point):
+            return point, [k for k, kind in enumerate(kinds) if kind not in ("natural", "truth")]
+    raise AssertionError(f"no smooth point found for {name}")
+
+
+def _inside(kind: str, k: int, shift: float) -> float:
+    if kind in ("natural", "truth"):
+        return 1.0
+    base = (0.37, -0.61, 0.83)[k] + shift
+    if not kind:
+        return base
+    lo, hi = (float(t) for t in kind.strip("()").split(","))
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo + (hi - lo) * ((0.37 + 0.29 * k + shift) % 0.8 + 0.1)
+    return lo + 0.7 + abs(base) if np.isfinite(lo) else hi - 0.7 - abs(base)
+
+
+def _off_kinks(spec, point: list[float]) -> bool:
+    names = {n: v for n, v in vars(np).items() if not n.startswith("_")}
+    names.update(zip("abc", point))
+    return all(abs(eval(text, names)) > 0.05 for text in spec.kinks)  # noqa: S307
+
+
+def _definition_hessian(name: str, point: list[float], wrt: list[int]) -> np.ndarray:
+    """∂²/∂p_j∂p_k of the op's SymPy definition (its entry's exact statement), at 30 digits:
+    SymPy's derivative where it evaluates, else mpmath's numerical one of the definition."""
+    import mpmath
+
+    from compiler.ir import registry
+
+    spec = registry.OPS[name]
+    places = sp.symbols("a b c", real=True)[: spec.arity]
+    expr = registry.sympy_definition(name)
+    expr = expr.xreplace({s: places["abc".index(s.name)] for s in expr.free_symbols})
+    f = sp.lambdify(places, expr, modules=["mpmath"])
+    out = np.zeros((len(wrt), len(wrt)))
+    for i, j in np.ndindex(out.shape):
+        d = sp.diff(expr, places[wrt[i]], places[wrt[j]])
+        d = sp.sympify(d).replace(sp.DiracDelta, lambda *a: sp.Integer(0))  # 0 off the kinks
+        if d.has(sp.Derivative, sp.Subs):
+            order = [0] * spec.arity
+            order[wrt[i]] += 1
+            order[wrt[j]] += 1
+            with mpmath.workdps(30):
+                out[i, j] = float(mpmath.diff(f, [mpmath.mpf(p) for p in point], tuple(order)))
+        else:
+            out[i, j] = float(d.subs(dict(zip(places, map(sp.Float, point)))).evalf(30))
+    return out
+
+
+@pytest.mark.parametrize("name", _table_ops())
+def test_second_derivatives_of_every_op(name):
+    """Each elementwise op of the table, differentiated twice by the adjoint pass (its local
+    gradient template differentiated again), against its SymPy definition's Hessian."""
+    from compiler.ir import registry
+
+    spec = registry.OPS[name]
+    point, wrt = _op_point(name)
+    names = ["x", "y", "z"][: spec.arity]
+    text = spec.text.format(**dict(zip("abc", names)))
+    h = compiler.compile_hessian(
+        text, inputs=names, wrt=[names[k] for k in wrt], mode="instant", fuse=False
+    )
+    got = h(**dict(zip(names, point)))[2]
+    _close(got, _definition_hessian(name, point, wrt), rel=1e-8, abs_=1e-10)

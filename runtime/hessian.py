@@ -67,7 +67,8 @@ class HessianKernel:
         value, grad, column = self._column(point, 0, dtype)
         columns[:, 0] = [column[w] for w in self.wrt]
         for j in range(1, n):
-            columns[:, j] = [self._column(point, j, dtype)[2][w] for w in self.wrt]
+            column = self._column(point, j, dtype)[2]
+            columns[:, j] = [column[w] for w in self.wrt]
         return value, grad, np.triu(columns) + np.triu(columns, 1).T
 
     def _column(self, point: dict[str, np.ndarray], j: int, dtype: np.dtype):

@@ -258,14 +258,16 @@ class Kernel:
         """
         point = bind(self.inputs, args, kwargs)
         directions = _directions(v, point, self.wrt)
-        kernel = self._hvp_kernel()
+        kernel = self.hvp_kernel
         value, grads = kernel.value_and_grad(*point.values(), *directions)
         given = kernel.inputs[len(self.inputs) :]  # the directions' names, in wrt order
         grad = {w: grads[d] for w, d in zip(self.wrt, given)}
         return value, grad, {w: grads[w] for w in self.wrt}
 
-    def _hvp_kernel(self) -> Kernel:
-        """The Hessian-vector product kernel, built on first use."""
+    @property
+    def hvp_kernel(self) -> Kernel:
+        """The kernel ``hvp`` runs (its own ``tier``, ``source``, ``adjoint``), built on first
+        use: the Hessian-vector program of ``compiler.passes.second_order``."""
         if self._second_order is None:
             raise TypeError(f"{self!r} was built without second derivatives")
         with self._lock:

@@ -107,10 +107,20 @@ def test_the_tiers_answered():
     """The modes above ran on the engines they name (the HVP program is an ordinary kernel)."""
     k = compiler.compile_gradient("x*y + exp(x)*y", mode="instant")
     k.hvp(x=0.5, y=2.0, v={"x": 1.0})
-    assert k._hvp_kernel().tier == "vm"
+    assert k.hvp_kernel.tier == "vm" and k.hvp_kernel.inputs == ("x", "y", "v_x", "v_y")
     h = compiler.compile_hessian("x*y + exp(x)*y", mode="compiled")
     h(x=0.5, y=2.0)
     assert h.tier == "numba"
+
+
+def test_a_hessian_runs_one_pass_per_parameter(monkeypatch):
+    """H is n columns H·e_j: n calls of the HVP kernel, each one pass over the samples."""
+    h = compiler.compile_hessian(NEURON, wrt=["w0", "w1", "w2"], mode="instant")
+    calls = []
+    run = h.hvp_kernel.value_and_grad
+    monkeypatch.setattr(h.hvp_kernel, "value_and_grad", lambda *a: calls.append(1) or run(*a))
+    h(**NEURON_POINT)
+    assert len(calls) == 3
 
 
 def test_hvp_value_and_grad_match_first_order():

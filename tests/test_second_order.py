@@ -396,3 +396,25 @@ def test_second_derivatives_of_every_op(name):
     )
     got = h(**dict(zip(names, point)))[2]
     _close(got, _definition_hessian(name, point, wrt), rel=1e-8, abs_=1e-10)
+
+
+# ------------------------------------------------------------------ where, twice
+WHERES = [
+    ("where(x > 0, sqrt(x), 0) * y", sp.Piecewise((sp.sqrt(x), x > 0), (0, True)) * y),
+    ("where(x > 0, log(x), 0) + x*y", sp.Piecewise((sp.log(x), x > 0), (0, True)) + x * y),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("text, expr", WHERES, ids=[w for w, _ in WHERES])
+@pytest.mark.parametrize("at", [-1.0, 0.0, 0.25])
+def test_where_keeps_the_unchosen_branch_out_of_second_derivatives(text, expr, at, mode):
+    """The first adjoint's guards (the kink table's ``where`` row) are differentiated like any
+    node: the unchosen branch's inf or nan (sqrt'' and log'' at 0) stays out of H too."""
+    point = {"x": at, "y": 2.0}
+    value, grad, hess = _oracle(expr, point)
+    got_value, got_grad, got_hess = _hessian(text, mode, ("x", "y"))(**point)
+    assert np.isfinite(got_hess).all()
+    _close(got_value, value)
+    _close([got_grad["x"], got_grad["y"]], grad)
+    _close(got_hess, hess)

@@ -418,3 +418,16 @@ def test_where_keeps_the_unchosen_branch_out_of_second_derivatives(text, expr, a
     _close(got_value, value)
     _close([got_grad["x"], got_grad["y"]], grad)
     _close(got_hess, hess)
+
+
+def test_sympy_and_callable_sources():
+    """Every frontend gives the same Hessian (SymPy's own, here)."""
+    from compiler import ops
+
+    point = {"x": 0.3, "y": 0.7}
+    want = _oracle(CASES[1][1], point)[2]
+    a, b = sp.symbols("x y")
+    from_sympy = compiler.compile_hessian(a * b + sp.exp(a) * sp.sin(b), mode="instant")
+    traced = compiler.compile_hessian(lambda x, y: x * y + ops.exp(x) * ops.sin(y), mode="instant")
+    _close(from_sympy(**point)[2], want)
+    _close(traced(**point)[2], want)

@@ -165,7 +165,16 @@ def compile_hessian(
     wrt = _check_wrt(graph, wrt)
     fused, _ = fuse_gates(graph, fuse, wrt=wrt)
     title = _title(source)
-    return HessianKernel(hvp_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
+    return HessianKernel(hessian_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
+
+
+def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
+    """The kernel of ``graph``'s one-pass Hessian program (``passes.second_order.hessian``)."""
+    from compiler.passes.second_order import hessian
+    from runtime.kernel import Kernel
+
+    program = hessian(graph, wrt)
+    return Kernel(program, program.wrt, f"Hessian of {title}", mode=mode, plan=lambda: program)
 
 
 def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:

@@ -1,9 +1,10 @@
-"""``HessianKernel``: value, gradient and the dense Hessian of a scalar function, from its
-Hessian-vector product kernel (``Kernel.hvp``'s program, built by ``compiler.api``).
+"""``HessianKernel``: value, gradient and the dense Hessian of a scalar function in one pass,
+from the program ``compiler.passes.second_order.hessian`` plans (built by ``compiler.api``).
 
-H is assembled column by column, ``H·e_j`` for each differentiated input ``j``: every tier runs
-that program unchanged, and the inputs of samples are handled as for gradients — each sample's
-Hessian is summed in the loop, never stored.
+That program returns the gradient and each entry of the Hessian's upper triangle as the gradient
+of an input of its own (``v_<name>``, ``h_<j>_<k>``, given as 0): so every tier runs it unchanged,
+and with arrays of samples each entry is summed over the samples in the loop, as the gradient of
+a single-number input is — no per-sample Hessian is ever stored.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ class HessianKernel:
     of samples, and then H is the sum over the samples of each sample's Hessian (as the gradient
     of a single-number input is the sum of its per-sample gradients).
 
-    H is exactly symmetric by construction: it is built from its upper triangle, ``H[j, k]``
-    for ``j <= k`` being component ``j`` of ``H·e_k``, and ``H[k, j]`` is the same float.
+    H is exactly symmetric by construction: only its upper triangle is computed (``H[j, k]``,
+    ``j <= k``: the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_k``), and ``H[k, j]`` is the
+    same float.
     """
 
-    def __init__(self, hvp: Kernel, inputs: tuple[str, ...], wrt: tuple[str, ...], title: str):
-        self.hvp_kernel = hvp
+    def __init__(self, kernel: Kernel, inputs: tuple[str, ...], wrt: tuple[str, ...], title: str):
+        self.kernel = kernel
         self.inputs = inputs
         self.wrt = wrt
         self.title = title
@@ -40,16 +42,16 @@ class HessianKernel:
 
     @property
     def mode(self) -> str:
-        return self.hvp_kernel.mode
+        return self.kernel.mode
 
     @property
     def tier(self) -> str | None:
         """The engine that answered the latest call (``Kernel.tier``)."""
-        return self.hvp_kernel.tier
+        return self.kernel.tier
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for background compiles (``Kernel.wait``)."""
-        return self.hvp_kernel.wait(timeout)
+        return self.kernel.wait(timeout)
 
     def __call__(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
         point = bind(self.inputs, args, kwargs)
@@ -61,21 +63,12 @@ class HessianKernel:
                     f"inputs not in wrt={list(self.wrt)})"
                 )
         n, dtype = len(self.wrt), dtype_of(point)
-        if not n:
-            return self.hvp_kernel(*point.values()), {}, np.zeros((0, 0), dtype)
-        columns = np.empty((n, n), dtype)
-        value, grad, column = self._column(point, 0, dtype)
-        columns[:, 0] = [column[w] for w in self.wrt]
-        for j in range(1, n):
-            column = self._column(point, j, dtype)[2]
-            columns[:, j] = [column[w] for w in self.wrt]
-        return value, grad, np.triu(columns) + np.triu(columns, 1).T
-
-    def _column(self, point: dict[str, np.ndarray], j: int, dtype: np.dtype):
-        """``(value, gradient, H·e_j)`` at ``point``."""
-        unit = np.zeros(len(self.wrt), dtype)
-        unit[j] = 1
-        value, grads = self.hvp_kernel.value_and_grad(*point.values(), *unit)
-        given = self.hvp_kernel.inputs[len(self.inputs) :]  # the directions, in wrt order
-        grad = {w: grads[d] for w, d in zip(self.wrt, given)}
-        return value, grad, {w: grads[w] for w in self.wrt}
+        readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
+        value, grads = self.kernel.value_and_grad(*point.values(), *np.zeros(len(readers), dtype))
+        grad = {w: grads[r] for w, r in zip(self.wrt, readers)}
+        hess = np.empty((n, n), dtype)
+        upper = iter(readers[n:])
+        for j in range(n):
+            for k in range(j, n):
+                hess[j, k] = hess[k, j] = grads[next(upper)]
+        return value, grad, hess

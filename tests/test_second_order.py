@@ -113,14 +113,17 @@ def test_the_tiers_answered():
     assert h.tier == "numba"
 
 
-def test_a_hessian_runs_one_pass_per_parameter(monkeypatch):
-    """H is n columns H·e_j: n calls of the HVP kernel, each one pass over the samples."""
+def test_a_hessian_is_one_pass(monkeypatch):
+    """Value, gradient and the whole triangle in one call of one kernel (one pass over the
+    samples), each entry read out as a single number's gradient (summed in the loop)."""
     h = compiler.compile_hessian(NEURON, wrt=["w0", "w1", "w2"], mode="instant")
     calls = []
-    run = h.hvp_kernel.value_and_grad
-    monkeypatch.setattr(h.hvp_kernel, "value_and_grad", lambda *a: calls.append(1) or run(*a))
+    run = h.kernel.value_and_grad
+    monkeypatch.setattr(h.kernel, "value_and_grad", lambda *a: calls.append(1) or run(*a))
     h(**NEURON_POINT)
-    assert len(calls) == 3
+    assert len(calls) == 1
+    upper = ("h_0_0", "h_0_1", "h_0_2", "h_1_1", "h_1_2", "h_2_2")
+    assert h.kernel.inputs[5:] == ("v_w0", "v_w1", "v_w2", *upper)
 
 
 def test_hvp_value_and_grad_match_first_order():
@@ -302,6 +305,11 @@ def test_a_direction_name_taken_by_an_input_is_refused():
         k.hvp(x=2.0, v_x=3.0, v={"x": 1.0})
     with pytest.raises(InputError, match="v_x"):
         compiler.compile_hessian("x*v_x")
+
+
+def test_an_entry_name_taken_by_an_input_is_refused():
+    with pytest.raises(InputError, match="h_0_1"):
+        compiler.compile_hessian("x*y*h_0_1", wrt=["x", "y"])
 
 
 def test_no_parameters_gives_an_empty_hessian():

@@ -60,15 +60,7 @@ def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     f; its gradients, by ``wrt`` order, are ``(H·v)_w`` for each ``w`` then ``∂f/∂w`` (as the
     gradients of ``v_<w>``). Each is scaled by the seed, as a first-order kernel's gradients are.
     """
-    if isinstance(graph, TensorGraph):
-        raise NotImplementedError(
-            "second derivatives of tensor programs (shapes=) are not supported yet: "
-            "only elementwise graphs of scalars and arrays of samples"
-        )
-    wrt = tuple(graph.inputs if wrt is None else wrt)
-    unknown = [w for w in wrt if w not in graph.inputs]
-    if unknown:
-        raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
+    wrt = _check(graph, wrt)
     directions = direction_names(graph.inputs, wrt)
     values = gradient_values(graph, wrt)
     adj = AdjointGraph()
@@ -78,6 +70,70 @@ def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     f, *grads = (mapping[o] for o in values.outputs)
     s = _dot(adj, grads, [adj.input(directions[w]) for w in wrt])
     return backpropagate(adj, s, (*wrt, *directions.values()), value=f)
+
+
+def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
+    """The program of ``graph``'s value, gradient and Hessian's upper triangle in one pass.
+
+    Row j of the triangle is the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_j, wrt_j+1,
+    ...`` (reverse over reverse, upstream 1: one backward sweep per row, restricted to the
+    inputs right of the diagonal). To give every entry its input's kind — a single number's,
+    summed over the samples in the loop as its gradient is — each is read out as the gradient
+    of ``s = Σ_j v_j ∂f/∂wrt_j + Σ_{j<=k} h_j_k H_jk`` with respect to an input of its own:
+    ``v_<name>`` for the gradient, ``h_<j>_<k>`` for ``H[j, k]``. Those inputs are read by
+    nothing the kernel returns (pass 0). Gradients, by the result's ``wrt``: the ``v_`` names
+    in ``wrt`` order, then ``h_j_k`` row by row.
+    """
+    wrt = _check(graph, wrt)
+    directions = direction_names(graph.inputs, wrt)
+    entries = entry_names(graph.inputs, len(wrt))
+    values = gradient_values(graph, wrt)
+    rows = [_row(values, j + 1, wrt[j:]) for j in range(len(wrt))]
+    adj = AdjointGraph()
+    for name in (*graph.inputs, *directions.values(), *entries):
+        adj.input(name)
+    mapping = copy_nodes(values, adj, {})
+    f, *grads = (mapping[o] for o in values.outputs)
+    upper = []
+    for row in rows:
+        copied = copy_nodes(row, adj, {})
+        upper.extend(copied[o] for o in row.outputs[1:])
+    readers = [adj.input(directions[w]) for w in wrt] + [adj.input(e) for e in entries]
+    s = _dot(adj, [*grads, *upper], readers)
+    return backpropagate(adj, s, (*directions.values(), *entries), value=f)
+
+
+def entry_names(inputs: Sequence[str], n: int) -> list[str]:
+    """``h_<j>_<k>`` for the upper triangle of an n × n Hessian, row by row; refused if an
+    input already has one of these names."""
+    names = [f"h_{j}_{k}" for j in range(n) for k in range(j, n)]
+    taken = sorted(set(names) & set(inputs))
+    if taken:
+        raise InputError(
+            f"a Hessian's entries are read out through inputs named h_<j>_<k>, but input(s) "
+            f"{taken} already use such names: rename them"
+        )
+    return names
+
+
+def _row(values: Graph, output: int, wrt: Sequence[str]) -> Graph:
+    """``[∂f/∂w_j, ∂²f/∂w_j∂wrt...]``: the gradient of ``values``' output ``output`` (upstream
+    1) with respect to ``wrt`` (w_j and the inputs after it), as plain values."""
+    view = Graph._with_outputs(values, [values.outputs[output]])
+    return gradient_values(view, wrt)
+
+
+def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:
+    if isinstance(graph, TensorGraph):
+        raise NotImplementedError(
+            "second derivatives of tensor programs (shapes=) are not supported yet: "
+            "only elementwise graphs of scalars and arrays of samples"
+        )
+    wrt = tuple(graph.inputs if wrt is None else wrt)
+    unknown = [w for w in wrt if w not in graph.inputs]
+    if unknown:
+        raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
+    return wrt
 
 
 def _dot(g: Graph, a: Sequence[int], b: Sequence[int]) -> int:

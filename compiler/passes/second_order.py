@@ -8,6 +8,9 @@ to the original inputs that is ``H·v`` (H symmetric), with respect to ``v_i`` i
 one kernel of the result returns ``f`` (its value), ``H·v`` and ``∇f`` in one pass over memory,
 and every tier compiles it unchanged: it is an ``AdjointGraph`` like any other.
 
+``hessian`` builds the whole upper triangle the same way, one backward sweep per row of the
+gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
+
 Second derivatives come from the local-gradient templates of the op table differentiated once
 more: a kink's local gradient (``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its
 own gradient is 0 away from the kink, and at the kink too (comparisons and ``sign`` have

@@ -10,6 +10,7 @@ from compiler.errors import InputError, ParseError, did_you_mean
 from compiler.ir.graph import Graph, copy_nodes, prune
 
 if TYPE_CHECKING:
+    from runtime.hessian import HessianKernel
     from runtime.kernel import Kernel
 
 Source = Any  # str | sympy.Expr | Callable
@@ -123,13 +124,9 @@ def compile_gradient(
     from runtime.kernel import Kernel
 
     _check_fuse(fuse)
-    if mode not in ("auto", "instant", "compiled"):
-        raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
+    _check_mode(mode)
     graph = trace(source, inputs, shapes)
-    wrt = tuple(graph.inputs if wrt is None else ([wrt] if isinstance(wrt, str) else wrt))
-    unknown = [w for w in wrt if w not in graph.inputs]
-    if unknown or len(set(wrt)) != len(wrt):
-        raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
+    wrt = _check_wrt(graph, wrt)
     fused, report = fuse_gates(graph, fuse, wrt=wrt)
     program = partial(plan, fused, wrt)
     if shapes is not None:
@@ -137,9 +134,58 @@ def compile_gradient(
 
         kernel = TensorKernel(fused, wrt, _title(source), mode=mode, plan=program)
     else:
-        kernel = Kernel(fused, wrt, _title(source), mode=mode, plan=program)
+        second = partial(hvp_kernel, fused, wrt, _title(source), mode)
+        kernel = Kernel(fused, wrt, _title(source), mode=mode, plan=program, second_order=second)
     kernel.fusion = report
     return kernel
+
+
+def compile_hessian(
+    source: Source,
+    *,
+    wrt: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    fuse: bool | Sequence[str] | str = True,
+    mode: str = "auto",
+) -> HessianKernel:
+    """A ``runtime.HessianKernel``: its call gives ``(value, {input: gradient}, H)``, H the dense
+    ``(len(wrt), len(wrt))`` Hessian of ``source`` (scalar inputs; exactly symmetric).
+
+    ``wrt`` names the parameters (default: all inputs), which must be given as single numbers;
+    the other inputs may be arrays of samples, and H is then the sum of the per-sample
+    Hessians. Options as ``compile_gradient``'s; tensor programs (``shapes=``) are not
+    supported yet.
+    """
+    from compiler.gates import fuse as fuse_gates
+    from runtime.hessian import HessianKernel
+
+    _check_fuse(fuse)
+    _check_mode(mode)
+    graph = trace(source, inputs)
+    wrt = _check_wrt(graph, wrt)
+    fused, _ = fuse_gates(graph, fuse, wrt=wrt)
+    title = _title(source)
+    return HessianKernel(hessian_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
+
+
+def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
+    """The kernel of ``graph``'s one-pass Hessian program (``passes.second_order.hessian``)."""
+    from compiler.passes.second_order import hessian
+    from runtime.kernel import Kernel
+
+    program = hessian(graph, wrt)
+    return Kernel(program, program.wrt, f"Hessian of {title}", mode=mode, plan=lambda: program)
+
+
+def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
+    """The kernel of ``graph``'s Hessian-vector product program (``passes.second_order``):
+    inputs ``graph``'s then one direction per ``wrt`` input; its ``value_and_grad`` gives f and,
+    by its ``wrt``, ``H·v`` then ``∇f``."""
+    from compiler.passes.second_order import hvp
+    from runtime.kernel import Kernel
+
+    program = hvp(graph, wrt)
+    return Kernel(program, program.wrt, f"H·v of {title}", mode=mode, plan=lambda: program)
 
 
 def plan(graph: Graph, wrt: Sequence[str]):
@@ -211,6 +257,20 @@ def _small(expr: Any, limit: int) -> bool:
             return False
         stack.extend(getattr(stack.pop(), "args", ()))
     return True
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in ("auto", "instant", "compiled"):
+        raise ValueError(f"mode must be 'auto', 'instant' or 'compiled', not {mode!r}")
+
+
+def _check_wrt(graph: Graph, wrt: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``wrt`` as a tuple of distinct input names (default: all inputs)."""
+    wrt = tuple(graph.inputs if wrt is None else ([wrt] if isinstance(wrt, str) else wrt))
+    unknown = [w for w in wrt if w not in graph.inputs]
+    if unknown or len(set(wrt)) != len(wrt):
+        raise InputError(f"wrt {list(wrt)} must name distinct inputs among {list(graph.inputs)}")
+    return wrt
 
 
 def _check_fuse(fuse: object) -> None:

@@ -28,16 +28,24 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from compiler.errors import CompileError, InputError
+from compiler.errors import CompileError, InputError, did_you_mean
 from compiler.ir.graph import Graph
 from runtime import background, cache, policy
-from runtime.inputs import Layout, arrange, arrange_seed, bind, sum_to
+from runtime.inputs import (
+    Layout,
+    arrange,
+    arrange_seed,
+    as_real_array,
+    bind,
+    dtype_of,
+    sum_to,
+)
 from runtime.tiers import MODES, Tiers
 
 __all__ = ["MODES", "Kernel", "Pool"]
@@ -76,10 +84,14 @@ class Kernel:
         mode: str = "auto",
         *,
         plan: Callable[[], Any],
+        second_order: Callable[[], Kernel] | None = None,
     ):
         """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
-        a kernel whose code is all on disk never needs it."""
+        a kernel whose code is all on disk never needs it. ``second_order()`` gives the kernel
+        of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``."""
         self.graph = graph
+        self._second_order = second_order
+        self._hvp: Kernel | None = None
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
         self.title = title
@@ -234,6 +246,34 @@ class Kernel:
             return _shape_grads(lay, grads, None)
 
         return _shape_value(lay, value, None), pullback
+
+    def hvp(self, *args, v: Mapping[str, Any], **kwargs) -> tuple[Any, Grads, Grads]:
+        """``(value, {input: gradient}, {input: (H·v)})``: the Hessian-vector product in the
+        same pass as the value and the gradient (reverse over reverse:
+        ``compiler.passes.second_order``).
+
+        ``v`` maps differentiated inputs to their direction's component, broadcastable to the
+        input's shape; inputs it leaves out get 0. As for gradients, an input given as one
+        number while others are arrays of samples gets ``Σ_samples H_i·v``.
+        """
+        point = bind(self.inputs, args, kwargs)
+        directions = _directions(v, point, self.wrt)
+        kernel = self.hvp_kernel
+        value, grads = kernel.value_and_grad(*point.values(), *directions)
+        given = kernel.inputs[len(self.inputs) :]  # the directions' names, in wrt order
+        grad = {w: grads[d] for w, d in zip(self.wrt, given)}
+        return value, grad, {w: grads[w] for w in self.wrt}
+
+    @property
+    def hvp_kernel(self) -> Kernel:
+        """The kernel ``hvp`` runs (its own ``tier``, ``source``, ``adjoint``), built on first
+        use: the Hessian-vector program of ``compiler.passes.second_order``."""
+        if self._second_order is None:
+            raise TypeError(f"{self!r} was built without second derivatives")
+        with self._lock:
+            if self._hvp is None:
+                self._hvp = self._second_order()
+            return self._hvp
 
     # ------------------------------------------------------------ engines (``runtime.tiers``)
     def _module(self, lay: Layout, seed_kind: str, entry: str):
@@ -445,6 +485,32 @@ class Pool:
             if sum(a.nbytes for a in self._arrays) + array.nbytes <= POOL_BYTES:
                 self._arrays.append(array)
             return array
+
+
+def _directions(v: Any, point: dict[str, np.ndarray], wrt: tuple[str, ...]) -> list:
+    """``v`` as one array per ``wrt`` input, of that input's shape and the call's dtype (so a
+    direction has its input's kind: the ``v`` of an input of samples is per sample)."""
+    if not isinstance(v, Mapping):
+        raise InputError(f"v must map input names to numbers, not a {type(v).__name__}")
+    for name in v:
+        if name not in wrt:
+            raise InputError(
+                f"v names '{name}', which is not a differentiated input; they are {list(wrt)}"
+                f"{did_you_mean(str(name), list(wrt))}"
+            )
+    dtype = dtype_of(point)
+    out = []
+    for name in wrt:
+        shape = point[name].shape
+        value = as_real_array(f"v['{name}']", v.get(name, 0.0)).astype(dtype)
+        try:
+            out.append(np.array(np.broadcast_to(value, shape)))
+        except ValueError:
+            raise InputError(
+                f"v['{name}'] of shape {value.shape} does not broadcast to the shape {shape} "
+                f"of input '{name}'"
+            ) from None
+    return out
 
 
 def _pattern(pattern: Pattern | str) -> Pattern:

@@ -51,6 +51,7 @@ from compiler import (  # noqa: E402
     __version__,
     adjoint,
     compile_gradient,
+    compile_hessian,
     fuse,
     gate_names,
     ops,
@@ -59,6 +60,7 @@ from compiler import (  # noqa: E402
     unregister_gate,
 )
 from runtime import GradcheckResult, Kernel, gradcheck  # noqa: E402
+from runtime.hessian import HessianKernel  # noqa: E402
 from runtime.tensor_kernel import TensorKernel  # noqa: E402
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "FusionReport",
     "GateError",
     "GradcheckResult",
+    "HessianKernel",
     "Graph",
     "InputError",
     "Kernel",
@@ -79,6 +82,7 @@ __all__ = [
     "adjoint",
     "compare",
     "compile_gradient",
+    "compile_hessian",
     "draw",
     "fuse",
     "gate_names",

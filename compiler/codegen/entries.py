@@ -25,7 +25,7 @@ class Layout:
     """What the entries take and give, by input name."""
 
     inputs: tuple[str, ...]
-    used: tuple[str, ...]  # inputs the forward reads
+    used: tuple[str, ...]  # inputs the forward and value_and_grad read
     backward_reads: tuple[str, ...]  # inputs the backward reads
     wrt: tuple[str, ...]
     saved: tuple[str, ...]  # display names of the residuals
@@ -58,7 +58,10 @@ def plan(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str) -> tuple[Layout
     idx = {n.value: i for i, n in enumerate(adj.nodes) if n.op == INPUT}
     seed = next((i for i, n in enumerate(adj.nodes) if n.op == SEED), None)
     value, grads = adj.outputs[0], adj.outputs[1:]
-    fwd_live = adj.reachable(adj.outputs[:1])
+    # The inputs any output reads: for a first-order graph exactly those the value reads (its
+    # gradients are built from the value's nodes); a Hessian-vector graph's gradients also read
+    # the direction ``v``, which its value (f) does not.
+    fwd_live = adj.reachable(adj.outputs)
     bwd_reads = {a for i in adj.backward_nodes() for a in adj.nodes[i].args}
     bwd_reads.update(grads)
     layout = Layout(

@@ -175,10 +175,20 @@ def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
         raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
     # The forward part: what the value depends on, copied once (declared inputs first, in order).
     adj = TensorAdjointGraph(graph.declared) if isinstance(graph, TensorGraph) else AdjointGraph()
-    adj.outputs = [adj.copy_forward(graph)]
-    adj.n_forward, adj.wrt = len(adj.nodes), wrt
+    return backpropagate(adj, adj.copy_forward(graph), wrt)
 
+
+def backpropagate(
+    adj: AdjointGraph, output: int, wrt: Sequence[str], value: int | None = None
+) -> AdjointGraph:
+    """Complete ``adj``, whose forward part is built: append the backward nodes of ``output``'s
+    gradients with respect to ``wrt`` (inputs of ``adj``). The kernel's value is ``value``
+    (default: ``output`` itself). Apart so that a second-order pass can differentiate one node
+    (``Σ ∇f·v``) while its kernel returns another (``f``): see ``passes.second_order``."""
+    adj.outputs = [output]
+    adj.n_forward, adj.wrt = len(adj.nodes), tuple(wrt)
     grads = _backpropagate(adj, {adj.input(w) for w in wrt})
+    adj.outputs = [output if value is None else value]
     for name in wrt:
         node = adj.input(name)
         adj.outputs.append(grads[node] if node in grads else adj.zero_gradient(node))

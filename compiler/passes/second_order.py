@@ -1,0 +1,147 @@
+"""Second order by reverse-over-reverse: the Hessian-vector product graph of a scalar graph.
+
+No new differentiator: the adjoint pass runs twice. Its first run gives the gradient nodes ∇f
+(with the upstream gradient fixed at 1); they become forward values of a new graph, which also
+reads one direction input ``v_<name>`` per differentiated input and forms the scalar
+``s(x, v) = Σ_i ∇f_i(x) · v_i``. The adjoint pass's second run differentiates ``s``: with respect
+to the original inputs that is ``H·v`` (H symmetric), with respect to ``v_i`` it is ``∇f_i``. So
+one kernel of the result returns ``f`` (its value), ``H·v`` and ``∇f`` in one pass over memory,
+and every tier compiles it unchanged: it is an ``AdjointGraph`` like any other.
+
+``hessian`` builds the whole upper triangle the same way, one backward sweep per row of the
+gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
+
+Second derivatives come from the local-gradient templates of the op table differentiated once
+more: a kink's local gradient (``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its
+own gradient is 0 away from the kink, and at the kink too (comparisons and ``sign`` have
+gradient 0 everywhere in the kink table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from compiler.errors import InputError
+from compiler.ir.graph import SEED, Graph, copy_nodes
+from compiler.ir.tensor import TensorGraph
+from compiler.passes.adjoint import AdjointGraph, adjoint, backpropagate
+
+#: A direction input is this prefix and its input's name: ``v_x`` for ``x``.
+DIRECTION_PREFIX = "v_"
+
+
+def direction_names(inputs: Sequence[str], wrt: Sequence[str]) -> dict[str, str]:
+    """``{input: its direction's name}`` for the ``wrt`` inputs. A direction's name that is
+    already an input's is refused: the product would silently read the user's value."""
+    names = {w: DIRECTION_PREFIX + w for w in wrt}
+    taken = sorted(v for v in names.values() if v in inputs)
+    if taken:
+        raise InputError(
+            f"second derivatives name the direction of each input x 'v_x', but input(s) "
+            f"{taken} already use that name: rename them"
+        )
+    return names
+
+
+def gradient_values(graph: Graph, wrt: Sequence[str]) -> Graph:
+    """A forward graph whose outputs are ``[f, ∂f/∂wrt_0, ...]``: the first adjoint with the
+    upstream gradient fixed at 1, so the gradients are plain values to differentiate again."""
+    first = adjoint(graph, wrt)
+    out = Graph()
+    for name in graph.inputs:
+        out.input(name)
+    seed = [i for i, n in enumerate(first.nodes) if n.op == SEED]
+    mapping = copy_nodes(first, out, {s: out.const(1.0) for s in seed})
+    out.outputs = [mapping[o] for o in first.outputs]
+    return out
+
+
+def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
+    """The Hessian-vector product program of ``graph``'s (scalar, elementwise) output.
+
+    Its inputs are ``graph``'s, then one direction ``v_<w>`` per ``w`` in ``wrt``; its value is
+    f; its gradients, by ``wrt`` order, are ``(H·v)_w`` for each ``w`` then ``∂f/∂w`` (as the
+    gradients of ``v_<w>``). Each is scaled by the seed, as a first-order kernel's gradients are.
+    """
+    wrt = _check(graph, wrt)
+    directions = direction_names(graph.inputs, wrt)
+    values = gradient_values(graph, wrt)
+    adj = AdjointGraph()
+    for name in (*graph.inputs, *directions.values()):
+        adj.input(name)
+    mapping = copy_nodes(values, adj, {})
+    f, *grads = (mapping[o] for o in values.outputs)
+    s = _dot(adj, grads, [adj.input(directions[w]) for w in wrt])
+    return backpropagate(adj, s, (*wrt, *directions.values()), value=f)
+
+
+def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
+    """The program of ``graph``'s value, gradient and Hessian's upper triangle in one pass.
+
+    Row j of the triangle is the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_j, wrt_j+1,
+    ...`` (reverse over reverse, upstream 1: one backward sweep per row, restricted to the
+    inputs right of the diagonal). To give every entry its input's kind — a single number's,
+    summed over the samples in the loop as its gradient is — each is read out as the gradient
+    of ``s = Σ_j v_j ∂f/∂wrt_j + Σ_{j<=k} h_j_k H_jk`` with respect to an input of its own:
+    ``v_<name>`` for the gradient, ``h_<j>_<k>`` for ``H[j, k]``. Those inputs are read by
+    nothing the kernel returns (pass 0). Gradients, by the result's ``wrt``: the ``v_`` names
+    in ``wrt`` order, then ``h_j_k`` row by row.
+    """
+    wrt = _check(graph, wrt)
+    directions = direction_names(graph.inputs, wrt)
+    entries = entry_names(graph.inputs, len(wrt))
+    values = gradient_values(graph, wrt)
+    rows = [_row(values, j + 1, wrt[j:]) for j in range(len(wrt))]
+    adj = AdjointGraph()
+    for name in (*graph.inputs, *directions.values(), *entries):
+        adj.input(name)
+    mapping = copy_nodes(values, adj, {})
+    f, *grads = (mapping[o] for o in values.outputs)
+    upper = []
+    for row in rows:
+        copied = copy_nodes(row, adj, {})
+        upper.extend(copied[o] for o in row.outputs[1:])
+    readers = [adj.input(directions[w]) for w in wrt] + [adj.input(e) for e in entries]
+    s = _dot(adj, [*grads, *upper], readers)
+    return backpropagate(adj, s, (*directions.values(), *entries), value=f)
+
+
+def entry_names(inputs: Sequence[str], n: int) -> list[str]:
+    """``h_<j>_<k>`` for the upper triangle of an n × n Hessian, row by row; refused if an
+    input already has one of these names."""
+    names = [f"h_{j}_{k}" for j in range(n) for k in range(j, n)]
+    taken = sorted(set(names) & set(inputs))
+    if taken:
+        raise InputError(
+            f"a Hessian's entries are read out through inputs named h_<j>_<k>, but input(s) "
+            f"{taken} already use such names: rename them"
+        )
+    return names
+
+
+def _row(values: Graph, output: int, wrt: Sequence[str]) -> Graph:
+    """``[∂f/∂w_j, ∂²f/∂w_j∂wrt...]``: the gradient of ``values``' output ``output`` (upstream
+    1) with respect to ``wrt`` (w_j and the inputs after it), as plain values."""
+    view = Graph._with_outputs(values, [values.outputs[output]])
+    return gradient_values(view, wrt)
+
+
+def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:
+    if isinstance(graph, TensorGraph):
+        raise NotImplementedError(
+            "second derivatives of tensor programs (shapes=) are not supported yet: "
+            "only elementwise graphs of scalars and arrays of samples"
+        )
+    wrt = tuple(graph.inputs if wrt is None else wrt)
+    unknown = [w for w in wrt if w not in graph.inputs]
+    if unknown:
+        raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
+    return wrt
+
+
+def _dot(g: Graph, a: Sequence[int], b: Sequence[int]) -> int:
+    """``Σ a_i · b_i`` as a chain of adds (0 for no terms)."""
+    total = g.const(0.0)
+    for x, y in zip(a, b):
+        total = g.add("add", total, g.add("mul", x, y))
+    return total

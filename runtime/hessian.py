@@ -1,0 +1,74 @@
+"""``HessianKernel``: value, gradient and the dense Hessian of a scalar function in one pass,
+from the program ``compiler.passes.second_order.hessian`` plans (built by ``compiler.api``).
+
+That program returns the gradient and each entry of the Hessian's upper triangle as the gradient
+of an input of its own (``v_<name>``, ``h_<j>_<k>``, given as 0): so every tier runs it unchanged,
+and with arrays of samples each entry is summed over the samples in the loop, as the gradient of
+a single-number input is — no per-sample Hessian is ever stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import InputError
+from runtime.inputs import bind, dtype_of
+from runtime.kernel import Grads, Kernel
+
+
+class HessianKernel:
+    """``h(**point)`` gives ``(value, {input: gradient}, H)``, H a dense NumPy array of shape
+    ``(len(wrt), len(wrt))`` in ``wrt`` order.
+
+    The differentiated inputs must be single numbers (the parameters); the others may be arrays
+    of samples, and then H is the sum over the samples of each sample's Hessian (as the gradient
+    of a single-number input is the sum of its per-sample gradients).
+
+    H is exactly symmetric by construction: only its upper triangle is computed (``H[j, k]``,
+    ``j <= k``: the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_k``), and ``H[k, j]`` is the
+    same float.
+    """
+
+    def __init__(self, kernel: Kernel, inputs: tuple[str, ...], wrt: tuple[str, ...], title: str):
+        self.kernel = kernel
+        self.inputs = inputs
+        self.wrt = wrt
+        self.title = title
+
+    def __repr__(self) -> str:
+        return f"<HessianKernel {self.title!r} inputs={self.inputs} wrt={self.wrt}>"
+
+    @property
+    def mode(self) -> str:
+        return self.kernel.mode
+
+    @property
+    def tier(self) -> str | None:
+        """The engine that answered the latest call (``Kernel.tier``)."""
+        return self.kernel.tier
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for background compiles (``Kernel.wait``)."""
+        return self.kernel.wait(timeout)
+
+    def __call__(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
+        point = bind(self.inputs, args, kwargs)
+        for name in self.wrt:
+            if point[name].ndim:
+                raise InputError(
+                    f"the Hessian is taken with respect to single numbers: input '{name}' is an "
+                    f"array of shape {point[name].shape} (arrays of samples may be given for the "
+                    f"inputs not in wrt={list(self.wrt)})"
+                )
+        n, dtype = len(self.wrt), dtype_of(point)
+        readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
+        value, grads = self.kernel.value_and_grad(*point.values(), *np.zeros(len(readers), dtype))
+        grad = {w: grads[r] for w, r in zip(self.wrt, readers)}
+        hess = np.empty((n, n), dtype)
+        upper = iter(readers[n:])
+        for j in range(n):
+            for k in range(j, n):
+                hess[j, k] = hess[k, j] = grads[next(upper)]
+        return value, grad, hess

@@ -492,7 +492,9 @@ class _Entry:
 
     def __init__(self, module: ModuleType):
         name = module.__name__
-        self._ref = weakref.ref(module, lambda _: _unregister(name, self))
+        # The function itself is bound now: at interpreter exit this module's globals may
+        # already be None when the last kernel modules are collected.
+        self._ref = weakref.ref(module, lambda _, forget=_unregister: forget(name, self))
 
     @property
     def __dict__(self):  # Numba reads ``sys.modules[name].__dict__`` as the globals
@@ -508,11 +510,12 @@ class _Entry:
         return getattr(self._module(), name)
 
 
-def _unregister(name: str, entry: object) -> None:
-    """Remove ``sys.modules[name]`` if it is ``entry`` (or a stand-in for it)."""
-    found = sys.modules.get(name)
-    if found is entry or (isinstance(found, _Entry) and found._ref() in (entry, None)):
-        sys.modules.pop(name, None)
+def _unregister(name: str, entry: object, modules: dict = sys.modules, kind: type = _Entry) -> None:
+    """Remove ``sys.modules[name]`` if it is ``entry`` (or a stand-in for it). What it reads is
+    bound at definition: it may run at interpreter exit, after this module's globals are gone."""
+    found = modules.get(name)
+    if found is entry or (isinstance(found, kind) and found._ref() in (entry, None)):
+        modules.pop(name, None)
 
 
 def _import(key: str, path: Path, name: str, source: str) -> ModuleType:

@@ -9,7 +9,6 @@ Numba kernels (``runtime.cache``), sealed with a SHA-256: a damaged file reads a
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import threading
@@ -17,38 +16,17 @@ import weakref
 from pathlib import Path
 
 from compiler.errors import CompileError
+from compiler.ir import native
 from runtime import cache
 
 #: Modules compiled side by side (each gets a thread; llvmlite releases the GIL).
 COMPILE_THREADS = 2
 
 _SEAL = b"symgrad-llvm-sha256\0"
-_init_lock = threading.Lock()
-_initialised: list[bool] = []
 
 
-def llvm():
-    """``llvmlite.binding``, its native target initialised once."""
-    import llvmlite.binding as binding
-
-    with _init_lock:
-        if not _initialised:
-            binding.initialize_native_target()
-            binding.initialize_native_asmprinter()
-            _initialised.append(True)
-    return binding
-
-
-def target_machine():
-    """This CPU, at code generation level O2, for the JIT."""
-    binding = llvm()
-    target = binding.Target.from_default_triple()
-    return target.create_target_machine(
-        cpu=binding.get_host_cpu_name(),
-        features=binding.get_host_cpu_features().flatten(),
-        opt=2,
-        jit=True,
-    )
+#: llvmlite's binding, initialised once; this CPU's target machine (``compiler.ir.native``).
+llvm, target_machine = native.binding, native.target_machine
 
 
 def compile_objects(
@@ -103,16 +81,7 @@ def _compile_wave(texts: list[str], optimise: bool) -> list[bytes]:
     return results  # type: ignore[return-value]
 
 
-def address(array) -> int:
-    """The address of a C-contiguous array's first element, for a ctypes call: through the
-    buffer protocol when the array is writeable (0.7 µs: four times ``array.ctypes.data``,
-    which counts for small calls with a dozen arrays). An empty array's is 0: never read."""
-    if not array.size:
-        return 0
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
-    except TypeError:  # read-only
-        return array.ctypes.data
+address = native.address  # an array's first element, for a ctypes call
 
 
 class Loaded:

@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from compiler.ir import native
 from compiler.ir.lowering import DOUBLE, FLOAT, LoweringError, function_of
 from compiler.ir.opdef import OpDef
 from compiler.ir.ops import arith
@@ -42,8 +43,6 @@ _WIDTHS = {np.dtype(np.float64): DOUBLE, np.dtype(np.float32): FLOAT}
 _lock = threading.Lock()
 # (op name, dtype, pattern) -> (the entry compiled, engine and context (kept alive), function)
 _compiled: dict[tuple, tuple[OpDef, object, Callable]] = {}
-_initialised: list[bool] = []
-_cpu: list[str] = []  # this CPU's name and features, asked once
 #: (key(spec, dtype, pattern, vector) -> str, read(key) -> bytes | None, store(key, bytes)),
 #: set by the runtime; None: compile each time.
 _object_cache: list = [None]
@@ -84,8 +83,8 @@ def apply(spec: OpDef, *operands, vector: bool | None = None):
         prepared = [_prepared(a, shape, dtype) for a in arrays]
         pattern = tuple(p.size == 1 and out.size != 1 for p in prepared)
         run = loop(spec, dtype, pattern, spec.fast is None if vector is None else vector)
-        pointers = [_address(p) for p in prepared] + [None] * (_ARGS - len(prepared))
-        run(out.size, _address(out), *pointers)
+        pointers = [native.address(p) for p in prepared] + [None] * (_ARGS - len(prepared))
+        run(out.size, native.address(out), *pointers)
     if not shape and all(a.ndim == 0 for a in arrays):
         return out[()]
     return out
@@ -108,15 +107,6 @@ _IEEE: dict[Callable, Callable] = {
     arith.lower_div: operator.truediv,
     arith.lower_neg: operator.neg,
 }
-
-
-def _address(array: np.ndarray) -> int:
-    """A contiguous array's first element: through the buffer protocol (four times faster
-    than ``array.ctypes.data``, which counts in small calls), ``ctypes.data`` if read-only."""
-    try:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
-    except TypeError:
-        return array.ctypes.data
 
 
 def _dtype(operands) -> np.dtype:
@@ -193,7 +183,7 @@ def loop_ir(lower: Callable, arity: int, ty, pattern: tuple[bool, ...] = (), vec
 
 
 def _compile(spec: OpDef, dtype: np.dtype, pattern, vector: bool) -> tuple[tuple, Callable]:
-    binding = _binding()
+    binding = native.binding()
     cache = _object_cache[0]
     key = cache[0](spec, dtype, pattern, vector) if cache is not None else None
     obj = cache[1](key) if cache is not None else None
@@ -202,7 +192,9 @@ def _compile(spec: OpDef, dtype: np.dtype, pattern, vector: bool) -> tuple[tuple
         if cache is not None:
             cache[2](key, obj)
     context = binding.create_context()  # not Numba's global one (see the module's docstring)
-    engine = binding.create_mcjit_compiler(binding.parse_assembly("", context), _target_machine())
+    engine = binding.create_mcjit_compiler(
+        binding.parse_assembly("", context), native.target_machine()
+    )
     engine.add_object_file(binding.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return (engine, context), _SIGNATURE(engine.get_function_address("run"))
@@ -213,30 +205,8 @@ def _object_code(binding, text: str) -> bytes:
     context = binding.create_context()
     module = binding.parse_assembly(text, context=context)
     module.verify()
-    machine = _target_machine()
+    machine = native.target_machine()
     options = binding.create_pipeline_tuning_options(speed_level=3)
     builder = binding.create_pass_builder(machine, options)
     builder.getModulePassManager().run(module, builder)
     return machine.emit_object(module)
-
-
-def _target_machine():
-    """This CPU (its vector width), code generation at O2, for the JIT: as the runtime's. A new
-    one each time (an engine owns and frees its own); the CPU's name and features are asked
-    once (under ``_lock``)."""
-    binding = _binding()
-    if not _cpu:
-        _cpu.extend([binding.get_host_cpu_name(), binding.get_host_cpu_features().flatten()])
-    target = binding.Target.from_default_triple()
-    return target.create_target_machine(cpu=_cpu[0], features=_cpu[1], opt=2, jit=True)
-
-
-def _binding():
-    """``llvmlite.binding``, its native target initialised once (under ``_lock``)."""
-    import llvmlite.binding as binding
-
-    if not _initialised:
-        binding.initialize_native_target()
-        binding.initialize_native_asmprinter()
-        _initialised.append(True)
-    return binding

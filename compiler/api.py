@@ -134,8 +134,12 @@ def compile_gradient(
 
         kernel = TensorKernel(fused, wrt, _title(source), mode=mode, plan=program)
     else:
-        second = partial(hvp_kernel, fused, wrt, _title(source), mode)
-        kernel = Kernel(fused, wrt, _title(source), mode=mode, plan=program, second_order=second)
+        title = _title(source)
+        second = partial(hvp_kernel, fused, wrt, title, mode)
+        hess = partial(_hessian_of, fused, title, mode)
+        kernel = Kernel(
+            fused, wrt, title, mode=mode, plan=program, second_order=second, hessian=hess
+        )
     kernel.fusion = report
     return kernel
 
@@ -166,6 +170,14 @@ def compile_hessian(
     fused, _ = fuse_gates(graph, fuse, wrt=wrt)
     title = _title(source)
     return HessianKernel(hessian_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
+
+
+def _hessian_of(graph: Graph, title: str, mode: str, wrt: Sequence[str]) -> HessianKernel:
+    """A ``HessianKernel`` of an already fused graph (what ``Kernel.scipy``'s ``hess`` runs)."""
+    from runtime.hessian import HessianKernel
+
+    wrt = tuple(wrt)
+    return HessianKernel(hessian_kernel(graph, wrt, title, mode), graph.inputs, wrt, title)
 
 
 def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:

@@ -85,12 +85,15 @@ class Kernel:
         *,
         plan: Callable[[], Any],
         second_order: Callable[[], Kernel] | None = None,
+        hessian: Callable[[tuple[str, ...]], Any] | None = None,
     ):
         """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
         a kernel whose code is all on disk never needs it. ``second_order()`` gives the kernel
-        of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``."""
+        of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``;
+        ``hessian(wrt)`` a ``HessianKernel`` of the same function (for ``scipy``'s ``hess``)."""
         self.graph = graph
         self._second_order = second_order
+        self._hessian = hessian
         self._hvp: Kernel | None = None
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
@@ -274,6 +277,18 @@ class Kernel:
             if self._hvp is None:
                 self._hvp = self._second_order()
             return self._hvp
+
+    def scipy(self, like: Mapping[str, Any], data: Mapping[str, Any] | None = None):
+        """A ``runtime.scipy_adapter.Objective`` for ``scipy.optimize.minimize``: ``obj.fun``,
+        ``obj.jac``, ``obj.hess``, ``obj.hessp`` over one flat vector, ``obj.x0`` its start.
+
+        ``like`` maps the parameters to their starting values (their shapes and the vector's
+        order); ``data`` gives every other input, held fixed. The objective is the value summed
+        over the samples; ``fun`` and ``jac`` at one x run the kernel once.
+        """
+        from runtime.scipy_adapter import Objective
+
+        return Objective(self, like, data, self._hessian)
 
     # ------------------------------------------------------------ engines (``runtime.tiers``)
     def _module(self, lay: Layout, seed_kind: str, entry: str):

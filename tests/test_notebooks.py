@@ -36,9 +36,14 @@ def execute(path: Path):
     return notebook
 
 
-def test_the_three_notebooks_are_there():
+def test_the_four_notebooks_are_there():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_backprop_by_hand", "02_fused_vs_unfused", "03_two_layer_net"]
+    assert names == [
+        "01_backprop_by_hand",
+        "02_fused_vs_unfused",
+        "03_two_layer_net",
+        "04_second_order",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -189,6 +189,7 @@ def compile_jacobian(
     by: str = "auto",
     fuse: bool | Sequence[str] | str = True,
     mode: str = "auto",
+    shapes: Mapping[str, Any] | None = None,
 ) -> JacobianKernel:
     """A ``runtime.JacobianKernel`` of several outputs: its call gives ``(values, J)``, J of
     shape ``(..., len(sources), len(wrt))``, per point.
@@ -205,6 +206,11 @@ def compile_jacobian(
     from runtime.jacobian import JacobianKernel
     from runtime.kernel import Kernel
 
+    if shapes is not None:
+        raise NotImplementedError(
+            "Jacobians of tensor programs (shapes=) are not supported yet: give a list of "
+            "elementwise expressions, one per output"
+        )
     _check_fuse(fuse)
     _check_mode(mode)
     sources = _sources(sources)

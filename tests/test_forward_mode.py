@@ -210,5 +210,7 @@ def test_jacobian_errors():
         compiler.compile_jacobian(["x*y", "z"], inputs=["x", "y"])
     with pytest.raises(InputError, match="jac_0_0"):
         compiler.compile_jacobian(["x*jac_0_0", "x"])
+    with pytest.raises(NotImplementedError, match="shapes="):
+        compiler.compile_jacobian(["x", "x*x"], shapes={"x": ("n",)})
     with pytest.raises(ValueError, match="by must be"):
         compiler.compile_jacobian(["x", "x*x"], by="diagonal")

@@ -284,9 +284,17 @@ def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
     by its ``wrt``, ``H·v`` then ``∇f``."""
     from compiler.passes.second_order import hvp
     from runtime.kernel import Kernel
+    from runtime.llvm_tier import REUSED_OPTIMISE_NODES
 
     program = hvp(graph, wrt)
-    return Kernel(program, program.wrt, f"H·v of {title}", mode=mode, plan=lambda: program)
+    return Kernel(
+        program,
+        program.wrt,
+        f"H·v of {title}",
+        mode=mode,
+        plan=lambda: program,
+        optimise_nodes=REUSED_OPTIMISE_NODES,  # an optimiser calls it many times a point
+    )
 
 
 def jvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:

@@ -87,14 +87,18 @@ class Kernel:
         second_order: Callable[[], Kernel] | None = None,
         hessian: Callable[[tuple[str, ...]], Any] | None = None,
         forward: Callable[[], Kernel] | None = None,
+        optimise_nodes: int | None = None,
     ):
         """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
         a kernel whose code is all on disk never needs it. ``second_order()`` gives the kernel
         of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``;
         ``hessian(wrt)`` a ``HessianKernel`` of the same function (for ``scipy``'s ``hess``);
-        ``forward()`` the kernel of the forward-mode program (``compiler.api.jvp_kernel``)."""
+        ``forward()`` the kernel of the forward-mode program (``compiler.api.jvp_kernel``).
+        ``optimise_nodes``: the largest entry LLVM's O3 pipeline takes (default
+        ``runtime.llvm_tier.OPTIMISE_NODES``; more for kernels called many times a point)."""
         self.graph = graph
         self._forward = forward
+        self._optimise_nodes = optimise_nodes
         self._jvp: Kernel | None = None
         self._second_order = second_order
         self._hessian = hessian
@@ -344,6 +348,8 @@ class Kernel:
                 from runtime.llvm_tier import LLVMModule
 
                 width = {} if dtype == "float64" else {"dtype": dtype}
+                if self._optimise_nodes is not None:
+                    width["optimise_nodes"] = self._optimise_nodes
                 self._llvm[pattern, optimise] = LLVMModule(
                     self.adjoint,
                     self.inputs,

@@ -174,7 +174,9 @@ def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> K
     from runtime.kernel import Kernel
 
     program = hessian(graph, wrt)
-    return Kernel(program, program.wrt, f"Hessian of {title}", mode=mode, plan=lambda: program)
+    return Kernel(
+        program, program.wrt, f"Hessian of {title}", mode=mode, plan=partial(_given, program)
+    )
 
 
 def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
@@ -185,7 +187,12 @@ def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
     from runtime.kernel import Kernel
 
     program = hvp(graph, wrt)
-    return Kernel(program, program.wrt, f"H·v of {title}", mode=mode, plan=lambda: program)
+    return Kernel(program, program.wrt, f"H·v of {title}", mode=mode, plan=partial(_given, program))
+
+
+def _given(program: Graph) -> Graph:
+    """A program planned already (a plain function: kernels pickle their ``plan``)."""
+    return program
 
 
 def plan(graph: Graph, wrt: Sequence[str]):

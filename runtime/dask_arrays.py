@@ -17,7 +17,8 @@ Dask is imported only when such an input is given: symgrad does not depend on it
 
 from __future__ import annotations
 
-import operator
+import math
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -133,24 +134,32 @@ class Output(NamedTuple):
 
 def blockwise(fn: Callable[..., tuple], ops: Operands, outputs: Sequence[Output]) -> list[Any]:
     """Dask arrays of ``fn``'s results: ``fn(*blocks)`` runs once per block of the aligned
-    operands and returns one NumPy array per ``Output``. Summed outputs come back reduced."""
+    operands and returns one NumPy array per ``Output``. Summed outputs come back reduced.
+
+    Layers are named, not tokenized: Dask would otherwise hash every argument and inspect
+    every function again, milliseconds per layer on each call."""
     import dask.array as da
 
-    ndim = len(ops.shape)
-    task = _Task(fn, ops.names)
-    tuples = da.map_blocks(task, *ops.arrays, dtype=object, meta=np.empty((0,) * ndim, object))
-    chunks = tuples.chunks
+    ndim, token = len(ops.shape), uuid.uuid4().hex
+    tuples = da.map_blocks(
+        _Task(fn, ops.names), *ops.arrays, dtype=object, meta=np.empty((0,) * ndim, object),
+        name=f"symgrad-blocks-{token}",
+    )  # fmt: skip
     results = []
     for k, out in enumerate(outputs):
-        block_chunks = tuple((1,) * len(c) if d in out.summed else c for d, c in enumerate(chunks))
-        block_chunks += tuple((e,) for e in out.extra)
+        chunks = tuple((1,) * len(c) if d in out.summed else c for d, c in enumerate(tuples.chunks))
         new = tuple(range(ndim, ndim + len(out.extra)))
         part = da.map_blocks(
-            operator.getitem, tuples, k, chunks=block_chunks, dtype=out.dtype,
+            _pick, tuples, k, chunks=chunks + tuple((e,) for e in out.extra), dtype=out.dtype,
             new_axis=list(new) or None, meta=np.empty((0,) * (ndim + len(new)), out.dtype),
+            name=f"symgrad-result{k}-{token}",
         )  # fmt: skip
-        results.append(_reduced(part, out, da) if out.summed else part)
+        results.append(_reduced(part, out) if out.summed else part)
     return results
+
+
+def _pick(results: tuple, k: int) -> np.ndarray:
+    return results[k]
 
 
 class _Task:
@@ -172,25 +181,32 @@ class _Task:
             raise error from e
 
 
-def _reduced(part: Any, out: Output, da) -> Any:
+def _reduced(part: Any, out: Output) -> Any:
     """Partial sums added by a tree: float64 for float32 results, rounded once at the end."""
-    wide = part.dtype if part.dtype == np.float64 else np.float64
-    total = part.sum(axis=out.summed, keepdims=True, split_every=SPLIT_EVERY, dtype=wide)
-    return total.astype(out.dtype)
+    total = part.sum(axis=out.summed, keepdims=True, split_every=SPLIT_EVERY, dtype=np.float64)
+    return total if out.dtype == np.float64 else total.astype(out.dtype)
 
 
 def value_and_grad(kernel: Any, args: tuple, kwargs: dict, seed: Any = None) -> tuple[Any, dict]:
-    """``Kernel.value_and_grad`` over Dask inputs: ``(value, {input: gradient})``, lazy."""
+    """``Kernel.value_and_grad`` over Dask inputs: ``(value, {input: gradient})``, lazy.
+
+    The gradients of single-number inputs (a fit's parameters) travel packed, one vector per
+    block and one reduction tree for them all; other gradients are arrays of their own."""
     values = match(kernel.inputs, args, kwargs)
     names = kernel.inputs + (("seed",) if seed is not None else ())
     if seed is not None:
         values = {**values, "seed": seed}
     ops = operands(names, values, seed="seed" if seed is not None else "")
-    outputs = [Output(ops.dtype)] + [Output(ops.dtype, _broadcast_axes(ops, w)) for w in kernel.wrt]
-    results = blockwise(_GradBlock(kernel, seed is not None), ops, outputs)
-    value = _unpadded(results[0], ops.shape)
-    grads = {w: _unpadded(g, ops.shapes[w]) for w, g in zip(kernel.wrt, results[1:])}
-    return value, grads
+    numbers = tuple(w for w in kernel.wrt if math.prod(ops.shapes[w]) == 1)
+    arrays = tuple(w for w in kernel.wrt if w not in numbers)
+    every = tuple(range(len(ops.shape)))
+    outputs = [Output(ops.dtype)] + [Output(ops.dtype, _broadcast_axes(ops, w)) for w in arrays]
+    outputs.append(Output(ops.dtype, every, (len(numbers),)))
+    results = blockwise(_GradBlock(kernel, seed is not None, arrays, numbers), ops, outputs)
+    grads = {w: _unpadded(g, ops.shapes[w]) for w, g in zip(arrays, results[1:])}
+    packed = results[-1].reshape(len(numbers))
+    grads.update({w: packed[i].reshape(ops.shapes[w]) for i, w in enumerate(numbers)})
+    return _unpadded(results[0], ops.shape), {w: grads[w] for w in kernel.wrt}
 
 
 def value(kernel: Any, args: tuple, kwargs: dict) -> Any:
@@ -221,12 +237,14 @@ class _ValueBlock:
 
 
 class _GradBlock:
-    """The per-block task of ``value_and_grad``: the value's block, then each gradient — the
-    block of an elementwise input, the partial sum (length 1 along summed axes) of a broadcast
-    one."""
+    """The per-block task of ``value_and_grad``: the value's block, each array input's
+    gradient (its block, or its partial sum: length 1 along summed axes), then the
+    single-number inputs' partial sums as one vector."""
 
-    def __init__(self, kernel: Any, seeded: bool):
-        self.kernel, self.seeded = kernel, seeded
+    def __init__(
+        self, kernel: Any, seeded: bool, arrays: tuple[str, ...], numbers: tuple[str, ...]
+    ):
+        self.kernel, self.seeded, self.arrays, self.numbers = kernel, seeded, arrays, numbers
 
     def __call__(self, *blocks: np.ndarray) -> tuple:
         inputs, seed = (blocks[:-1], blocks[-1]) if self.seeded else (blocks, None)
@@ -234,8 +252,9 @@ class _GradBlock:
         shape = np.broadcast_shapes(*(b.shape for b in blocks))
         named = dict(zip(self.kernel.inputs, inputs))
         out = [np.broadcast_to(np.asarray(value), shape)]
-        out += [np.asarray(grads[w]).reshape(named[w].shape) for w in self.kernel.wrt]
-        return tuple(out)
+        out += [np.asarray(grads[w]).reshape(named[w].shape) for w in self.arrays]
+        packed = np.array([grads[w] for w in self.numbers], dtype=np.float64)
+        return (*out, packed.reshape((1,) * len(shape) + packed.shape))
 
 
 def directions(v: Mapping[str, Any], point: Mapping[str, Any], wrt: Sequence[str]) -> list:

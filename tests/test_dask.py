@@ -123,6 +123,12 @@ def test_bad_dask_inputs_are_named():
         k.hvp(x=X, y=1.0, v={"z": 1.0})
 
 
+def test_a_tensor_program_refuses_dask_arrays_rather_than_computing_them():
+    k = symgrad.compile_gradient("sum(W @ x)", shapes={"W": (2, 3), "x": (3,)})
+    with pytest.raises(InputError, match="tensor program.*not Dask arrays"):
+        k.value_and_grad(W=da.ones((2, 3), chunks=1), x=np.ones(3))
+
+
 def test_an_error_in_a_block_names_the_block_and_the_inputs():
     k = symgrad.compile_gradient("x * y")
     strings = da.from_array(np.array(["a", "b"]), chunks=1).map_blocks(

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 __symgrad__ = True  # marks this package as symgrad's (symgrad/__init__.py checks it)
 
 from compiler import ops  # noqa: E402
-from compiler.api import compile_gradient, compile_hessian, trace  # noqa: E402
+from compiler.api import compile_gradient, compile_hessian, compile_jacobian, trace  # noqa: E402
 from compiler.errors import (  # noqa: E402
     CompileError,
     DrawError,
@@ -40,6 +40,7 @@ __all__ = [
     "compare",
     "compile_gradient",
     "compile_hessian",
+    "compile_jacobian",
     "draw",
     "fuse",
     "gate_names",

@@ -11,6 +11,7 @@ from compiler.ir.graph import Graph, copy_nodes, prune
 
 if TYPE_CHECKING:
     from runtime.hessian import HessianKernel
+    from runtime.jacobian import JacobianKernel
     from runtime.kernel import Kernel
 
 Source = Any  # str | sympy.Expr | Callable
@@ -134,8 +135,20 @@ def compile_gradient(
 
         kernel = TensorKernel(fused, wrt, _title(source), mode=mode, plan=program)
     else:
-        second = partial(hvp_kernel, fused, wrt, _title(source), mode)
-        kernel = Kernel(fused, wrt, _title(source), mode=mode, plan=program, second_order=second)
+        title = _title(source)
+        second = partial(hvp_kernel, fused, wrt, title, mode)
+        hess = partial(_hessian_of, fused, title, mode)
+        forward = partial(jvp_kernel, fused, wrt, title, mode)
+        kernel = Kernel(
+            fused,
+            wrt,
+            title,
+            mode=mode,
+            plan=program,
+            second_order=second,
+            hessian=hess,
+            forward=forward,
+        )
     kernel.fusion = report
     return kernel
 
@@ -168,6 +181,88 @@ def compile_hessian(
     return HessianKernel(hessian_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
 
 
+def compile_jacobian(
+    sources: Sequence[Source] | Source,
+    *,
+    wrt: Sequence[str] | None = None,
+    inputs: Sequence[str] | None = None,
+    by: str = "auto",
+    fuse: bool | Sequence[str] | str = True,
+    mode: str = "auto",
+) -> JacobianKernel:
+    """A ``runtime.JacobianKernel`` of several outputs: its call gives ``(values, J)``, J of
+    shape ``(..., len(sources), len(wrt))``, per point.
+
+    ``sources`` is a list or tuple of expressions (text, SymPy or callables; a SymPy Matrix is
+    read element by element, row by row) over shared inputs: by default the inputs in order of
+    first appearance (sorted naturally if any source is SymPy). ``by`` builds the entries by
+    ``"rows"`` (one reverse sweep per output), ``"columns"`` (one forward sweep per input) or
+    ``"auto"``: rows when there are fewer outputs than ``wrt`` inputs, else columns. Options as
+    ``compile_gradient``'s; tensor programs (``shapes=``) are not supported.
+    """
+    from compiler.gates import fuse as fuse_gates
+    from compiler.passes.forward import jacobian
+    from runtime.jacobian import JacobianKernel
+    from runtime.kernel import Kernel
+
+    _check_fuse(fuse)
+    _check_mode(mode)
+    sources = _sources(sources)
+    graph = _merge([trace(s) for s in sources], inputs, any(_is_sympy(s) for s in sources))
+    wrt = _check_wrt(graph, wrt)
+    parts = [fuse_gates(_output(graph, i), fuse, wrt=wrt)[0] for i in range(len(sources))]
+    fused = _merge(parts, graph.inputs)
+    title = ", ".join(_title(s) for s in sources)
+    title = title if len(title) <= 80 else title[:77] + "..."
+    if by == "auto":
+        by = "rows" if len(sources) < len(wrt) else "columns"
+    program = jacobian(fused, wrt, by)
+    kernel = Kernel(program, program.wrt, f"Jacobian of {title}", mode=mode, plan=lambda: program)
+    return JacobianKernel(kernel, graph.inputs, wrt, len(sources), by, title)
+
+
+def _sources(sources: Any) -> list:
+    """``compile_jacobian``'s outputs as a list: a list or tuple, or a SymPy Matrix's elements."""
+    if _is_sympy(sources) and hasattr(sources, "shape"):
+        return list(sources)
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise InputError(
+            "compile_jacobian takes a non-empty list or tuple of expressions (one per output), "
+            f"not {type(sources).__name__}"
+        )
+    return list(sources)
+
+
+def _merge(graphs: list[Graph], inputs: Sequence[str] | None = None, natural: bool = False):
+    """One graph of several outputs over shared inputs (``inputs``, or their first appearance,
+    sorted naturally if ``natural``): each graph's output is one output."""
+    names = list(dict.fromkeys(n for g in graphs for n in g.inputs))
+    if inputs is None:
+        inputs = sorted(names, key=_natural) if natural else names
+    out = _declare(Graph._with_outputs(graphs[0], graphs[0].outputs), inputs)
+    for g in graphs[1:]:
+        extra = [n for n in g.inputs if n not in inputs]
+        if extra:
+            raise InputError(
+                f"the expression uses {extra}, which inputs={list(inputs)} does not declare"
+            )
+        out.outputs.append(copy_nodes(g, out, {})[g.outputs[0]])
+    return out
+
+
+def _output(graph: Graph, i: int) -> Graph:
+    """``graph`` with only its output ``i`` (pruned, every input kept)."""
+    return prune(Graph._with_outputs(graph, [graph.outputs[i]]))
+
+
+def _hessian_of(graph: Graph, title: str, mode: str, wrt: Sequence[str]) -> HessianKernel:
+    """A ``HessianKernel`` of an already fused graph (what ``Kernel.scipy``'s ``hess`` runs)."""
+    from runtime.hessian import HessianKernel
+
+    wrt = tuple(wrt)
+    return HessianKernel(hessian_kernel(graph, wrt, title, mode), graph.inputs, wrt, title)
+
+
 def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
     """The kernel of ``graph``'s one-pass Hessian program (``passes.second_order.hessian``)."""
     from compiler.passes.second_order import hessian
@@ -193,6 +288,17 @@ def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
 def _given(program: Graph) -> Graph:
     """A program planned already (a plain function: kernels pickle their ``plan``)."""
     return program
+
+
+def jvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
+    """The kernel of ``graph``'s forward-mode program (``passes.forward.jvp``): inputs
+    ``graph``'s, one tangent per ``wrt`` input, then the reader whose gradient is the
+    directional derivative."""
+    from compiler.passes.forward import jvp
+    from runtime.kernel import Kernel
+
+    program = jvp(graph, wrt)
+    return Kernel(program, program.wrt, f"JVP of {title}", mode=mode, plan=lambda: program)
 
 
 def plan(graph: Graph, wrt: Sequence[str]):

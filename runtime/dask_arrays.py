@@ -38,6 +38,17 @@ def is_lazy(value: Any) -> bool:
     return hasattr(type(value), "__dask_graph__")
 
 
+def concrete(*results: Any) -> tuple:
+    """``results`` as NumPy values: lazy ones computed together, in one pass over the blocks
+    they share (Dask merges their graphs); the call's own results when none is lazy."""
+    lazy = any(is_lazy(r) or (isinstance(r, Mapping) and any_lazy((), r)) for r in results)
+    if not lazy:
+        return results
+    import dask
+
+    return dask.compute(*results)
+
+
 def any_lazy(args: tuple, kwargs: Mapping[str, Any]) -> bool:
     return any(map(is_lazy, args)) or any(map(is_lazy, kwargs.values()))
 

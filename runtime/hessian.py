@@ -37,6 +37,7 @@ class HessianKernel:
         self.inputs = inputs
         self.wrt = wrt
         self.title = title
+        self._sparsity: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"<HessianKernel {self.title!r} inputs={self.inputs} wrt={self.wrt}>"
@@ -54,7 +55,38 @@ class HessianKernel:
         """Wait for background compiles (``Kernel.wait``)."""
         return self.kernel.wait(timeout)
 
-    def __call__(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
+    @property
+    def sparsity(self) -> np.ndarray:
+        """Which entries of H can be nonzero: a boolean ``(len(wrt), len(wrt))`` array, symmetric.
+
+        Structural, read from the program: an entry whose node is the constant 0 (no path from
+        ``∂f/∂wrt_j`` to ``wrt_k``, as between the blocks of a separable function) is False;
+        every other entry is True, even where its value happens to be 0 at a point."""
+        if self._sparsity is None:
+            program = self.kernel.adjoint
+            n = len(self.wrt)
+            nodes = iter(program.outputs[1 + n :])  # after the value and the gradient's readers
+            pattern = np.zeros((n, n), dtype=bool)
+            for j in range(n):
+                for k in range(j, n):
+                    node = next(nodes)
+                    pattern[j, k] = pattern[k, j] = program.constant_value(node) != 0
+            self._sparsity = pattern
+        return self._sparsity.copy()
+
+    def __call__(self, *args, sparse: bool = False, **kwargs) -> tuple[Any, Grads, Any]:
+        """``(value, {input: gradient}, H)``; with ``sparse=True`` H is a ``scipy.sparse``
+        CSR array holding exactly the entries ``sparsity`` allows (an input named ``sparse``
+        is then passed by position)."""
+        value, grad, hess = self._dense(*args, **kwargs)
+        if not sparse:
+            return value, grad, hess
+        from scipy.sparse import csr_array
+
+        rows, cols = np.nonzero(self.sparsity)
+        return value, grad, csr_array((hess[rows, cols], (rows, cols)), shape=hess.shape)
+
+    def _dense(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
         if dask_arrays.any_lazy(args, kwargs):  # lazy: value, gradient and H as Dask arrays
             point = match(self.inputs, args, kwargs)
             self._check_numbers({w: np.shape(point[w]) for w in self.wrt})

@@ -86,12 +86,19 @@ class Kernel:
         *,
         plan: Callable[[], Any],
         second_order: Callable[[], Kernel] | None = None,
+        hessian: Callable[[tuple[str, ...]], Any] | None = None,
+        forward: Callable[[], Kernel] | None = None,
     ):
         """``plan()`` gives the forward + backward graph (``compiler.api.plan``), on first use:
         a kernel whose code is all on disk never needs it. ``second_order()`` gives the kernel
-        of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``."""
+        of the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``;
+        ``hessian(wrt)`` a ``HessianKernel`` of the same function (for ``scipy``'s ``hess``);
+        ``forward()`` the kernel of the forward-mode program (``compiler.api.jvp_kernel``)."""
         self.graph = graph
+        self._forward = forward
+        self._jvp: Kernel | None = None
         self._second_order = second_order
+        self._hessian = hessian
         self._hvp: Kernel | None = None
         self.inputs: tuple[str, ...] = graph.inputs
         self.wrt = wrt
@@ -283,6 +290,33 @@ class Kernel:
         grad = {w: grads[d] for w, d in zip(self.wrt, given)}
         return value, grad, {w: grads[w] for w in self.wrt}
 
+    def jvp(self, *args, tangent: Mapping[str, Any], **kwargs) -> tuple[Any, Any]:
+        """``(value, directional derivative)``: ``Σ_w ∂f/∂w · tangent[w]`` per point, by forward
+        mode (``compiler.passes.forward``: one sweep, no backward pass).
+
+        ``tangent`` maps differentiated inputs to their component, broadcastable to the input's
+        shape (the tangent of an array of samples is per sample); inputs it leaves out get 0.
+        The derivative has the value's shape.
+        """
+        point = bind(self.inputs, args, kwargs)
+        tangents = _directions(tangent, point, self.wrt, "tangent")
+        kernel = self.jvp_kernel
+        shape = np.broadcast_shapes(*(p.shape for p in point.values()))
+        reader = np.zeros(shape, dtype_of(point))  # read out per point: the value's shape
+        value, grads = kernel.value_and_grad(*point.values(), *tangents, reader)
+        return value, grads[kernel.wrt[0]]
+
+    @property
+    def jvp_kernel(self) -> Kernel:
+        """The kernel ``jvp`` runs, built on first use: the forward-mode program of
+        ``compiler.passes.forward``."""
+        if self._forward is None:
+            raise TypeError(f"{self!r} was built without forward mode")
+        with self._lock:
+            if self._jvp is None:
+                self._jvp = self._forward()
+            return self._jvp
+
     @property
     def hvp_kernel(self) -> Kernel:
         """The kernel ``hvp`` runs (its own ``tier``, ``source``, ``adjoint``), built on first
@@ -293,6 +327,18 @@ class Kernel:
             if self._hvp is None:
                 self._hvp = self._second_order()
             return self._hvp
+
+    def scipy(self, like: Mapping[str, Any], data: Mapping[str, Any] | None = None):
+        """A ``runtime.scipy_adapter.Objective`` for ``scipy.optimize.minimize``: ``obj.fun``,
+        ``obj.jac``, ``obj.hess``, ``obj.hessp`` over one flat vector, ``obj.x0`` its start.
+
+        ``like`` maps the parameters to their starting values (their shapes and the vector's
+        order); ``data`` gives every other input, held fixed. The objective is the value summed
+        over the samples; ``fun`` and ``jac`` at one x run the kernel once.
+        """
+        from runtime.scipy_adapter import Objective
+
+        return Objective(self, like, data, self._hessian)
 
     # ------------------------------------------------------------ engines (``runtime.tiers``)
     def _module(self, lay: Layout, seed_kind: str, entry: str):
@@ -527,20 +573,23 @@ def _no_out(out: Any) -> None:
         raise InputError("out= buffers cannot take Dask results: the call is lazy (leave out=)")
 
 
-def _directions(v: Any, point: dict[str, np.ndarray], wrt: tuple[str, ...]) -> list:
+def _directions(
+    v: Any, point: dict[str, np.ndarray], wrt: tuple[str, ...], label: str = "v"
+) -> list:
     """``v`` as one array per ``wrt`` input, of that input's shape and the call's dtype (so a
-    direction has its input's kind: the ``v`` of an input of samples is per sample)."""
-    _checked_v(v, wrt)
+    direction has its input's kind: the ``v`` of an input of samples is per sample). ``label``
+    names the argument in messages."""
+    _checked_v(v, wrt, label)
     dtype = dtype_of(point)
     out = []
     for name in wrt:
         shape = point[name].shape
-        value = as_real_array(f"v['{name}']", v.get(name, 0.0)).astype(dtype)
+        value = as_real_array(f"{label}['{name}']", v.get(name, 0.0)).astype(dtype)
         try:
             out.append(np.array(np.broadcast_to(value, shape)))
         except ValueError:
             raise InputError(
-                f"v['{name}'] of shape {value.shape} does not broadcast to the shape {shape} "
+                f"{label}['{name}'] of shape {value.shape} does not broadcast to the shape {shape} "
                 f"of input '{name}'"
             ) from None
     return out
@@ -550,15 +599,16 @@ def _mapping(v: Any) -> Mapping:
     return v if isinstance(v, Mapping) else {}
 
 
-def _checked_v(v: Any, wrt: tuple[str, ...]) -> Mapping[str, Any]:
-    """``hvp``'s ``v``: a mapping from differentiated inputs to directions."""
+def _checked_v(v: Any, wrt: tuple[str, ...], label: str = "v") -> Mapping[str, Any]:
+    """``hvp``'s ``v`` (or ``jvp``'s ``tangent``): a mapping from differentiated inputs to
+    directions."""
     if not isinstance(v, Mapping):
-        raise InputError(f"v must map input names to numbers, not a {type(v).__name__}")
+        raise InputError(f"{label} must map input names to numbers, not a {type(v).__name__}")
     for name in v:
         if name not in wrt:
             raise InputError(
-                f"v names '{name}', which is not a differentiated input; they are {list(wrt)}"
-                f"{did_you_mean(str(name), list(wrt))}"
+                f"{label} names '{name}', which is not a differentiated input; they are "
+                f"{list(wrt)}{did_you_mean(str(name), list(wrt))}"
             )
     return v
 

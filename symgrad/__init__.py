@@ -52,6 +52,7 @@ from compiler import (  # noqa: E402
     adjoint,
     compile_gradient,
     compile_hessian,
+    compile_jacobian,
     fuse,
     gate_names,
     ops,
@@ -61,6 +62,7 @@ from compiler import (  # noqa: E402
 )
 from runtime import GradcheckResult, Kernel, gradcheck  # noqa: E402
 from runtime.hessian import HessianKernel  # noqa: E402
+from runtime.jacobian import JacobianKernel  # noqa: E402
 from runtime.tensor_kernel import TensorKernel  # noqa: E402
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "GateError",
     "GradcheckResult",
     "HessianKernel",
+    "JacobianKernel",
     "Graph",
     "InputError",
     "Kernel",
@@ -83,6 +86,7 @@ __all__ = [
     "compare",
     "compile_gradient",
     "compile_hessian",
+    "compile_jacobian",
     "draw",
     "fuse",
     "gate_names",

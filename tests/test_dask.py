@@ -9,6 +9,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -210,3 +211,52 @@ def test_a_worker_killed_mid_run_is_retried_and_the_result_is_right(cluster, neu
         _close(got[name], want[name])
     cluster.wait_for_workers(2, timeout=30)
     assert victim not in cluster.run(os.getpid).values()  # the nanny started a new worker
+
+
+GAUSSIAN = "0.5*((x - m)*exp(-s))**2 + s"  # -log N(x; m, exp(s)) + const: the fit's optimum
+# is the sample's mean and (biased) standard deviation, in closed form
+
+
+@pytest.mark.parametrize("method", ["BFGS", "trust-exact"])
+def test_a_scipy_fit_over_dask_data_makes_one_pass_per_evaluation(method):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    x = np.random.default_rng(6).normal(1.5, 0.7, 40_000)
+    obj = symgrad.compile_gradient(GAUSSIAN).scipy(
+        like={"m": 0.0, "s": 0.0}, data={"x": da.from_array(x, chunks=7_000)}
+    )
+    computes = []
+    with dask.config.set(scheduler=_counting(computes)):
+        hess = obj.hess if method == "trust-exact" else None
+        fit = scipy_optimize.minimize(
+            obj.fun, obj.x0, jac=obj.jac, hess=hess, method=method, options={"gtol": 1e-3}
+        )  # a sum over 40,000 events: f resolves no step once |g| < ~1e-4
+    assert fit.success, fit.message
+    got = obj.unpack(fit.x)
+    assert got["m"] == pytest.approx(x.mean(), rel=1e-7)
+    assert got["s"] == pytest.approx(np.log(x.std()), rel=1e-6)
+    # fun and jac at one x are one pass; a Hessian is one more pass that also gives them
+    assert len(computes) == obj.evaluations + (fit.nhev if hess else 0)
+
+
+def _counting(calls: list) -> Callable:
+    """A Dask scheduler (the synchronous one) that counts the graphs it runs."""
+
+    def get(graph, keys, **kwargs):
+        calls.append(keys)
+        return dask.get(graph, keys, **kwargs)
+
+    return get
+
+
+def test_a_scipy_fit_on_the_cluster(cluster):
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    x = da.random.default_rng(8).normal(1.5, 0.7, size=200_000, chunks=50_000)
+    obj = symgrad.compile_gradient(GAUSSIAN).scipy(like={"m": 0.0, "s": 0.0}, data={"x": x})
+    fit = scipy_optimize.minimize(
+        obj.fun, obj.x0, jac=obj.jac, hess=obj.hess, method="trust-exact", options={"gtol": 1e-3}
+    )
+    assert fit.success, fit.message
+    values = x.compute()
+    got = obj.unpack(fit.x)
+    assert got["m"] == pytest.approx(values.mean(), rel=1e-7)
+    assert got["s"] == pytest.approx(np.log(values.std()), rel=1e-6)

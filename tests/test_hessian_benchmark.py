@@ -1,0 +1,40 @@
+"""H1 never rots: ``python -m benchmarks --quick --only hessian`` runs end to end, every
+contender that ran gives the same Hessian, and symgrad's rows are there on both modes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_h1_runs_and_every_contender_agrees(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "hessian", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = out.read_text(encoding="utf-8")
+    section = report.split("<!-- section hessian -->")[1].split("<!-- end hessian -->")[0]
+    assert "## H1: Hessians of a mixture likelihood" in section
+    rows = [ln for ln in section.splitlines() if re.match(r"\| (2|8) \| ", ln)]
+    for label in ("symgrad auto", "symgrad instant"):
+        assert sum(label in r for r in rows) == 2, label
+    contenders = ("JAX", "SymEngine", "CasADi", "symgrad")
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[1].startswith(contenders):  # the contenders' table: last, the agreement
+            assert float(cells[-1]) < 1e-8, row
+    assert "### symgrad alone" in section and "hvp ÷ value_and_grad" in section
+    targets = section.split("### Targets")[1].split("###")[0]
+    assert "agrees" in targets and "**missed**" not in targets.split("hvp")[0]

@@ -61,6 +61,7 @@ class Operands(NamedTuple):
     shapes: dict[str, tuple[int, ...]]  # each input's own shape
     shape: tuple[int, ...]  # the broadcast shape
     dtype: np.dtype
+    chunks: tuple[tuple[int, ...], ...]  # the blocks of the broadcast shape
 
 
 def operands(names: Sequence[str], values: Mapping[str, Any], seed: str = "") -> Operands:
@@ -83,7 +84,7 @@ def operands(names: Sequence[str], values: Mapping[str, Any], seed: str = "") ->
     padded = {n: a.reshape((1,) * (len(shape) - a.ndim) + a.shape) for n, a in arrays.items()}
     chunks = _common_chunks(padded, shape)
     aligned = tuple(_aligned(padded[n], chunks, da) for n in names)
-    return Operands(tuple(names), aligned, shapes, tuple(shape), np.dtype(dtype))
+    return Operands(tuple(names), aligned, shapes, tuple(shape), np.dtype(dtype), chunks)
 
 
 def _checked(name: str, value: Any, da) -> Any:
@@ -154,7 +155,7 @@ def blockwise(fn: Callable[..., tuple], ops: Operands, outputs: Sequence[Output]
     ndim, token = len(ops.shape), uuid.uuid4().hex
     tuples = da.map_blocks(
         _Task(fn, ops.names), *ops.arrays, dtype=object, meta=np.empty((0,) * ndim, object),
-        name=f"symgrad-blocks-{token}",
+        chunks=ops.chunks, name=f"symgrad-blocks-{token}",
     )  # fmt: skip
     results = []
     for k, out in enumerate(outputs):

@@ -69,6 +69,14 @@ def test_broadcasting_in_two_dimensions_sums_each_gradient_to_its_input():
         _close(grads[name], want_grads[name])
 
 
+def test_one_block_beside_single_numbers_keeps_the_blocks_shape(neuron):
+    x0, x1 = _samples(300)
+    value, grads = dask.compute(*neuron.value_and_grad(x0=da.from_array(x0), x1=x1, **W))
+    want_value, want_grads = neuron.value_and_grad(x0=x0, x1=x1, **W)
+    _close(value, want_value, rtol=1e-15)
+    _close(grads["w0"], want_grads["w0"])
+
+
 def test_a_dask_seed_and_float32_inputs():
     k = symgrad.compile_gradient("x * exp(y)")
     x = np.linspace(-1, 1, 500, dtype=np.float32)

@@ -262,7 +262,7 @@ def _fit_md(f: dict) -> str:
         f"through `k.scipy(like=..., data={{'x': dask_array}})`: {f['iterations']} iterations, "
         f"{f['passes']} distributed passes (each value + gradient, or value + gradient + Hessian), "
         f"{f['seconds']:.1f} s in all, {f['seconds'] / f['passes']:.2f} s per pass; converged: "
-        f"{f["success"]} ({got}; the events were drawn with a0 - a1 = log(0.4/0.6) = -0.405, "
+        f"{f['success']} ({got}; the events were drawn with a0 - a1 = log(0.4/0.6) = -0.405, "
         f"m = -1.0, 1.2, s = log 0.8, log 1.3 = -0.223, 0.262)."
     )
 

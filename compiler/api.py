@@ -223,7 +223,7 @@ def compile_jacobian(
     if by == "auto":
         by = "rows" if len(sources) < len(wrt) else "columns"
     program = jacobian(fused, wrt, by)
-    kernel = Kernel(program, program.wrt, f"Jacobian of {title}", mode=mode, plan=lambda: program)
+    kernel = Kernel(program, program.wrt, f"Jacobian of {title}", mode=mode, plan=partial(_given, program))
     return JacobianKernel(kernel, graph.inputs, wrt, len(sources), by, title)
 
 
@@ -275,7 +275,9 @@ def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> K
     from runtime.kernel import Kernel
 
     program = hessian(graph, wrt)
-    return Kernel(program, program.wrt, f"Hessian of {title}", mode=mode, plan=lambda: program)
+    return Kernel(
+        program, program.wrt, f"Hessian of {title}", mode=mode, plan=partial(_given, program)
+    )
 
 
 def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
@@ -292,9 +294,14 @@ def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
         program.wrt,
         f"H·v of {title}",
         mode=mode,
-        plan=lambda: program,
+        plan=partial(_given, program),
         optimise_nodes=REUSED_OPTIMISE_NODES,  # an optimiser calls it many times a point
     )
+
+
+def _given(program: Graph) -> Graph:
+    """A program planned already (a plain function: kernels pickle their ``plan``)."""
+    return program
 
 
 def jvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
@@ -305,7 +312,7 @@ def jvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
     from runtime.kernel import Kernel
 
     program = jvp(graph, wrt)
-    return Kernel(program, program.wrt, f"JVP of {title}", mode=mode, plan=lambda: program)
+    return Kernel(program, program.wrt, f"JVP of {title}", mode=mode, plan=partial(_given, program))
 
 
 def plan(graph: Graph, wrt: Sequence[str]):

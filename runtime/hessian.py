@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import InputError
-from runtime.inputs import bind, dtype_of
+from runtime import dask_arrays
+from runtime.inputs import bind, dtype_of, match
 from runtime.kernel import Grads, Kernel
 
 
@@ -86,14 +87,12 @@ class HessianKernel:
         return value, grad, csr_array((hess[rows, cols], (rows, cols)), shape=hess.shape)
 
     def _dense(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
+        if dask_arrays.any_lazy(args, kwargs):  # lazy: value, gradient and H as Dask arrays
+            point = match(self.inputs, args, kwargs)
+            self._check_numbers({w: np.shape(point[w]) for w in self.wrt})
+            return dask_arrays.hessian(self, point)
         point = bind(self.inputs, args, kwargs)
-        for name in self.wrt:
-            if point[name].ndim:
-                raise InputError(
-                    f"the Hessian is taken with respect to single numbers: input '{name}' is an "
-                    f"array of shape {point[name].shape} (arrays of samples may be given for the "
-                    f"inputs not in wrt={list(self.wrt)})"
-                )
+        self._check_numbers({w: point[w].shape for w in self.wrt})
         n, dtype = len(self.wrt), dtype_of(point)
         readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
         value, grads = self.kernel.value_and_grad(*point.values(), *np.zeros(len(readers), dtype))
@@ -104,3 +103,12 @@ class HessianKernel:
             for k in range(j, n):
                 hess[j, k] = hess[k, j] = grads[next(upper)]
         return value, grad, hess
+
+    def _check_numbers(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        for name, shape in shapes.items():
+            if shape:
+                raise InputError(
+                    f"the Hessian is taken with respect to single numbers: input '{name}' is an "
+                    f"array of shape {shape} (arrays of samples may be given for the inputs not "
+                    f"in wrt={list(self.wrt)})"
+                )

@@ -37,6 +37,16 @@ _WEAK = (bool, int, float)  # Python numbers (not NumPy scalars, though np.float
 def bind(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
     """Match positional and keyword arguments to ``names``; every value as an array of the
     call's dtype (``call_dtype``: float64 or float32, the same for every input)."""
+    values = match(names, args, kwargs)
+    if all(type(v) is np.ndarray and v.dtype is _FLOAT64 for v in values.values()):
+        return values  # the common case, first: float64 arrays
+    arrays = {n: as_real_array(n, values[n]) for n in names}
+    dtype = call_dtype([(values[n], arrays[n]) for n in names])
+    return {n: a.astype(dtype, copy=False) for n, a in arrays.items()}
+
+
+def match(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Positional and keyword arguments matched to ``names``, in their order, as given."""
     if len(args) > len(names):
         raise InputError(f"got {len(args)} positional values for {len(names)} inputs {list(names)}")
     values = dict(zip(names, args))
@@ -55,11 +65,7 @@ def bind(names: Sequence[str], args: tuple, kwargs: dict[str, Any]) -> dict[str,
                 " with those names are passed by position)"
             )
         raise InputError(f"missing input(s) {missing}; the inputs are {list(names)}{hint}")
-    if all(type(v) is np.ndarray and v.dtype is _FLOAT64 for v in values.values()):
-        return {n: values[n] for n in names}  # the common case, first: float64 arrays
-    arrays = {n: as_real_array(n, values[n]) for n in names}
-    dtype = call_dtype([(values[n], arrays[n]) for n in names])
-    return {n: a.astype(dtype, copy=False) for n, a in arrays.items()}
+    return {n: values[n] for n in names}
 
 
 def call_dtype(values: Sequence[tuple[Any, np.ndarray]]) -> np.dtype:

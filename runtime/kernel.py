@@ -36,7 +36,7 @@ import numpy as np
 
 from compiler.errors import CompileError, InputError, did_you_mean
 from compiler.ir.graph import Graph
-from runtime import background, cache, policy
+from runtime import background, cache, dask_arrays, policy
 from runtime.inputs import (
     Layout,
     arrange,
@@ -44,6 +44,7 @@ from runtime.inputs import (
     as_real_array,
     bind,
     dtype_of,
+    match,
     sum_to,
 )
 from runtime.tiers import MODES, Tiers
@@ -122,6 +123,18 @@ class Kernel:
         self._numba: dict[Pattern, ModuleType] = {}  # the cache holds modules weakly: ours
         self._pool = Pool()
 
+    def __reduce__(self):
+        """Pickled as its graph and how to plan it, never as compiled code: a Dask worker
+        rebuilds the kernel once (``_restore``) and loads its code from the disk cache."""
+        factories = {
+            "plan": self._plan,
+            "second_order": self._second_order,
+            "hessian": self._hessian,
+            "forward": self._forward,
+            "optimise_nodes": self._optimise_nodes,
+        }
+        return _restore, (self.graph, self.wrt, self.title, self.mode, factories)
+
     def __repr__(self) -> str:
         return f"<Kernel {self.title!r} inputs={self.inputs} wrt={self.wrt} mode={self.mode!r}>"
 
@@ -188,7 +201,11 @@ class Kernel:
 
     # ------------------------------------------------------------ calling
     def __call__(self, *args, out: np.ndarray | None = None, **kwargs):
-        """The value, with NumPy broadcasting over the inputs."""
+        """The value, with NumPy broadcasting over the inputs (a Dask array among them makes
+        the value a Dask array: ``runtime.dask_arrays``)."""
+        if dask_arrays.any_lazy(args, kwargs):
+            _no_out(out)
+            return dask_arrays.value(self, args, kwargs)
         lay = arrange(bind(self.inputs, args, kwargs))
         module = self._module(lay, "s", "forward")
         value = _value_buffer(lay, out, self._pool.empty)
@@ -202,7 +219,11 @@ class Kernel:
         ``seed`` is the upstream gradient (default 1), broadcastable to the value's shape.
         ``out=(value_buffer, {input: buffer})`` reuses preallocated arrays of the call's dtype
         (float64, or float32 for float32 inputs: ``runtime.inputs``) and returns them.
+        With Dask arrays among the inputs (or as the seed) the results are lazy Dask arrays.
         """
+        if dask_arrays.any_lazy(args, kwargs) or dask_arrays.is_lazy(seed):
+            _no_out(out if out is None or any(o is not None for o in out) else None)
+            return dask_arrays.value_and_grad(self, args, kwargs, seed)
         lay = arrange(bind(self.inputs, args, kwargs))
         seed_kind, seed_flat = arrange_seed(seed, lay.shape, lay.dtype)
         module = self._module(lay, seed_kind, "value_and_grad")
@@ -267,8 +288,12 @@ class Kernel:
         input's shape; inputs it leaves out get 0. As for gradients, an input given as one
         number while others are arrays of samples gets ``Σ_samples H_i·v``.
         """
-        point = bind(self.inputs, args, kwargs)
-        directions = _directions(v, point, self.wrt)
+        if dask_arrays.any_lazy(args, kwargs) or dask_arrays.any_lazy((), _mapping(v)):
+            point = match(self.inputs, args, kwargs)
+            directions = dask_arrays.directions(_checked_v(v, self.wrt), point, self.wrt)
+        else:
+            point = bind(self.inputs, args, kwargs)
+            directions = _directions(v, point, self.wrt)
         kernel = self.hvp_kernel
         value, grads = kernel.value_and_grad(*point.values(), *directions)
         given = kernel.inputs[len(self.inputs) :]  # the directions' names, in wrt order
@@ -539,20 +564,34 @@ class Pool:
             return array
 
 
+#: Kernels rebuilt from pickles in this process, by what defines them: each worker of a
+#: cluster builds a kernel once, however many tasks carry it.
+_RESTORED: dict[tuple, Kernel] = {}
+_RESTORE_LOCK = threading.Lock()
+
+
+def _restore(graph: Graph, wrt, title, mode, factories: dict) -> Kernel:
+    key = (graph.key(), tuple(wrt), mode, factories["optimise_nodes"])
+    with _RESTORE_LOCK:
+        kernel = _RESTORED.get(key)
+        if kernel is None:
+            kernel = Kernel(graph, wrt, title, mode, **factories)
+            _RESTORED[key] = kernel
+        return kernel
+
+
+def _no_out(out: Any) -> None:
+    if out is not None:
+        raise InputError("out= buffers cannot take Dask results: the call is lazy (leave out=)")
+
+
 def _directions(
     v: Any, point: dict[str, np.ndarray], wrt: tuple[str, ...], label: str = "v"
 ) -> list:
     """``v`` as one array per ``wrt`` input, of that input's shape and the call's dtype (so a
     direction has its input's kind: the ``v`` of an input of samples is per sample). ``label``
     names the argument in messages."""
-    if not isinstance(v, Mapping):
-        raise InputError(f"{label} must map input names to numbers, not a {type(v).__name__}")
-    for name in v:
-        if name not in wrt:
-            raise InputError(
-                f"{label} names '{name}', which is not a differentiated input; they are {list(wrt)}"
-                f"{did_you_mean(str(name), list(wrt))}"
-            )
+    _checked_v(v, wrt, label)
     dtype = dtype_of(point)
     out = []
     for name in wrt:
@@ -566,6 +605,24 @@ def _directions(
                 f"of input '{name}'"
             ) from None
     return out
+
+
+def _mapping(v: Any) -> Mapping:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _checked_v(v: Any, wrt: tuple[str, ...], label: str = "v") -> Mapping[str, Any]:
+    """``hvp``'s ``v`` (or ``jvp``'s ``tangent``): a mapping from differentiated inputs to
+    directions."""
+    if not isinstance(v, Mapping):
+        raise InputError(f"{label} must map input names to numbers, not a {type(v).__name__}")
+    for name in v:
+        if name not in wrt:
+            raise InputError(
+                f"{label} names '{name}', which is not a differentiated input; they are "
+                f"{list(wrt)}{did_you_mean(str(name), list(wrt))}"
+            )
+    return v
 
 
 def _pattern(pattern: Pattern | str) -> Pattern:

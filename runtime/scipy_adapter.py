@@ -11,6 +11,10 @@ SciPy asks for ``fun(x)`` and then ``jac(x)`` at the same x: both are read from 
 ``hess`` is the dense Hessian of ``compile_hessian``'s one-pass program (single-number
 parameters) or, with array parameters, one Hessian-vector product per column; ``hessp`` is one
 ``Kernel.hvp``. Nothing here imports SciPy: the adapter only speaks NumPy.
+
+With Dask arrays as ``data`` each of these is one pass over the blocks (``runtime.dask_arrays``):
+the summed value, the gradient and H (or H·p) are computed together, on whatever scheduler or
+cluster is current.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.errors import InputError, did_you_mean
+from runtime.dask_arrays import concrete, is_lazy
 
 if TYPE_CHECKING:
     from runtime.hessian import HessianKernel
@@ -95,15 +100,17 @@ class Objective:
         point = self.unpack(x)
         if all(self.shapes[n] == () for n in self.names) and self._hessian_factory is not None:
             value, grad, hess = self._hessian_kernel()(**point, **self.data)
-            self._remember(x, float(np.sum(value)), self.pack(grad))
-            return hess
+            value, grad, hess = concrete(_total(value), grad, hess)
+            self._remember(x, float(value), self.pack(grad))
+            return np.asarray(hess)
         columns = [self.hessp(x, e) for e in np.eye(self.size)]
         return 0.5 * (np.array(columns) + np.array(columns).T)  # H·e_j are H's columns
 
     def hessp(self, x: Any, p: Any) -> np.ndarray:
         """H·p as a flat vector: one Hessian-vector product (value and gradient come free)."""
         value, grad, hv = self.kernel.hvp(**self.unpack(x), **self.data, v=self.unpack(p))
-        self._remember(x, float(np.sum(value)), self.pack(grad))
+        value, grad, hv = concrete(_total(value), grad, hv)
+        self._remember(x, float(value), self.pack(grad))
         return self.pack(hv)
 
     # ------------------------------------------------------------ internals
@@ -113,8 +120,9 @@ class Objective:
         if last is not None and np.array_equal(last[0], x):
             return last[1], last[2]
         value, grads = self.kernel.value_and_grad(**self.unpack(x), **self.data)
+        value, grads = concrete(_total(value), grads)
         self.evaluations += 1
-        return self._remember(x, float(np.sum(value)), self.pack(grads))
+        return self._remember(x, float(value), self.pack(grads))
 
     def _remember(self, x: Any, value: float, grad: np.ndarray) -> tuple[float, np.ndarray]:
         self._last = (self._vector(x).copy(), value, grad)
@@ -133,6 +141,11 @@ class Objective:
         if self._hessian is None:
             self._hessian = self._hessian_factory(self.names)
         return self._hessian
+
+
+def _total(value: Any) -> Any:
+    """The value summed over the samples (lazily, for Dask data)."""
+    return value.sum() if is_lazy(value) else np.sum(value)
 
 
 def _data(kernel: Kernel, like: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 from compiler.errors import CompileError, InputError
 from compiler.ir import shapes as sh
 from compiler.ir.tensor import TensorGraph
-from runtime import background, cache, policy
+from runtime import background, cache, dask_arrays, policy
 from runtime.inputs import as_float_array, bind, dtype_of
 from runtime.quiet import ignore_errors
 from runtime.tiers import Tiers
@@ -164,6 +164,13 @@ class TensorKernel:
         fast = self._bind_checked(args, kwargs)
         if fast is not None:
             return fast
+        if dask_arrays.any_lazy(args, kwargs):
+            raise InputError(
+                "a tensor program (shapes=) takes NumPy arrays, not Dask arrays: its matrix "
+                "products and reductions span whole axes, so blocks cannot be run apart. Map it "
+                "over blocks of a batch axis yourself (dask.array.map_blocks), or use an "
+                "elementwise kernel, which takes Dask arrays"
+            )
         arrays = bind(self.inputs, args, kwargs)
         key = tuple(a.shape for a in arrays.values())
         sizes = self._sizes.get(key)

@@ -106,6 +106,12 @@ def test_quick_benchmark_runs_and_agrees(tmp_path):
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert all(float(c) < 1e-6 for c in (cells[3], cells[5]) if c != "—"), row
 
+    # D1 (Dask, issue 17): every contender timed on both losses, the out-of-core pass ran
+    cluster = report.split("## D1")[1].split("<!-- end cluster -->")[0]
+    for label in ("in memory", "dask threads", "cluster 1", "cluster 2", "dask.array by hand"):
+        assert cluster.count(f"| {label}") >= 2, label
+    assert "**Out of core**" in cluster and "peak resident memory" in cluster
+
     # every target row carries a verdict
     targets = report.split("## Targets")[1].split("\n## ")[0]
     assert re.search(r"\*\*(met|missed)\*\*", targets)

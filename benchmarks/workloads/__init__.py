@@ -45,7 +45,16 @@ class Workload:
 
 
 def all_workloads() -> list[Workload]:
-    from benchmarks.workloads import first_hour, fusion, hessian, network, neuron, peers, scale
+    from benchmarks.workloads import (
+        cluster,
+        first_hour,
+        fusion,
+        hessian,
+        network,
+        neuron,
+        peers,
+        scale,
+    )
 
     return [
         neuron.WORKLOAD,
@@ -55,6 +64,7 @@ def all_workloads() -> list[Workload]:
         peers.WORKLOAD,
         first_hour.WORKLOAD,
         hessian.WORKLOAD,
+        cluster.WORKLOAD,
     ]
 
 

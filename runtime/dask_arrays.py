@@ -1,0 +1,309 @@
+"""Dask arrays in, Dask arrays out: a call whose inputs include a ``dask.array.Array`` builds a
+Dask graph instead of computing, so the same kernel runs out of core and on a cluster.
+
+Each block of the broadcast inputs is one kernel call (``Kernel.value_and_grad`` on NumPy blocks,
+on whatever engine the policy picks). The value and the gradient of an input as large as the
+value come back as Dask arrays with the blocks' chunks. The gradient of a *broadcast* input (a
+single number, or an array with length-1 axes) is a sum over samples: each block gives its partial
+sum, and a tree reduction (``SPLIT_EVERY`` partials per node) adds them, in float64 for a float32
+call (rounded once at the end, as the in-memory call does). A Hessian's entries are summed alike.
+
+On a distributed cluster the kernel travels inside each task as its graph (``Kernel.__reduce__``:
+a few hundred bytes, never compiled code); each worker process rebuilds it once and compiles or
+loads its code through the on-disk cache (``runtime.cache``), shared safely by processes.
+
+Dask is imported only when such an input is given: symgrad does not depend on it.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from compiler.errors import InputError
+from runtime.inputs import as_real_array, call_dtype, match
+
+#: Partial sums added per node of a reduction tree: Dask's default for sums, a shallow tree for
+#: the thousands of blocks of an out-of-core pass (10^4 blocks: 3 levels).
+SPLIT_EVERY = 32
+
+
+def is_lazy(value: Any) -> bool:
+    """Whether ``value`` is a Dask collection (the ``__dask_graph__`` protocol): cheap, and
+    never imports Dask."""
+    return hasattr(type(value), "__dask_graph__")
+
+
+def concrete(*results: Any) -> tuple:
+    """``results`` as NumPy values: lazy ones computed together, in one pass over the blocks
+    they share (Dask merges their graphs); the call's own results when none is lazy."""
+    lazy = any(is_lazy(r) or (isinstance(r, Mapping) and any_lazy((), r)) for r in results)
+    if not lazy:
+        return results
+    import dask
+
+    return dask.compute(*results)
+
+
+def any_lazy(args: tuple, kwargs: Mapping[str, Any]) -> bool:
+    return any(map(is_lazy, args)) or any(map(is_lazy, kwargs.values()))
+
+
+class Operands(NamedTuple):
+    """A call's inputs as Dask arrays of one rank, chunked alike along the axes they share."""
+
+    names: tuple[str, ...]
+    arrays: tuple[Any, ...]  # dask arrays, each padded to the broadcast rank
+    shapes: dict[str, tuple[int, ...]]  # each input's own shape
+    shape: tuple[int, ...]  # the broadcast shape
+    dtype: np.dtype
+    chunks: tuple[tuple[int, ...], ...]  # the blocks of the broadcast shape
+
+
+def operands(names: Sequence[str], values: Mapping[str, Any], seed: str = "") -> Operands:
+    """Bound call values as aligned Dask arrays: the call's dtype (``runtime.inputs``; a
+    ``seed`` operand never changes it), NumPy broadcasting, and common chunks along every axis
+    that is not broadcast."""
+    import dask.array as da
+
+    raw = {n: _checked(n, values[n], da) for n in names}
+    dtype = call_dtype([(v, _meta(n, v)) for n, v in raw.items() if n != seed])
+    arrays = {
+        n: (v if isinstance(v, da.Array) else np.asarray(v)).astype(dtype) for n, v in raw.items()
+    }
+    shapes = {n: tuple(a.shape) for n, a in arrays.items()}
+    try:
+        shape = np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = ", ".join(f"{n}: {s}" for n, s in shapes.items())
+        raise InputError(f"input shapes do not broadcast together ({listed})") from None
+    padded = {n: a.reshape((1,) * (len(shape) - a.ndim) + a.shape) for n, a in arrays.items()}
+    chunks = _common_chunks(padded, shape)
+    aligned = tuple(_aligned(padded[n], chunks, da) for n in names)
+    return Operands(tuple(names), aligned, shapes, tuple(shape), np.dtype(dtype), chunks)
+
+
+def _checked(name: str, value: Any, da) -> Any:
+    if is_lazy(value) and not isinstance(value, da.Array):
+        raise InputError(
+            f"input '{name}' is a Dask {type(value).__name__}: give a dask.array.Array "
+            "(or compute it first)"
+        )
+    if isinstance(value, da.Array) and any(np.isnan(c) for dim in value.chunks for c in dim):
+        raise InputError(
+            f"input '{name}' has unknown chunk sizes: call its compute_chunk_sizes() first"
+        )
+    return value
+
+
+def _meta(name: str, value: Any) -> np.ndarray:
+    """An empty stand-in of ``value``'s dtype, for the call's dtype rule (checked as a
+    NumPy input's would be)."""
+    if is_lazy(value):
+        return as_real_array(name, np.empty(0, value.dtype))
+    return as_real_array(name, value)
+
+
+def _common_chunks(
+    padded: Mapping[str, Any], shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], ...]:
+    """Per axis: the Dask inputs' chunks along it, refined to common block edges (one block when
+    only NumPy inputs span it, or when it has length 1)."""
+    from dask.array.core import common_blockdim
+
+    out = []
+    for d, size in enumerate(shape):
+        spans = [a.chunks[d] for a in padded.values() if is_lazy(a) and a.shape[d] == size]
+        if size == 1 or not spans:
+            out.append((size,))
+        else:
+            out.append(tuple(common_blockdim([tuple(c) for c in spans])))
+    return tuple(out)
+
+
+def _aligned(array: Any, chunks: tuple[tuple[int, ...], ...], da) -> Any:
+    """``array`` chunked as ``chunks`` along its full-length axes, one block along its
+    length-1 (broadcast) ones."""
+    want = tuple(c if n != 1 or c == (1,) else (1,) for n, c in zip(array.shape, chunks))
+    if is_lazy(array):
+        return array if array.chunks == want else array.rechunk(want)
+    return da.from_array(array, chunks=want)
+
+
+class Output(NamedTuple):
+    """One result of a per-block function: its dtype and how blocks combine. ``summed``: the
+    axes (of the broadcast rank) the result is summed over across blocks, each block giving
+    length 1 there; ``extra``: trailing axes of a fixed shape (a Hessian's (n, n))."""
+
+    dtype: np.dtype
+    summed: tuple[int, ...] = ()
+    extra: tuple[int, ...] = ()
+
+
+def blockwise(fn: Callable[..., tuple], ops: Operands, outputs: Sequence[Output]) -> list[Any]:
+    """Dask arrays of ``fn``'s results: ``fn(*blocks)`` runs once per block of the aligned
+    operands and returns one NumPy array per ``Output``. Summed outputs come back reduced.
+
+    Layers are named, not tokenized: Dask would otherwise hash every argument and inspect
+    every function again, milliseconds per layer on each call."""
+    import dask.array as da
+
+    ndim, token = len(ops.shape), uuid.uuid4().hex
+    tuples = da.map_blocks(
+        _Task(fn, ops.names), *ops.arrays, dtype=object, meta=np.empty((0,) * ndim, object),
+        chunks=ops.chunks, name=f"symgrad-blocks-{token}",
+    )  # fmt: skip
+    results = []
+    for k, out in enumerate(outputs):
+        chunks = tuple((1,) * len(c) if d in out.summed else c for d, c in enumerate(tuples.chunks))
+        new = tuple(range(ndim, ndim + len(out.extra)))
+        part = da.map_blocks(
+            _pick, tuples, k, chunks=chunks + tuple((e,) for e in out.extra), dtype=out.dtype,
+            new_axis=list(new) or None, meta=np.empty((0,) * (ndim + len(new)), out.dtype),
+            name=f"symgrad-result{k}-{token}",
+        )  # fmt: skip
+        results.append(_reduced(part, out) if out.summed else part)
+    return results
+
+
+def _pick(results: tuple, k: int) -> np.ndarray:
+    return results[k]
+
+
+class _Task:
+    """One block's call: ``fn`` on the blocks, its errors naming the block and the inputs."""
+
+    def __init__(self, fn: Callable[..., tuple], names: tuple[str, ...]):
+        self.fn, self.names = fn, names
+
+    def __call__(self, *blocks: np.ndarray, block_id: tuple[int, ...] = ()) -> tuple:
+        try:
+            return self.fn(*blocks)
+        except Exception as e:
+            where = ", ".join(f"{n}{list(b.shape)}" for n, b in zip(self.names, blocks))
+            message = f"in block {block_id} (inputs {where}): {e}"
+            try:
+                error = type(e)(message)
+            except Exception:  # an exception type that takes other arguments
+                error = RuntimeError(message)
+            raise error from e
+
+
+def _reduced(part: Any, out: Output) -> Any:
+    """Partial sums added by a tree: float64 for float32 results, rounded once at the end."""
+    total = part.sum(axis=out.summed, keepdims=True, split_every=SPLIT_EVERY, dtype=np.float64)
+    return total if out.dtype == np.float64 else total.astype(out.dtype)
+
+
+def value_and_grad(kernel: Any, args: tuple, kwargs: dict, seed: Any = None) -> tuple[Any, dict]:
+    """``Kernel.value_and_grad`` over Dask inputs: ``(value, {input: gradient})``, lazy.
+
+    The gradients of single-number inputs (a fit's parameters) travel packed, one vector per
+    block and one reduction tree for them all; other gradients are arrays of their own."""
+    values = match(kernel.inputs, args, kwargs)
+    names = kernel.inputs + (("seed",) if seed is not None else ())
+    if seed is not None:
+        values = {**values, "seed": seed}
+    ops = operands(names, values, seed="seed" if seed is not None else "")
+    numbers = tuple(w for w in kernel.wrt if math.prod(ops.shapes[w]) == 1)
+    arrays = tuple(w for w in kernel.wrt if w not in numbers)
+    every = tuple(range(len(ops.shape)))
+    outputs = [Output(ops.dtype)] + [Output(ops.dtype, _broadcast_axes(ops, w)) for w in arrays]
+    outputs.append(Output(ops.dtype, every, (len(numbers),)))
+    results = blockwise(_GradBlock(kernel, seed is not None, arrays, numbers), ops, outputs)
+    grads = {w: _unpadded(g, ops.shapes[w]) for w, g in zip(arrays, results[1:])}
+    packed = results[-1].reshape(len(numbers))
+    grads.update({w: packed[i].reshape(ops.shapes[w]) for i, w in enumerate(numbers)})
+    return _unpadded(results[0], ops.shape), {w: grads[w] for w in kernel.wrt}
+
+
+def value(kernel: Any, args: tuple, kwargs: dict) -> Any:
+    """``Kernel.__call__`` over Dask inputs: the value, lazy."""
+    ops = operands(kernel.inputs, match(kernel.inputs, args, kwargs))
+    return _unpadded(blockwise(_ValueBlock(kernel), ops, [Output(ops.dtype)])[0], ops.shape)
+
+
+def _broadcast_axes(ops: Operands, name: str) -> tuple[int, ...]:
+    """The axes along which input ``name`` was broadcast: its gradient is summed over them."""
+    i = ops.names.index(name)
+    padded = ops.arrays[i].shape
+    return tuple(d for d, (n, s) in enumerate(zip(padded, ops.shape)) if n == 1 and s != 1)
+
+
+def _unpadded(array: Any, shape: tuple[int, ...]) -> Any:
+    return array if array.shape == shape else array.reshape(shape)
+
+
+class _ValueBlock:
+    """The per-block task of a value: a plain callable object, pickled with its kernel."""
+
+    def __init__(self, kernel: Any):
+        self.kernel = kernel
+
+    def __call__(self, *blocks: np.ndarray) -> tuple:
+        return (np.asarray(self.kernel(*blocks)),)
+
+
+class _GradBlock:
+    """The per-block task of ``value_and_grad``: the value's block, each array input's
+    gradient (its block, or its partial sum: length 1 along summed axes), then the
+    single-number inputs' partial sums as one vector."""
+
+    def __init__(
+        self, kernel: Any, seeded: bool, arrays: tuple[str, ...], numbers: tuple[str, ...]
+    ):
+        self.kernel, self.seeded, self.arrays, self.numbers = kernel, seeded, arrays, numbers
+
+    def __call__(self, *blocks: np.ndarray) -> tuple:
+        inputs, seed = (blocks[:-1], blocks[-1]) if self.seeded else (blocks, None)
+        value, grads = self.kernel.value_and_grad(*inputs, seed=seed)
+        shape = np.broadcast_shapes(*(b.shape for b in blocks))
+        named = dict(zip(self.kernel.inputs, inputs))
+        out = [np.broadcast_to(np.asarray(value), shape)]
+        out += [np.asarray(grads[w]).reshape(named[w].shape) for w in self.arrays]
+        packed = np.array([grads[w] for w in self.numbers], dtype=np.float64)
+        return (*out, packed.reshape((1,) * len(shape) + packed.shape))
+
+
+def directions(v: Mapping[str, Any], point: Mapping[str, Any], wrt: Sequence[str]) -> list:
+    """``Kernel.hvp``'s directions over Dask inputs: each of its input's shape (a number
+    broadcasts), so that the direction of an input of samples is per sample."""
+    import dask.array as da
+
+    return [da.broadcast_to(da.asarray(v.get(w, 0.0)), np.shape(point[w])) for w in wrt]
+
+
+def hessian(hk: Any, values: Mapping[str, Any]) -> tuple[Any, dict, Any]:
+    """``HessianKernel``'s call over Dask inputs: ``(value, {input: gradient}, H)``, lazy; each
+    block gives its value, its gradient's and its Hessian's partial sums, added by a tree (never
+    a Dask task per entry)."""
+    ops = operands(hk.inputs, values)
+    every = tuple(range(len(ops.shape)))
+    n = len(hk.wrt)
+    outputs = [Output(ops.dtype), Output(ops.dtype, every, (n,)), Output(ops.dtype, every, (n, n))]
+    value, grad, hess = blockwise(_HessianBlock(hk), ops, outputs)
+    lead = (0,) * len(ops.shape)
+    grads = {w: grad[lead + (i,)] for i, w in enumerate(hk.wrt)}
+    return _unpadded(value, ops.shape), grads, hess[lead]
+
+
+class _HessianBlock:
+    """The per-block task of a Hessian: value, gradient vector and H of the block's samples,
+    each summed quantity with length 1 along the block's axes."""
+
+    def __init__(self, hk: Any):
+        self.hk = hk
+
+    def __call__(self, *blocks: np.ndarray) -> tuple:
+        point = {
+            n: (b.reshape(()) if n in self.hk.wrt else b) for n, b in zip(self.hk.inputs, blocks)
+        }
+        value, grad, hess = self.hk(**point)
+        shape = np.broadcast_shapes(*(b.shape for b in blocks))
+        ones = (1,) * len(shape)
+        vector = np.array([grad[w] for w in self.hk.wrt]).reshape(ones + (len(self.hk.wrt),))
+        return np.broadcast_to(np.asarray(value), shape), vector, hess.reshape(ones + hess.shape)

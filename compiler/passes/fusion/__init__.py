@@ -72,12 +72,14 @@ def fuse(
     """
     names, discovering = select(gates)
     current, skipped, rounds = graph, [], 0
+    stabilising: set[tuple[str, str]] = set()  # (op, note) of the stabilisations applied
     patterns = patterns_by_op(names)
     while patterns and rounds < MAX_ROUNDS:
         matches, refused = find_matches(current, patterns)
         skipped += [s for s in refused if s not in skipped]
         if not matches:
             break
+        stabilising |= {(m.gate, m.note) for m in matches.values() if m.pattern.rewrite}
         current, rounds = rebuild(current, matches), rounds + 1
     if isinstance(current, TensorGraph):
         current = fuse_tensor_gates(current, names)
@@ -87,13 +89,15 @@ def fuse(
         current, report.discovered, report.notes = discover(current)
         report.after = current
     with local(report.discovered_ops):
-        report.fused = fused_nodes(current)
+        found = fused_nodes(current)
+    report.fused = [f for f in found if (f.gate, f.template) not in stabilising]
+    report.stabilised = [f for f in found if (f.gate, f.template) in stabilising]
     return current, report
 
 
 def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     """(the gate names to fuse, whether to discover) for a ``fuse=`` setting."""
-    fusable = _gate_names() + TENSOR_GATES
+    fusable = _fusable_names() + TENSOR_GATES
     if gates is True:
         return fusable, False
     if gates is False or gates is None:
@@ -110,6 +114,7 @@ def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     return tuple(dict.fromkeys(gates)), False
 
 
-def _gate_names() -> tuple[str, ...]:
-    """The registered gates with patterns, in table order (built-ins first)."""
-    return tuple(name for name, spec in OPS.items() if spec.is_gate and spec.patterns)
+def _fusable_names() -> tuple[str, ...]:
+    """The entries fusion builds — gates, and the ops stabilisations introduce (expm1,
+    logaddexp, ...) — in table order (built-ins first): those with patterns."""
+    return tuple(name for name, spec in OPS.items() if spec.patterns)

@@ -96,7 +96,7 @@ class FusionReport:
     def __str__(self) -> str:
         enabled = ", ".join(self.gates) or "none"
         lines = [f"fusion (gates: {enabled}; discovery {'on' if self.discover else 'off'})"]
-        if not self.fused:
+        if not self.fused and not self.stabilised:
             lines.append("  nothing fused")
         for f in self.fused:
             lines += self._lines("", f)
@@ -154,6 +154,11 @@ def overflow_note(gate: str, template: str) -> str:
         unfused = adjoint(parse(template.format(a="x", b="x")), ["x"])
     except (ParseError, KeyError, IndexError):
         return ""
+    with np.errstate(all="ignore"):
+        return _probe(gate, unfused)
+
+
+def _probe(gate: str, unfused) -> str:
     xs = np.array(PROBES)
     values = [np.broadcast_to(v, xs.shape) for v in evaluate(unfused, {"x": xs})]
     value, slope = values[unfused.outputs[0]], values[unfused.outputs[1]]

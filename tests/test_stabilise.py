@@ -358,10 +358,7 @@ def test_stabilisations_fire_inside_tensor_programs():
 def test_log_of_softmax_is_log_softmax_in_tensor_programs():
     shapes = {"S": ("B", "C")}
     for text in ("log(exp(S) / sum(exp(S), axis=1, keepdims=True))", "log(softmax(S, axis=1))"):
-        try:
-            k = compiler.compile_gradient(f"sum({text})", shapes=shapes)
-        except compiler.ParseError:
-            continue  # softmax is no function of the language
+        k = compiler.compile_gradient(f"sum({text})", shapes=shapes)
         assert "log_softmax" in {n.op for n in k.graph.nodes}, text
         value = k(S=np.array([[1000.0, 0.0], [0.0, -1000.0]]))
         assert np.isfinite(value)

@@ -11,6 +11,13 @@ matcher sees through the forms frontends produce:
   ``x = -t``, so SymPy's ``exp(-w*x - b)`` still makes ``sigmoid(w*x + b)``; ``exp(-2*x)`` in a
   tanh pattern matches ``exp(-4*t)`` with ``x = 2*t``.
 
+The same patterns carry *stabilisations* (PyTensor's rewrites), written ``lhs -> rhs`` in the
+entry of the op they introduce: ``log(1 - exp(x)) -> log1mexp(x)``, ``1 - exp(-x) ->
+-expm1(-x)``, ``log(exp(x) + exp(y) + ...) -> logaddexp(x, y)`` (any number of terms, folded as a
+balanced tree), ``sqrt(x * x + y * y) -> hypot(x, y)``: where the unfused form overflows or loses
+every digit. Patterns read up to two variables, ``x`` and ``y`` (``patterns.py``); the report lists
+stabilisations apart from gates (``FusionReport.stabilised``).
+
 A subgraph is fused only if its interior nodes are used by nothing else (else it is reported as
 skipped: fusing would compute them twice). Rounds repeat until nothing changes, so a gate can
 absorb another (``log(sigmoid(x))`` → ``logsigmoid``). Each fused node carries a note — the
@@ -64,8 +71,9 @@ def fuse(
 ) -> tuple[Graph, FusionReport]:
     """Rewrite ``graph``'s subgraphs into gates.
 
-    ``gates``: True (every registered gate), False (none: the graph comes back unchanged), a list
-    of gate names (only those), a single name, or "auto" (every gate, plus discovery). ``wrt`` only
+    ``gates``: True (every registered gate and stabilisation), False (none: the graph comes back
+    unchanged), a list of names (only those: "expm1" selects its stabilisations), a single name,
+    or "auto" (everything, plus discovery). ``wrt`` only
     shapes the report's backward counts (default: all inputs). With discovery, the graph uses the
     entries in ``report.discovered_ops``, which are not installed: compile it through
     ``compiler.fuse`` (or ``compiler.gates.install_discovered(report)``).

@@ -47,10 +47,6 @@ class Pattern(NamedTuple):
     rewrite: bool  # written "lhs -> rhs": a stabilisation
     sum_node: int | None = None  # the pattern's ``+ ...`` sum, if any (its first operand: a term)
 
-    @property
-    def arity(self) -> int:
-        return len(self.fields)
-
 
 @cache
 def compile_pattern(gate: str, text: str) -> Pattern:
@@ -64,7 +60,7 @@ def compile_pattern(gate: str, text: str) -> Pattern:
     rhs = parse(rhs_text if arrow else f"{gate}({', '.join(names)})")
     op_node, fields, negated = _replacement(gate, rhs, names, text)
     root = g.outputs[0]
-    sum_node = _sum_node(g, root, text) if variadic else None
+    sum_node = _sum_node(g, text) if variadic else None
     needs = _needs(g, root, linear)
     return Pattern(
         gate, g, root, linear, needs, rhs, op_node, fields, negated, bool(arrow), sum_node
@@ -116,7 +112,7 @@ def _replacement(gate: str, rhs: Graph, names: list[str], text: str):
     return op_node, fields, negated
 
 
-def _sum_node(g: Graph, root: int, text: str) -> int:
+def _sum_node(g: Graph, text: str) -> int:
     """The sum the pattern writes ``a + b + ...``: its only add node."""
     adds = [i for i in range(len(g.nodes)) if g.nodes[i].op == "add"]
     if len(adds) != 1:

@@ -35,7 +35,9 @@ class OpDef:
     lower: Callable | None = None
     fast: Callable | None = None
     # Gates (see the module docstring): the subgraphs fusion turns into this op, the stable
-    # formula its lowering computes, and who made the entry.
+    # formula its lowering computes, and who made the entry. Patterns written "lhs -> rhs" are
+    # stabilisations (``compiler/passes/fusion/patterns.py``); an ordinary op may carry them
+    # (log1p, hypot) and stays an ordinary op: a gate is an op with a stable form, or a user's.
     patterns: tuple[str, ...] = ()
     stable: str | None = None
     origin: str = "builtin"  # "builtin", "user" (compiler.register_gate) or "discovered"
@@ -53,7 +55,9 @@ class OpDef:
 
     @property
     def is_gate(self) -> bool:
-        return bool(self.patterns) or self.origin != "builtin"
+        """A lecture gate: a built-in one states its stable form; users' and discovered entries
+        are all gates. (Patterns alone do not make one: fusion builds expm1 too.)"""
+        return self.stable is not None or self.origin != "builtin"
 
 
 def entry(

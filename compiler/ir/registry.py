@@ -11,8 +11,9 @@ gate patterns) and checked against ``sympy.diff`` of the definition by the test 
 states none (a user's gate) gets ``sympy.diff`` at compile time. Stating them keeps SymPy's 0.4 s
 import off the compile path, and lets kinks and numerically poor forms be chosen deliberately.
 
-Gates are ops too. An op with ``patterns`` is a *gate*: the fusion pass
-(``compiler/passes/fusion/``) builds it from those subgraphs (text over ``x``). A gate states the
+Gates are ops too. The fusion pass (``compiler/passes/fusion/``) builds an op with ``patterns``
+from those subgraphs (text over ``x``, ``y``); such an op is a *gate* if it states a ``stable``
+form (an ordinary op like ``expm1`` may carry patterns: stabilisations). A gate states the
 stable formula its lowering computes (``stable``, proved equal to the definition by
 ``compiler.passes.gates.verify``) and its local gradient from its own output ``y`` where that is
 accurate. ``compiler.register_gate`` (``compiler/gates.py``) checks a user's gate with SymPy

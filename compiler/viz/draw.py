@@ -326,19 +326,21 @@ class _Writer:
         return ids[g.outputs[0]]
 
     def gate(self, g: Graph, i: int, body: Graph, numbers, ident: str, ids: dict) -> str:
-        """A fused gate drawn as the subgraph it replaced, in a dashed box."""
-        operand = g.nodes[i].args[0]
+        """A fused gate drawn as the subgraph it replaced, in a dashed box (its operands are
+        the body's x and y)."""
+        operands = {v: a for v, a in zip("xy", g.nodes[i].args) if v in body.inputs}
         inner = None
         if numbers is not None:
-            at = {"x": numbers.values[operand]}
+            at = {v: numbers.values[a] for v, a in operands.items()}
             upstream = numbers.grads.get(i)
             inner = (Annotated(body, evaluate(body, at)) if upstream is None
-                     else annotate(body, at, ["x"], upstream))  # fmt: skip
+                     else annotate(body, at, list(operands), upstream))  # fmt: skip
         name = g.nodes[i].op
-        label = f"<<b>{escape(name)}</b> (fused) = {wrap(g.notes[i].format(a='x'))}>"
+        label = f"<<b>{escape(name)}</b> (fused) = {wrap(g.notes[i].format(a='x', b='y'))}>"
         with self.pic.cluster(ident, label, STYLES["gate"]["color"]):
             drawn = inner.graph if inner is not None else body
-            return self.graph(drawn, inner, f"{ident}_", {"x": ids[operand]})
+            sources = {v: ids[a] for v, a in operands.items()}
+            return self.graph(drawn, inner, f"{ident}_", sources)
 
     def edge_label(self, shape, value, grad) -> Wire | None:
         """What an edge carries: its shape (tensors), value (green) and gradient (red)."""
@@ -427,7 +429,7 @@ def node_label(g: Graph, i: int) -> str:
     node = g.nodes[i]
     folded = {k: leaf_text(g, a) for k, a in enumerate(node.args) if g.nodes[a].op in FOLDED}
     if i in g.notes:
-        replaced = wrap(g.notes[i].format(a="x"), WRAP // 2)
+        replaced = wrap(g.notes[i].format(a="x", b="y"), WRAP // 2)
         return f'<b>{escape(node.op)}</b><br/><font point-size="10">{replaced}</font>'
     if node.op in OPS:
         text = _elementwise_label(node.op, folded)
@@ -461,11 +463,11 @@ def gate_body(g: Graph, i: int) -> Graph | None:
     from compiler.errors import SymgradError
     from compiler.frontend.text import parse
 
-    text = g.notes[i].format(a="x")
+    text = g.notes[i].format(a="x", b="y")
     try:
         if isinstance(g, TensorGraph):
-            operand = g.nodes[i].args[0]
-            return parse(text, TensorGraph({"x": g.shapes[operand]}))
+            shapes = {v: g.shapes[a] for v, a in zip("xy", g.nodes[i].args)}
+            return parse(text, TensorGraph(shapes))
         return parse(text)
     except SymgradError:
         return None

@@ -135,9 +135,14 @@ OPS: list[OpDef] = [
     # exp: a branch-free exp, which LLVM vectorises (the C library's exp keeps a loop scalar).
     _unary("exp", "exp(a)", np.exp, ("y",), lower_exp),
     _unary("log", "log(a)", np.log, ("1 / a",), lower_log, domain=("(0, inf)",)),
+    # Stabilisations (compiler/passes/fusion/patterns.py): log(1 + x) loses x below 1e-16,
+    # exp(x) - 1 all its digits near 0.
     _unary("log1p", "log(1 + a)", np.log1p, ("1 / (1 + a)",), lower_log1p,
-           domain=("(-1, inf)",)),
-    _unary("expm1", "exp(a) - 1", np.expm1, ("y + 1",), lower_expm1),
+           domain=("(-1, inf)",), patterns=("log(1 + x) -> log1p(x)",)),
+    # expm1' = exp(a), not y + 1: that cancels for a << 0 (0 from a = -38, where exp(a) - 1,
+    # which fusion rewrites into expm1, had the exact gradient).
+    _unary("expm1", "exp(a) - 1", np.expm1, ("exp(a)",), lower_expm1,
+           patterns=("exp(x) - 1 -> expm1(x)", "1 - exp(-x) -> -expm1(-x)")),
     _unary("sqrt", "sqrt(a)", np.sqrt, ("0.5 / y",), lower_sqrt, domain=("(0, inf)",)),
     entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "a / b"), numpy=_xlogy,
           lower=lower_xlogy, domain=("", "(0, inf)")),

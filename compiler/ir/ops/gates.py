@@ -79,7 +79,9 @@ OPS: list[OpDef] = [
     _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
           stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
           patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
-                    "0.5 + 0.5 * tanh(0.5 * x)"), lower=lower_sigmoid),
+                    "0.5 + 0.5 * tanh(0.5 * x)",
+                    "sigmoid(-x) * exp(x) -> sigmoid(x)"),  # 0 * inf = nan from x = 710
+          lower=lower_sigmoid),
     # math.tanh is stable; fusion finds it in its exp forms.
     _gate("tanh", "tanh(a)", np.tanh, ("1 - y * y",), stable="tanh(a)",
           patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
@@ -94,7 +96,10 @@ OPS: list[OpDef] = [
     _gate("logsigmoid", "-log(1 + exp(-a))", _logsigmoid, ("-expm1(y)",),
           stable="minimum(a, 0) - log1p(exp(-abs(a)))",
           patterns=("log(sigmoid(x))", "-log(1 + exp(-x))", "-log1p(exp(-x))",
-                    "log(1 / (1 + exp(-x)))", "-softplus(-x)"), lower=lower_logsigmoid),
+                    "log(1 / (1 + exp(-x)))", "-softplus(-x)",
+                    # 1 - sigmoid(x) rounds to 0 from x = 37.5: -inf
+                    "log(1 - sigmoid(x)) -> logsigmoid(-x)", "log1p(-sigmoid(x)) -> logsigmoid(-x)"),
+          lower=lower_logsigmoid),
     # relu(x) = max(0, x); relu'(0) = 0 (the kink table), where maximum's tie rule gives 1/2.
     _gate("relu", "Max(0, a)", lambda a: np.maximum(0.0, a), ("heaviside(y, 0)",),
           stable="maximum(a, 0)", patterns=("maximum(0, x)", "(x + abs(x)) / 2",

@@ -35,6 +35,9 @@ OPS: list[OpDef] = [
           lower=_libm("acos"), domain=("(-1, 1)",)),
     entry("hypot", "sqrt(a**2 + b**2)", arity=2, commutative=True,
           grads=("a / (y + heaviside(-y, 1))", "b / (y + heaviside(-y, 1))"),
-          numpy=np.hypot, lower=_libm("hypot"), kinks=("hypot(a, b)",)),
+          numpy=np.hypot, lower=_libm("hypot"), kinks=("hypot(a, b)",),
+          # a stabilisation: x * x overflows from |x| = 1.4e154
+          patterns=("sqrt(x * x + y * y) -> hypot(x, y)", "sqrt(x ** 2 + y ** 2) -> hypot(x, y)",
+                    "sqrt(x ** 2 + y * y) -> hypot(x, y)")),
 ]
 # fmt: on

@@ -81,10 +81,14 @@ OPS: list[OpDef] = [
           lower=lambda L, a: L.b.fmul(a, a)),
     entry("reciprocal", "1 / a", grads=("-(y * y)",), numpy=lambda a: np.divide(1.0, a),
           lower=lambda L, a: L.b.fdiv(L.const(1), a), kinks=("a",)),
+    # Stabilisations: log(exp(a) + exp(b) + ...) overflows at a = b = 710, even of many terms
+    # (a balanced nest of logaddexp); log(1 - exp(a)) is -inf at a = -2**-55, 0 at a = -500.
     entry("logaddexp", "log(exp(a) + exp(b))", arity=2, commutative=True,
-          grads=("exp(a - y)", "exp(b - y)"), numpy=np.logaddexp, lower=lower_logaddexp),
+          grads=("exp(a - y)", "exp(b - y)"), numpy=np.logaddexp, lower=lower_logaddexp,
+          patterns=("log(exp(x) + exp(y) + ...) -> logaddexp(x, y)",)),
     entry("log1mexp", "log(1 - exp(a))", grads=("-1 / expm1(-a)",), numpy=_log1mexp,
-          lower=lower_log1mexp, domain=("(-inf, 0)",)),
+          lower=lower_log1mexp, domain=("(-inf, 0)",),
+          patterns=("log(1 - exp(x)) -> log1mexp(x)", "log1p(-exp(x)) -> log1mexp(x)")),
     entry("xlog1py", "a * log(1 + b)", arity=2, grads=("log1p(b)", "a / (1 + b)"),
           numpy=_xlog1py, lower=lower_xlog1py, domain=("", "(-1, inf)")),
 ]

@@ -11,6 +11,13 @@ matcher sees through the forms frontends produce:
   ``x = -t``, so SymPy's ``exp(-w*x - b)`` still makes ``sigmoid(w*x + b)``; ``exp(-2*x)`` in a
   tanh pattern matches ``exp(-4*t)`` with ``x = 2*t``.
 
+The same patterns carry *stabilisations* (PyTensor's rewrites), written ``lhs -> rhs`` in the
+entry of the op they introduce: ``log(1 - exp(x)) -> log1mexp(x)``, ``1 - exp(-x) ->
+-expm1(-x)``, ``log(exp(x) + exp(y) + ...) -> logaddexp(x, y)`` (any number of terms, folded as a
+balanced tree), ``sqrt(x * x + y * y) -> hypot(x, y)``: where the unfused form overflows or loses
+every digit. Patterns read up to two variables, ``x`` and ``y`` (``patterns.py``); the report lists
+stabilisations apart from gates (``FusionReport.stabilised``).
+
 A subgraph is fused only if its interior nodes are used by nothing else (else it is reported as
 skipped: fusing would compute them twice). Rounds repeat until nothing changes, so a gate can
 absorb another (``log(sigmoid(x))`` → ``logsigmoid``). Each fused node carries a note — the
@@ -64,20 +71,23 @@ def fuse(
 ) -> tuple[Graph, FusionReport]:
     """Rewrite ``graph``'s subgraphs into gates.
 
-    ``gates``: True (every registered gate), False (none: the graph comes back unchanged), a list
-    of gate names (only those), a single name, or "auto" (every gate, plus discovery). ``wrt`` only
+    ``gates``: True (every registered gate and stabilisation), False (none: the graph comes back
+    unchanged), a list of names (only those: "expm1" selects its stabilisations), a single name,
+    or "auto" (everything, plus discovery). ``wrt`` only
     shapes the report's backward counts (default: all inputs). With discovery, the graph uses the
     entries in ``report.discovered_ops``, which are not installed: compile it through
     ``compiler.fuse`` (or ``compiler.gates.install_discovered(report)``).
     """
     names, discovering = select(gates)
     current, skipped, rounds = graph, [], 0
+    stabilising: set[tuple[str, str]] = set()  # (op, note) of the stabilisations applied
     patterns = patterns_by_op(names)
     while patterns and rounds < MAX_ROUNDS:
         matches, refused = find_matches(current, patterns)
         skipped += [s for s in refused if s not in skipped]
         if not matches:
             break
+        stabilising |= {(m.gate, m.note) for m in matches.values() if m.pattern.rewrite}
         current, rounds = rebuild(current, matches), rounds + 1
     if isinstance(current, TensorGraph):
         current = fuse_tensor_gates(current, names)
@@ -87,13 +97,15 @@ def fuse(
         current, report.discovered, report.notes = discover(current)
         report.after = current
     with local(report.discovered_ops):
-        report.fused = fused_nodes(current)
+        found = fused_nodes(current)
+    report.fused = [f for f in found if (f.gate, f.template) not in stabilising]
+    report.stabilised = [f for f in found if (f.gate, f.template) in stabilising]
     return current, report
 
 
 def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     """(the gate names to fuse, whether to discover) for a ``fuse=`` setting."""
-    fusable = _gate_names() + TENSOR_GATES
+    fusable = _fusable_names() + TENSOR_GATES
     if gates is True:
         return fusable, False
     if gates is False or gates is None:
@@ -110,6 +122,7 @@ def select(gates: Gates) -> tuple[tuple[str, ...], bool]:
     return tuple(dict.fromkeys(gates)), False
 
 
-def _gate_names() -> tuple[str, ...]:
-    """The registered gates with patterns, in table order (built-ins first)."""
-    return tuple(name for name, spec in OPS.items() if spec.is_gate and spec.patterns)
+def _fusable_names() -> tuple[str, ...]:
+    """The entries fusion builds — gates, and the ops stabilisations introduce (expm1,
+    logaddexp, ...) — in table order (built-ins first): those with patterns."""
+    return tuple(name for name, spec in OPS.items() if spec.patterns)

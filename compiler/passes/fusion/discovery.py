@@ -57,7 +57,7 @@ def discover(graph: Graph) -> tuple[Graph, list[Discovered], list[str]]:
             notes.append(f"not fused: {text_of(body)} ({e})")
             continue
         note = text_of(body, {"x": "{a}"})
-        matches[root] = Match(spec.name, root, x, 1.0, frozenset(core), note)
+        matches[root] = Match(spec.name, root, ((x, 1.0),), frozenset(core), note)
         taken |= core
         if all(d.gate != spec.name for d in found):
             found.append(Discovered(spec.name, text_of(body), text_of(gradient), spec))

@@ -1,6 +1,7 @@
-"""Matching gate patterns against a graph: through commutative operands, ``q ** -1`` for
-``1 / q``, ``u + (-v)`` for ``u - v``, and the pattern variable under negation and constant
-scaling (read as linear forms). Matches never share interior nodes with the rest of the graph."""
+"""Matching patterns against a graph: through commutative operands, ``q ** -1`` for ``1 / q``,
+``u + (-v)`` for ``u - v``, the pattern variables under negation and constant scaling (read as
+linear forms), and a pattern's ``+ ...`` sum against add trees of any shape. Matches never share
+interior nodes with the rest of the graph."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from compiler.ir.printing import ATOM, PRODUCT, UNARY, render
 from compiler.ir.registry import OPS
 from compiler.passes.fusion.patterns import FAMILY, Pattern
 
-#: Largest add/sub tree read as a linear form (bigger ones are compared as opaque nodes).
+#: Largest add/sub tree read as a linear form (bigger ones are compared as opaque nodes), and
+#: largest add tree a pattern's ``+ ...`` sum matches.
 MAX_LINEAR = 64
 
 
@@ -27,17 +29,18 @@ class _Operand(NamedTuple):
 
 class _State(NamedTuple):
     core: tuple[int, ...]  # graph nodes the gate replaces
-    occurrences: tuple[tuple[int, float], ...]  # (graph node, k): where k * operand was read;
-    # the first one binds the operand (``_Matcher.operand``), the others must agree with it
+    occurrences: tuple[tuple[int, int, float], ...]  # (graph node, variable, k): where k * the
+    # variable was read; a variable's first one binds it (``_Matcher.operand``), the others
+    # must agree with it
 
 
 class Match(NamedTuple):
     gate: str
     root: int
-    base: int
-    coef: float
+    operands: tuple[tuple[int, float], ...]  # per variable: (base, coef), it is coef * base
     core: frozenset[int]
-    note: str  # the replaced subgraph as a template over the operand "{a}"
+    note: str  # the replaced subgraph as a template over the fused node's operands "{a}", "{b}"
+    pattern: Pattern | None = None  # None: the gate over the one operand (discovery)
 
 
 class _Matcher:
@@ -52,7 +55,9 @@ class _Matcher:
         g = self.graph
         pnode, gnode = p.graph.nodes[pn], g.nodes[gn]
         if pn in p.linear:
-            return self._bind(p.linear[pn], gn, st)
+            return self._bind(*p.linear[pn], gn, st)
+        if pn == p.sum_node:
+            return self._sum(p, pn, gn, st)
         if pnode.op == CONST:
             return st if gnode.op == CONST and gnode.value == pnode.value else None
         if gnode.op not in FAMILY.get(pnode.op, (pnode.op,)) or gnode.op in LEAVES:
@@ -67,16 +72,40 @@ class _Matcher:
                 return s
         return None
 
-    def _bind(self, k: float, gn: int, st: _State) -> _State | None:
-        """The pattern reads ``k * x`` where the graph has node ``gn``: bind or check x.
+    def _bind(self, var: int, k: float, gn: int, st: _State) -> _State | None:
+        """The pattern reads ``k * var`` where the graph has node ``gn``: bind or check var.
 
-        The first reading binds x without computing anything: most tries fail later on, and
-        linear forms are the costly part. A second reading must give the first one's x."""
-        if st.occurrences:
-            x, other = self.operand(*st.occurrences[0]), self.operand(gn, k)
+        The first reading binds var without computing anything: most tries fail later on, and
+        linear forms are the costly part. A second reading must give the first one's value."""
+        first = next((o for o in st.occurrences if o[1] == var), None)
+        if first is not None:
+            x, other = self.operand(first[0], first[2]), self.operand(gn, k)
             if x.key != other.key or x.s != other.s:
                 return None
-        return _State(st.core, st.occurrences + ((gn, k),))
+        return _State(st.core, st.occurrences + ((gn, var, k),))
+
+    def _sum(self, p: Pattern, pn: int, gn: int, st: _State) -> _State | None:
+        """The pattern's ``+ ...`` sum at graph node ``gn``: an add tree of any shape whose
+        every term matches the pattern's term, each binding a variable of its own (0, 1, ...)."""
+        adds, terms = _add_tree(self.graph, gn)
+        if len(terms) < 2:
+            return None
+        term = p.graph.nodes[pn].args[0]
+        core, found = list(st.core) + adds, list(st.occurrences)
+        for var, t in enumerate(terms):
+            s = self.match(p, term, t, _State((), ()))
+            if s is None or not s.occurrences:
+                return None
+            core += s.core
+            found += [(n, var, k) for n, _, k in s.occurrences]
+        return _State(tuple(core), tuple(found))
+
+    def operands(self, st: _State) -> list[_Operand]:
+        """Each variable's value, in variable order."""
+        first: dict[int, tuple[int, float]] = {}
+        for n, var, k in st.occurrences:
+            first.setdefault(var, (n, k))
+        return [self.operand(*first[v]) for v in sorted(first)]
 
     def operand(self, gn: int, k: float) -> _Operand:
         """x where the pattern reads ``k * x`` and the graph has node ``gn``."""
@@ -122,6 +151,24 @@ def _linear_form(graph: Graph, i: int):
         return ((i, 1.0),), 1.0
     lead = terms[min(terms)]
     return tuple(sorted((t, c / lead) for t, c in terms.items())), lead
+
+
+def _add_tree(graph: Graph, i: int) -> tuple[list[int], list[int]]:
+    """The add nodes of the sum tree at ``i`` and its terms, left to right (none if ``i`` is no
+    add, or the tree is larger than ``MAX_LINEAR``)."""
+    if graph.nodes[i].op != "add":
+        return [], []
+    adds, terms, stack = [], [], [i]
+    while stack:
+        n = stack.pop()
+        if graph.nodes[n].op == "add":
+            adds.append(n)
+            stack += reversed(graph.nodes[n].args)
+        else:
+            terms.append(n)
+        if len(adds) + len(terms) > MAX_LINEAR:
+            return [], []
+    return adds, terms
 
 
 def _view(graph: Graph, i: int) -> tuple[int, float]:
@@ -203,17 +250,18 @@ def find_matches(graph: Graph, patterns: dict[str, list[Pattern]]):
             st = matcher.match(p, p.root, root, _State((), ()))
             if st is None or not st.occurrences:
                 continue
-            x = matcher.operand(*st.occurrences[0])
+            xs = matcher.operands(st)
             core = frozenset(st.core)
             users = graph.users() if users is None else users
-            shared = _shared_interior(core, root, users, outputs, consumed) or (
-                [x.base] if x.base in core else []
-            )
+            shared = _shared_interior(core, root, users, outputs, consumed) or [
+                x.base for x in xs if x.base in core
+            ]
             if shared:
                 skipped.append(_skip_reason(graph, p, root, shared, users, core))
                 continue
-            note = _note(graph, root, st)
-            matches[root] = Match(p.gate, root, x.base, x.coef, core, note)
+            note = _note(graph, root, st, p)
+            operands = tuple((x.base, x.coef) for x in xs)
+            matches[root] = Match(p.gate, root, operands, core, note, p)
             consumed |= core
             break
     return matches, skipped
@@ -236,19 +284,30 @@ def _skip_reason(graph, p, root, shared, users, core) -> str:
     )
 
 
-def _note(graph: Graph, root: int, st: _State) -> str:
-    """The matched subgraph as a template over the gate's operand ``{a}``: where the pattern
-    read ``k * x`` it prints ``k * {a}``; gates fused earlier print what they replaced."""
+def _note(graph: Graph, root: int, st: _State, p: Pattern) -> str:
+    """The matched subgraph as a template over the fused node's operands ``{a}``, ``{b}``:
+    where the pattern read ``k * x`` and the node reads ``m * x`` as ``{a}``, it prints
+    ``k/m * {a}``; gates fused earlier print what they replaced. A rhs ``-op(...)`` negates it:
+    the note is what the op node's own value replaced. A ``+ ...`` sum's is the pattern's own
+    two-term form, which each node of its fold replaced."""
+    if p.sum_node is not None:
+        pairs = zip(("x", "y"), ("{a}", "{b}"))
+        return render(p.graph, p.root, {p.graph.input(v): (f, ATOM) for v, f in pairs})
     leaves = {}
-    for node, k in st.occurrences:
-        if k == 1:
-            leaves[node] = ("{a}", ATOM)
-        elif k == -1:
-            leaves[node] = ("-{a}", UNARY)
-        else:
-            leaves[node] = (f"{_number(k)} * {{a}}", PRODUCT)
+    for node, var, k in st.occurrences:
+        field, m = p.fields[var]
+        leaves[node] = _scaled_text(k / m, "{" + field + "}")
     templates = {i: graph.notes[i] for i in st.core if i in graph.notes}
-    return render(graph, root, leaves, templates=templates)
+    text = render(graph, root, leaves, templates=templates)
+    return f"-({text})" if p.negated else text
+
+
+def _scaled_text(k: float, field: str) -> tuple[str, int]:
+    if k == 1:
+        return field, ATOM
+    if k == -1:
+        return f"-{field}", UNARY
+    return f"{_number(k)} * {field}", PRODUCT
 
 
 def _number(k: float) -> str:

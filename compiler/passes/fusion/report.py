@@ -20,17 +20,22 @@ from compiler.passes.adjoint import adjoint, local_gradient_template
 
 
 class Fused(NamedTuple):
-    """One fused gate: ``node = gate(operand)`` replaced ``replaced``."""
+    """One fused node: ``node = gate(operand, ...)`` replaced ``replaced``."""
 
     gate: str
     node: str
     operand: str
-    template: str  # the replaced subgraph over the operand, "{a}"
+    template: str  # the replaced subgraph over the operands, "{a}" (and "{b}")
     call: str = ""  # the gate as the listing writes it: "log_softmax(S, axis=1)"
+    operands: tuple[str, ...] = ()  # all of them (default: the one ``operand``)
 
     @property
     def replaced(self) -> str:
-        return self.template.format(a=self.operand)
+        return self.template.format(**self.fields)
+
+    @property
+    def fields(self) -> dict[str, str]:
+        return dict(zip("abc", self.operands or (self.operand,)))
 
 
 class Discovered(NamedTuple):
@@ -54,6 +59,7 @@ class FusionReport:
     after: Graph
     wrt: tuple[str, ...] | None = None
     fused: list[Fused] = field(default_factory=list)
+    stabilised: list[Fused] = field(default_factory=list)  # by "lhs -> rhs" patterns
     discovered: list[Discovered] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -82,7 +88,7 @@ class FusionReport:
         """Per replaced template: where the unfused form overflows and the gate does not."""
         found = {}
         with local(self.discovered_ops):
-            for f in self.fused:
+            for f in self.fused + self.stabilised:
                 if f.template not in found:
                     found[f.template] = overflow_note(f.gate, f.template)
         return {t: n for t, n in found.items() if n}
@@ -90,13 +96,12 @@ class FusionReport:
     def __str__(self) -> str:
         enabled = ", ".join(self.gates) or "none"
         lines = [f"fusion (gates: {enabled}; discovery {'on' if self.discover else 'off'})"]
-        if not self.fused:
+        if not self.fused and not self.stabilised:
             lines.append("  nothing fused")
         for f in self.fused:
-            lines.append(f"  {f.node} = {f.call}  replaces  {f.replaced}")
-            note = self.overflow.get(f.template)
-            if note:
-                lines.append(f"      {note.format(a=f.operand)}")
+            lines += self._lines("", f)
+        for f in self.stabilised:
+            lines += self._lines("stabilised: ", f)
         for d in self.discovered:
             lines.append(f"  discovered {d.gate}(x) = {d.definition}, d/dx = {d.gradient}")
         lines += [f"  skipped: {s}" for s in self.skipped]
@@ -107,6 +112,11 @@ class FusionReport:
         b, a = self.saved_bytes_per_element
         lines.append(f"  {'saved bytes per element':<28}{b:>8}{a:>8}")
         return "\n".join(lines)
+
+    def _lines(self, kind: str, f: Fused) -> list[str]:
+        lines = [f"  {kind}{f.node} = {f.call}  replaces  {f.replaced}"]
+        note = self.overflow.get(f.template)
+        return lines + [f"      {note.format(**f.fields)}"] if note else lines
 
     @property
     def discovered_ops(self) -> dict[str, OpDef]:
@@ -120,16 +130,13 @@ class FusionReport:
 
 
 def fused_nodes(graph: Graph) -> list[Fused]:
-    return [
-        Fused(
-            graph.nodes[i].op,
-            graph.names[i],
-            graph.operand_text(graph.nodes[i].args[0]),
-            note,
-            graph.template(i).format(a=graph.operand_text(graph.nodes[i].args[0])),
-        )
-        for i, note in sorted(graph.notes.items())
-    ]
+    """Every noted node of ``graph``: what it replaced."""
+    found = []
+    for i, note in sorted(graph.notes.items()):
+        operands = tuple(graph.operand_text(a) for a in graph.nodes[i].args)
+        call = graph.template(i).format(**dict(zip("abc", operands)))
+        found.append(Fused(graph.nodes[i].op, graph.names[i], operands[0], note, call, operands))
+    return found
 
 
 # ------------------------------------------------------------------------------ overflow
@@ -139,20 +146,25 @@ PROBES = (-1000.0, -100.0, -10.0, 10.0, 100.0, 1000.0)
 def overflow_note(gate: str, template: str) -> str:
     """Where the replaced subgraph, evaluated as written, overflows (an intermediate is ±inf) or
     loses its value or gradient (inf or nan) while the gate stays finite; probed at ±10, ±100,
-    ±1000 with NumPy. A template over the operand "{a}", like the note; empty if nowhere.
+    ±1000 with NumPy (a gate of two operands: both at the point). A template over the operand "{a}", like the note; empty if nowhere.
     A tensor gate states its own note."""
     if gate in TENSOR_OPS:
         return TENSOR_OPS[gate].overflow
     try:
-        unfused = adjoint(parse(template.format(a="x")), ["x"])
-    except (ParseError, KeyError):
+        unfused = adjoint(parse(template.format(a="x", b="x")), ["x"])
+    except (ParseError, KeyError, IndexError):
         return ""
+    with np.errstate(all="ignore"):
+        return _probe(gate, unfused)
+
+
+def _probe(gate: str, unfused) -> str:
     xs = np.array(PROBES)
     values = [np.broadcast_to(v, xs.shape) for v in evaluate(unfused, {"x": xs})]
     value, slope = values[unfused.outputs[0]], values[unfused.outputs[1]]
     local = local_gradient_template(gate, 0)
-    gate_value = np.broadcast_to(OPS[gate].numpy(xs), xs.shape)
-    gate_slope = evaluate(local, {"a": xs, "y": gate_value})[local.outputs[0]]
+    gate_value = np.broadcast_to(OPS[gate].numpy(*[xs] * OPS[gate].arity), xs.shape)
+    gate_slope = evaluate(local, {"a": xs, "b": xs, "y": gate_value})[local.outputs[0]]
     gate_slope = np.broadcast_to(gate_slope, xs.shape)
     forward = [i for i in unfused.op_nodes() if i < unfused.n_forward]
     found = []
@@ -166,7 +178,11 @@ def overflow_note(gate: str, template: str) -> str:
     j, culprit = found[0]
     where = ", ".join(f"{xs[k]:g}" for k, _ in found)
     x_leaf = {unfused.input("x"): ("{a}", ATOM)}
-    what = f"{render(unfused, culprit, x_leaf)} = inf" if culprit is not None else ""
+    what = (
+        f"{render(unfused, culprit, x_leaf)} = {values[culprit][j]:g}"
+        if culprit is not None
+        else ""
+    )
     return (
         f"unfused, it overflows at {{a}} = {where}: at {{a}} = {xs[j]:g}{', ' + what if what else ''}, "
         f"its value is {value[j]:g} and its gradient {slope[j]:g}; the gate gives "

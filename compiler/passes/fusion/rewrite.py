@@ -1,20 +1,22 @@
-"""The rewrite: a copy of the graph with each match's root computed by its gate (over its
-operand, rescaled) and the subgraph it replaced dropped, each gate node keeping its note."""
+"""The rewrite: a copy of the graph with each match's root computed by its replacement (the
+entry's op over the operands, rescaled; a stabilisation's rhs inlined; a ``+ ...`` sum's op
+folded over its terms) and the subgraph it replaced dropped, each fused node keeping its note."""
 
 from __future__ import annotations
 
-from compiler.ir.graph import Graph
+from compiler.ir.graph import CONST, INPUT, Graph
 from compiler.passes.fusion.matching import Match
 
 
 def rebuild(graph: Graph, matches: dict[int, Match]) -> Graph:
-    """A copy of ``graph`` with each match's root computed by its gate and its core dropped."""
+    """A copy of ``graph`` with each match's root computed by its replacement, its core dropped."""
     live = [False] * len(graph.nodes)
     for o in graph.outputs:
         live[o] = True
     for i in range(len(graph.nodes) - 1, -1, -1):
         if live[i]:
-            for a in (matches[i].base,) if i in matches else graph.nodes[i].args:
+            reads = [b for b, _ in matches[i].operands] if i in matches else graph.nodes[i].args
+            for a in reads:
                 live[a] = True
     out = graph.empty_like()
     for name in graph.inputs:
@@ -24,17 +26,50 @@ def rebuild(graph: Graph, matches: dict[int, Match]) -> Graph:
         if not live[i]:
             continue
         if i in matches:
-            m = matches[i]
-            mapping[i] = out.add(m.gate, _scaled(out, mapping[m.base], m.coef))
-            note = m.note
+            mapping[i] = _replace(out, matches[i], mapping)
         else:
             mapping[i] = _copy(graph, out, i, mapping)
             note = graph.notes.get(i)
-        wanted = matches[i].gate if i in matches else node.op
-        if note and out.nodes[mapping[i]].op == wanted:  # not folded into something else
-            out.notes.setdefault(mapping[i], note)
+            if note and out.nodes[mapping[i]].op == node.op:  # not folded into something else
+                out.notes.setdefault(mapping[i], note)
     out.outputs = [mapping[o] for o in graph.outputs]
     return out
+
+
+def _replace(out: Graph, m: Match, mapping: dict[int, int]) -> int:
+    """Build match ``m``'s replacement in ``out``; its fused node(s) get the note."""
+    operands = [_scaled(out, mapping[base], coef) for base, coef in m.operands]
+    p = m.pattern
+    if p is None:
+        return _noted(out, out.add(m.gate, *operands), m.gate, m.note)
+    if p.sum_node is not None:
+        return _fold(out, m.gate, operands, m.note)
+    inlined: dict[int, int] = {}
+    for j, node in enumerate(p.rhs.nodes):
+        if node.op == INPUT:
+            inlined[j] = operands["xy".index(node.value)]
+        elif node.op == CONST:
+            inlined[j] = out.const(node.value)
+        else:
+            inlined[j] = out.add(node.op, *(inlined[a] for a in node.args))
+    _noted(out, inlined[p.op_node], m.gate, m.note)
+    return inlined[p.rhs.outputs[0]]
+
+
+def _fold(out: Graph, op: str, terms: list[int], note: str) -> int:
+    """``op`` over ``terms`` as a balanced tree (depth log2 n: rounding errors add up along
+    its depth), each node noted with the pattern's two-term form."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    left, right = _fold(out, op, terms[:half], note), _fold(out, op, terms[half:], note)
+    return _noted(out, out.add(op, left, right), op, note)
+
+
+def _noted(out: Graph, node: int, op: str, note: str) -> int:
+    if note and out.nodes[node].op == op:  # not folded into something else
+        out.notes.setdefault(node, note)
+    return node
 
 
 def _copy(graph: Graph, out: Graph, i: int, mapping: dict[int, int]) -> int:

@@ -223,7 +223,9 @@ def compile_jacobian(
     if by == "auto":
         by = "rows" if len(sources) < len(wrt) else "columns"
     program = jacobian(fused, wrt, by)
-    kernel = Kernel(program, program.wrt, f"Jacobian of {title}", mode=mode, plan=partial(_given, program))
+    kernel = Kernel(
+        program, program.wrt, f"Jacobian of {title}", mode=mode, plan=partial(_given, program)
+    )
     return JacobianKernel(kernel, graph.inputs, wrt, len(sources), by, title)
 
 

@@ -137,9 +137,12 @@ OPS: list[OpDef] = [
     _unary("log", "log(a)", np.log, ("1 / a",), lower_log, domain=("(0, inf)",)),
     _unary("log1p", "log(1 + a)", np.log1p, ("1 / (1 + a)",), lower_log1p,
            domain=("(-1, inf)",)),
-    _unary("expm1", "exp(a) - 1", np.expm1, ("y + 1",), lower_expm1),
+    # expm1' = exp(a), not y + 1: that cancels for a << 0 (a = -40: 1.3e-17 exact, y + 1 is 0).
+    _unary("expm1", "exp(a) - 1", np.expm1, ("exp(a)",), lower_expm1),
     _unary("sqrt", "sqrt(a)", np.sqrt, ("0.5 / y",), lower_sqrt, domain=("(0, inf)",)),
-    entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "a / b"), numpy=_xlogy,
+    # d/db is 0 where a == 0 (xlogy(0, b) = 0 for every b), not 0/0 at b = 0; nan b stays nan.
+    entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "where((a == 0) & (b == b), 0, a / b)"),
+          numpy=_xlogy,
           lower=lower_xlogy, domain=("", "(0, inf)")),
 ]
 # fmt: on

@@ -85,9 +85,9 @@ OPS: list[OpDef] = [
           lower=lambda L, a: L.intrinsic("log2", a), domain=("(0, inf)",)),
     entry("log10", "log(a, 10)", grads=("1 / log(10) / a",), numpy=np.log10,
           lower=lambda L, a: L.intrinsic("log10", a), domain=("(0, inf)",)),
-    # Above a = 1000, exp2(a - 1) * 2 log 2 (a - 1 exact): y overflows from a = 1024 on, where the
-    # gradient 2**a log 2 is still finite.
-    entry("exp2", "2**a", grads=("where(a > 1000, exp2(a - 1) * (2 * log(2)), y * log(2))",),
+    # Above a = 100, exp2(a - 1) * 2 log 2 (a - 1 exact): y overflows from a = 1024 (float32: 128) on,
+    # where the gradient 2**a log 2 is still finite.
+    entry("exp2", "2**a", grads=("where(a > 100, exp2(a - 1) * (2 * log(2)), y * log(2))",),
           numpy=np.exp2,
           lower=lambda L, a: L.intrinsic("exp2", a)),
     # y/a/3 (3.1 ulp measured, cbrt's own 2 ulp included) rather than 1/(3y^2) (5.9); the

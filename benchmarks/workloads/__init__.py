@@ -45,7 +45,7 @@ class Workload:
 
 
 def all_workloads() -> list[Workload]:
-    from benchmarks.workloads import first_hour, fusion, network, neuron, peers, scale
+    from benchmarks.workloads import accuracy, first_hour, fusion, network, neuron, peers, scale
 
     return [
         neuron.WORKLOAD,
@@ -54,6 +54,7 @@ def all_workloads() -> list[Workload]:
         network.WORKLOAD,
         peers.WORKLOAD,
         first_hour.WORKLOAD,
+        accuracy.WORKLOAD,
     ]
 
 

@@ -46,6 +46,7 @@ class Workload:
 
 def all_workloads() -> list[Workload]:
     from benchmarks.workloads import (
+        accuracy,
         cluster,
         first_hour,
         fusion,
@@ -65,6 +66,7 @@ def all_workloads() -> list[Workload]:
         first_hour.WORKLOAD,
         hessian.WORKLOAD,
         cluster.WORKLOAD,
+        accuracy.WORKLOAD,
     ]
 
 

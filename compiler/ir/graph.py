@@ -173,6 +173,9 @@ class Graph:
                 return args[0]
             if c[1] == -1 and c[0] is None:
                 return self.add("neg", args[0])
+        elif op == "where":
+            if c[0] is not None:  # a constant condition (a gradient's template: x**2's b == 0)
+                return args[1] if c[0] != 0 else args[2]  # nan is true, as the lowering's
         elif op == "pow":
             if c[1] == 1:
                 return args[0]

@@ -28,7 +28,8 @@ relu'(0)       0
 abs'(0)        0  (sign(0) = 0)
 max/min tie    each operand gets half (partials sum to 1)
 sqrt'(0)       inf
-d/db a**b      0 where a == 0 (xlogy convention), b*a**(b-1) for d/da
+d/db a**b      0 where a == 0 (xlogy convention), b*a**(b-1) for d/da (0 where b == 0)
+d/db xlogy    0 where a == 0, for every b (xlog1py too)
 =============  =========================================
 """
 

@@ -49,8 +49,11 @@ OPS: list[OpDef] = [
     _infix("sub", "-", np.subtract, ("1", "-1"), lower_sub),
     _infix("mul", "*", np.multiply, ("b", "a"), lower_mul, commutative=True),
     _infix("div", "/", np.divide, ("1 / b", "-y / b"), lower_div, kinks=("b",)),
-    # d/db through xlogy: a**b at a = 0, b > 0 has gradient 0, not 0 * log(0) = nan.
-    _infix("pow", "**", np.power, ("b * a ** (b - 1)", "xlogy(y, a)"), lower_pow,
+    # d/da is 0 where b == 0 (a**0 is constant: PyTorch's rule; not 0 * 0**-1 = nan at a = 0);
+    # d/db is 0 where a == 0 (the xlogy convention: not 1 * log(0) = -inf at b = 0), and where
+    # y == 0 (xlogy: a = inf, b < 0).
+    _infix("pow", "**", np.power,
+           ("where(b == 0, 0, b * a ** (b - 1))", "where(a == 0, 0, xlogy(y, a))"), lower_pow,
            domain=("(0, inf)", "")),
     entry("neg", "-a", text="-{a}", symbol="-x", grads=("-1",), numpy=np.negative,
           lower=lower_neg),

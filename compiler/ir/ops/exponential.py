@@ -139,12 +139,14 @@ OPS: list[OpDef] = [
     # exp(x) - 1 all its digits near 0.
     _unary("log1p", "log(1 + a)", np.log1p, ("1 / (1 + a)",), lower_log1p,
            domain=("(-1, inf)",), patterns=("log(1 + x) -> log1p(x)",)),
-    # expm1' = exp(a), not y + 1: that cancels for a << 0 (0 from a = -38, where exp(a) - 1,
-    # which fusion rewrites into expm1, had the exact gradient).
+    # expm1' = exp(a), not y + 1: that cancels for a << 0 (a = -40: 1.3e-17 exact, y + 1 is 0;
+    # exp(a) - 1, which fusion rewrites into expm1, had the exact gradient).
     _unary("expm1", "exp(a) - 1", np.expm1, ("exp(a)",), lower_expm1,
            patterns=("exp(x) - 1 -> expm1(x)", "1 - exp(-x) -> -expm1(-x)")),
     _unary("sqrt", "sqrt(a)", np.sqrt, ("0.5 / y",), lower_sqrt, domain=("(0, inf)",)),
-    entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "a / b"), numpy=_xlogy,
+    # d/db is 0 where a == 0 (xlogy(0, b) = 0 for every b), not 0/0 at b = 0; nan b stays nan.
+    entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "where((a == 0) & (b == b), 0, a / b)"),
+          numpy=_xlogy,
           lower=lower_xlogy, domain=("", "(0, inf)")),
 ]
 # fmt: on

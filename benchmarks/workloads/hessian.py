@@ -238,6 +238,7 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
                 note=f"worst {worst:.1e}",
             )
         )
+        targets += _time_targets(k, results)
     if not have["casadi"]:
         notes.append("CasADi is not installed (`pip install casadi`): not compared")
     scale = [_symgrad_scale(k, n, opts.seed, repeats, log) for k in (*ks, *big)]
@@ -256,6 +257,29 @@ def run(opts: Options, log: Callable[[str], None]) -> Section:
             )
         targets.append(Target(what, ratio, HVP_RATIO, spread=spread, why=why))
     return Section("H1", TITLE, _markdown(n, repeats, rows, notes, scale, hvp, shared), targets)
+
+
+def _time_targets(k: int, results: dict) -> list[Target]:
+    """Issue 16's time targets at one K: symgrad's best tier against the fastest contender,
+    to the first Hessian (≤ 0.25×) and per Hessian after (≤ 0.5×; ≤ 0.1× JAX's at K = 32)."""
+    ours = {n: r for n, r in results.items() if n.startswith("symgrad")}
+    theirs = {n: r for n, r in results.items() if n not in ours}
+    if not theirs:
+        return []
+    first = min(r[0] for r in ours.values())
+    per = min(r[1] for r in ours.values())
+    fastest_first = min(theirs, key=lambda n: theirs[n][0])
+    fastest_per = min(theirs, key=lambda n: theirs[n][1])
+    out = [
+        Target(f"H1 K={k}: symgrad's first Hessian ÷ the fastest contender's ({fastest_first})",
+               first / theirs[fastest_first][0], 0.25),
+        Target(f"H1 K={k}: symgrad per Hessian ÷ the fastest contender's ({fastest_per})",
+               per / theirs[fastest_per][1], 0.5),
+    ]  # fmt: skip
+    jax = theirs.get("JAX jit(hessian)")
+    if k == 32 and jax is not None:
+        out.append(Target("H1 K=32: symgrad per Hessian ÷ JAX's", per / jax[1], 0.1))
+    return out
 
 
 def _symengine_guess(times: dict[int, float], k: int) -> float:

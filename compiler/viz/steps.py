@@ -139,7 +139,7 @@ def _forward_caption(g: Graph, numbers: Annotated, i: int, digits: int) -> str:
     node = g.nodes[i]
     names = [operand_name(g, a) for a in node.args]
     values = [
-        operand_name(g, a) if g.nodes[a].op in FOLDED else text(numbers.values[a], digits)
+        operand_name(g, a) if g.nodes[a].op in FOLDED else _operand(numbers.values[a], digits)
         for a in node.args
     ]
     value = text(numbers.values[i], digits)
@@ -152,6 +152,11 @@ def _forward_caption(g: Graph, numbers: Annotated, i: int, digits: int) -> str:
     if numeric == symbolic or len(numeric) > 120:
         return f"{what} = {value}{shapes}"
     return f"{what} = {numeric} = {value}{shapes}"
+
+
+def _operand(value: Any, digits: int) -> str:
+    t = text(value, digits)
+    return f"({t})" if t.startswith("-") else t
 
 
 _WORD = re.compile(r"\b([aby])\b")

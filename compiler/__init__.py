@@ -42,6 +42,7 @@ __all__ = [
     "compile_hessian",
     "compile_jacobian",
     "draw",
+    "explore",
     "fuse",
     "gate_names",
     "ops",
@@ -52,8 +53,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # compiler.draw, compiler.compare and compiler.viz load the drawing code on first use.
-    if name in ("draw", "compare", "viz"):
+    # compiler.draw, compiler.compare, compiler.explore and compiler.viz load the drawing code on first use.
+    if name in ("draw", "compare", "explore", "viz"):
         import compiler.viz
 
         return compiler.viz if name == "viz" else getattr(compiler.viz, name)

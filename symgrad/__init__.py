@@ -88,6 +88,7 @@ __all__ = [
     "compile_hessian",
     "compile_jacobian",
     "draw",
+    "explore",
     "fuse",
     "gate_names",
     "gradcheck",
@@ -100,8 +101,8 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # symgrad.draw, symgrad.compare and symgrad.viz load the drawing code on first use.
-    if name in ("draw", "compare", "viz"):
+    # symgrad.draw, symgrad.compare, symgrad.explore and symgrad.viz load the drawing code on first use.
+    if name in ("draw", "compare", "explore", "viz"):
         import compiler
 
         return getattr(compiler, name)

@@ -147,7 +147,7 @@ class Explorer:
         kernel = (f'<p class="sg-kernel">{html.escape(self.kernel_line)}</p>'
                   if self.kernel_line else "")  # fmt: skip
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>symgrad explore: {html.escape(self.title)}</title>"
             f"<style>{css}</style></head><body>"

@@ -81,14 +81,14 @@ def text(value: Any, digits: int = 2) -> str:
     with np.errstate(all="ignore"):
         lo, mean, hi = np.nanmin(a), np.nanmean(a), np.nanmax(a)
     return (
-        f"[{' × '.join(map(str, a.shape))}: min {number(lo, digits)}, mean {number(mean, digits)}, "
+        f"[{shape_text(a)} values: min {number(lo, digits)}, mean {number(mean, digits)}, "
         f"max {number(hi, digits)}]"
     )
 
 
 def shape_text(value: Any) -> str:
     a = np.asarray(value)
-    return "scalar" if a.ndim == 0 else "(" + ", ".join(map(str, a.shape)) + ")"
+    return "scalar" if a.ndim == 0 else " × ".join(map(str, a.shape))
 
 
 # ------------------------------------------------------------------------------ the walk
@@ -147,7 +147,7 @@ def _forward_caption(g: Graph, numbers: Annotated, i: int, digits: int) -> str:
     numeric = _formula(g, i, values)
     shapes = ""
     if isinstance(g, TensorGraph) and np.ndim(numbers.values[i]) > 0:
-        shapes = " (shape " + shape_text(numbers.values[i]) + ")"
+        shapes = f" (shape {shape_text(numbers.values[i])})"
     what = f"{g.nodes[i].op} gate: {g.names[i]} = {symbolic}"
     if numeric == symbolic or len(numeric) > 120:
         return f"{what} = {value}{shapes}"
@@ -213,8 +213,8 @@ def _backward_caption(g, numbers, i, digits, senders, arrived) -> str:
         else:  # a tensor op: its vector-Jacobian product, shapes shown
             vjp = TENSOR_OPS[node.op].vjp.__name__.strip("_") if node.op in TENSOR_OPS else "vjp"
             parts.append(
-                f"upstream {text(upstream, digits)} {shape_text(upstream)} through {vjp}"
-                f" → {text(sent, digits)} {shape_text(sent)} to {to}"
+                f"upstream {text(upstream, digits)} ({shape_text(upstream)}) through {vjp}"
+                f" → {text(sent, digits)} ({shape_text(sent)}) to {to}"
             )
         got = arrived.setdefault(a, [])
         got.append(sent)

@@ -26,6 +26,8 @@ examples:
   symgrad "maximum(x, y) * z" --at x=2,y=-1,z=3 --wrt x,y --source
   symgrad "-x * y" --at x=1,y=2             an expression may start with a minus sign
   symgrad --draw neuron.svg                 also draw the graph, values and gradients on its edges
+  symgrad --explore neuron.html             also write a page that steps through backprop gate
+                                            by gate, fused beside unfused (open it in a browser)
 
 the language:
   numbers, names, + - * / **, unary minus, parentheses, the constants pi and e, and the functions
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="symgrad",
-        usage="%(prog)s [-h] [expression] [--at AT] [--wrt WRT] [--no-fuse] [--source] [--draw PATH]",
+        usage="%(prog)s [-h] [expression] [--at AT] [--wrt WRT] [--no-fuse] [--source] [--draw PATH] [--explore PATH]",
         description="Compile a function into Numba value-and-gradient kernels and evaluate them.",
         epilog=EPILOG.format(functions=" ".join(FUNCTIONS)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="also draw the graph with values and gradients at the point into PATH "
         "(.svg, .png or .pdf; needs Graphviz's dot)",
+    )
+    p.add_argument(
+        "--explore",
+        metavar="PATH",
+        help="also write an HTML page (PATH, e.g. neuron.html) stepping through backprop at the "
+        "point gate by gate, fused beside unfused (needs Graphviz's dot)",
     )
     return p
 
@@ -129,6 +137,8 @@ def _run(argv: list[str]) -> int:
         value, grads = kernel.value_and_grad(**parse_point(at))
         if args.draw:
             compiler.draw(kernel, at=parse_point(at)).save(args.draw)
+        if args.explore:
+            compiler.explore(kernel, at=parse_point(at)).save(args.explore)
     except (compiler.SymgradError, ValueError, OSError) as e:
         print(f"symgrad: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -147,6 +157,8 @@ def _run(argv: list[str]) -> int:
         print(kernel.source)
     if args.draw:
         print(f"\npicture: {args.draw}")
+    if args.explore:
+        print(f"\nexplorer: {args.explore} (open it in a browser: next, or the → key, steps)")
     return 0
 
 
@@ -167,7 +179,7 @@ def _shield_expression(argv: list[str]) -> list[str]:
         single_dash = arg.startswith("-") and not arg.startswith("--") and len(arg) > 1
         if single_dash and not expects_value and arg != "-h":
             arg = _SHIELD + arg
-        expects_value = arg in ("--at", "--wrt", "--draw")
+        expects_value = arg in ("--at", "--wrt", "--draw", "--explore")
         out.append(arg)
     return out
 

@@ -48,6 +48,7 @@ RUNS = {
     "repeated_at": ["x * y", "--at", "x=1,y=2,x=3"],
     "unwritable_draw": ["x * y", "--at", "x=1,y=2", "--draw", "/nonexistent-symgrad/g.svg"],
     "draw_format": ["x * y", "--at", "x=1,y=2", "--draw", "g.jpg"],
+    "unwritable_explore": ["x * y", "--at", "x=1,y=2", "--explore", "/nonexistent-symgrad/x.html"],
     "empty_expression": ["", "--at", "x=1"],
     "help": ["--help"],
     "unknown_option": ["--frobnicate"],
@@ -152,6 +153,23 @@ def test_expression_may_start_with_a_minus(runs):
     assert numbers(ok(runs["leading_minus"])) == (-6.0, {"x": -2.0, "y": -3.0})
 
 
+def test_explore_writes_the_stepper_page(tmp_path):
+    """``symgrad --explore out.html``: the lecture's neuron, fused beside unfused, its first
+    backward step the lecture's 1/x gate (-0.53)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "--explore", "out.html"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=180,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "explorer: out.html" in run.stdout
+    page = (tmp_path / "out.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and 'id="sg-next"' in page
+    assert 'data-name="unfused"' in page and 'data-name="fused"' in page
+    assert "div gate: upstream 1.00 × local -t7 / t6 = -0.53 → -0.53 to t6" in page
+    assert "<script src=" not in page and "http" not in page.split("<svg")[0]  # self-contained
+
+
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "name, words",
@@ -167,6 +185,7 @@ def test_expression_may_start_with_a_minus(runs):
         ("repeated_at", ["x", "twice"]),
         ("unwritable_draw", ["cannot write", "/nonexistent-symgrad/g.svg"]),
         ("draw_format", ["format", "g.jpg", ".svg"]),
+        ("unwritable_explore", ["cannot write the explorer", "/nonexistent-symgrad/x.html"]),
         ("empty_expression", ["empty"]),
         ("unknown_option", ["--frobnicate"]),
     ],
@@ -184,7 +203,8 @@ def test_hostile_expression_is_not_run(runs):
 # --------------------------------------------------------------------------- help
 def test_help_explains_it_all(runs):
     text = ok(runs["help"])
-    for needle in ["--at", "--wrt", "--no-fuse", "--source", "expression", "SYMGRAD_CACHE_DIR"]:
+    for needle in ["--at", "--wrt", "--no-fuse", "--source", "--explore", "expression",
+                   "SYMGRAD_CACHE_DIR"]:  # fmt: skip
         assert needle in text, needle
     assert "1/(1+exp(-(w0*x0+w1*x1+w2)))" in text  # the default job
     assert "exit status" in text and "2" in text

@@ -43,13 +43,27 @@ def setup_commands() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+#: What the set-up checks for before installing, and what it installs (Debian's packages): dot
+#: draws the graphs, Chromium and its driver run the explorer's browser tests (tests/test_explore.py).
+GUARD = "command -v dot >/dev/null && command -v chromedriver >/dev/null"
+APT = "apt-get update && apt-get install -y graphviz chromium chromium-driver"
+
+
 def test_the_set_up_is_two_commands_that_update_apt_before_installing_graphviz():
     first, tests = setup_commands()
-    steps = [s.strip() for s in first.split("&&")]
-    # a fresh Debian has empty package lists: without the update, "Unable to locate package"
-    assert steps[:2] == ["apt-get update", "apt-get install -y graphviz"]
-    assert steps[2:] == ['pip install -e ".[dev]"', "symgrad"]  # then the main job
+    # a fresh Debian has empty package lists: without the update, "Unable to locate package";
+    # where dot and chromedriver are installed already, apt is skipped (no root needed)
+    assert first == f'{GUARD} || {{ {APT}; }} && pip install -e ".[dev]" && symgrad'
     assert tests == 'pip install -e ".[dev]" && python -m pytest'
+
+
+def test_the_browser_tests_name_the_packages_the_set_up_installs():
+    """When Chromium cannot start, tests/test_explore.py fails naming the packages to install:
+    the ones the README's set-up installs."""
+    text = (ROOT / "tests" / "test_explore.py").read_text(encoding="utf-8")
+    named = re.search(r"PACKAGES = .*?`(chromium [^`]*)`", text, re.S).group(1)
+    assert named.split() == APT.split("install -y ")[1].split()[1:]
+    assert "pytest.skip" not in text  # a browser test that cannot start Chromium fails
 
 
 def test_the_notebooks_have_an_extra_and_a_readme_line():
@@ -81,10 +95,10 @@ def test_ci_runs_the_readmes_commands_word_for_word():
         if line.strip() and not line.lstrip().startswith("#")
     ]
     apt, _, rest = first.partition(' && pip install -e ".[dev]"')
-    assert f"command -v dot >/dev/null || {{ {apt}; }}" in commands  # skipped where dot is
+    assert apt in commands  # skipped where dot and chromedriver are
     assert 'pip install -e ".[dev]"' + rest in commands  # the main job
     assert commands[-1] == tests  # the README's test command, last, after its install steps
-    assert commands.index(f"command -v dot >/dev/null || {{ {apt}; }}") < len(commands) - 1
+    assert commands.index(apt) < commands.index('pip install -e ".[dev]"' + rest)
 
 
 def test_no_test_assumes_one_vector_width():

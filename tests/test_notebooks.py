@@ -1,7 +1,7 @@
 """The notebooks run top to bottom without an error (executed with nbclient, as Jupyter would).
 
 ``python tests/test_notebooks.py --write`` executes them and stores their outputs in place, so
-that the pictures show without running them.
+that the pictures show without running them (``--write 05_explore``: that one only).
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ CELL_TIMEOUT = 300
 
 
 def execute(path: Path):
-    """The notebook at ``path``, executed in its folder; raises on any cell's error."""
+    """The notebook at ``path``, executed in its folder; raises on any cell's error. Its kernel
+    imports this checkout's packages (``PYTHONPATH``), not whichever one pip installed."""
+    import os
+
     import nbformat
     from nbclient import NotebookClient
 
@@ -32,18 +35,53 @@ def execute(path: Path):
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute()
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), before]))
+    try:
+        client.execute()
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
     return notebook
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     names = [p.stem for p in NOTEBOOKS]
     assert names == [
         "01_backprop_by_hand",
         "02_fused_vs_unfused",
         "03_two_layer_net",
         "04_second_order",
+        "05_explore",
     ]
+
+
+def test_notebook_5_steps_through_the_lectures_examples_1_to_3():
+    """Its stored outputs (what a reader sees without running it) hold the lecture's numbers:
+    example 1's backward, the neuron's 1/x gate (-0.53) beside the sigmoid gate, the max gate
+    routing the upstream 2; and each view is the stepper page."""
+    cells = [c for c in stored(ROOT / "notebooks" / "05_explore.ipynb").cells
+             if c.cell_type == "code"]  # fmt: skip
+    shown = "\n".join(output_text(c) for c in cells)
+    assert "mul gate: upstream 1.00 × local z = -4.00 → -4.00 to t0" in shown
+    assert "add gate: upstream -4.00 × local 1 = 1.00 → -4.00 to x" in shown
+    assert "div gate: upstream 1.00 × local -t7 / t6 = -0.53 → -0.53 to t6" in shown
+    assert "sigmoid gate: upstream 1.00 × local t4 * sigmoid(-t3) = 0.20 → 0.20 to t3" in shown
+    assert "upstream 2.00 × local heaviside(z - w, 0.5) = 1.00 → 2.00 to z" in shown
+    assert "x fans out to 2 gates: its gradient 1.00 + 3.00 = 4.00" in shown
+    pages = [o for c in cells for o in c.get("outputs", ()) if "text/html" in o.get("data", {})]
+    assert len(pages) >= 4
+    assert all(o["data"]["text/html"].startswith("<iframe srcdoc=") for o in pages)
+
+
+def test_notebook_2_steps_fused_beside_unfused():
+    code = [c for c in stored(NOTEBOOKS[1]).cells if c.cell_type == "code"]
+    (cell,) = [c for c in code if "symgrad.explore(neuron, at=point)" in c.source]
+    assert cell.outputs[0]["data"]["text/html"].startswith("<iframe srcdoc=")
+    shown = "\n".join(output_text(c) for c in code)
+    assert "| sigmoid gate: t4 = sigmoid(t3) = sigmoid(1.00) = 0.73" in shown
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -106,10 +144,11 @@ def test_notebook_3_shows_the_measured_figure_the_results_hold():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/test_notebooks.py --write")
+    if sys.argv[1:2] != ["--write"]:
+        sys.exit("usage: python tests/test_notebooks.py --write [notebook names, e.g. 05_explore]")
     import nbformat
 
-    for path in NOTEBOOKS:
+    chosen = [p for p in NOTEBOOKS if not sys.argv[2:] or p.stem in sys.argv[2:]]
+    for path in chosen:
         nbformat.write(execute(path), path)
         print("wrote", path)

@@ -186,6 +186,7 @@ def test_bad_input_is_a_clear_error():
 
 def test_sliders_recompute_through_the_kernel_and_relabel_everything():
     import ipywidgets  # noqa: F401 - a dev dependency; its absence is tested below
+
     view = symgrad.explore(NEURON, at=POINT, sliders=True)
     assert set(view.sliders) == set(POINT)
     view.move(w0=0.5)
@@ -401,3 +402,29 @@ def test_at_900_px_the_caption_is_on_screen_and_nothing_overflows(browser, page)
         # the caption's yellow is really painted where the page says the caption is
         x, y = int(left) + 2, int(bottom) - 2
         assert shot.getpixel((x, y)) == (0xFF, 0xF8, 0xC5)
+
+
+def test_as_a_notebook_shows_it_the_iframe_runs_its_script_and_fits_its_page(
+    browser, tmp_path, neuron
+):
+    """A notebook's HTML output (JupyterLab, VS Code, nbviewer's export) is the iframe: its
+    script runs there, steps, and sets the frame's height to the page's."""
+    path = tmp_path / "cell.html"
+    path.write_text(
+        f"<!DOCTYPE html><html><body><div style='width:880px'>{neuron._repr_html_()}</div>"
+        "</body></html>",
+        encoding="utf-8",
+    )
+    browser.get(path.as_uri())
+    frame = browser.find_element("tag name", "iframe")
+    browser.switch_to.frame(frame)
+    try:
+        press_next(browser, 1)
+        now = sides(browser)
+        assert now["unfused"]["caption"] == "mul gate: t0 = w0 * x0 = 2.00 * (-1.00) = -2.00"
+        assert now["fused"]["lit"] == [now["fused"]["current"]]
+        inner = browser.execute_script("return document.documentElement.scrollHeight")
+    finally:
+        browser.switch_to.default_content()
+    height = browser.execute_script("return arguments[0].getBoundingClientRect().height", frame)
+    assert abs(height - (inner + 8)) <= 1  # no inner scroll bar: the whole page shows

@@ -188,6 +188,18 @@ def _log_kernel(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value) -> ir.Value:
     """k ln2 + log(1 + fr) + c (|fr| < 0.42, c small) by fdlibm's identity
     log(1 + f) = f - f^2/2 + s (f^2/2 + R), its three large terms summed in double-double so
     that only the last addition rounds (fdlibm's own order costs up to 0.85 ulp)."""
+    hi, lo = _log_kernel_dd(L, k, fr, c)
+    return L.b.fadd(hi, lo)
+
+
+def log_dd(L: Lower, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """log(x) as hi + lo (to ~2**-60 relative) for a positive normal float64 x, no special
+    values: for sums that cancel afterwards (digamma)."""
+    k, m = _log_reduce(L, x)
+    return _log_kernel_dd(L, k, L.b.fsub(m, L.const(1.0)), L.const(0.0))
+
+
+def _log_kernel_dd(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value):
     f = L.b
     half = f.fmul(L.const(0.5), fr)
     hfsq = f.fmul(half, fr)
@@ -202,7 +214,7 @@ def _log_kernel(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value) -> ir.Value:
     a, a_err = _two_sum(L, fr, f.fneg(hfsq))
     b, b_err = _two_sum(L, f.fmul(k, L.const(_LN2_HI)), a)  # k ln2_hi exact for |k| < 2**11
     small = f.fadd(f.fsub(tail, hfsq_lo), L.fma(k, L.const(_LN2_LO), c))
-    return f.fadd(b, f.fadd(f.fadd(b_err, a_err), small))
+    return b, f.fadd(f.fadd(b_err, a_err), small)
 
 
 @_widened

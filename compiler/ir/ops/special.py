@@ -203,6 +203,7 @@ def lower_digamma(L: Lower, x):
     pole = L.b.and_(negative, L.cmp("==", sin, L.const(0)))  # negative integers
     value = L.select(pole, L.const(math.nan), L.select(negative, reflected, psi))
     value = L.select(L.cmp("==", x, L.const(math.inf)), x, value)  # inf - inf in the sums
+    value = _tiny_digamma(L, x, value)
     # psi(+0) = -inf, psi(-0) = +inf: -1/x
     return L.select(L.cmp("==", x, L.const(0)), L.b.fdiv(L.const(-1), x), value)
 
@@ -219,6 +220,10 @@ def lower_trigamma(L: Lower, x):
     reflected = L.b.fsub(L.b.fdiv(L.const(math.pi**2), L.b.fmul(sin, sin)), psi1)
     value = L.select(negative, reflected, psi1)
     value = L.select(L.cmp("==", x, L.const(math.inf)), L.const(0), value)
+    # 1/x**2 + pi**2/6 + O(x) below |x| = 2**-30 (the sums' 1/x**2 overflow there)
+    tiny = L.cmp("<", L.intrinsic("fabs", x), L.const(2.0**-30))
+    near = L.b.fadd(L.b.fdiv(L.const(1), L.b.fmul(x, x)), L.const(math.pi**2 / 6))
+    value = L.select(tiny, near, value)
     return L.select(L.cmp("==", x, L.const(-math.inf)), L.const(math.inf), value)
 
 
@@ -229,49 +234,97 @@ def lower_lgamma(L: Lower, x):
 
 
 def _shift_loop(L: Lower, x, s, limit):
-    """(x + n, sum of (x + k)**-s for k < n), n the steps that bring x to at least ``limit``:
-    a loop, since the orders' limits differ (at most limit steps; nan skips it)."""
+    """(x + n as hi + lo, sum of (x + k)**-s for k < n as hi + lo), n the steps that bring x to
+    at least ``limit``: a loop, since the orders' limits differ (at most limit steps; nan skips
+    it). x + k is carried exactly (its rounding, times s, would reach the terms) and the sum in
+    double-double (plain sums of up to 200 terms: 4 ulp measured)."""
     b = L.b
     start = b.block
     loop = b.append_basic_block("shift")
     done = b.append_basic_block("shifted")
     b.cbranch(L.cmp("<", x, limit), loop, done)
     b.position_at_end(loop)
-    v, total = b.phi(L.ty), b.phi(L.ty)
-    v.add_incoming(x, start)
-    total.add_incoming(L.const(0), start)
-    total_next = b.fadd(total, L.intrinsic("pow", v, b.fneg(s)))
-    v_next = b.fadd(v, L.const(1))
-    v.add_incoming(v_next, loop)
-    total.add_incoming(total_next, loop)
-    b.cbranch(L.cmp("<", v_next, limit), loop, done)
+    v, v_lo, total, total_lo = (b.phi(L.ty) for _ in range(4))
+    for phi, first in ((v, x), (v_lo, L.const(0)), (total, L.const(0)), (total_lo, L.const(0))):
+        phi.add_incoming(first, start)
+    term = L.intrinsic("pow", v, b.fneg(s))
+    term_lo = b.fmul(term, b.fdiv(b.fmul(b.fneg(s), v_lo), v))  # (v + lo)**-s to first order
+    total_next = _dd_add(L, (total, total_lo), (term, term_lo))
+    v_next = _dd_add(L, (v, v_lo), (L.const(1), L.const(0)))
+    for phi, value in zip((v, v_lo, total, total_lo), (*v_next, *total_next)):
+        phi.add_incoming(value, loop)
+    b.cbranch(L.cmp("<", v_next[0], limit), loop, done)
     b.position_at_end(done)
-    t, result = b.phi(L.ty), b.phi(L.ty)
-    t.add_incoming(x, start)
-    t.add_incoming(v_next, loop)
-    result.add_incoming(L.const(0), start)
-    result.add_incoming(total_next, loop)
-    return t, result
+    out = []
+    for first, value in ((x, v_next[0]), (L.const(0), v_next[1]), (L.const(0), total_next[0]),
+                         (L.const(0), total_next[1])):  # fmt: skip
+        phi = b.phi(L.ty)
+        phi.add_incoming(first, start)
+        phi.add_incoming(value, loop)
+        out.append(phi)
+    return (out[0], out[1]), (out[2], out[3])
+
+
+def _factorial(L: Lower, n):
+    """n! as hi + lo (each product's error kept: ~2**-100 relative; the C library's tgamma is
+    2 ulp off from 12! on) for a natural n, inf from 171 on (nan: 171)."""
+    b = L.b
+    m = L.select(L.cmp("<", n, L.const(171)), n, L.const(171))
+    start = b.block
+    loop = b.append_basic_block("factorial")
+    done = b.append_basic_block("factorial_done")
+    b.cbranch(L.cmp(">=", m, L.const(2)), loop, done)
+    b.position_at_end(loop)
+    k, hi, lo = (b.phi(L.ty) for _ in range(3))
+    for phi, first in ((k, L.const(2)), (hi, L.const(1)), (lo, L.const(0))):
+        phi.add_incoming(first, start)
+    p = b.fmul(hi, k)
+    p_lo = b.fadd(L.fma(hi, k, b.fneg(p)), b.fmul(lo, k))
+    k_next = b.fadd(k, L.const(1))
+    for phi, value in ((k, k_next), (hi, p), (lo, p_lo)):
+        phi.add_incoming(value, loop)
+    b.cbranch(L.cmp("<=", k_next, m), loop, done)
+    b.position_at_end(done)
+    out = []
+    for first, value in ((L.const(1), p), (L.const(0), p_lo)):
+        phi = b.phi(L.ty)
+        phi.add_incoming(first, start)
+        phi.add_incoming(value, loop)
+        out.append(phi)
+    return out[0], out[1]
 
 
 def _hurwitz(L: Lower, s, x, reach):
-    """zeta(s, x) for x > 0, s >= 2: the sum up to x >= reach + SHIFT (with reach = s, 12 terms
-    of the asymptotic series reach double precision for every s), then Euler-Maclaurin."""
-    t, total = _shift_loop(L, x, s, L.b.fadd(reach, L.const(SHIFT)))
+    """zeta(s, x) as hi + lo for x > 0, s >= 2: the sum up to x >= reach + SHIFT (with
+    reach = s, 12 terms of the asymptotic series reach double precision for every s), then
+    Euler-Maclaurin; the sum, 1/n and t's low part carried in double-double."""
+    f = L.b
+    (t, t_lo), total = _shift_loop(L, x, s, f.fadd(reach, L.const(SHIFT)))
     # zeta(s, t) ~ t**(1-s)/(s-1) + t**-s (1/2 + sum_j B_2j/(2j)! s(s+1)..(s+2j-2) t**(1-2j))
-    q, tt = L.b.fdiv(s, t), L.b.fmul(t, t)
+    q, tt = f.fdiv(s, t), f.fmul(t, t)
     series = L.const(0.5)
     for j, c in enumerate(_BERNOULLI, start=1):
         series = L.fma(L.const(c), q, series)
-        grow = L.b.fmul(L.b.fadd(s, L.const(2 * j - 1)), L.b.fadd(s, L.const(2 * j)))
-        q = L.b.fdiv(L.b.fmul(q, grow), tt)
-    n = L.b.fsub(s, L.const(1))
-    inner = L.b.fadd(L.b.fdiv(L.const(1), n), L.b.fdiv(series, t))
-    power = L.intrinsic("pow", t, L.b.fneg(n))
-    tail = L.b.fmul(power, inner)  # t**-n first: no underflow
-    vanishes = L.b.or_(L.cmp("==", t, L.const(math.inf)), L.cmp("==", power, L.const(0)))
-    tail = L.select(vanishes, L.const(0), tail)  # t**-n underflowed: the series is not needed
-    return L.b.fadd(total, tail)
+        grow = f.fmul(f.fadd(s, L.const(2 * j - 1)), f.fadd(s, L.const(2 * j)))
+        q = f.fdiv(f.fmul(q, grow), tt)
+    n = f.fsub(s, L.const(1))
+    inner = _dd_add(L, _dd_recip(L, (n, L.const(0))), (f.fdiv(series, t), L.const(0)))
+    power = L.intrinsic("pow", t, f.fneg(n))
+    power_lo = f.fmul(power, f.fdiv(f.fmul(f.fneg(n), t_lo), t))  # (t + t_lo)**-n
+    tail = f.fmul(power, inner[0])  # t**-n first: no underflow
+    tail_lo = f.fadd(L.fma(power, inner[0], f.fneg(tail)),
+                     f.fadd(f.fmul(power, inner[1]), f.fmul(power_lo, inner[0])))  # fmt: skip
+    vanishes = f.or_(L.cmp("==", t, L.const(math.inf)), L.cmp("==", power, L.const(0)))
+    # t**-n underflowed: the series is not needed
+    tail = (L.select(vanishes, L.const(0), tail), L.select(vanishes, L.const(0), tail_lo))
+    return _dd_add(L, total, tail)
+
+
+def _tiny_digamma(L: Lower, x, value):
+    """psi(x) = -1/x - gamma + O(x) below |x| = 2**-30 (the sums' 1/x overflow there)."""
+    tiny = L.cmp("<", L.intrinsic("fabs", x), L.const(2.0**-30))
+    near = L.b.fsub(L.b.fdiv(L.const(-1), x), L.const(0.5772156649015329))
+    return L.select(tiny, near, value)
 
 
 def lower_polygamma(L: Lower, n, x):
@@ -306,7 +359,12 @@ def _polygamma_general(L: Lower, n, x):
         L.intrinsic("fabs", x),
         L.select(L.cmp("<", s, L.const(ORDER_CAP)), s, L.const(ORDER_CAP)),
     )
-    general = L.b.fmul(L.b.fmul(sign, L.libm("tgamma", s)), zeta)
+    fact, fact_lo = _factorial(L, n)
+    product = L.b.fmul(fact, zeta[0])
+    low = L.b.fadd(L.fma(fact, zeta[0], L.b.fneg(product)),
+                   L.b.fadd(L.b.fmul(fact, zeta[1]), L.b.fmul(fact_lo, zeta[0])))  # fmt: skip
+    exact = L.cmp("<", L.intrinsic("fabs", product), L.const(math.inf))
+    general = L.b.fmul(sign, L.select(exact, L.b.fadd(product, low), product))
     pole = L.b.and_(L.cmp("<=", x, zero), L.cmp("==", x, L.intrinsic("floor", x)))
     general = L.select(pole, L.b.fmul(sign, L.const(math.inf)), general)
     return L.select(L.b.and_(L.cmp("<", x, zero), L.b.not_(pole)), L.const(math.nan), general)

@@ -45,12 +45,11 @@ def lower_neg(L: Lower, a: ir.Value) -> ir.Value:
 # pow's d/da: b a**(b - 1) where b - 1 is exact (b >= 1/2 below 2**53, the integers), as libm's
 # pow is then within an ulp; where b - 1 rounds (b < 1/2, |b| huge) the rounding is amplified by
 # log a (1e6 ulp measured at a = 2**-149, b = 7 + 2**-50...), so y (b / a) there, and where
-# b a**(b - 1) overflows though the gradient does not (|b| < 1).
+# b a**(b - 1) overflows though the gradient does not (|b| < 1). A constant b folds the choice
+# (x**2's d/dx is 2 * x).
 _P1, _P2 = "b * a ** (b - 1)", "y * (b / a)"
-_POW_DA = (
-    f"where(b == 0, 0, where(((b - 1) + 1 != b) | ((abs({_P1}) == 1e999) & "
-    f"(abs({_P2}) < 1e999)), {_P2}, {_P1}))"
-)
+_OVER = f"where((abs({_P1}) == 1e999) & (abs({_P2}) < 1e999), {_P2}, {_P1})"
+_POW_DA = f"where(b == 0, 0, where((b - 1) + 1 != b, {_P2}, where(abs(b) < 1, {_OVER}, {_P1})))"
 
 # fmt: off
 OPS: list[OpDef] = [

@@ -313,8 +313,9 @@ def vector_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
     own parts, rounded once), 1 + e by TwoSum, then 1 / (1 + e) (x >= 0) or e / (1 + e) (x < 0)
     corrected by the division's exact remainder, rounded once. sigmoid(-inf) = 0,
     sigmoid(inf) = 1, nan stays nan; subnormal results (x < -708) round once.
-    Max error measured: 0.5 ulp (float64 and float32), 2.2 for the three roundings of
-    e r / (1 + e)."""
+    Max error measured: 0.53 ulp (float64; 0.75 of the smallest subnormal below x = -708,
+    where the result is rounded to 53 bits, then scaled), 0.50 (float32); 2.2 for the three
+    roundings of e r / (1 + e)."""
     f = L.b
     ax = _clamp(L, L.intrinsic("fabs", x), 0.0, 745.2)  # exp(-745.2) rounds to 0
     hi, lo, s1, s2 = _exp_parts(L, f.fneg(ax))
@@ -323,10 +324,13 @@ def vector_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
     d_hi, d_e = _two_sum(L, L.const(1.0), e_hi)
     d_lo = f.fadd(d_e, e_lo)
     negative = L.cmp("<", x, L.const(0.0))
-    n_hi = L.select(negative, e_hi, L.const(1.0))
-    n_lo = L.select(negative, e_lo, L.const(0.0))
+    # x < 0: e / (1 + e) with e's 2**k's second factor s2 applied last (e / (1 + e) is below
+    # the normal range from x = -708: hi s1 + lo s1 keeps e's low part, the result rounds once)
+    n_hi = L.select(negative, f.fmul(hi, s1), L.const(1.0))
+    n_lo = L.select(negative, f.fmul(lo, s1), L.const(0.0))
     q, q_lo, _ = _dd_div(L, n_hi, n_lo, d_hi, d_lo)
-    return L.select(L.cmp("uno", x, x), x, f.fadd(q, q_lo))
+    y = f.fmul(f.fadd(q, q_lo), L.select(negative, s2, L.const(1.0)))
+    return L.select(L.cmp("uno", x, x), x, y)
 
 
 # ---------------------------------------------------------------- erf, erfc

@@ -106,9 +106,11 @@ def _horner(L: Lower, coefficients, w):
 
 
 def _dd_add(L: Lower, a, b):
-    """(a_hi + a_lo) + (b_hi + b_lo) as hi + lo."""
+    """(a_hi + a_lo) + (b_hi + b_lo) as hi + lo; an infinite sum is (±inf, 0), not nan."""
     s, e = vecmath._two_sum(L, a[0], b[0])
-    return vecmath._two_sum(L, s, L.b.fadd(e, L.b.fadd(a[1], b[1])))
+    hi, lo = vecmath._two_sum(L, s, L.b.fadd(e, L.b.fadd(a[1], b[1])))
+    finite = L.cmp("<", L.intrinsic("fabs", s), L.const(math.inf))
+    return L.select(finite, hi, s), L.select(finite, lo, L.const(0))
 
 
 def _dd_recip(L: Lower, v):
@@ -249,6 +251,9 @@ def _shift_loop(L: Lower, x, s, limit):
         phi.add_incoming(first, start)
     term = L.intrinsic("pow", v, b.fneg(s))
     term_lo = b.fmul(term, b.fdiv(b.fmul(b.fneg(s), v_lo), v))  # (v + lo)**-s to first order
+    term_lo = L.select(
+        L.cmp("<", L.intrinsic("fabs", term), L.const(math.inf)), term_lo, L.const(0)
+    )
     total_next = _dd_add(L, (total, total_lo), (term, term_lo))
     v_next = _dd_add(L, (v, v_lo), (L.const(1), L.const(0)))
     for phi, value in zip((v, v_lo, total, total_lo), (*v_next, *total_next)):

@@ -1,7 +1,8 @@
 """The built-in gates: ops that the fusion pass also builds from the subgraphs in their
 ``patterns`` (text over ``x``), lowered by their ``stable`` forms (``compiler.ir.registry``'s
 docstring). exp only ever sees -|x| <= 0, so nothing overflows at any x; the exp is the op exp's
-lowering (branch-free where loops vectorise), log1p and tanh the C library's.
+lowering (branch-free where loops vectorise), log1p the C library's in scalar code; sigmoid and
+tanh are ``compiler/ir/vecmath.py``'s on every tier (rounded once: issue 15).
 """
 
 from __future__ import annotations

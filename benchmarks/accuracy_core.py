@@ -115,7 +115,9 @@ def _points(op: str) -> dict[str, tuple[np.ndarray, ...]]:
     grid32 = [g.ravel() for g in np.meshgrid(*[s[0] for s in samples], indexing="ij")]
     rng = np.random.default_rng(15)
     n = grid32[0].size
-    wide = [np.where(np.abs(g) > 1, g * (1 + rng.uniform(-2.0**-24, 2.0**-24, n)), g)
+    # (a natural or truth operand stays as it is: polygamma's order 2 - 2**-25 is no order)
+    wide = [np.where((np.abs(g) > 1) & (k not in ("natural", "truth")),
+                     g * (1 + rng.uniform(-2.0**-24, 2.0**-24, n)), g)
             for g, k in zip(grid32, kinds)]  # fmt: skip
     beyond = []
     for c, e in samples:

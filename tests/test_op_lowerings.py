@@ -391,9 +391,13 @@ def test_float32_within_an_ulp(name, vector):
                                            ("sqrt", "sqrt"), ("tan", "tan"), ("tanh", "tanh")])  # fmt: skip
 def test_c_library_ops_as_before(name, function):
     """In scalar code (the instant tier's machine) these are the C library's own; where loops
-    vectorise, log, log1p, expm1 and tanh are compiler/ir/vecmath.py's (< 1 ulp, its tests)."""
+    vectorise, log, log1p, expm1 and tanh are compiler/ir/vecmath.py's (< 1 ulp, its tests);
+    tanh is vecmath's in scalar code too (the C library's is 1.7 ulp off, issue 15)."""
     x = np.concatenate([wide(F64), exp_points(F64), trig_points(F64)])
-    assert_same_bits(evaluate(ALL[name].lower, x, vector=False), libm(function, x), x)
+    if name == "tanh":
+        assert_within_ulps(evaluate(ALL[name].lower, x, vector=False), libm(function, x), 2, x)
+    else:
+        assert_same_bits(evaluate(ALL[name].lower, x, vector=False), libm(function, x), x)
     if name in ("sqrt", "tan"):
         assert_same_bits(evaluate(ALL[name].lower, x, vector=True), libm(function, x), x)
     else:
@@ -451,6 +455,8 @@ def test_gates_as_before(name, vector, exp):
     got = evaluate(ALL[name].lower, x, vector=vector)
     if vector and name in ("softplus", "logsigmoid"):  # vecmath's log1p: < 1 ulp off libm's
         assert_within_ulps(got, elementwise(before, x), 2, x)
+    elif name == "sigmoid":  # double-double now (0.5 ulp; the form before: 2.2)
+        assert_within_ulps(got, elementwise(before, x), 3, x)
     else:
         assert_same_bits(got, elementwise(before, x), x)
     assert_within_ulps(got, ALL[name].numpy(x), 2, x)
@@ -472,8 +478,9 @@ def test_gates_do_not_overflow():
 
 # ------------------------------------------------------------------------------- every entry
 #: float32 ulps from the float64 oracle rounded to float32 (float64: ulps from the oracle).
-F32_ULPS = {"sigmoid": 2, "softplus": 2, "logsigmoid": 2, "xlogy": 2, "tanh": 2}
-F64_ULPS = {"sigmoid": 2, "softplus": 2, "logsigmoid": 2, "tanh": 2}
+#: sigmoid: NumPy's form rounds three times (2.2 ulp from the exact value), the lowering once.
+F32_ULPS = {"sigmoid": 3, "softplus": 2, "logsigmoid": 2, "xlogy": 2, "tanh": 2}
+F64_ULPS = {"sigmoid": 3, "softplus": 2, "logsigmoid": 2, "tanh": 2}
 
 
 def points_for(op, dtype) -> list[np.ndarray]:

@@ -294,15 +294,32 @@ def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], outpu
     """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``)."""
     steps, result = _gradient_steps(op, k)
     operands = (*args, output)  # what the template's inputs a, (b,) y stand for
-    made: list[int] = []
-    for head, ref in steps:  # as copy_nodes would, without its generality (once per edge)
+    made: dict[int, int] = {}
+
+    def build(s: int) -> int:
+        # as copy_nodes would, without its generality (once per edge); a where whose condition
+        # folds to a constant builds its chosen branch only (pow's d/da at a constant b: no
+        # dead nodes of the other in the listing)
+        if s in made:
+            return made[s]
+        head, ref = steps[s]
         if head == INPUT:
-            made.append(operands[ref])
+            node = operands[ref]
         elif head == CONST:
-            made.append(g.const(ref))
+            node = g.const(ref)
+        elif head == "where":
+            condition = build(ref[0])
+            value = g.constant_value(condition)
+            if value is None:
+                node = g.add("where", condition, build(ref[1]), build(ref[2]))
+            else:  # nan is true, as the lowering's
+                node = build(ref[1]) if value != 0 else build(ref[2])
         else:
-            made.append(g.add(head, *[made[s] for s in ref]))
-    return made[result]
+            node = g.add(head, *[build(r) for r in ref])
+        made[s] = node
+        return node
+
+    return build(result)
 
 
 def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:

@@ -1,7 +1,8 @@
 """The built-in gates: ops that the fusion pass also builds from the subgraphs in their
 ``patterns`` (text over ``x``), lowered by their ``stable`` forms (``compiler.ir.registry``'s
 docstring). exp only ever sees -|x| <= 0, so nothing overflows at any x; the exp is the op exp's
-lowering (branch-free where loops vectorise), log1p and tanh the C library's.
+lowering (branch-free where loops vectorise), log1p the C library's in scalar code; sigmoid and
+tanh are ``compiler/ir/vecmath.py``'s on every tier (rounded once: issue 15).
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ def _exp_minus_abs(L: Lower, x: ir.Value) -> ir.Value:
 
 
 def lower_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
-    """e = exp(-|x|), r = 1 / (1 + e): x >= 0 ? r : e r."""
-    e = _exp_minus_abs(L, x)
-    r = L.b.fdiv(L.const(1.0), L.b.fadd(L.const(1.0), e))
-    return L.select(L.cmp(">=", x, L.const(0.0)), r, L.b.fmul(e, r))
+    """e = exp(-|x|), x >= 0 ? 1 / (1 + e) : e / (1 + e), in double-double on every tier
+    (``vecmath.vector_sigmoid``: branch-free, so loops over it vectorise; 0.5 ulp where
+    e r / (1 + e) in plain floats is 2.2)."""
+    return vecmath.vector_sigmoid(L, x)
 
 
 def lower_tanh(L: Lower, x: ir.Value) -> ir.Value:
-    return vecmath.vector_tanh(L, x) if L.vector else L.libm("tanh", x)
+    """vecmath's tanh on every tier (0.57 ulp; the C library's is 1.7 at float64, 1.9 at
+    float32)."""
+    return vecmath.vector_tanh(L, x)
 
 
 def lower_softplus(L: Lower, x: ir.Value) -> ir.Value:
@@ -75,19 +78,21 @@ def _gate(name, definition, numpy, grads, stable, patterns, lower, **where) -> O
 # fmt: off
 OPS: list[OpDef] = [
     # The lecture's sigmoid gate. Its local gradient sigma(x) * sigma(-x): from its own output
-    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43). 3.3 ulp
-    # measured; e/(1+e)^2 with e = exp(-|x|) gives 2.9 but doubles the gate's backward ops,
-    # which the lecture's trade-off (and tests/test_fusion.py) wants fewer than unfused.
+    # y like the lecture's y * (1 - y), but accurate where 1 - y rounds to 0 (x = 37.43). 1.6 ulp
+    # measured with the double-double sigmoid (3.3 with the plain one); e/(1+e)^2 with
+    # e = exp(-|x|) doubles the gate's backward ops, which the lecture's trade-off (and
+    # tests/test_fusion.py) wants fewer than unfused.
     _gate("sigmoid", "1 / (1 + exp(-a))", _sigmoid, ("y * sigmoid(-a)",),
           stable="exp(minimum(a, 0)) / (1 + exp(-abs(a)))",
           patterns=("1 / (1 + exp(-x))", "exp(x) / (1 + exp(x))", "1 - 1 / (1 + exp(x))",
                     "0.5 + 0.5 * tanh(0.5 * x)",
                     "sigmoid(-x) * exp(x) -> sigmoid(x)"),  # 0 * inf = nan from x = 710
           lower=lower_sigmoid),
-    # math.tanh is stable; fusion finds it in its exp forms. Its gradient is 4e/(1+e)^2 with
-    # e = exp(-2|a|) (2.5 ulp measured; 1 - y*y is 0 from |a| = 19 on, 1e-8 off at 10).
+    # tanh is stable; fusion finds it in its exp forms. Its gradient is 4 sigma(2a) sigma(-2a)
+    # (1.5 ulp measured, each sigmoid correctly rounded but for 2**-50; 4e/(1+e)^2 with
+    # e = exp(-2|a|) gave 3.2; 1 - y*y is 0 from |a| = 19 on, 1e-8 off at 10).
     _gate("tanh", "tanh(a)", np.tanh,
-          ("4 * exp(-2 * abs(a)) / ((1 + exp(-2 * abs(a))) * (1 + exp(-2 * abs(a))))",),
+          ("4 * sigmoid(2 * a) * sigmoid(-2 * a)",),
           stable="tanh(a)",
           patterns=("(exp(x) - exp(-x)) / (exp(x) + exp(-x))", "(exp(2 * x) - 1) / (exp(2 * x) + 1)",
                     "(1 - exp(-2 * x)) / (1 + exp(-2 * x))", "expm1(2 * x) / (exp(2 * x) + 1)",

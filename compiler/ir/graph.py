@@ -292,6 +292,48 @@ class Graph:
         h.update(f"outputs={self.outputs}".encode())
         return h.hexdigest()
 
+    def fold_negations(self) -> Graph:
+        """A copy with negations folded into the adds, subtractions, products and quotients that
+        read them — ``x + -y`` is ``x - y``, ``-x * y`` is ``-(x * y)``, ``-x - -y`` is
+        ``y - x`` — so that a negation rises until an add or a subtraction absorbs it. Exact
+        (negation only flips a sign bit; a zero's sign aside), and kept out of ``add``'s
+        rules so that listings of first-order programs keep the lecture's shape: second order
+        (``passes.second_order``), whose adjoints of adjoints are full of ``-1`` local
+        gradients, uses it."""
+        out = self.empty_like()
+        for name in self.inputs:
+            out.input(name)
+        mapping: dict[int, int] = {}
+        for i, node in enumerate(self.nodes):
+            args = [mapping[a] for a in node.args]
+            if node.op in _NEGATION_FOLDS:
+                mapping[i] = out._fold_negation(node.op, *args)
+            else:
+                mapping[i] = out.copy_node(node, args)
+        out.outputs = [mapping[o] for o in self.outputs]
+        return out
+
+    def _fold_negation(self, op: str, a: int, b: int) -> int:
+        """``op(a, b)`` (op in ``_NEGATION_FOLDS``) with an operand's negation taken out."""
+        na, nb = (self.nodes[x].args[0] if self.nodes[x].op == "neg" else None for x in (a, b))
+        if na is None and nb is None:
+            return self.add(op, a, b)
+        if op == "add":
+            if na is not None and nb is not None:
+                return self.add("neg", self.add("add", na, nb))
+            return self.add("sub", a, nb) if nb is not None else self.add("sub", b, na)
+        if op == "sub":
+            if na is not None and nb is not None:
+                return self.add("sub", nb, na)
+            if nb is not None:
+                return self.add("add", a, nb)
+            return self.add("neg", self.add("add", na, b))
+        if na is not None and nb is not None:  # mul, div
+            return self.add(op, na, nb)
+        if na is not None:
+            return self.add("neg", self.add(op, na, b))
+        return self.add("neg", self.add(op, a, nb))
+
     def users(self) -> list[list[int]]:
         """For each node, the nodes that read it."""
         users: list[list[int]] = [[] for _ in self.nodes]
@@ -404,6 +446,10 @@ def _sympy_number(value: float):
     if value == int(value) and abs(value) < 2**53:
         return sympy.Integer(int(value))
     return sympy.Float(value)
+
+
+#: The binary ops ``Graph.fold_negations`` takes an operand's negation out of.
+_NEGATION_FOLDS = ("add", "sub", "mul", "div")
 
 
 def copy_nodes(

@@ -12,9 +12,12 @@ and every tier compiles it unchanged: it is an ``AdjointGraph`` like any other.
 gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
 
 Second derivatives come from the local-gradient templates of the op table differentiated once
-more: a kink's local gradient (``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its
-own gradient is 0 away from the kink, and at the kink too (comparisons and ``sign`` have
-gradient 0 everywhere in the kink table).
+more: an op's ``smooth_grads`` where it states them (logaddexp's plain sigmoids, not its
+rounding-corrected ones: a correction's derivative is 0 and would only lengthen the program;
+the gradient a Hessian kernel returns is first order's own). A kink's local gradient
+(``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its own gradient is 0 away from
+the kink, and at the kink too (comparisons and ``sign`` have gradient 0 everywhere in the kink
+table).
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ def direction_names(inputs: Sequence[str], wrt: Sequence[str]) -> dict[str, str]
     return names
 
 
-def gradient_values(graph: Graph, wrt: Sequence[str]) -> Graph:
+def gradient_values(graph: Graph, wrt: Sequence[str], smooth: bool = False) -> Graph:
     """A forward graph whose outputs are ``[f, ∂f/∂wrt_0, ...]``: the first adjoint with the
-    upstream gradient fixed at 1, so the gradients are plain values to differentiate again."""
-    first = adjoint(graph, wrt)
+    upstream gradient fixed at 1, so the gradients are plain values to differentiate again.
+    ``smooth``: built from the ops' ``smooth_grads`` (the form to differentiate)."""
+    first = adjoint(graph, wrt, smooth)
     out = Graph()
     for name in graph.inputs:
         out.input(name)
@@ -90,8 +94,9 @@ def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     wrt = _check(graph, wrt)
     directions = direction_names(graph.inputs, wrt)
     entries = entry_names(graph.inputs, len(wrt))
-    values = gradient_values(graph, wrt)
-    rows = [_row(values, j + 1, wrt[j:]) for j in range(len(wrt))]
+    values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
+    smooth = gradient_values(graph, wrt, smooth=True).fold_negations()  # ∇f to differentiate
+    rows = [_row(smooth, j + 1, wrt[j:]) for j in range(len(wrt))]
     adj = AdjointGraph()
     for name in (*graph.inputs, *directions.values(), *entries):
         adj.input(name)
@@ -123,7 +128,7 @@ def _row(values: Graph, output: int, wrt: Sequence[str]) -> Graph:
     """``[∂f/∂w_j, ∂²f/∂w_j∂wrt...]``: the gradient of ``values``' output ``output`` (upstream
     1) with respect to ``wrt`` (w_j and the inputs after it), as plain values."""
     view = Graph._with_outputs(values, [values.outputs[output]])
-    return gradient_values(view, wrt)
+    return gradient_values(view, wrt, smooth=True).fold_negations()
 
 
 def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:

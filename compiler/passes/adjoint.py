@@ -207,8 +207,8 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
     needed = [False] * n  # depends on some wrt input
     for i in sources:
         needed[i] = True
-    for i, node in enumerate(adj.nodes):
-        for a in node.args:
+    for i, node in enumerate(adj.nodes[:n]):  # the forward part: a second-order pass may
+        for a in node.args:  # sweep one graph again from another output
             if needed[a]:
                 needed[i] = True
                 break

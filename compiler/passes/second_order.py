@@ -101,7 +101,7 @@ def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
         adj.input(name)
     mapping = copy_nodes(values, adj, {})
     f, *grads = (mapping[o] for o in values.outputs)
-    copied = copy_nodes(triangle, adj, {})
+    copied = copy_nodes(triangle, adj, {}, keep=triangle.reachable(triangle.outputs))
     upper = [copied[o] for o in triangle.outputs]
     readers = [adj.input(directions[w]) for w in wrt] + [adj.input(e) for e in entries]
     s = _dot(adj, [*grads, *upper], readers)

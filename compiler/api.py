@@ -275,10 +275,16 @@ def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> K
     """The kernel of ``graph``'s one-pass Hessian program (``passes.second_order.hessian``)."""
     from compiler.passes.second_order import hessian
     from runtime.kernel import Kernel
+    from runtime.llvm_tier import REUSED_OPTIMISE_NODES
 
     program = hessian(graph, wrt)
     return Kernel(
-        program, program.wrt, f"Hessian of {title}", mode=mode, plan=partial(_given, program)
+        program,
+        program.wrt,
+        f"Hessian of {title}",
+        mode=mode,
+        plan=partial(_given, program),
+        optimise_nodes=REUSED_OPTIMISE_NODES,  # an optimiser asks for one per iteration
     )
 
 

@@ -275,3 +275,25 @@ def test_reregistering_an_op_with_other_gradients_differentiates_by_them(monkeyp
             )
     finally:
         registry.unregister("exp_probe")
+
+
+@pytest.mark.parametrize("op", sorted(n for n, s in OPS.items() if s.smooth_grads is not None))
+def test_smooth_gradients_are_sympy_derivatives(op):
+    """``smooth_grads`` (what second order differentiates) are exact derivatives too: equal to
+    ``sympy.diff`` of the definition at random points, and to the first-order ``grads``."""
+    spec = OPS[op]
+    assert len(spec.smooth_grads) == spec.arity
+    symbols = operands(op)
+    sub = {sympy.Symbol("a"): symbols[0], sympy.Symbol("b"): symbols[1]}
+    for k in range(spec.arity):
+        truth = sympy.diff(sympy_definition(op), symbols[k])
+        smooth = (
+            parse(spec.smooth_grads[k])
+            .to_sympy()
+            .xreplace({**sub, sympy.Symbol("y"): sympy_definition(op)})
+        )
+        for point in random_points(op):
+            at = dict(zip(symbols, point))
+            t = complex(truth.subs(at).evalf())
+            s = complex(smooth.subs(at).evalf())
+            assert abs(t - s) <= 1e-12 * max(1.0, abs(t)), (op, k, point, t, s)

@@ -49,6 +49,7 @@ def all_workloads() -> list[Workload]:
         accuracy,
         cluster,
         first_hour,
+        fit,
         fusion,
         hessian,
         network,
@@ -65,6 +66,7 @@ def all_workloads() -> list[Workload]:
         peers.WORKLOAD,
         first_hour.WORKLOAD,
         hessian.WORKLOAD,
+        fit.WORKLOAD,
         cluster.WORKLOAD,
         accuracy.WORKLOAD,
     ]

@@ -292,6 +292,78 @@ class Graph:
         h.update(f"outputs={self.outputs}".encode())
         return h.hexdigest()
 
+    def fold_negations(self) -> Graph:
+        """A copy with negations folded into the adds, subtractions, products and quotients that
+        read them — ``x + -y`` is ``x - y``, ``-x * y`` is ``-(x * y)``, ``-x - -y`` is
+        ``y - x`` — so that a negation rises until an add or a subtraction absorbs it. Exact
+        (negation only flips a sign bit; a zero's sign aside), and kept out of ``add``'s
+        rules so that listings of first-order programs keep the lecture's shape: second order
+        (``passes.second_order``), whose adjoints of adjoints are full of ``-1`` local
+        gradients, uses it. Products also take out power-of-two factors (``_lift_scale``),
+        exact as well: ``(0.5·x)·(2·y)`` is ``x·y``."""
+        out = self.empty_like()
+        for name in self.inputs:
+            out.input(name)
+        mapping: dict[int, int] = {}
+        for i, node in enumerate(self.nodes):
+            args = [mapping[a] for a in node.args]
+            if node.op in _NEGATION_FOLDS:
+                mapping[i] = out._fold_negation(node.op, *args)
+            else:
+                mapping[i] = out.copy_node(node, args)
+        out.outputs = [mapping[o] for o in self.outputs]
+        return out
+
+    def _fold_negation(self, op: str, a: int, b: int) -> int:
+        """``op(a, b)`` (op in ``_NEGATION_FOLDS``) with an operand's negation taken out."""
+        na, nb = (self.nodes[x].args[0] if self.nodes[x].op == "neg" else None for x in (a, b))
+        if na is None and nb is None:
+            return self._lift_scale(a, b) if op == "mul" else self.add(op, a, b)
+        if op == "add":
+            if na is not None and nb is not None:
+                return self.add("neg", self.add("add", na, nb))
+            return self.add("sub", a, nb) if nb is not None else self.add("sub", b, na)
+        if op == "sub":
+            if na is not None and nb is not None:
+                return self.add("sub", nb, na)
+            if nb is not None:
+                return self.add("add", a, nb)
+            return self.add("neg", self.add("add", na, b))
+        if na is not None and nb is not None:  # mul, div
+            return self._fold_negation(op, na, nb)
+        if na is not None:
+            return self.add("neg", self._fold_negation(op, na, b))
+        return self.add("neg", self._fold_negation(op, a, nb))
+
+    def _scaled(self, x: int) -> tuple[float, int] | None:
+        """``(p, y)`` when node x is ``p * y``, p a constant power of two; else None."""
+        node = self.nodes[x]
+        if node.op != "mul":
+            return None
+        for k in (0, 1):
+            if _power_of_two(self.constant_value(node.args[k])):
+                return self.nodes[node.args[k]].value, node.args[1 - k]
+        return None
+
+    def _lift_scale(self, a: int, b: int) -> int:
+        """``a * b`` with a power-of-two factor of an operand taken out: ``(p·x)·(q·y)`` is
+        ``(p·q)·(x·y)`` and ``p·(q·x)`` is ``(p·q)·x``, exactly (a power of two scales without
+        rounding, barring overflow and underflow), so that the adjoints' ``0.5 * (2 * x)``
+        cancel."""
+        ca, cb = self.constant_value(a), self.constant_value(b)
+        if ca is not None or cb is not None:  # p * (q * x): the constants meet
+            c, other = (ca, b) if ca is not None else (cb, a)
+            inner = self._scaled(other) if _power_of_two(c) else None
+            if inner is None:
+                return self.add("mul", a, b)
+            return self.add("mul", self.const(c * inner[0]), inner[1])
+        sa, sb = self._scaled(a), self._scaled(b)
+        if sa is None and sb is None:
+            return self.add("mul", a, b)
+        p, x = sa if sa is not None else (1.0, a)
+        q, y = sb if sb is not None else (1.0, b)
+        return self.add("mul", self.const(p * q), self.add("mul", x, y))
+
     def users(self) -> list[list[int]]:
         """For each node, the nodes that read it."""
         users: list[list[int]] = [[] for _ in self.nodes]
@@ -404,6 +476,15 @@ def _sympy_number(value: float):
     if value == int(value) and abs(value) < 2**53:
         return sympy.Integer(int(value))
     return sympy.Float(value)
+
+
+def _power_of_two(c: float | None) -> bool:
+    """Whether c is a (finite, nonzero) power of two: multiplying by it is exact."""
+    return c is not None and c != 0 and math.isfinite(c) and math.frexp(abs(c))[0] == 0.5
+
+
+#: The binary ops ``Graph.fold_negations`` takes an operand's negation out of.
+_NEGATION_FOLDS = ("add", "sub", "mul", "div")
 
 
 def copy_nodes(

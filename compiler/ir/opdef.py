@@ -52,6 +52,11 @@ class OpDef:
     domain: tuple[str, ...] = ()
     kinks: tuple[str, ...] = ()
     truth: bool = False
+    # Local gradients to differentiate once more (second order: ``passes.second_order``), where
+    # ``grads`` carry rounding corrections or guards whose own derivatives are 0 and would only
+    # lengthen a Hessian's program: exact derivatives too (checked against ``sympy.diff``), a few
+    # ulps less accurate as values. None: ``grads`` serve both orders.
+    smooth_grads: tuple[str, ...] | None = None
 
     @property
     def is_gate(self) -> bool:
@@ -77,6 +82,7 @@ def entry(
     domain: tuple[str, ...] = (),
     kinks: tuple[str, ...] = (),
     truth: bool = False,
+    smooth_grads: tuple[str, ...] | None = None,
 ) -> OpDef:
     """One op's entry, the way ``compiler/ir/ops/*.py`` write them: a function call by default
     (``erf(x)``, ``atan2(y, x)``), printed and drawn by its name.
@@ -84,10 +90,11 @@ def entry(
     ``definition`` is exact SymPy text over ``a`` (and ``b``); ``grads`` the local gradients, text
     over ``a``, ``b`` and the output ``y`` (checked against ``sympy.diff``); ``numpy`` the oracle;
     ``lower`` the lowering (``compiler.ir.lowering``); ``domain``, ``kinks`` and ``truth`` where it is
-    defined and smooth (``OpDef``'s fields)."""
+    defined and smooth; ``smooth_grads`` the gradients a second derivative differentiates
+    (``OpDef``'s fields)."""
     call = f"{name}({', '.join('{' + p + '}' for p in 'ab'[:arity])})"
     return OpDef(
         name, arity, definition, text or call, numpy, symbol or name, grads, commutative,
         patterns=patterns, stable=stable, lower=lower, fast=fast,
-        domain=domain, kinks=kinks, truth=truth,
+        domain=domain, kinks=kinks, truth=truth, smooth_grads=smooth_grads,
     )  # fmt: skip

@@ -214,6 +214,7 @@ def entry_fingerprint(spec: OpDef) -> str:
     given = _GIVEN_SYMPY.get(op)
     parts = [spec.definition, repr(spec.arity), spec.text, repr(spec.commutative), spec.origin]
     parts += [*(spec.grads or ("<sympy.diff>",)), spec.stable or "", *spec.patterns]
+    parts += [*(spec.smooth_grads or ())]
     parts += ["" if given is None else _srepr(given), _identity(spec.lower), _identity(spec.fast)]
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     _FINGERPRINTS[op] = (spec, digest)

@@ -39,6 +39,8 @@ class AdjointGraph(Graph):
     n_forward: int = 0
     wrt: tuple[str, ...] = ()
     saved_nodes: tuple[int, ...] = ()
+    #: local gradients from the ops' ``smooth_grads`` (a gradient to differentiate again)
+    smooth: bool = False
 
     @property
     def saved(self) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ class AdjointGraph(Graph):
         zero upstream — ``where(upstream, upstream × local, 0)`` — so the unchosen branch's
         inf or nan stays out of the gradient (the "double where" trap)."""
         node = self.nodes[i]
-        local = instantiate_gradient(self, node.op, k, node.args, i)
+        local = instantiate_gradient(self, node.op, k, node.args, i, self.smooth)
         c = self.constant_value(local)
         if c == 0:
             return None, True  # a structural zero: no gradient flows on this edge
@@ -167,14 +169,16 @@ class TensorAdjointGraph(AdjointGraph, TensorGraph):
         return self.fit(self.const(0.0), self.shapes[node])
 
 
-def adjoint(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
-    """The value and the gradients of ``graph.outputs[0]`` with respect to ``wrt`` (default: all)."""
+def adjoint(graph: Graph, wrt: Sequence[str] | None = None, smooth: bool = False) -> AdjointGraph:
+    """The value and the gradients of ``graph.outputs[0]`` with respect to ``wrt`` (default: all);
+    ``smooth``: from the ops' ``smooth_grads`` (gradients to differentiate again)."""
     wrt = tuple(graph.inputs if wrt is None else wrt)
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown:
         raise InputError(f"wrt names unknown input(s) {unknown}; inputs are {list(graph.inputs)}")
     # The forward part: what the value depends on, copied once (declared inputs first, in order).
     adj = TensorAdjointGraph(graph.declared) if isinstance(graph, TensorGraph) else AdjointGraph()
+    adj.smooth = smooth
     return backpropagate(adj, adj.copy_forward(graph), wrt)
 
 
@@ -203,8 +207,8 @@ def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
     needed = [False] * n  # depends on some wrt input
     for i in sources:
         needed[i] = True
-    for i, node in enumerate(adj.nodes):
-        for a in node.args:
+    for i, node in enumerate(adj.nodes[:n]):  # the forward part: a second-order pass may
+        for a in node.args:  # sweep one graph again from another output
             if needed[a]:
                 needed[i] = True
                 break
@@ -290,9 +294,12 @@ def _residuals(adj: AdjointGraph) -> tuple[int, ...]:
 VIEWS = ("transpose", "reshape")
 
 
-def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], output: int) -> int:
-    """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``)."""
-    steps, result = _gradient_steps(op, k)
+def instantiate_gradient(
+    g: Graph, op: str, k: int, args: tuple[int, ...], output: int, smooth: bool = False
+) -> int:
+    """Node ``∂ op(args) / ∂ args[k]`` built in ``g``; ``output`` is the op's own node (``y``);
+    ``smooth``: the op's ``smooth_grads`` where it states them."""
+    steps, result = _gradient_steps(op, k, smooth and OPS[op].smooth_grads is not None)
     operands = (*args, output)  # what the template's inputs a, (b,) y stand for
     made: dict[int, int] = {}
 
@@ -322,15 +329,15 @@ def instantiate_gradient(g: Graph, op: str, k: int, args: tuple[int, ...], outpu
     return build(result)
 
 
-def _gradient_steps(op: str, k: int) -> tuple[tuple[tuple, ...], int]:
+def _gradient_steps(op: str, k: int, smooth: bool = False) -> tuple[tuple[tuple, ...], int]:
     """The local gradient template as steps: (input, its position among the op's operands and
     its output), (const, value) or (op, step refs)."""
-    return _steps(op, k, version())
+    return _steps(op, k, version(), smooth)
 
 
 @cache
-def _steps(op: str, k: int, _version: int) -> tuple[tuple[tuple, ...], int]:
-    template = local_gradient_template(op, k)
+def _steps(op: str, k: int, _version: int, smooth: bool) -> tuple[tuple[tuple, ...], int]:
+    template = _template(op, k, _version, smooth)
     names = {name: i for i, name in enumerate(("a", "b", "c")[: OPS[op].arity] + ("y",))}
     steps = tuple(
         (n.op, names[n.value]) if n.op == INPUT else (n.op, n.value if n.op == CONST else n.args)
@@ -350,12 +357,13 @@ def local_gradient_template(op: str, k: int) -> Graph:
 
 
 @cache
-def _template(op: str, k: int, _version: int) -> Graph:
+def _template(op: str, k: int, _version: int, smooth: bool = False) -> Graph:
     spec = OPS[op]
-    if spec.grads is not None:
+    stated = spec.smooth_grads if smooth and spec.smooth_grads is not None else spec.grads
+    if stated is not None:
         from compiler.frontend.text import parse
 
-        return parse(spec.grads[k])
+        return parse(stated[k])
     import sympy
 
     from compiler.frontend.sympy_expr import from_sympy

@@ -12,9 +12,12 @@ and every tier compiles it unchanged: it is an ``AdjointGraph`` like any other.
 gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
 
 Second derivatives come from the local-gradient templates of the op table differentiated once
-more: a kink's local gradient (``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its
-own gradient is 0 away from the kink, and at the kink too (comparisons and ``sign`` have
-gradient 0 everywhere in the kink table).
+more: an op's ``smooth_grads`` where it states them (logaddexp's plain sigmoids, not its
+rounding-corrected ones: a correction's derivative is 0 and would only lengthen the program;
+the gradient a Hessian kernel returns is first order's own). A kink's local gradient
+(``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its own gradient is 0 away from
+the kink, and at the kink too (comparisons and ``sign`` have gradient 0 everywhere in the kink
+table).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 from compiler.errors import InputError
 from compiler.ir.graph import SEED, Graph, copy_nodes
 from compiler.ir.tensor import TensorGraph
-from compiler.passes.adjoint import AdjointGraph, adjoint, backpropagate
+from compiler.passes.adjoint import AdjointGraph, _backpropagate, adjoint, backpropagate
 
 #: A direction input is this prefix and its input's name: ``v_x`` for ``x``.
 DIRECTION_PREFIX = "v_"
@@ -43,10 +46,11 @@ def direction_names(inputs: Sequence[str], wrt: Sequence[str]) -> dict[str, str]
     return names
 
 
-def gradient_values(graph: Graph, wrt: Sequence[str]) -> Graph:
+def gradient_values(graph: Graph, wrt: Sequence[str], smooth: bool = False) -> Graph:
     """A forward graph whose outputs are ``[f, ∂f/∂wrt_0, ...]``: the first adjoint with the
-    upstream gradient fixed at 1, so the gradients are plain values to differentiate again."""
-    first = adjoint(graph, wrt)
+    upstream gradient fixed at 1, so the gradients are plain values to differentiate again.
+    ``smooth``: built from the ops' ``smooth_grads`` (the form to differentiate)."""
+    first = adjoint(graph, wrt, smooth)
     out = Graph()
     for name in graph.inputs:
         out.input(name)
@@ -90,17 +94,15 @@ def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     wrt = _check(graph, wrt)
     directions = direction_names(graph.inputs, wrt)
     entries = entry_names(graph.inputs, len(wrt))
-    values = gradient_values(graph, wrt)
-    rows = [_row(values, j + 1, wrt[j:]) for j in range(len(wrt))]
+    values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
+    triangle = _triangle(graph, wrt)
     adj = AdjointGraph()
     for name in (*graph.inputs, *directions.values(), *entries):
         adj.input(name)
     mapping = copy_nodes(values, adj, {})
     f, *grads = (mapping[o] for o in values.outputs)
-    upper = []
-    for row in rows:
-        copied = copy_nodes(row, adj, {})
-        upper.extend(copied[o] for o in row.outputs[1:])
+    copied = copy_nodes(triangle, adj, {}, keep=triangle.reachable(triangle.outputs))
+    upper = [copied[o] for o in triangle.outputs]
     readers = [adj.input(directions[w]) for w in wrt] + [adj.input(e) for e in entries]
     s = _dot(adj, [*grads, *upper], readers)
     return backpropagate(adj, s, (*directions.values(), *entries), value=f)
@@ -119,11 +121,35 @@ def entry_names(inputs: Sequence[str], n: int) -> list[str]:
     return names
 
 
-def _row(values: Graph, output: int, wrt: Sequence[str]) -> Graph:
-    """``[∂f/∂w_j, ∂²f/∂w_j∂wrt...]``: the gradient of ``values``' output ``output`` (upstream
-    1) with respect to ``wrt`` (w_j and the inputs after it), as plain values."""
-    view = Graph._with_outputs(values, [values.outputs[output]])
-    return gradient_values(view, wrt)
+def _triangle(graph: Graph, wrt: Sequence[str]) -> Graph:
+    """A graph whose outputs are the Hessian's upper triangle, row by row: row j the adjoint
+    of the (smooth) ``∂f/∂wrt_j`` with respect to ``wrt_j, wrt_j+1, ...``, upstream 1.
+
+    Every row's backward sweep is appended to one graph, over the gradient program built
+    once: a row costs its own nodes and one pass over that program (which nodes lead to its
+    inputs), never a copy of it, so building the triangle is linear in its size. Negations are
+    folded once, over the whole (``Graph.fold_negations``)."""
+    smooth = gradient_values(graph, wrt, smooth=True).fold_negations()
+    work = AdjointGraph()
+    work.smooth = True
+    for name in smooth.inputs:
+        work.input(name)
+    mapping = copy_nodes(smooth, work, {})
+    gradient = [mapping[o] for o in smooth.outputs[1:]]
+    n_forward = len(work.nodes)
+    entries: list[int | None] = []
+    for j, row in enumerate(gradient):
+        work.outputs, work.n_forward = [row], n_forward
+        adjoints = _backpropagate(work, {work.input(w) for w in wrt[j:]})
+        entries.extend(adjoints.get(work.input(w)) for w in wrt[j:])
+    out = Graph()
+    for name in smooth.inputs:
+        out.input(name)
+    seed = [i for i, node in enumerate(work.nodes) if node.op == SEED]
+    mapping = copy_nodes(work, out, {s: out.const(1.0) for s in seed})
+    zero = out.const(0.0)
+    out.outputs = [zero if e is None else mapping[e] for e in entries]
+    return out.fold_negations()
 
 
 def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:

@@ -317,11 +317,14 @@ MIN_TASKS = 8
 
 
 def total_value_and_grad(
-    kernel: Any, args: tuple, kwargs: dict, wrt: Sequence[str] | None = None
+    kernel: Any, args: tuple, kwargs: dict, wrt: Sequence[str] | None = None, now: bool = False
 ) -> tuple[Any, dict]:
     """``(sum of the value, {input: gradient of that sum})`` over Dask inputs, lazy 0-d Dask
     arrays: the gradients of ``wrt`` (default: the kernel's differentiated inputs that are single
-    numbers), each a single number. Summed in float64 and rounded once to the call's dtype."""
+    numbers), each a single number. Summed in float64 and rounded once to the call's dtype.
+    ``now``: computed at once on the current scheduler, NumPy numbers back, fetched as one
+    vector (a round trip to a cluster's scheduler per result otherwise)."""
+    import dask
     import dask.array as da
     from dask.highlevelgraph import HighLevelGraph
 
@@ -333,17 +336,30 @@ def total_value_and_grad(
     name = f"symgrad-total-{token}"
     task = _TotalTask(kernel, ops.names, wanted)
     grids = [a.numblocks for a in ops.arrays]
-    dsk = {}
+    dsk: dict = {}
     for t, group in enumerate(groups):
         keys = [
             [(a.name, *(i if n > 1 else 0 for i, n in zip(idx, grid))) for idx in group]
             for a, grid in zip(ops.arrays, grids)
         ]
-        dsk[(name, t, 0)] = (task, keys, list(group))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=list(ops.arrays))
-    width = 1 + len(wanted)
-    parts = da.Array(graph, name, chunks=((1,) * len(groups), (width,)), dtype=np.float64)
-    total = parts.sum(axis=0, split_every=SPLIT_EVERY)
+        dsk[(name, t)] = (task, keys, list(group))
+    # The tree: SPLIT_EVERY vectors added per node, the root a one-block Dask array.
+    level, depth = [(name, t) for t in range(len(groups))], 0
+    while len(level) > SPLIT_EVERY:
+        depth += 1
+        parents = []
+        for i in range(0, len(level), SPLIT_EVERY):
+            parents.append((f"{name}-sum{depth}", i // SPLIT_EVERY))
+            dsk[parents[-1]] = (_added, level[i : i + SPLIT_EVERY])
+        level = parents
+    root = f"symgrad-totals-{token}"
+    dsk[(root, 0)] = (_added, level)
+    graph = HighLevelGraph.from_collections(root, dsk, dependencies=list(ops.arrays))
+    total = da.Array(graph, root, chunks=((1 + len(wanted),),), dtype=np.float64)
+    if now:  # one result to fetch (each fetched key costs a round trip to the scheduler)
+        (vector,) = dask.compute(total)
+        vector = vector.astype(ops.dtype)
+        return vector[0], {w: vector[1 + i] for i, w in enumerate(wanted)}
     if ops.dtype != np.float64:
         total = total.astype(ops.dtype)
     return total[0], {w: total[1 + i] for i, w in enumerate(wanted)}
@@ -391,7 +407,7 @@ class _TotalTask:
                 out += self._block(group)
             except Exception as e:
                 raise _named(e, block_id, self.names, group) from e
-        return out.reshape(1, -1)
+        return out
 
     def _block(self, group: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(*(g.shape for g in group))
@@ -409,6 +425,11 @@ class _TotalTask:
         for i, w in enumerate(self.wrt):
             out[1 + i] += np.sum(grads[w], dtype=np.float64)
         return out
+
+
+def _added(vectors: list[np.ndarray]) -> np.ndarray:
+    """A node of the summed pass's tree: its children's vectors added."""
+    return np.sum(vectors, axis=0)
 
 
 def _named(e: Exception, block_id: tuple, names: tuple, blocks: list) -> Exception:

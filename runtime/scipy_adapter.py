@@ -125,9 +125,8 @@ class Objective:
             return last[1], last[2]
         if self._summed:  # Dask data, single-number parameters: a few numbers per task back
             value, grads = self.kernel.total_value_and_grad(
-                **self.unpack(x), **self.data, wrt=self.names
+                **self.unpack(x), **self.data, wrt=self.names, now=True
             )
-            value, grads = concrete(value, grads)
         else:
             value, grads = self.kernel.value_and_grad(**self.unpack(x), **self.data)
             value, grads = concrete(_total(value), grads)

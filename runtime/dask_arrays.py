@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from compiler.errors import InputError
+from runtime import policy
 from runtime.inputs import as_real_array, call_dtype, match
 
 #: Partial sums added per node of a reduction tree: Dask's default for sums, a shallow tree for
@@ -182,7 +183,8 @@ class _Task:
 
     def __call__(self, *blocks: np.ndarray, block_id: tuple[int, ...] = ()) -> tuple:
         try:
-            return self.fn(*blocks)
+            with policy.serial():  # the tasks are the parallelism
+                return self.fn(*blocks)
         except Exception as e:
             raise _named(e, block_id, self.names, blocks) from e
 
@@ -404,7 +406,8 @@ class _TotalTask:
         for b, block_id in enumerate(where):
             group = [inputs[b] for inputs in blocks]
             try:
-                out += self._block(group)
+                with policy.serial():  # the tasks are the parallelism
+                    out += self._block(group)
             except Exception as e:
                 raise _named(e, block_id, self.names, group) from e
         return out

@@ -103,8 +103,11 @@ class Objective:
         """The dense (size × size) Hessian, exactly symmetric."""
         point = self.unpack(x)
         if all(self.shapes[n] == () for n in self.names) and self._hessian_factory is not None:
-            value, grad, hess = self._hessian_kernel()(**point, **self.data)
-            value, grad, hess = concrete(_total(value), grad, hess)
+            if self._summed:  # Dask data: one vector per task (value, gradient, H's triangle)
+                value, grad, hess = self._hessian_kernel().total(**point, **self.data, now=True)
+            else:
+                value, grad, hess = self._hessian_kernel()(**point, **self.data)
+                value, grad, hess = concrete(_total(value), grad, hess)
             self._remember(x, float(value), self.pack(grad))
             return np.asarray(hess)
         columns = [self.hessp(x, e) for e in np.eye(self.size)]

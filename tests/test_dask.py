@@ -108,6 +108,15 @@ def test_hessian_and_hvp_over_blocks_match_the_in_memory_call():
     assert (hess == hess.T).all()
     for w in point:
         _close(grad[w], want_grad[w])
+    # the summed path: one vector per task, H from its upper triangle
+    total, tgrad, thess = h.total(x=X, **point, now=True)
+    assert total == pytest.approx(want_value.sum(), rel=1e-12)
+    _close(thess, want_hess)
+    assert (thess == thess.T).all()
+    for w in point:
+        _close(tgrad[w], want_grad[w])
+    lazy = h.total(x=X, **point)
+    _close(lazy[2].compute(), thess, rtol=1e-15)
     k = symgrad.compile_gradient(src)
     got = dask.compute(k.hvp(x=X, **point, v={"a": 1.0, "m": -0.5}))[0]
     want = k.hvp(x=x, **point, v={"a": 1.0, "m": -0.5})

@@ -176,24 +176,17 @@ def run_cluster(loss: str, n: int, seed: int, blocks: tuple, workers: int, round
         Client(cluster) as client,
     ):  # fmt: skip
         for b in blocks:
-            # The same events as the local rows, persisted as one table (columns, n), each
-            # column contiguous: the columns of a block live on one worker, as a row group read
-            # from storage would.
-            # Persisted column by column they land on workers apart, and every task of a
-            # several-input loss first copies blocks between workers (the logistic loss ran
-            # slower on 2 workers than on 1 that way).
-            columns = events(loss, n, seed)
-            table = client.persist(
-                da.from_array(np.stack(list(columns.values())), chunks=(len(columns), b))
-            )
-            wait(table)
-            lazy = {name: table[j] for j, name in enumerate(columns)}
+            lazy = {
+                name: da.from_array(v, chunks=b) for name, v in events(loss, n, seed).items()
+            }  # the same events as the local rows
+            lazy = dict(zip(lazy, client.persist(list(lazy.values()))))
+            wait(list(lazy.values()))
             run = partial(symgrad_pass, k, lazy, p)
             times[(f"cluster {workers}", b)] = timed(run, rounds)
             log(
                 f"  D1 {loss} cluster {workers} block {b}: {times[(f'cluster {workers}', b)]:.3f} s"
             )
-            client.cancel(table)
+            client.cancel(list(lazy.values()))
     return times
 
 

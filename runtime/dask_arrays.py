@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from compiler.errors import InputError
+from runtime import policy
 from runtime.inputs import as_real_array, call_dtype, match
 
 #: Partial sums added per node of a reduction tree: Dask's default for sums, a shallow tree for
@@ -182,15 +183,10 @@ class _Task:
 
     def __call__(self, *blocks: np.ndarray, block_id: tuple[int, ...] = ()) -> tuple:
         try:
-            return self.fn(*blocks)
+            with policy.serial():  # the tasks are the parallelism
+                return self.fn(*blocks)
         except Exception as e:
-            where = ", ".join(f"{n}{list(b.shape)}" for n, b in zip(self.names, blocks))
-            message = f"in block {block_id} (inputs {where}): {e}"
-            try:
-                error = type(e)(message)
-            except Exception:  # an exception type that takes other arguments
-                error = RuntimeError(message)
-            raise error from e
+            raise _named(e, block_id, self.names, blocks) from e
 
 
 def _reduced(part: Any, out: Output) -> Any:
@@ -307,3 +303,143 @@ class _HessianBlock:
         ones = (1,) * len(shape)
         vector = np.array([grad[w] for w in self.hk.wrt]).reshape(ones + (len(self.hk.wrt),))
         return np.broadcast_to(np.asarray(value), shape), vector, hess.reshape(ones + hess.shape)
+
+
+# ---------------------------------------------------------------- summed value and gradient
+#: A fit asks for the value *summed* over the samples and the gradient of its single-number
+#: parameters: one float64 vector per task, never an array as large as the samples. A task takes
+#: several blocks (at most ``TASK_BLOCKS`` and ``TASK_EVENTS`` events, with at least
+#: ``MIN_TASKS`` tasks when there are as many blocks: both cores of every worker stay busy) and
+#: walks them in slices of ``CALL_EVENTS`` events, so the kernel's value buffer stays in cache
+#: and the scheduler sees a few tasks per 10^7 events instead of one per block and result.
+CALL_EVENTS = 2**18
+TASK_EVENTS = 4_000_000
+TASK_BLOCKS = 32
+MIN_TASKS = 8
+
+
+def total_value_and_grad(
+    kernel: Any, args: tuple, kwargs: dict, wrt: Sequence[str] | None = None, now: bool = False
+) -> tuple[Any, dict]:
+    """``(sum of the value, {input: gradient of that sum})`` over Dask inputs, lazy 0-d Dask
+    arrays: the gradients of ``wrt`` (default: the kernel's differentiated inputs that are single
+    numbers), each a single number. Summed in float64 and rounded once to the call's dtype.
+    ``now``: computed at once on the current scheduler, NumPy numbers back, fetched as one
+    vector (a round trip to a cluster's scheduler per result otherwise)."""
+    import dask
+    import dask.array as da
+    from dask.highlevelgraph import HighLevelGraph
+
+    values = match(kernel.inputs, args, kwargs)
+    ops = operands(kernel.inputs, values)
+    wanted = summed_wrt(kernel, ops.shapes, wrt)
+    groups = _task_groups(ops)
+    token = uuid.uuid4().hex
+    name = f"symgrad-total-{token}"
+    task = _TotalTask(kernel, ops.names, wanted)
+    grids = [a.numblocks for a in ops.arrays]
+    dsk: dict = {}
+    for t, group in enumerate(groups):
+        keys = [
+            [(a.name, *(i if n > 1 else 0 for i, n in zip(idx, grid))) for idx in group]
+            for a, grid in zip(ops.arrays, grids)
+        ]
+        dsk[(name, t)] = (task, keys, list(group))
+    # The tree: SPLIT_EVERY vectors added per node, the root a one-block Dask array.
+    level, depth = [(name, t) for t in range(len(groups))], 0
+    while len(level) > SPLIT_EVERY:
+        depth += 1
+        parents = []
+        for i in range(0, len(level), SPLIT_EVERY):
+            parents.append((f"{name}-sum{depth}", i // SPLIT_EVERY))
+            dsk[parents[-1]] = (_added, level[i : i + SPLIT_EVERY])
+        level = parents
+    root = f"symgrad-totals-{token}"
+    dsk[(root, 0)] = (_added, level)
+    graph = HighLevelGraph.from_collections(root, dsk, dependencies=list(ops.arrays))
+    total = da.Array(graph, root, chunks=((1 + len(wanted),),), dtype=np.float64)
+    if now:  # one result to fetch (each fetched key costs a round trip to the scheduler)
+        (vector,) = dask.compute(total)
+        vector = vector.astype(ops.dtype)
+        return vector[0], {w: vector[1 + i] for i, w in enumerate(wanted)}
+    if ops.dtype != np.float64:
+        total = total.astype(ops.dtype)
+    return total[0], {w: total[1 + i] for i, w in enumerate(wanted)}
+
+
+def summed_wrt(kernel: Any, shapes: Mapping[str, tuple], wrt: Sequence[str] | None) -> tuple:
+    """The inputs a summed gradient is for: ``wrt`` checked (differentiated, single numbers),
+    or by default every differentiated single-number input."""
+    if wrt is None:
+        return tuple(w for w in kernel.wrt if math.prod(shapes[w]) == 1)
+    for w in wrt:
+        if w not in kernel.wrt:
+            raise InputError(f"'{w}' is not differentiated by the kernel (wrt={list(kernel.wrt)})")
+        if math.prod(shapes[w]) != 1:
+            raise InputError(
+                f"the summed gradient is for single-number inputs; '{w}' has shape "
+                f"{shapes[w]}: use value_and_grad for the gradient of an array input"
+            )
+    return tuple(wrt)
+
+
+def _task_groups(ops: Operands) -> list[tuple[tuple[int, ...], ...]]:
+    """The broadcast shape's blocks (C order) in consecutive groups, one group per task."""
+    import itertools
+
+    blocks = list(itertools.product(*(range(len(c)) for c in ops.chunks)))
+    events = math.prod(ops.shape) / max(len(blocks), 1)
+    per_task = min(TASK_BLOCKS, max(1, int(TASK_EVENTS // max(events, 1))))
+    per_task = max(1, min(per_task, len(blocks) // MIN_TASKS))
+    return [tuple(blocks[i : i + per_task]) for i in range(0, len(blocks), per_task)]
+
+
+class _TotalTask:
+    """One task of the summed pass: its blocks walked in slices of ``CALL_EVENTS`` events (along
+    the first axis), one float64 vector ``[value, gradients...]`` of their sums back."""
+
+    def __init__(self, kernel: Any, names: tuple[str, ...], wrt: tuple[str, ...]):
+        self.kernel, self.names, self.wrt = kernel, names, wrt
+
+    def __call__(self, blocks: list[list[np.ndarray]], where: list[tuple[int, ...]]):
+        out = np.zeros(1 + len(self.wrt))
+        for b, block_id in enumerate(where):
+            group = [inputs[b] for inputs in blocks]
+            try:
+                with policy.serial():  # the tasks are the parallelism
+                    out += self._block(group)
+            except Exception as e:
+                raise _named(e, block_id, self.names, group) from e
+        return out
+
+    def _block(self, group: list[np.ndarray]) -> np.ndarray:
+        shape = np.broadcast_shapes(*(g.shape for g in group))
+        out = np.zeros(1 + len(self.wrt))
+        if not shape:
+            return self._call(group, out)
+        row = max(1, CALL_EVENTS // max(1, math.prod(shape[1:])))
+        for lo in range(0, shape[0], row):
+            self._call([g if g.shape[0] == 1 else g[lo : lo + row] for g in group], out)
+        return out
+
+    def _call(self, inputs: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+        value, grads = self.kernel.value_and_grad(*inputs)
+        out[0] += np.sum(value, dtype=np.float64)
+        for i, w in enumerate(self.wrt):
+            out[1 + i] += np.sum(grads[w], dtype=np.float64)
+        return out
+
+
+def _added(vectors: list[np.ndarray]) -> np.ndarray:
+    """A node of the summed pass's tree: its children's vectors added."""
+    return np.sum(vectors, axis=0)
+
+
+def _named(e: Exception, block_id: tuple, names: tuple, blocks: list) -> Exception:
+    """``e`` with the block and the inputs' block shapes in its message."""
+    where = ", ".join(f"{n}{list(b.shape)}" for n, b in zip(names, blocks))
+    message = f"in block {block_id} (inputs {where}): {e}"
+    try:
+        return type(e)(message)
+    except Exception:  # an exception type that takes other arguments
+        return RuntimeError(message)

@@ -104,6 +104,29 @@ class HessianKernel:
                 hess[j, k] = hess[k, j] = grads[next(upper)]
         return value, grad, hess
 
+    def total(self, *args, now: bool = False, **kwargs) -> tuple[Any, Grads, Any]:
+        """``(value summed over the samples, {input: gradient}, H)`` of that sum: a fit's
+        objective, gradient and Hessian. Over Dask inputs it is ``Kernel.total_value_and_grad``'s
+        summed path (one float64 vector per task: value, gradient and H's upper triangle), lazy,
+        or computed at once with ``now=True``."""
+        point = match(self.inputs, args, kwargs)
+        self._check_numbers({w: np.shape(point[w]) for w in self.wrt})
+        readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
+        zeros = dict.fromkeys(readers, 0.0)
+        value, grads = self.kernel.total_value_and_grad(**point, **zeros, wrt=readers, now=now)
+        n = len(self.wrt)
+        grad = {w: grads[r] for w, r in zip(self.wrt, readers)}
+        upper = iter(readers[n:])
+        entries = [[None] * n for _ in range(n)]
+        for j in range(n):
+            for k in range(j, n):
+                entries[j][k] = entries[k][j] = grads[next(upper)]
+        if dask_arrays.is_lazy(value):
+            import dask.array as da
+
+            return value, grad, da.stack([da.stack(row) for row in entries])
+        return value, grad, np.array(entries, dtype=np.asarray(value).dtype)
+
     def _check_numbers(self, shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
             if shape:

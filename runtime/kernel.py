@@ -28,7 +28,7 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -242,6 +242,23 @@ class Kernel:
             *(g for g, _ in grads.values()),
         )
         return _shape_value(lay, value, value_out), _shape_grads(lay, grads, grads_out)
+
+    def total_value_and_grad(
+        self, *args, wrt: Sequence[str] | None = None, now: bool = False, **kwargs
+    ):
+        """``(value summed over the samples, {input: its gradient})`` for the single-number
+        inputs ``wrt`` (default: every differentiated input that is a single number) — a fit's
+        objective and gradient. With Dask inputs both are lazy 0-d Dask arrays of one pass that
+        returns a few numbers per task, never an array of the samples' size
+        (``runtime.dask_arrays.total_value_and_grad``); ``dask.compute`` them together, or
+        give ``now=True`` to compute them at once (one vector fetched: a fit's loop)."""
+        if dask_arrays.any_lazy(args, kwargs):
+            return dask_arrays.total_value_and_grad(self, args, kwargs, wrt, now)
+        value, grads = self.value_and_grad(*args, **kwargs)
+        value = np.asarray(value)
+        names = dask_arrays.summed_wrt(self, {w: np.shape(grads[w]) for w in self.wrt}, wrt)
+        total = value.dtype.type(np.sum(value, dtype=np.float64))
+        return total, {w: grads[w] for w in names}
 
     def grad(self, *args, seed: Any = None, out: dict | None = None, **kwargs) -> Grads:
         """``{input: gradient}``; see ``value_and_grad``."""

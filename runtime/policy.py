@@ -67,6 +67,9 @@ least ``PARALLEL_WORK`` work runs its blocks on threads (``parallel``).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 ENGINES = ("numba", "llvm-O3", "llvm-O0", "vm", "numpy")
@@ -177,5 +180,22 @@ def large_call(stats: Stats, points: int) -> bool:
 
 
 def parallel(stats: Stats, points: int) -> bool:
-    """Whether a call of ``points`` elements runs its blocks on threads."""
-    return points * stats.ops >= PARALLEL_WORK
+    """Whether a call of ``points`` elements runs its blocks on threads (never inside
+    ``serial()``)."""
+    return points * stats.ops >= PARALLEL_WORK and not getattr(_LOCAL, "serial", False)
+
+
+_LOCAL = threading.local()
+
+
+@contextmanager
+def serial() -> Iterator[None]:
+    """Calls made by this thread inside run their serial loops: the thread is one of several
+    already running at once (a Dask task: the scheduler's threads or worker processes are the
+    parallelism, and a kernel's own threads on top would oversubscribe the cores)."""
+    old = getattr(_LOCAL, "serial", False)
+    _LOCAL.serial = True
+    try:
+        yield
+    finally:
+        _LOCAL.serial = old

@@ -14,7 +14,8 @@ parameters) or, with array parameters, one Hessian-vector product per column; ``
 
 With Dask arrays as ``data`` each of these is one pass over the blocks (``runtime.dask_arrays``):
 the summed value, the gradient and H (or H·p) are computed together, on whatever scheduler or
-cluster is current.
+cluster is current. ``fun``/``jac`` with single-number parameters take the summed path
+(``Kernel.total_value_and_grad``): each task sends back one vector, never the samples' values.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Objective:
         self.size = self.offsets[-1]
         self.x0 = self.pack({n: np.asarray(like[n], dtype=np.float64) for n in self.names})
         self.evaluations = 0
+        self._summed = any(map(is_lazy, self.data.values())) and all(
+            self.shapes[n] == () for n in self.names
+        )
         self._hessian_factory = hessian
         self._hessian: HessianKernel | None = None
         self._last: tuple[np.ndarray, float, np.ndarray] | None = None
@@ -99,8 +103,11 @@ class Objective:
         """The dense (size × size) Hessian, exactly symmetric."""
         point = self.unpack(x)
         if all(self.shapes[n] == () for n in self.names) and self._hessian_factory is not None:
-            value, grad, hess = self._hessian_kernel()(**point, **self.data)
-            value, grad, hess = concrete(_total(value), grad, hess)
+            if self._summed:  # Dask data: one vector per task (value, gradient, H's triangle)
+                value, grad, hess = self._hessian_kernel().total(**point, **self.data, now=True)
+            else:
+                value, grad, hess = self._hessian_kernel()(**point, **self.data)
+                value, grad, hess = concrete(_total(value), grad, hess)
             self._remember(x, float(value), self.pack(grad))
             return np.asarray(hess)
         columns = [self.hessp(x, e) for e in np.eye(self.size)]
@@ -119,8 +126,13 @@ class Objective:
         last = self._last
         if last is not None and np.array_equal(last[0], x):
             return last[1], last[2]
-        value, grads = self.kernel.value_and_grad(**self.unpack(x), **self.data)
-        value, grads = concrete(_total(value), grads)
+        if self._summed:  # Dask data, single-number parameters: a few numbers per task back
+            value, grads = self.kernel.total_value_and_grad(
+                **self.unpack(x), **self.data, wrt=self.names, now=True
+            )
+        else:
+            value, grads = self.kernel.value_and_grad(**self.unpack(x), **self.data)
+            value, grads = concrete(_total(value), grads)
         self.evaluations += 1
         return self._remember(x, float(value), self.pack(grads))
 

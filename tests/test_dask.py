@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import signal
 import threading
 import time
@@ -107,6 +108,15 @@ def test_hessian_and_hvp_over_blocks_match_the_in_memory_call():
     assert (hess == hess.T).all()
     for w in point:
         _close(grad[w], want_grad[w])
+    # the summed path: one vector per task, H from its upper triangle
+    total, tgrad, thess = h.total(x=X, **point, now=True)
+    assert total == pytest.approx(want_value.sum(), rel=1e-12)
+    _close(thess, want_hess)
+    assert (thess == thess.T).all()
+    for w in point:
+        _close(tgrad[w], want_grad[w])
+    lazy = h.total(x=X, **point)
+    _close(lazy[2].compute(), thess, rtol=1e-15)
     k = symgrad.compile_gradient(src)
     got = dask.compute(k.hvp(x=X, **point, v={"a": 1.0, "m": -0.5}))[0]
     want = k.hvp(x=x, **point, v={"a": 1.0, "m": -0.5})
@@ -145,6 +155,60 @@ def test_an_error_in_a_block_names_the_block_and_the_inputs():
     )  # the second block is not numbers
     value = k(x=strings, y=2.0)  # lazy: nothing runs yet
     with pytest.raises(InputError, match=r"in block \(1,\) \(inputs x\[1\], y\[1\]\)"):
+        value.compute()
+
+
+def _gaussian_totals(x: np.ndarray, m: float, s: float) -> tuple[float, dict]:
+    """GAUSSIAN's value summed over x and its gradient, by hand (an oracle apart from symgrad)."""
+    z = (x - m) * np.exp(-s)
+    return float(np.sum(0.5 * z * z + s)), {
+        "m": float(np.sum(-z * np.exp(-s))),
+        "s": float(np.sum(1 - z * z)),
+    }
+
+
+def test_the_summed_value_and_gradient_are_a_few_numbers_per_task():
+    from runtime import dask_arrays
+
+    k = symgrad.compile_gradient(GAUSSIAN)
+    x = np.random.default_rng(9).normal(1.5, 0.7, 600_000)
+    X = da.from_array(x, chunks=10_000)  # 60 blocks, at least 8 tasks
+    value, grads = k.total_value_and_grad(x=X, m=1.2, s=-0.1)
+    assert value.shape == () and set(grads) == {"m", "s"}  # x is differentiated, not a number
+    tasks = [key for key in value.__dask_graph__() if re.fullmatch(r"symgrad-total-\w+", key[0])]
+    assert len(tasks) == 9  # groups of 60 // 8 = 7 blocks, not a task per block and result
+    now = k.total_value_and_grad(x=X, m=1.2, s=-0.1, now=True)  # computed: one vector fetched
+    assert isinstance(now[0], np.floating) and isinstance(now[1]["m"], np.floating)
+    value, grads = dask.compute(value, grads)
+    want_value, want_grads = _gaussian_totals(x, 1.2, -0.1)
+    assert value == pytest.approx(want_value, rel=1e-12)
+    for w in ("m", "s"):
+        assert grads[w] == pytest.approx(want_grads[w], rel=1e-10)
+        assert now[1][w] == grads[w]
+    assert now[0] == value
+    eager = k.total_value_and_grad(x=x, m=1.2, s=-0.1, wrt=["s"])  # NumPy in, numbers out
+    assert eager[0] == pytest.approx(want_value, rel=1e-12) and set(eager[1]) == {"s"}
+    assert eager[1]["s"] == pytest.approx(want_grads["s"], rel=1e-10)
+    # float32 data: summed in float64, rounded once to float32
+    value32, grads32 = dask.compute(
+        *k.total_value_and_grad(x=X.astype(np.float32), m=np.float32(1.2), s=np.float32(-0.1))
+    )
+    assert value32.dtype == np.float32 and value32 == pytest.approx(want_value, rel=1e-6)
+    assert dask_arrays.CALL_EVENTS < 600_000  # the walk in slices was exercised
+
+
+def test_the_summed_path_refuses_array_gradients_and_names_a_bad_block():
+    k = symgrad.compile_gradient(GAUSSIAN)
+    X = da.ones(100, chunks=50)
+    with pytest.raises(InputError, match="single-number inputs; 'x' has shape"):
+        k.total_value_and_grad(x=X, m=0.0, s=0.0, wrt=["x"])
+    with pytest.raises(InputError, match="'q' is not differentiated"):
+        k.total_value_and_grad(x=X, m=0.0, s=0.0, wrt=["q"])
+    strings = da.from_array(np.array(["1", "b"]), chunks=1).map_blocks(
+        lambda b: b.astype(float) if b[0] != "b" else b, dtype=float
+    )
+    value, _ = k.total_value_and_grad(x=strings, m=0.0, s=0.0)
+    with pytest.raises(InputError, match=r"in block \(1,\) \(inputs x\[1\], m\[1\], s\[1\]\)"):
         value.compute()
 
 
@@ -195,6 +259,10 @@ def test_a_local_cluster_of_processes_gives_the_in_memory_results(cluster, neuro
     for name, want in want_grads.items():
         _close(grads[name], want)
     assert set(cluster.run(_restored).values()) == {1}  # 16 tasks per worker, one kernel each
+    total, sums = dask.compute(*neuron.total_value_and_grad(x0=X0, x1=X1, **W))
+    _close(total, want_value.sum())
+    for name in W:
+        _close(sums[name], want_grads[name])
 
 
 def test_a_worker_killed_mid_run_is_retried_and_the_result_is_right(cluster, neuron):

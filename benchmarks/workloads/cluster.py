@@ -44,7 +44,7 @@ MIXTURE = (
 )
 MIXTURE_PARAMS = {"a0": 0.1, "a1": -0.3, "m0": -1.0, "m1": 1.2, "s0": 0.0, "s1": 0.3}
 
-EVENTS, QUICK_EVENTS = 16_000_000, 200_000
+EVENTS, QUICK_EVENTS = 32_000_000, 200_000
 BLOCKS, QUICK_BLOCKS = (100_000, 1_000_000, 4_000_000), (100_000,)
 TINY_BLOCK = 10_000  # the per-task overhead is read from blocks this small
 OUT_OF_CORE, QUICK_OUT_OF_CORE = 2_000_000_000, 8_000_000
@@ -75,11 +75,14 @@ def params(loss: str) -> dict[str, float]:
     return LOGISTIC_PARAMS if loss == "logistic" else MIXTURE_PARAMS
 
 
-def symgrad_pass(k, data: dict, p: dict) -> tuple:
-    """One value + gradient pass: the summed loss and the parameters' gradients (lazy when
-    ``data`` holds Dask arrays)."""
-    value, grads = k.value_and_grad(**data, **p)
-    return value.sum(), {w: grads[w] for w in p}
+def symgrad_pass(k, data: dict, p: dict, **scheduler) -> tuple:
+    """One value + gradient pass: the summed loss and the parameters' gradients, computed
+    (``k.total_value_and_grad``: over Dask arrays a few numbers back per task, one vector
+    fetched) on the current Dask scheduler or ``scheduler=...``."""
+    import dask
+
+    with dask.config.set(**scheduler):
+        return k.total_value_and_grad(**data, **p, wrt=list(p), now=True)
 
 
 def by_hand(loss: str, data: dict, p: dict) -> tuple:
@@ -148,7 +151,7 @@ def run_local(loss: str, data: dict, blocks: tuple, rounds: int, log) -> tuple[d
     worst = 0.0
     for b in blocks:
         lazy = {name: da.from_array(v, chunks=b) for name, v in data.items()}
-        ours = partial(computed, symgrad_pass, k, lazy, p, scheduler="threads", num_workers=2)
+        ours = partial(symgrad_pass, k, lazy, p, scheduler="threads", num_workers=2)
         hand = partial(computed, by_hand, loss, lazy, p, scheduler="threads", num_workers=2)
         times[("dask threads", b)] = timed(ours, rounds)
         times[("dask.array by hand", b)] = timed(hand, rounds)
@@ -178,7 +181,7 @@ def run_cluster(loss: str, n: int, seed: int, blocks: tuple, workers: int, round
             }  # the same events as the local rows
             lazy = dict(zip(lazy, client.persist(list(lazy.values()))))
             wait(list(lazy.values()))
-            run = partial(computed, symgrad_pass, k, lazy, p)
+            run = partial(symgrad_pass, k, lazy, p)
             times[(f"cluster {workers}", b)] = timed(run, rounds)
             log(
                 f"  D1 {loss} cluster {workers} block {b}: {times[(f'cluster {workers}', b)]:.3f} s"
@@ -188,19 +191,25 @@ def run_cluster(loss: str, n: int, seed: int, blocks: tuple, workers: int, round
 
 
 OUT_OF_CORE_CHILD = """
-import resource, sys, time
-import dask, dask.array as da
+import sys, time
+import dask.array as da
 from dask.diagnostics import ProgressBar
 from benchmarks.workloads.cluster import MIXTURE_PARAMS, kernel, symgrad_pass
 n, block = {n}, {block}
 k = kernel("mixture")
 x = da.random.default_rng(7).normal(size=n, chunks=block)  # generated per block, never whole
 k.value_and_grad(x=x[:block].compute(), **MIXTURE_PARAMS)  # compile before timing
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+base = status("VmRSS")  # interpreter, libraries, kernel: before the pass
 t = time.perf_counter()
-with ProgressBar(out=sys.stderr, dt=5.0):
-    value, grads = dask.compute(*symgrad_pass(k, {{"x": x}}, MIXTURE_PARAMS), scheduler="threads", num_workers=2)
+with ProgressBar(out=sys.stderr, dt=1.0):
+    value, grads = symgrad_pass(k, {{"x": x}}, MIXTURE_PARAMS, scheduler="threads", num_workers=2)
 MARKS["seconds"] = time.perf_counter() - t
-MARKS["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+MARKS["peak_rss"] = status("VmHWM")  # this process's own peak (ru_maxrss can carry the parent's)
+MARKS["base_rss"] = base
 MARKS["value"] = float(value)
 """
 
@@ -353,11 +362,13 @@ def _targets(loss: str, n: int, times: dict, blocks: tuple) -> list[Target]:
 
 
 def _per_task(times: dict, n: int, blocks: tuple) -> float:
-    """Seconds of overhead per task on the 2-worker cluster: the time with tiny blocks minus
-    the time with large ones, over the extra tasks (2 cores share them)."""
+    """Seconds of overhead per block on the 2-worker cluster: the time with tiny blocks minus
+    the time with large ones, over the extra blocks (2 cores share them). Tiny blocks travel 32
+    to a task (``runtime.dask_arrays.TASK_BLOCKS``): this is the scheduler's per-task cost over 32
+    plus the per-block cost of the calls and of Dask's block bookkeeping."""
     big = max(blocks)
-    extra_tasks = n / TINY_BLOCK - n / big
-    return 2 * (times[("cluster 2", TINY_BLOCK)] - times[("cluster 2", big)]) / extra_tasks
+    extra_blocks = n / TINY_BLOCK - n / big
+    return 2 * (times[("cluster 2", TINY_BLOCK)] - times[("cluster 2", big)]) / extra_blocks
 
 
 def _out_of_core_md(m: dict) -> str:
@@ -367,25 +378,34 @@ def _out_of_core_md(m: dict) -> str:
         f"generated per block of {OUT_OF_CORE_BLOCK:,} ({block_mb:.0f} MiB) by `da.random` (never "
         f"materialised: {m['events'] * 8 / 2**30:.0f} GiB as float64), threaded scheduler, a "
         f"`ProgressBar` on stderr: {m['seconds']:.1f} s, {m['events'] / m['seconds']:.2e} events/s, "
-        f"peak resident memory {m['peak_rss'] / 2**20:.0f} MiB "
-        f"({m['peak_rss'] / 2**20 / block_mb:.1f} blocks' worth, interpreter and libraries included)."
+        f"peak resident memory {m['peak_rss'] / 2**20:.0f} MiB (`VmHWM` of the process itself), "
+        f"{m['base_rss'] / 2**20:.0f} MiB before the pass (interpreter, libraries, kernel): the "
+        f"pass added {(m['peak_rss'] - m['base_rss']) / 2**20:.0f} MiB, "
+        f"{(m['peak_rss'] - m['base_rss']) / 2**20 / block_mb:.1f} blocks' worth."
     )
 
 
 def _extrapolation_md(overheads: dict, results: dict, n: int, blocks: tuple) -> str:
+    from runtime.dask_arrays import SPLIT_EVERY, TASK_EVENTS
+
     lines = ["**On paper, 100 nodes of 2 cores** (from the numbers above):", ""]
-    for loss, per_task in overheads.items():
+    for loss, per_block in overheads.items():
         per_core = _rate(results[loss], ("cluster 1", max(blocks)), n)
-        total = 10**11
-        tasks = total / 10**6
+        total, block = 10**11, 10**6
+        nblocks = total / block
+        tasks = nblocks / (TASK_EVENTS // block)
         compute = total / (200 * per_core)
-        depth = math.ceil(math.log(tasks, 32))
+        overhead = nblocks * per_block / 200
+        depth = math.ceil(math.log(tasks, SPLIT_EVERY))
         lines.append(
-            f"- {loss}: {per_core:.2e} events/s per core and {per_task * 1e3:.2f} ms per task; "
-            f"10^11 events in blocks of 10^6 are {tasks:.0e} tasks — {compute:.1f} s of compute on "
-            f"200 cores, plus the scheduler's {tasks * per_task / 200:.2f} s of per-task overhead "
-            f"spread over them and a reduction tree {depth} levels deep (32 partials per node): "
-            f"about {200 * per_core * compute / (compute + tasks * per_task / 200):.1e} events/s."
+            f"- {loss}: {per_core:.2e} events/s per core and {per_block * 1e3:.2f} ms of overhead "
+            f"per block; 10^11 events in blocks of 10^6 are {nblocks:.0e} blocks in {tasks:.1e} "
+            f"tasks — {compute:.1f} s of compute on 200 cores, plus {overhead:.2f} s of per-block "
+            f"overhead spread over them and a reduction tree {depth} levels deep "
+            f"({SPLIT_EVERY} vectors per node, a few ms per level): about "
+            f"{total / (compute + overhead):.1e} events/s. One scheduler handles ~10^3-10^4 "
+            f"tasks/s: {tasks:.1e} tasks are {tasks / 5000:.1f} s of its time at 5,000 tasks/s, "
+            f"{'within' if tasks / 5000 < compute else 'beyond'} the compute time."
         )
     return "\n".join(lines)
 

@@ -45,13 +45,14 @@ def _xlog1py(a, b):
 
 def lower_logaddexp(L: Lower, a, b):
     """NumPy's npy_logaddexp: equal operands (infinities too) give a + log 2; else the larger
-    plus log1p(exp(-|a - b|)); nan operands give nan."""
+    plus log1p(exp(-|a - b|)); nan operands give nan. One exp and one log1p, each the
+    branch-free form where loops vectorise (a C library call would keep the loop scalar)."""
+    from compiler.ir.ops.exponential import lower_exp, lower_log1p
+
     d = L.b.fsub(a, b)
-    above = L.b.fadd(a, L.libm("log1p", L.intrinsic("exp", L.b.fneg(d))))
-    below = L.b.fadd(b, L.libm("log1p", L.intrinsic("exp", d)))
-    result = L.select(
-        L.cmp(">", d, L.const(0)), above, L.select(L.cmp("<=", d, L.const(0)), below, d)
-    )
+    top = L.select(L.cmp(">", d, L.const(0)), a, b)
+    tail = lower_log1p(L, lower_exp(L, L.b.fneg(L.intrinsic("fabs", d))))
+    result = L.select(L.cmp("uno", d, d), d, L.b.fadd(top, tail))
     return L.select(L.cmp("==", a, b), L.b.fadd(a, L.const(LN2)), result)
 
 

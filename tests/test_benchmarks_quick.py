@@ -3,29 +3,15 @@ with every table, and every contender that ran agrees with the hand-written NumP
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from quick_benchmarks import run_quick
 
 
 def test_quick_benchmark_runs_and_agrees(tmp_path):
-    out = tmp_path / "RESULTS.md"
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = out.read_text(encoding="utf-8")
-    assert report.strip() in proc.stdout  # printed as well as written
+    report, stdout = run_quick(tmp_path)
+    assert report.strip() in stdout  # printed as well as written
 
     for heading in (
         "## Machine",

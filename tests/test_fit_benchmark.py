@@ -4,28 +4,14 @@ symgrad's fit converges, and where JAX is installed both fits reach the same opt
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from quick_benchmarks import run_quick
+from quick_benchmarks import section as quick_section
 
 
 def test_quick_h2_fits_and_agrees(tmp_path):
-    out = tmp_path / "RESULTS.md"
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "fit", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    section = out.read_text(encoding="utf-8").split("<!-- section fit -->")[1]
-    section = section.split("<!-- end fit -->")[0]
+    report, _ = run_quick(tmp_path, "--only", "fit")
+    section = quick_section(report, "fit")
     assert "## H2: a trust-exact mixture fit" in section
     targets = section.split("### Targets")[1].split("\n\n")[2]
     converged = [ln for ln in targets.splitlines() if "fit converged" in ln]

@@ -3,29 +3,15 @@ contender that ran gives the same Hessian, and symgrad's rows are there on both 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from quick_benchmarks import run_quick
+from quick_benchmarks import section as quick_section
 
 
 def test_quick_h1_runs_and_every_contender_agrees(tmp_path):
-    out = tmp_path / "RESULTS.md"
-    env = dict(os.environ, SYMGRAD_CACHE_DIR=str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "hessian", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = out.read_text(encoding="utf-8")
-    section = report.split("<!-- section hessian -->")[1].split("<!-- end hessian -->")[0]
+    report, _ = run_quick(tmp_path, "--only", "hessian")
+    section = quick_section(report, "hessian")
     assert "## H1: Hessians of a mixture likelihood" in section
     rows = [ln for ln in section.splitlines() if re.match(r"\| (2|8) \| ", ln)]
     for label in ("symgrad auto", "symgrad instant"):

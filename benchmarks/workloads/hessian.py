@@ -76,6 +76,16 @@ def problem(k: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------- contenders
+def jax_event_nll(jnp, a, m, s, xi):
+    """One event's mixture NLL written with ``jax.numpy`` as JAX users write it."""
+    z = (xi - m) * jnp.exp(-s)
+    return (
+        -jnp.log(jnp.sum(jnp.exp(a - s - 0.5 * z * z)))
+        + jnp.log(jnp.sum(jnp.exp(a)))
+        + HALF_LOG_2PI
+    )
+
+
 def jax_hessian(k: int, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     import jax
 
@@ -85,13 +95,7 @@ def jax_hessian(k: int, x: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     xs = jnp.asarray(x)
 
     def nll(theta, xi):
-        a, m, s = theta[:k], theta[k : 2 * k], theta[2 * k :]
-        z = (xi - m) * jnp.exp(-s)
-        return (
-            -jnp.log(jnp.sum(jnp.exp(a - s - 0.5 * z * z)))
-            + jnp.log(jnp.sum(jnp.exp(a)))
-            + HALF_LOG_2PI
-        )
+        return jax_event_nll(jnp, theta[:k], theta[k : 2 * k], theta[2 * k :], xi)
 
     def total(theta):
         return jnp.sum(jax.vmap(nll, (None, 0))(theta, xs))

@@ -131,7 +131,8 @@ class Explorer:
         """The self-contained HTML document."""
         css = _asset("explore.css")
         js = _asset("explore.js")
-        payload = json.dumps(self.data(), ensure_ascii=False).replace("</", "<\\/")
+        # every "<" escaped: no text in the data can close or open a tag in the script
+        payload = json.dumps(self.data(), ensure_ascii=False).replace("<", "\\u003c")
         sections = "".join(
             f'<section class="sg-panel" data-panel="{k}" data-name="{html.escape(p.name)}" '
             f'style="flex-grow:{_svg_width(p.svg):.0f}">'

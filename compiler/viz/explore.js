@@ -81,10 +81,19 @@
       var g = drawn[p][step.node];
       if (g) g.classList.add("sg-current");
     });
-    if (window.frameElement) {  // in a notebook's iframe: as tall as the page
-      try { window.frameElement.style.height = (document.documentElement.scrollHeight + 8) + "px"; }
-      catch (e) { /* another origin: keep the height it was given */ }
-    }
+    if (window.frameElement) fitFrame();
+  }
+
+  // In a notebook's iframe: as tall as the page's content. The content's own bottom, not the
+  // document's scrollHeight, which is never less than the frame: that grew the frame each render.
+  function fitFrame() {
+    var body = document.body;
+    var bottom = body.getBoundingClientRect().bottom + window.scrollY +
+      parseFloat(getComputedStyle(body).marginBottom || "0");
+    var height = Math.ceil(bottom) + 8 + "px";
+    try {
+      if (window.frameElement.style.height !== height) window.frameElement.style.height = height;
+    } catch (e) { /* another origin: keep the height it was given */ }
   }
 
   function go(to) {

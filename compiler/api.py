@@ -133,7 +133,9 @@ def compile_gradient(
     if shapes is not None:
         from runtime.tensor_kernel import TensorKernel
 
-        kernel = TensorKernel(fused, wrt, _title(source), mode=mode, plan=program)
+        title = _title(source)
+        second = partial(hvp_kernel, fused, wrt, title, mode)
+        kernel = TensorKernel(fused, wrt, title, mode=mode, plan=program, second_order=second)
     else:
         title = _title(source)
         second = partial(hvp_kernel, fused, wrt, title, mode)
@@ -291,12 +293,19 @@ def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> K
 def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
     """The kernel of ``graph``'s Hessian-vector product program (``passes.second_order``):
     inputs ``graph``'s then one direction per ``wrt`` input; its ``value_and_grad`` gives f and,
-    by its ``wrt``, ``H·v`` then ``∇f``."""
+    by its ``wrt``, ``H·v`` then ``∇f``. A ``TensorKernel`` for a tensor program."""
+    from compiler.ir.tensor import TensorGraph
     from compiler.passes.second_order import hvp
     from runtime.kernel import Kernel
     from runtime.llvm_tier import REUSED_OPTIMISE_NODES
 
     program = hvp(graph, wrt)
+    if isinstance(graph, TensorGraph):
+        from runtime.tensor_kernel import TensorKernel
+
+        return TensorKernel(
+            program, program.wrt, f"H·v of {title}", mode=mode, plan=partial(_given, program)
+        )
     return Kernel(
         program,
         program.wrt,

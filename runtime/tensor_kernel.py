@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -30,6 +30,7 @@ from compiler.ir import shapes as sh
 from compiler.ir.tensor import TensorGraph
 from runtime import background, cache, dask_arrays, policy
 from runtime.inputs import as_float_array, bind, dtype_of
+from runtime.kernel import _directions
 from runtime.quiet import ignore_errors
 from runtime.tiers import Tiers
 
@@ -56,10 +57,15 @@ class TensorKernel:
         mode: str = "auto",
         *,
         plan: Callable[[], Any],
+        second_order: Callable[[], TensorKernel] | None = None,
     ):
         """``plan()`` gives the forward + backward program (``compiler.api.plan``), on first
-        use: a program compiled before never needs it."""
+        use: a program compiled before never needs it. ``second_order()`` gives the kernel of
+        the Hessian-vector product program (``compiler.api.hvp_kernel``), on first ``hvp``."""
         self.graph = graph
+        self._second_order = second_order
+        self._hvp: TensorKernel | None = None
+        self._hvp_lock = threading.Lock()
         self.inputs: tuple[str, ...] = graph.inputs
         self.shapes = {n: graph.declared.get(n, ()) for n in self.inputs}
         self.wrt = wrt
@@ -158,6 +164,34 @@ class TensorKernel:
             return dict(zip(self.wrt, grads))
 
         return value, pullback
+
+    def hvp(self, *args, v: Mapping[str, Any], **kwargs) -> tuple[Any, Grads, Grads]:
+        """``(value, {input: gradient}, {input: (H·v)})`` of a scalar output, in one pass
+        (reverse over reverse: ``compiler.passes.second_order.hvp``), as ``Kernel.hvp``.
+
+        ``v`` maps differentiated inputs to their direction, broadcastable to the input's
+        shape; inputs it leaves out get 0. An unknown name or a shape that does not broadcast
+        is an InputError naming it.
+        """
+        point = bind(self.inputs, args, kwargs)
+        directions = _directions(v, point, self.wrt)
+        kernel = self.hvp_kernel
+        given = kernel.inputs[len(self.inputs) :]  # the directions' names, in wrt order
+        named = dict(zip(given, directions))
+        value, grads = kernel.value_and_grad(**point, **named)
+        grad = {w: grads[d] for w, d in zip(self.wrt, given)}
+        return value, grad, {w: grads[w] for w in self.wrt}
+
+    @property
+    def hvp_kernel(self) -> TensorKernel:
+        """The kernel ``hvp`` runs (its own ``tier``, ``source``, ``adjoint``), built on first
+        use: the Hessian-vector program of ``compiler.passes.second_order``."""
+        if self._second_order is None:
+            raise TypeError(f"{self!r} was built without second derivatives")
+        with self._hvp_lock:
+            if self._hvp is None:
+                self._hvp = self._second_order()
+            return self._hvp
 
     # ------------------------------------------------------------ binding
     def _bind(self, args: tuple, kwargs: dict) -> tuple[list, dict[str, int]]:

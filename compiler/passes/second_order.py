@@ -26,8 +26,15 @@ from collections.abc import Sequence
 
 from compiler.errors import InputError
 from compiler.ir.graph import SEED, Graph, copy_nodes
+from compiler.ir.shapes import text as sh_text
 from compiler.ir.tensor import TensorGraph
-from compiler.passes.adjoint import AdjointGraph, _backpropagate, adjoint, backpropagate
+from compiler.passes.adjoint import (
+    AdjointGraph,
+    TensorAdjointGraph,
+    _backpropagate,
+    adjoint,
+    backpropagate,
+)
 
 #: A direction input is this prefix and its input's name: ``v_x`` for ``x``.
 DIRECTION_PREFIX = "v_"
@@ -51,7 +58,7 @@ def gradient_values(graph: Graph, wrt: Sequence[str], smooth: bool = False) -> G
     upstream gradient fixed at 1, so the gradients are plain values to differentiate again.
     ``smooth``: built from the ops' ``smooth_grads`` (the form to differentiate)."""
     first = adjoint(graph, wrt, smooth)
-    out = Graph()
+    out = graph.empty_like()  # a tensor graph's keeps its declared shapes
     for name in graph.inputs:
         out.input(name)
     seed = [i for i, n in enumerate(first.nodes) if n.op == SEED]
@@ -61,16 +68,18 @@ def gradient_values(graph: Graph, wrt: Sequence[str], smooth: bool = False) -> G
 
 
 def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
-    """The Hessian-vector product program of ``graph``'s (scalar, elementwise) output.
+    """The Hessian-vector product program of ``graph``'s scalar output.
 
     Its inputs are ``graph``'s, then one direction ``v_<w>`` per ``w`` in ``wrt``; its value is
     f; its gradients, by ``wrt`` order, are ``(H·v)_w`` for each ``w`` then ``∂f/∂w`` (as the
     gradients of ``v_<w>``). Each is scaled by the seed, as a first-order kernel's gradients are.
+    On a ``TensorGraph`` each direction has its input's shape and ``∇f_i · v_i`` is the full sum
+    of their elementwise product: the tensor ops' VJPs are differentiated as any other nodes.
     """
-    wrt = _check(graph, wrt)
+    wrt = _check(graph, wrt, tensors=True)
     directions = direction_names(graph.inputs, wrt)
     values = gradient_values(graph, wrt)
-    adj = AdjointGraph()
+    adj = _second_program(graph, directions)
     for name in (*graph.inputs, *directions.values()):
         adj.input(name)
     mapping = copy_nodes(values, adj, {})
@@ -152,12 +161,32 @@ def _triangle(graph: Graph, wrt: Sequence[str]) -> Graph:
     return out.fold_negations()
 
 
-def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:
+def _second_program(graph: Graph, directions: dict[str, str]) -> AdjointGraph:
+    """The empty program a second-order pass fills: a ``TensorAdjointGraph`` for a tensor
+    program, whose direction inputs are declared with their inputs' shapes."""
+    if not isinstance(graph, TensorGraph):
+        return AdjointGraph()
+    declared = dict(graph.declared)
+    declared.update({v: graph.declared.get(w, ()) for w, v in directions.items()})
+    return TensorAdjointGraph(declared)
+
+
+def _check(graph: Graph, wrt: Sequence[str] | None, tensors: bool = False) -> tuple[str, ...]:
+    """``wrt`` checked against ``graph``'s inputs. ``tensors``: the caller handles tensor
+    programs (``hvp`` does, ``hessian``'s one-pass triangle of scalars does not), whose output
+    must then be a scalar: H·v of a non-scalar output would need a seed per element."""
     if isinstance(graph, TensorGraph):
-        raise NotImplementedError(
-            "second derivatives of tensor programs (shapes=) are not supported yet: "
-            "only elementwise graphs of scalars and arrays of samples"
-        )
+        if not tensors:
+            raise NotImplementedError(
+                "the one-pass Hessian program takes elementwise graphs of scalars only; for "
+                "a tensor program (shapes=) use hvp, or compile_hessian (one hvp per column)"
+            )
+        shape = graph.shapes[graph.outputs[0]]
+        if shape:
+            raise InputError(
+                f"second derivatives need a scalar output, but this tensor program's has "
+                f"shape {sh_text(shape)}: reduce it (sum(...), mean(...)) first"
+            )
     wrt = tuple(graph.inputs if wrt is None else wrt)
     unknown = [w for w in wrt if w not in graph.inputs]
     if unknown:
@@ -166,8 +195,16 @@ def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _dot(g: Graph, a: Sequence[int], b: Sequence[int]) -> int:
-    """``Σ a_i · b_i`` as a chain of adds (0 for no terms)."""
+    """``Σ a_i · b_i`` as a chain of adds (0 for no terms); on a tensor graph each term is the
+    full sum of an elementwise product, so the total stays a scalar."""
     total = g.const(0.0)
     for x, y in zip(a, b):
-        total = g.add("add", total, g.add("mul", x, y))
+        total = g.add("add", total, _full_sum(g, g.add("mul", x, y)))
     return total
+
+
+def _full_sum(g: Graph, node: int) -> int:
+    """The sum of all of ``node``'s elements (``node`` itself if it is a scalar)."""
+    if not isinstance(g, TensorGraph) or not g.shapes[node]:
+        return node
+    return g.add("sum", node, attrs=tuple(range(len(g.shapes[node]))))

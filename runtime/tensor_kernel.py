@@ -173,7 +173,8 @@ class TensorKernel:
         shape; inputs it leaves out get 0. An unknown name or a shape that does not broadcast
         is an InputError naming it.
         """
-        point = bind(self.inputs, args, kwargs)
+        values, _ = self._bind(args, kwargs)  # shapes checked (and Dask arrays refused) here
+        point = {n: np.asarray(x) for n, x in zip(self.inputs, values)}
         directions = _directions(v, point, self.wrt)
         kernel = self.hvp_kernel
         given = kernel.inputs[len(self.inputs) :]  # the directions' names, in wrt order

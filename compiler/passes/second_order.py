@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from compiler.errors import InputError
+from compiler.errors import InputError, ShapeError
 from compiler.ir.graph import SEED, Graph, copy_nodes
 from compiler.ir.shapes import text as sh_text
 from compiler.ir.tensor import TensorGraph
@@ -183,7 +183,7 @@ def _check(graph: Graph, wrt: Sequence[str] | None, tensors: bool = False) -> tu
             )
         shape = graph.shapes[graph.outputs[0]]
         if shape:
-            raise InputError(
+            raise ShapeError(
                 f"second derivatives need a scalar output, but this tensor program's has "
                 f"shape {sh_text(shape)}: reduce it (sum(...), mean(...)) first"
             )

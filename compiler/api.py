@@ -10,7 +10,7 @@ from compiler.errors import InputError, ParseError, did_you_mean
 from compiler.ir.graph import Graph, copy_nodes, prune
 
 if TYPE_CHECKING:
-    from runtime.hessian import HessianKernel
+    from runtime.hessian import HessianKernel, TensorHessianKernel
     from runtime.jacobian import JacobianKernel
     from runtime.kernel import Kernel
 
@@ -160,20 +160,29 @@ def compile_hessian(
     *,
     wrt: Sequence[str] | None = None,
     inputs: Sequence[str] | None = None,
+    shapes: Mapping[str, Any] | None = None,
     fuse: bool | Sequence[str] | str = True,
     mode: str = "auto",
-) -> HessianKernel:
+) -> HessianKernel | TensorHessianKernel:
     """A ``runtime.HessianKernel``: its call gives ``(value, {input: gradient}, H)``, H the dense
     ``(len(wrt), len(wrt))`` Hessian of ``source`` (scalar inputs; exactly symmetric).
 
     ``wrt`` names the parameters (default: all inputs), which must be given as single numbers;
     the other inputs may be arrays of samples, and H is then the sum of the per-sample
-    Hessians. Options as ``compile_gradient``'s; tensor programs (``shapes=``) are not
-    supported yet.
+    Hessians. Options as ``compile_gradient``'s.
+
+    With ``shapes`` (a tensor program of scalar output) it is a ``runtime.TensorHessianKernel``:
+    H is over the ``wrt`` inputs flattened (``wrt`` order, each in C order), one Hessian-vector
+    product per column, symmetrised.
     """
     from compiler.gates import fuse as fuse_gates
-    from runtime.hessian import HessianKernel
+    from runtime.hessian import HessianKernel, TensorHessianKernel
 
+    if shapes is not None:
+        kernel = compile_gradient(
+            source, wrt=wrt, inputs=inputs, shapes=shapes, fuse=fuse, mode=mode
+        )
+        return TensorHessianKernel(kernel, f"Hessian of {kernel.title}")
     _check_fuse(fuse)
     _check_mode(mode)
     graph = trace(source, inputs)

@@ -9,7 +9,7 @@ a single-number input is — no per-sample Hessian is ever stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from compiler.errors import InputError
 from runtime import dask_arrays
 from runtime.inputs import bind, dtype_of, match
 from runtime.kernel import Grads, Kernel
+
+if TYPE_CHECKING:
+    from runtime.tensor_kernel import TensorKernel
 
 
 class HessianKernel:
@@ -135,3 +138,59 @@ class HessianKernel:
                     f"array of shape {shape} (arrays of samples may be given for the inputs not "
                     f"in wrt={list(self.wrt)})"
                 )
+
+
+class TensorHessianKernel:
+    """``h(**point)`` gives ``(value, {input: gradient}, H)`` of a tensor program's scalar
+    output, H dense over the ``wrt`` inputs flattened: in ``wrt`` order, each input's elements
+    in C order (``np.concatenate([a.ravel() for a in ...])``'s order).
+
+    Built from Hessian-vector products (``TensorKernel.hvp``), one per column (H·e_j): a
+    tensor program's parameters are whole arrays, so the one-pass triangle of ``HessianKernel``
+    (an input per entry) would not fit. N columns cost N passes over the program; H is
+    returned symmetrised, ``0.5 (H + Hᵀ)``, which only rounds away the columns' differences.
+    """
+
+    def __init__(self, kernel: TensorKernel, title: str):
+        self.kernel = kernel
+        self.inputs = kernel.inputs
+        self.wrt = kernel.wrt
+        self.title = title
+
+    def __repr__(self) -> str:
+        return f"<TensorHessianKernel {self.title!r} inputs={self.inputs} wrt={self.wrt}>"
+
+    @property
+    def mode(self) -> str:
+        return self.kernel.mode
+
+    @property
+    def tier(self) -> str | None:
+        """The engine that answered the latest call (the Hessian-vector kernel's ``tier``)."""
+        return self.kernel.hvp_kernel.tier
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the Hessian-vector kernel's background compile (``TensorKernel.wait``)."""
+        return self.kernel.hvp_kernel.wait(timeout)
+
+    def __call__(self, *args, **kwargs) -> tuple[Any, Grads, np.ndarray]:
+        """``(value, {input: gradient}, H)``, H of shape ``(N, N)``, N the wrt inputs' total
+        number of elements."""
+        value, grad, _ = self.kernel.hvp(*args, v={}, **kwargs)  # the gradient gives the shapes
+        shapes = [np.shape(grad[w]) for w in self.wrt]
+        sizes = [int(np.prod(s)) for s in shapes]
+        dtype = np.asarray(value).dtype
+        hess = np.empty((sum(sizes), sum(sizes)), dtype)
+        for j in range(hess.shape[0]):
+            unit = np.zeros(hess.shape[0], dtype)
+            unit[j] = 1.0
+            v = dict(zip(self.wrt, _split(unit, shapes, sizes)))
+            _, _, hv = self.kernel.hvp(*args, v=v, **kwargs)
+            hess[:, j] = np.concatenate([np.ravel(hv[w]) for w in self.wrt])
+        return value, grad, 0.5 * (hess + hess.T)
+
+
+def _split(flat: np.ndarray, shapes: list[tuple[int, ...]], sizes: list[int]) -> list:
+    """``flat`` cut into arrays of ``shapes`` (``sizes`` their element counts), in order."""
+    ends = np.cumsum(sizes)[:-1]
+    return [part.reshape(shape) for part, shape in zip(np.split(flat, ends), shapes)]

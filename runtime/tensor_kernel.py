@@ -13,6 +13,9 @@ whose every named dimension is 1: the same Numba types as any call), and switche
 
 The dtype follows the inputs as for ``Kernel`` (``runtime.inputs.call_dtype``): float32 inputs
 run a float32 module (its own cache entry and background compile) and give float32 results.
+
+``hvp`` runs a second ``TensorKernel``, of the Hessian-vector product program
+(``compiler.passes.second_order.hvp``), built on first use with the same mode.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ from compiler import (  # noqa: E402
     unregister_gate,
 )
 from runtime import GradcheckResult, Kernel, gradcheck  # noqa: E402
-from runtime.hessian import HessianKernel  # noqa: E402
+from runtime.hessian import HessianKernel, TensorHessianKernel  # noqa: E402
 from runtime.jacobian import JacobianKernel  # noqa: E402
 from runtime.tensor_kernel import TensorKernel  # noqa: E402
 
@@ -80,6 +80,7 @@ __all__ = [
     "ParseError",
     "ShapeError",
     "SymgradError",
+    "TensorHessianKernel",
     "TensorKernel",
     "__version__",
     "adjoint",

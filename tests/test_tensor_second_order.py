@@ -42,24 +42,35 @@ PROGRAMS = {
         "sum(logsumexp(X @ W, axis=1)) - sum((X @ W) * T) + sum(max(X @ W, axis=0)**2)",
         {"X": ("m", "n"), "W": ("n", "k"), "T": ("m", "k")},
     ),
+    "cross_entropy": (
+        "-mean(take_along_axis(log_softmax(X @ W, axis=1), labels, axis=1)) + sum(W**2) / 10",
+        {"X": ("m", "n"), "W": ("n", "k"), "labels": ("m", 1)},
+    ),
 }
+#: Inputs held fixed (integer labels: a perturbed label is no label).
+FIXED = {"labels"}
 
 
 @cache
 def _kernel(name: str, mode: str):
     text, shapes = PROGRAMS[name]
-    return compiler.compile_gradient(text, shapes=shapes, mode=mode)
+    wrt = [n for n in shapes if n not in FIXED] if FIXED & set(shapes) else None
+    return compiler.compile_gradient(text, shapes=shapes, mode=mode, wrt=wrt)
 
 
 def _point(kernel, seed: int = 0) -> dict:
-    """Random inputs of the declared shapes (the logistic labels in (0, 1))."""
+    """Random inputs of the declared shapes (the logistic labels in (0, 1), the cross-entropy's
+    class labels whole numbers in [0, k))."""
     rng = np.random.default_rng(seed)
     point = {}
     for name, shape in kernel.shapes.items():
         concrete = tuple(SIZES.get(d, d) for d in shape)
-        point[name] = (
-            rng.uniform(0.05, 0.95, concrete) if name == "y" else rng.normal(size=concrete)
-        )
+        if name == "labels":
+            point[name] = rng.integers(0, SIZES["k"], concrete).astype(float)
+        elif name == "y":
+            point[name] = rng.uniform(0.05, 0.95, concrete)
+        else:
+            point[name] = rng.normal(size=concrete)
         point[name] = float(point[name]) if not concrete else point[name]
     return point
 

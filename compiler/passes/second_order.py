@@ -8,6 +8,13 @@ to the original inputs that is ``H·v`` (H symmetric), with respect to ``v_i`` i
 one kernel of the result returns ``f`` (its value), ``H·v`` and ``∇f`` in one pass over memory,
 and every tier compiles it unchanged: it is an ``AdjointGraph`` like any other.
 
+A tensor program (``TensorGraph``) goes the same way, into a ``TensorAdjointGraph``: each
+direction is declared with its input's shape and each ``∇f_i · v_i`` is the full ``sum`` of
+their elementwise product, so ``s`` stays a scalar. The tensor ops' VJPs (matmul, transpose,
+reshape, broadcast_to and sum_to, the reductions, the softmax gates, take/scatter) are built
+of ops of the same table, so the second run differentiates them like any other node; ``ties``
+(the max/min share) is piecewise constant, gradient 0. Only a scalar output is taken.
+
 ``hessian`` builds the whole upper triangle the same way, one backward sweep per row of the
 gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
 

@@ -251,3 +251,13 @@ def test_non_scalar_output_is_refused() -> None:
     kernel = compiler.compile_gradient("(W @ x)**2", shapes=PROGRAMS["quadratic"][1])
     with pytest.raises(ShapeError, match=r"scalar output.*shape \(m,\)"):
         kernel.hvp(**_point(kernel), v={})
+
+
+def test_dense_hessian_of_a_scalar_and_an_array_input() -> None:
+    """A single-number input in wrt is one row and column, in its wrt place."""
+    _, _, hess = _tiny_oracle()
+    h = compiler.compile_hessian(TINY, shapes=TINY_SHAPES, wrt=["a", "x"], mode="instant")
+    _, grad, H = h(**TINY_POINT)
+    assert np.shape(grad["a"]) == ()
+    order = [6, 4, 5]  # a, x0, x1 among the oracle's symbols
+    np.testing.assert_allclose(H, hess[np.ix_(order, order)], rtol=1e-12, atol=1e-14)

@@ -7,7 +7,10 @@ order) and holds the fixed inputs (``data``: the samples). The objective is the 
 kernel's value over the samples, as the gradient of a single-number parameter already is.
 
 SciPy asks for ``fun(x)`` and then ``jac(x)`` at the same x: both are read from one
-``value_and_grad`` call, kept for the last x (a copy: SciPy may change its array in place).
+``value_and_grad`` call, kept for the last ``RECENT`` points (keyed by x's bits: SciPy may
+change its array in place). A point asked for again gets the numbers it got first: an
+``auto`` kernel's compiled tier may differ from the instant tier in the last bit, and a line
+search that came back to its start and saw a different value could halve its step forever.
 ``hess`` is the dense Hessian of ``compile_hessian``'s one-pass program (single-number
 parameters) or, with array parameters, one Hessian-vector product per column; ``hessp`` is one
 ``Kernel.hvp``. Nothing here imports SciPy: the adapter only speaks NumPy.
@@ -20,6 +23,7 @@ cluster is current. ``fun``/``jac`` with single-number parameters take the summe
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +35,9 @@ from runtime.dask_arrays import concrete, is_lazy
 if TYPE_CHECKING:
     from runtime.hessian import HessianKernel
     from runtime.kernel import Kernel
+
+#: How many recent points keep their value and gradient (see the module's docstring).
+RECENT = 8
 
 
 class Objective:
@@ -61,7 +68,7 @@ class Objective:
         )
         self._hessian_factory = hessian
         self._hessian: HessianKernel | None = None
-        self._last: tuple[np.ndarray, float, np.ndarray] | None = None
+        self._recent: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<Objective of {self.kernel.title!r}: {self.size} parameters {list(self.names)}>"
@@ -123,9 +130,9 @@ class Objective:
     # ------------------------------------------------------------ internals
     def _evaluate(self, x: Any) -> tuple[float, np.ndarray]:
         x = self._vector(x)
-        last = self._last
-        if last is not None and np.array_equal(last[0], x):
-            return last[1], last[2]
+        known = self._recent.get(x.tobytes())
+        if known is not None:
+            return known
         if self._summed:  # Dask data, single-number parameters: a few numbers per task back
             value, grads = self.kernel.total_value_and_grad(
                 **self.unpack(x), **self.data, wrt=self.names, now=True
@@ -137,8 +144,13 @@ class Objective:
         return self._remember(x, float(value), self.pack(grads))
 
     def _remember(self, x: Any, value: float, grad: np.ndarray) -> tuple[float, np.ndarray]:
-        self._last = (self._vector(x).copy(), value, grad)
-        return value, grad
+        """The numbers at x, the first ones computed there if it is still a recent point."""
+        key = self._vector(x).tobytes()
+        known = self._recent.setdefault(key, (value, grad))
+        self._recent.move_to_end(key)
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        return known
 
     def _vector(self, x: Any) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

@@ -57,8 +57,35 @@ def test_fun_and_jac_at_one_x_run_the_kernel_once(monkeypatch):
     assert len(calls) == 1 and obj.evaluations == 1
     x[0] = 0.4  # SciPy may change its array in place: the cache kept a copy
     assert obj.fun(x) != value and len(calls) == 2
-    assert obj.fun_and_jac(np.array([0.3, -0.2]))[0] == value and len(calls) == 3
-    assert np.array_equal(obj.jac(np.array([0.3, -0.2])), grad) and len(calls) == 3
+    assert obj.fun_and_jac(np.array([0.3, -0.2]))[0] == value and len(calls) == 2  # recent
+    assert np.array_equal(obj.jac(np.array([0.3, -0.2])), grad) and len(calls) == 2
+    for step in range(1, 12):  # RECENT = 8 newer points push it out
+        obj.fun(np.array([0.3 + step, -0.2]))
+    assert obj.fun(np.array([0.3, -0.2])) == value and len(calls) == 14
+
+
+def test_a_point_asked_for_again_gets_its_first_numbers(monkeypatch):
+    """An ``auto`` kernel swaps the instant tier for the compiled one mid-fit, and the two may
+    differ in the last bit. A backtracking line search that shrank its step back to its start
+    then saw f(x) > f(x) and halved forever (notebook 04 hung so in CI): a recent point's
+    value and gradient are the ones computed there first."""
+    obj = _objective()
+    original = obj.kernel.value_and_grad
+    calls = []
+
+    def drifting(*a, **k):  # each call one ulp-ish higher, as after a tier swap
+        value, grads = original(*a, **k)
+        calls.append(1)
+        return value * (1 + 1e-15 * len(calls)), grads
+
+    monkeypatch.setattr(obj.kernel, "value_and_grad", drifting)
+    xk = np.array([1.0, 0.1])
+    f, g = obj.fun_and_jac(xk)
+    step, halvings = 1e-3, 0
+    while obj.fun(xk - step * g) > f - 0.5 * step * (g @ g):  # the notebook's first loop
+        step, halvings = step / 2, halvings + 1
+        assert halvings < 200, "the line search never ended"
+    assert obj.fun(xk) == f and obj.jac(xk) @ g == g @ g
 
 
 def _fd_grad(fun, x, h=1e-6):

@@ -406,6 +406,59 @@ def test_second_derivatives_of_every_op(name):
     _close(got, _definition_hessian(name, point, wrt), rel=1e-8, abs_=1e-10)
 
 
+# ------------------------------------------------------------------ ties and zeros
+def _special_points(name: str) -> list[list[float]]:
+    """A binary op's ties (a == b) and zero operands inside its domain, where a local gradient's
+    guard (``where(a == b, ...)``, ``where(b == 0, ...)``) holds a constant."""
+    from compiler.ir import registry
+
+    spec = registry.OPS[name]
+    kinds = spec.domain or ("", "")
+    inside = [
+        p for p in ([0.37, 0.37], [1.5, 1.5], [-0.6, -0.6], [0.0, 0.8], [0.8, 0.0], [2.0, 0.0],
+                    [0.0, 1.7], [-0.7, 0.0], [0.0, -0.4])
+        if all(_in_domain(kind, v) for kind, v in zip(kinds, p))
+    ]  # fmt: skip
+    return [p for p in inside if _off_kinks(spec, p)]
+
+
+def _in_domain(kind: str, v: float) -> bool:
+    if kind in ("natural", "truth"):
+        return False
+    if not kind:
+        return True
+    lo, hi = (float(t) for t in kind.strip("()").split(","))
+    return lo < v < hi
+
+
+def _binary_ops() -> list[str]:
+    from compiler.ir import registry
+
+    return [n for n in _table_ops() if registry.OPS[n].arity == 2 and _special_points(n)]
+
+
+@pytest.mark.parametrize("name", _binary_ops())
+def test_ties_and_zeros_second_derivatives_match_the_definition_in_either_order(name):
+    """At a tie or a zero operand (``x**y`` at y = 0, ``xlogy`` at x = 0, logaddexp at a == b)
+    the Hessian is the definition's, whichever input comes first in ``wrt``, and ``hvp`` gives
+    its columns: a guard's constant branch has derivative 0, so second order differentiates
+    each op's ``smooth_grads`` (hvp once differentiated the guarded ones: 0 at logaddexp's ties)."""
+    from compiler.ir import registry
+
+    text = registry.OPS[name].text.format(a="x", b="y")
+    forward = compiler.compile_hessian(text, inputs=["x", "y"], wrt=["x", "y"], mode="instant")
+    backward = compiler.compile_hessian(text, inputs=["x", "y"], wrt=["y", "x"], mode="instant")
+    k = compiler.compile_gradient(text, inputs=["x", "y"], mode="instant", fuse=False)
+    for point in _special_points(name):
+        at = dict(zip("xy", point))
+        want = _definition_hessian(name, point, [0, 1])
+        _close(forward(**at)[2], want, rel=1e-8, abs_=1e-10)
+        _close(backward(**at)[2][::-1, ::-1], want, rel=1e-8, abs_=1e-10)
+        for j, n in enumerate("xy"):
+            hv = k.hvp(**at, v={n: 1.0})[2]
+            _close([hv["x"], hv["y"]], want[:, j], rel=1e-8, abs_=1e-10)
+
+
 # ------------------------------------------------------------------ where, twice
 WHERES = [
     ("where(x > 0, sqrt(x), 0) * y", sp.Piecewise((sp.sqrt(x), x > 0), (0, True)) * y),
@@ -489,6 +542,11 @@ def test_mixture_hessian_matches_sympy(theta, mode):
     _, first = k.value_and_grad(**point, x=np.array(samples))
     for name in point:  # the gradient a Hessian kernel returns is first order's own, bit for bit
         assert float(grad[name]) == float(np.sum(first[name])), name
+    v = dict(zip(point, [1.0, -0.5, 0.25, 2.0, -1.5, 0.75]))
+    _, hvp_grad, hv = k.hvp(**point, x=np.array(samples), v=v)  # the ties' H·v: 1/4 per a_k
+    _close([hv[n] for n in point], want @ list(v.values()), rel=1e-9, abs_=1e-11)
+    for name in point:  # and hvp's gradient too
+        assert float(hvp_grad[name]) == float(np.sum(first[name])), name
 
 
 def test_mixture_hessian_against_finite_differences_of_the_gradient():

@@ -18,7 +18,7 @@ PyTorch give nan). Everywhere else products stay IEEE's, as NumPy's: 0 * inf is 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 
 from compiler.errors import InputError
@@ -183,15 +183,24 @@ def adjoint(graph: Graph, wrt: Sequence[str] | None = None, smooth: bool = False
 
 
 def backpropagate(
-    adj: AdjointGraph, output: int, wrt: Sequence[str], value: int | None = None
+    adj: AdjointGraph,
+    output: int,
+    wrt: Sequence[str],
+    value: int | None = None,
+    given: Mapping[str, int] | None = None,
 ) -> AdjointGraph:
     """Complete ``adj``, whose forward part is built: append the backward nodes of ``output``'s
     gradients with respect to ``wrt`` (inputs of ``adj``). The kernel's value is ``value``
     (default: ``output`` itself). Apart so that a second-order pass can differentiate one node
-    (``Σ ∇f·v``) while its kernel returns another (``f``): see ``passes.second_order``."""
+    (``Σ ∇f·v``) while its kernel returns another (``f``): see ``passes.second_order``.
+    ``given``: forward nodes returned, times the seed, as the gradients of these ``wrt`` inputs
+    instead of derived ones (the product's first-order gradient, exact, beside its smooth form)."""
+    given = dict(given or {})
     adj.outputs = [output]
     adj.n_forward, adj.wrt = len(adj.nodes), tuple(wrt)
-    grads = _backpropagate(adj, {adj.input(w) for w in wrt})
+    grads = _backpropagate(adj, {adj.input(w) for w in wrt if w not in given})
+    for name, node in given.items():
+        grads[adj.input(name)] = adj.add("mul", adj.seed(), node)
     adj.outputs = [output if value is None else value]
     for name in wrt:
         node = adj.input(name)

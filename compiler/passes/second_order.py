@@ -80,19 +80,25 @@ def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     Its inputs are ``graph``'s, then one direction ``v_<w>`` per ``w`` in ``wrt``; its value is
     f; its gradients, by ``wrt`` order, are ``(H·v)_w`` for each ``w`` then ``∂f/∂w`` (as the
     gradients of ``v_<w>``). Each is scaled by the seed, as a first-order kernel's gradients are.
-    On a ``TensorGraph`` each direction has its input's shape and ``∇f_i · v_i`` is the full sum
-    of their elementwise product: the tensor ops' VJPs are differentiated as any other nodes.
+    H·v differentiates the smooth gradient, as ``hessian`` does (so both agree at logaddexp's
+    ties, say); the ∇f returned is first order's own. On a ``TensorGraph`` each direction has
+    its input's shape and ``∇f_i · v_i`` is the full sum of their elementwise product: the
+    tensor ops' VJPs are differentiated as any other nodes.
     """
     wrt = _check(graph, wrt, tensors=True)
     directions = direction_names(graph.inputs, wrt)
-    values = gradient_values(graph, wrt)
+    values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
+    smooth = gradient_values(graph, wrt, smooth=True).fold_negations()  # ∇f to differentiate
     adj = _second_program(graph, directions)
+    adj.smooth = True
     for name in (*graph.inputs, *directions.values()):
         adj.input(name)
     mapping = copy_nodes(values, adj, {})
     f, *grads = (mapping[o] for o in values.outputs)
-    s = _dot(adj, grads, [adj.input(directions[w]) for w in wrt])
-    return backpropagate(adj, s, (*wrt, *directions.values()), value=f)
+    mapping = copy_nodes(smooth, adj, {})
+    s = _dot(adj, [mapping[o] for o in smooth.outputs[1:]], [adj.input(directions[w]) for w in wrt])
+    given = {directions[w]: g for w, g in zip(wrt, grads)}
+    return backpropagate(adj, s, (*wrt, *directions.values()), value=f, given=given)
 
 
 def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:

@@ -61,9 +61,14 @@ OPS: list[OpDef] = [
     # d/da is 0 where b == 0 (a**0 is constant: PyTorch's rule; not 0 * 0**-1 = nan at a = 0);
     # d/db is 0 where a == 0 (the xlogy convention: not 1 * log(0) = -inf at b = 0), and where
     # y == 0 (xlogy: a = inf, b < 0).
+    # To differentiate again: d/da as b * a**(b - 1), 0 at (0, 0) — equal values, but its
+    # derivative in b at b = 0 is 1/a (the guard's constant branch gave 0: H depended on wrt's
+    # order). Second derivatives at a = 0 are the kink's (stated in the kink table).
     _infix("pow", "**", np.power,
            (_POW_DA, "where(a == 0, 0, xlogy(y, a))"), lower_pow,
-           domain=("(0, inf)", "")),
+           domain=("(0, inf)", ""),
+           smooth_grads=("b * where((a == 0) & (b == 0), 0, a ** (b - 1))",
+                         "where(a == 0, 0, xlogy(y, a))")),
     entry("neg", "-a", text="-{a}", symbol="-x", grads=("-1",), numpy=np.negative,
           lower=lower_neg),
 ]

@@ -145,8 +145,9 @@ OPS: list[OpDef] = [
            patterns=("exp(x) - 1 -> expm1(x)", "1 - exp(-x) -> -expm1(-x)")),
     _unary("sqrt", "sqrt(a)", np.sqrt, ("0.5 / y",), lower_sqrt, domain=("(0, inf)",)),
     # d/db is 0 where a == 0 (xlogy(0, b) = 0 for every b), not 0/0 at b = 0; nan b stays nan.
+    # Differentiated again, a / b: its d/da is 1/b at a = 0 too (the guard's branch gave 0).
     entry("xlogy", "a * log(b)", arity=2, grads=("log(b)", "where((a == 0) & (b == b), 0, a / b)"),
-          numpy=_xlogy,
+          smooth_grads=("log(b)", "a / b"), numpy=_xlogy,
           lower=lower_xlogy, domain=("", "(0, inf)")),
 ]
 # fmt: on

@@ -140,9 +140,11 @@ OPS: list[OpDef] = [
     entry("log1mexp", "log(1 - exp(a))", grads=("-1 / expm1(-a)",), numpy=_log1mexp,
           lower=lower_log1mexp, domain=("(-inf, 0)",),
           patterns=("log(1 - exp(x)) -> log1mexp(x)", "log1p(-exp(x)) -> log1mexp(x)")),
-    # d/db is 0 where a == 0 (xlog1py(0, b) = 0 for every b), not 0/0 at b = -1.
+    # d/db is 0 where a == 0 (xlog1py(0, b) = 0 for every b), not 0/0 at b = -1; differentiated
+    # again, a / (1 + b) (its d/da at a = 0 is 1/(1 + b); the guard's branch gave 0).
     entry("xlog1py", "a * log(1 + b)", arity=2,
           grads=("log1p(b)", "where((a == 0) & (b == b), 0, a / (1 + b))"),
+          smooth_grads=("log1p(b)", "a / (1 + b)"),
           numpy=_xlog1py, lower=lower_xlog1py, domain=("", "(-1, inf)")),
 ]
 # fmt: on

@@ -23,6 +23,7 @@ import atexit
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -182,6 +183,7 @@ class _Worker:
         self.exiting = threading.Event()  # set at exit: jobs that only load are skipped
         self.abandoned = False  # set by ``abandon``: at exit, do not finish the queue
         self.current: Job | None = None
+        self.unfinished = 0  # jobs submitted and not run to their end (under _worker_lock)
         self.thread = threading.Thread(target=self._loop, name="symgrad-compile", daemon=True)
         self.thread.start()
         atexit.register(self.stop)
@@ -191,12 +193,16 @@ class _Worker:
             job = self.jobs.get()
             if job is _LAST or self.stopping.is_set():
                 return
-            if self.exiting.is_set() and _on_disk(job):
-                job.done.set()  # exiting: loading it would fill no cache
-                continue
             self.current = job
-            job.run(self.stopping)
-            self.current = None
+            try:
+                if self.exiting.is_set() and _on_disk(job):
+                    job.done.set()  # exiting: loading it would fill no cache
+                else:
+                    job.run(self.stopping)
+            finally:
+                self.current = None
+                with _worker_lock:
+                    self.unfinished -= 1
 
     def _owed(self) -> int:
         """Queued or running jobs whose product is not on disk yet: what an exit waits for."""
@@ -273,5 +279,21 @@ def submit(job: Job) -> Job:
     with _worker_lock:
         if not _worker:
             _worker.append(_Worker())
+        _worker[0].unfinished += 1
         _worker[0].jobs.put(job)
     return job
+
+
+def wait_idle(timeout: float = 120.0) -> bool:
+    """Wait until every job submitted so far has run (True), or ``timeout`` seconds passed. A job
+    writes to the cache directory current when it runs: a test that points the cache elsewhere
+    waits first, or an earlier test's kernel lands in its directory."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with _worker_lock:
+            busy = bool(_worker) and _worker[0].unfinished > 0
+        if not busy:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

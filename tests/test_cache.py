@@ -77,6 +77,9 @@ def checksum_ok(path: Path) -> bool:
 def cache_dir(tmp_path, monkeypatch) -> Path:
     """A private cache directory for this process, with the in-memory module table emptied.
     These tests are about Numba's kernels on disk: they ask for ``mode="compiled"``."""
+    from runtime import background
+
+    assert background.wait_idle(), "an earlier test's background compiles did not finish"
     directory = tmp_path / "cache"
     monkeypatch.setenv("SYMGRAD_CACHE_DIR", str(directory))
     monkeypatch.setattr(cache, "_loaded", {})

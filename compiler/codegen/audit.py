@@ -151,9 +151,9 @@ IMPORTS = {
     "math": None,
     "numpy": None,
     "functools": {"partial"},
-    "numba": {"njit", "prange"},
+    "numba": {"get_thread_id", "njit", "prange"},
     "runtime.blocks": {"run_blocks"},
-    "runtime.jit": {"FLAGS", "serial"},
+    "runtime.jit": {"BLOCK", "FLAGS", "THREADS", "add_lanes", "in_order", "serial"},
     "runtime.numba_ops": "ops",  # the intrinsics of ops in the table, by ``callable_name``
     "runtime.reductions": "*",
     "runtime.elementwise": {"elementwise"},  # an op over arrays by its lowering

@@ -144,6 +144,8 @@ def exponent_of(nodes, node) -> float | None:
 # Names the generated code uses itself; node and input names never take them.
 _RESERVED = {"math", "np", "njit", "prange", "FLAGS", "serial", "n", "i", "j", "lo", "m", "out"}
 _RESERVED |= {"block", "temps", "partial", "parallel", "run_blocks"}
+_RESERVED |= {"blk", "blocks", "parts", "row", "rows", "get_thread_id"}
+_RESERVED |= {"BLOCK", "THREADS", "add_lanes", "in_order"}
 _BODY = " " * 8
 _TYPES = {"a": "float64[::1]", "s": "float64"}
 #: The widths a module may be written for (``runtime.inputs.call_dtype`` picks one per call).
@@ -198,6 +200,7 @@ class ModuleWriter:
         self.saved_names = [self.namer.claim(f"saved_{self.ident[s]}") for s in adj.saved_nodes]
         self.indexed: set[int] = set()
         self.split = False
+        self.blocked = False  # an entry sums over blocks (``blocked_loop``)
         self.signatures: dict[str, dict[str, str]] = {e.name: {} for e in self.entries}
         self._scalars: dict[str, set[str]] = {}  # entry -> idents of its scalar parameters
         self._given_at: dict[str, dict[int, int]] = {}  # entry -> {given node: position}
@@ -267,6 +270,8 @@ class ModuleWriter:
     def one_loop(self, entry: Entry, results: list[str]) -> list[str]:
         """The whole entry as one loop over the flat index."""
         sums = self._sums(entry, results)
+        if sums and any(kind == "a" for _, kind in entry.given):
+            return self.blocked_loop(entry, results, sums)
         stores = [
             f"{_BODY}{sums[r]} += {self.operand(o)}"
             if r in sums
@@ -282,6 +287,41 @@ class ModuleWriter:
             *self.body(entry, list(entry.nodes)),
             *stores,
             *(f"    {r}[0] = {total}" for r, total in sums.items()),
+        ]
+
+    def blocked_loop(self, entry: Entry, results: list[str], sums: dict[str, str]) -> list[str]:
+        """The entry's loop when it sums gradients (of single-number inputs) over the points:
+        blocks of ``BLOCK`` points, each point's terms written to one row per sum, each row then
+        summed in eight lanes (``runtime.jit.add_lanes``) and the blocks' sums added in order.
+        LLVM vectorises both loops, where a running sum is a chain of adds it may not reorder
+        (no fast-math): that kept such loops scalar, 4-7x slower. The bits depend on neither the
+        vector width nor the number of threads."""
+        self.blocked = True
+        row = {r: k for k, r in enumerate(sums)}
+        inner = _BODY + "    "
+        stores = [
+            f"{inner}row[{row[r]}, j] = {self.operand(o)}"
+            if r in sums
+            else f"{inner}{r}[i] = {self.operand(o)}"
+            for r, (o, _) in zip(results, entry.outputs)
+        ]
+        params = ["n", *(self.ident[g] for g, _ in entry.given), *results]
+        return [
+            "@njit(parallel=True, **FLAGS)",
+            f"def {entry.name}({', '.join(params)}):",
+            "    blocks = (n + BLOCK - 1) // BLOCK",
+            f"    parts = np.empty((blocks, {len(sums)}))  # each block's sums",
+            f"    rows = np.empty((THREADS, {len(sums)}, BLOCK))  # each thread's terms",
+            "    for blk in prange(blocks):",
+            "        row = rows[get_thread_id() % THREADS]",
+            "        lo = blk * BLOCK",
+            "        m = n - lo if n - lo < BLOCK else BLOCK",
+            "        for j in range(m):",
+            "            i = lo + j",
+            *("    " + line for line in self.body(entry, list(entry.nodes))),
+            *stores,
+            "        add_lanes(row, m, parts[blk])",
+            *(f"    {r}[0] = in_order(parts[:, {row[r]}])" for r in sums),
         ]
 
     def _sums(self, entry: Entry, results: list[str]) -> dict[str, str]:
@@ -431,12 +471,14 @@ class ModuleWriter:
             "",
             "import math",
             *(["from functools import partial"] if self.split else []),
-            *(["", "import numpy as np"] if self.dtype != "float64" else []),
+            *(["", "import numpy as np"] if self.dtype != "float64" or self.blocked else []),
             "",
-            "from numba import njit, prange",
+            f"from numba import {'get_thread_id, ' if self.blocked else ''}njit, prange",
             "",
             *(["from runtime.blocks import run_blocks"] if self.split else []),
-            "from runtime.jit import FLAGS, serial",
+            "from runtime.jit import "
+            + ("BLOCK, FLAGS, THREADS, add_lanes, in_order, serial" if self.blocked
+               else "FLAGS, serial"),
             *self.calls.imports(),
             "",
             f"INPUTS = {data(lay.inputs)}",

@@ -466,6 +466,12 @@ class ModuleWriter:
         for entry in self.entries:
             kernels += self.kernel(entry)
         c = self.constants
+        numba, jit = "njit, prange", "FLAGS, serial"
+        if self.blocked:  # an entry sums over blocks (``blocked_loop``)
+            numba, jit = (
+                f"get_thread_id, {numba}",
+                "BLOCK, FLAGS, THREADS, add_lanes, in_order, serial",
+            )
         header = [
             f'"""{NUMBA_DOCSTRING}"""',
             "",
@@ -473,12 +479,10 @@ class ModuleWriter:
             *(["from functools import partial"] if self.split else []),
             *(["", "import numpy as np"] if self.dtype != "float64" or self.blocked else []),
             "",
-            f"from numba import {'get_thread_id, ' if self.blocked else ''}njit, prange",
+            f"from numba import {numba}",
             "",
             *(["from runtime.blocks import run_blocks"] if self.split else []),
-            "from runtime.jit import "
-            + ("BLOCK, FLAGS, THREADS, add_lanes, in_order, serial" if self.blocked
-               else "FLAGS, serial"),
+            f"from runtime.jit import {jit}",
             *self.calls.imports(),
             "",
             f"INPUTS = {data(lay.inputs)}",

@@ -536,7 +536,11 @@ def test_a_dropped_kernel_frees_its_module(own_cache, tensor):
         assert k(x=X, y=Y) == pytest.approx(X * math.tanh(Y) + 13)
     [module] = cache._loaded.values()
     name = module.__name__
-    dispatchers = [weakref.ref(v) for v in vars(module).values() if hasattr(v, "py_func")]
+    dispatchers = [  # its own, not runtime.jit's shared helpers it imports
+        weakref.ref(v)
+        for v in vars(module).values()
+        if hasattr(v, "py_func") and v.py_func.__module__ == name
+    ]
     assert dispatchers
     ref = weakref.ref(module)
     del module, k

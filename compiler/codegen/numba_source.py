@@ -270,7 +270,7 @@ class ModuleWriter:
     def one_loop(self, entry: Entry, results: list[str]) -> list[str]:
         """The whole entry as one loop over the flat index."""
         sums = self._sums(entry, results)
-        if sums and any(kind == "a" for _, kind in entry.given):
+        if sums and "a" in self.kinds:  # a call over points (a backward's residuals alone: one)
             return self.blocked_loop(entry, results, sums)
         stores = [
             f"{_BODY}{sums[r]} += {self.operand(o)}"

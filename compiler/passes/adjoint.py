@@ -80,7 +80,7 @@ class AdjointGraph(Graph):
         self, i: int, upstream: int, k: int, guarded: bool = False
     ) -> tuple[int | None, bool]:
         """What node ``i`` sends to its operand ``k`` (None: zero), and whether that is exactly
-        0 wherever a ``where`` chose against the path (see ``_backpropagate``).
+        0 wherever a ``where`` chose against the path (see ``sweep``).
 
         Upstream × local gradient; a local gradient that selects (``where(c, 1, 0)``, ``where``'s
         and ``clip``'s) routes the upstream instead: ``where(c, upstream, 0)``, never 0 × inf. On
@@ -198,7 +198,7 @@ def backpropagate(
     given = dict(given or {})
     adj.outputs = [output]
     adj.n_forward, adj.wrt = len(adj.nodes), tuple(wrt)
-    grads = _backpropagate(adj, {adj.input(w) for w in wrt if w not in given})
+    grads = sweep(adj, {adj.input(w) for w in wrt if w not in given})
     for name, node in given.items():
         grads[adj.input(name)] = adj.add("mul", adj.seed(), node)
     adj.outputs = [output if value is None else value]
@@ -210,8 +210,9 @@ def backpropagate(
     return adj
 
 
-def _backpropagate(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
-    """Adjoints of every node on a path from ``sources`` to the output."""
+def sweep(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
+    """Adjoints of every node on a path from ``sources`` to the output: one backward sweep
+    (``backpropagate`` names the results; the Hessian program sweeps once per row)."""
     n = adj.n_forward
     needed = [False] * n  # depends on some wrt input
     for i in sources:

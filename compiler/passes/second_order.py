@@ -38,9 +38,9 @@ from compiler.ir.tensor import TensorGraph
 from compiler.passes.adjoint import (
     AdjointGraph,
     TensorAdjointGraph,
-    _backpropagate,
     adjoint,
     backpropagate,
+    sweep,
 )
 
 #: A direction input is this prefix and its input's name: ``v_x`` for ``x``.
@@ -162,7 +162,7 @@ def _triangle(graph: Graph, wrt: Sequence[str]) -> Graph:
     entries: list[int | None] = []
     for j, row in enumerate(gradient):
         work.outputs, work.n_forward = [row], n_forward
-        adjoints = _backpropagate(work, {work.input(w) for w in wrt[j:]})
+        adjoints = sweep(work, {work.input(w) for w in wrt[j:]})
         entries.extend(adjoints.get(work.input(w)) for w in wrt[j:])
     out = Graph()
     for name in smooth.inputs:

@@ -88,6 +88,27 @@ RULES = [
           sp.log(sp.exp(A) + sp.exp(B) + sp.exp(C) + sp.exp(D) + sp.exp(X)),
           lambda a, b, c, d: ops.log(ops.exp(a) + ops.exp(b) + ops.exp(c) + ops.exp(d))),
          conditioned=True),
+    # a softmax of numbers and its log: the numerator's exp(a) is one of the sum's terms,
+    # wherever it stands (JAX's log_softmax: x - max - log(sum(exp(x - max))))
+    Rule("log_softmax3", "logaddexp", "exp", "log(exp(a) / (exp(a) + exp(b) + exp(c)))",
+         lambda a, b, c: M.log(M.exp(a) / (M.exp(a) + M.exp(b) + M.exp(c))),
+         {"a": (-1e3, 1e3), "b": (-1e3, 1e3), "c": (-1e3, 1e3)},
+         ({"a": 1e3, "b": -1e3, "c": 0.0}, {"a": -800.0, "b": 0.0, "c": 0.0}),
+         (math.nan, -math.inf),
+         ("log(exp(b) / (exp(a) + exp(b) + exp(d)))", "log(exp(c) / (exp(a) + (exp(b) + exp(c))))",
+          "log(exp(2 * a) / (exp(b) + exp(2 * a) + exp(-a)))",
+          sp.log(sp.exp(B) / (sp.exp(A) + sp.exp(B) + sp.exp(C))),
+          lambda a, b, c: ops.log(ops.exp(a) / (ops.exp(a) + ops.exp(b) + ops.exp(c)))),
+         conditioned=True),
+    Rule("softmax3", "logaddexp", "div", "exp(b) / (exp(a) + exp(b) + exp(c))",
+         lambda a, b, c: M.exp(b) / (M.exp(a) + M.exp(b) + M.exp(c)),
+         {"a": (-700.0, 700.0), "b": (-700.0, 700.0), "c": (-700.0, 700.0)},
+         ({"a": 0.0, "b": 1e3, "c": 999.0}, {"a": -800.0, "b": -800.0, "c": -801.0}),
+         (math.nan, math.nan),
+         ("exp(a) / (exp(a) + exp(b) + exp(c))", "exp(c) / (exp(c) + exp(a) + exp(b) + exp(d))",
+          sp.exp(A) / (sp.exp(A) + sp.exp(B) + sp.exp(C)),
+          lambda a, b, c: ops.exp(b) / (ops.exp(a) + ops.exp(b) + ops.exp(c))),
+         conditioned=True),
     Rule("expm1", "expm1", "exp", "exp(x) - 1", lambda x: M.exp(x) - 1, {"x": (-700.0, 700.0)},
          ({"x": 1e-10},), (1.000000082740371e-10,),
          ("-1 + exp(x)", "exp(2 * x) - 1", sp.exp(X) - 1, lambda x: ops.exp(x) - 1)),
@@ -142,8 +163,24 @@ def _depth(graph, i: int) -> int:
     return 0 if node.op != "logaddexp" else 1 + max(_depth(graph, a) for a in node.args)
 
 
+@pytest.mark.parametrize(
+    "text, op", [("log(exp(b) / (exp(a) + exp(b)))", "logsigmoid"),
+                 ("log(exp(a) / (exp(a) + exp(b)))", "logsigmoid"),
+                 ("exp(b) / (exp(b) + exp(a))", "sigmoid"), ("exp(a) / (exp(a) + exp(b))", "sigmoid")],
+)  # fmt: skip
+def test_a_softmax_of_two_numbers_is_a_sigmoid_of_their_difference(text, op):
+    graph, report = fuse(parse(text))
+    assert [graph.nodes[i].op for i in graph.op_nodes()] == ["sub", op], str(graph)
+    k = compiler.compile_gradient(text, mode="instant")
+    winner = 1000.0 if text.startswith(("log(exp(a)", "exp(a)")) else -1000.0
+    value, grads = k.value_and_grad(a=winner, b=-winner)
+    want = 0.0 if op == "logsigmoid" else 1.0  # log(1), 1: the numerator's term wins
+    assert float(value) == want and all(np.isfinite(g) for g in grads.values())
+
+
 def test_sums_with_other_terms_are_not_rewritten():
-    for text in ("log(exp(a) + exp(b) + c)", "log(exp(a) + 1)", "log(exp(a) - exp(b))"):
+    for text in ("log(exp(a) + exp(b) + c)", "log(exp(a) + 1)", "log(exp(a) - exp(b))",
+                 "exp(a) / (exp(b) + exp(c))", "exp(a) / (exp(2 * a) + exp(b))"):  # fmt: skip
         graph, report = fuse(parse(text))
         assert "logaddexp" not in {n.op for n in graph.nodes}, text
 
@@ -168,9 +205,13 @@ def test_stabilising_ops_stay_ordinary_ops():
         assert not OPS[op].is_gate and op not in names
 
 
-def test_a_replacement_must_be_the_op_or_its_negation():
+def test_a_replacement_must_compute_the_op_once():
     with pytest.raises(GateError, match="replacement"):
-        compile_pattern("expm1", "1 - exp(-x) -> 2 * expm1(-x)")
+        compile_pattern("expm1", "1 - exp(-x) -> -x")
+    with pytest.raises(GateError, match="replacement"):
+        compile_pattern("expm1", "1 - exp(-x) -> expm1(-x) * expm1(x)")
+    with pytest.raises(GateError, match="each operand"):
+        compile_pattern("expm1", "1 - exp(-x) -> expm1(x * x)")
     with pytest.raises(GateError, match="every variable"):
         compile_pattern("hypot", "sqrt(x * x + y * y) -> hypot(x, x)")
 

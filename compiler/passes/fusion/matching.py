@@ -11,7 +11,7 @@ from typing import NamedTuple
 from compiler.ir.graph import CONST, LEAVES, Graph, format_const
 from compiler.ir.printing import ATOM, PRODUCT, UNARY, render
 from compiler.ir.registry import OPS
-from compiler.passes.fusion.patterns import FAMILY, Pattern
+from compiler.passes.fusion.patterns import FAMILY, Pattern, definition_note
 
 #: Largest add/sub tree read as a linear form (bigger ones are compared as opaque nodes), and
 #: largest add tree a pattern's ``+ ...`` sum matches.
@@ -91,6 +91,9 @@ class _Matcher:
         if len(terms) < 2:
             return None
         term = p.graph.nodes[pn].args[0]
+        terms = self._bound_first(p, term, terms, st)
+        if terms is None:
+            return None
         core, found = list(st.core) + adds, list(st.occurrences)
         for var, t in enumerate(terms):
             s = self.match(p, term, t, _State((), ()))
@@ -99,6 +102,23 @@ class _Matcher:
             core += s.core
             found += [(n, var, k) for n, _, k in s.occurrences]
         return _State(tuple(core), tuple(found))
+
+    def _bound_first(self, p: Pattern, term: int, terms: list[int], st: _State):
+        """``terms`` with the one first that reads the value ``x`` (variable 0) is already
+        bound to outside the sum (a softmax's numerator), or None if no term does; ``terms``
+        as they are if ``x`` is not bound yet."""
+        bound = next((o for o in st.occurrences if o[1] == 0), None)
+        if bound is None:
+            return terms
+        x = self.operand(bound[0], bound[2])
+        for i, t in enumerate(terms):
+            s = self.match(p, term, t, _State((), ()))
+            if s is None or not s.occurrences:
+                continue
+            other = self.operand(s.occurrences[0][0], s.occurrences[0][2])
+            if other.key == x.key and other.s == x.s:
+                return [t, *terms[:i], *terms[i + 1 :]]
+        return None
 
     def operands(self, st: _State) -> list[_Operand]:
         """Each variable's value, in variable order."""
@@ -290,9 +310,8 @@ def _note(graph: Graph, root: int, st: _State, p: Pattern) -> str:
     ``k/m * {a}``; gates fused earlier print what they replaced. A rhs ``-op(...)`` negates it:
     the note is what the op node's own value replaced. A ``+ ...`` sum's is the pattern's own
     two-term form, which each node of its fold replaced."""
-    if p.sum_node is not None:
-        pairs = zip(("x", "y"), ("{a}", "{b}"))
-        return render(p.graph, p.root, {p.graph.input(v): (f, ATOM) for v, f in pairs})
+    if p.sum_node is not None:  # each node of the fold is the entry's two-term definition
+        return definition_note(p.gate)
     leaves = {}
     for node, var, k in st.occurrences:
         field, m = p.fields[var]

@@ -7,17 +7,22 @@ A pattern is text over the variables ``x`` and ``y``, in one of two forms:
 - ``lhs``: the subgraph becomes the entry's op over the variables, ``sigmoid(x)`` for
   ``1 / (1 + exp(-x))``, ``logaddexp(x, y)`` for ``log(exp(x) + exp(y))``: a gate fusion;
 - ``lhs -> rhs``: a *stabilisation*, the subgraph becomes ``rhs`` (text over the same
-  variables, inlined by the rewrite), ``op(...)`` or ``-op(...)`` with ``op`` the entry's own op
-  (one op, one place: the rule lives in the entry of the op it introduces):
-  ``1 - exp(-x) -> -expm1(-x)``.
+  variables, inlined by the rewrite), which computes the entry's own op once (one op, one place:
+  the rule lives in the entry of the op it introduces): ``1 - exp(-x) -> -expm1(-x)``,
+  ``log(exp(x) / (exp(x) + exp(y) + ...)) -> x - logaddexp(x, y)``.
 
 A sum written ``a + b + ...`` matches a sum of any number of such terms, however its add tree
 is shaped; the entry's op, of two operands, is then folded over the terms as a balanced tree:
 ``log(exp(x) + exp(y) + ...)`` makes ``log(exp(a) + exp(b) + exp(c))`` a nest of logaddexp.
+Where the pattern also reads ``x`` outside the sum (a softmax's numerator), ``x`` is the term
+that reads the same value, wherever it stands in the sum; the rhs may then fold the op over the
+other terms only, written ``op(y, ...)``: ``log(exp(x) / (exp(x) + exp(y) + ...)) ->
+logsigmoid(x - logaddexp(y, ...))`` (its gradient σ(rest - x), where ``1 - softmax`` cancels).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import cache
 from typing import NamedTuple
@@ -31,6 +36,8 @@ from compiler.ir.registry import OPS
 VARIABLES = ("x", "y")
 #: How a pattern writes a sum of any number of terms.
 ETC = " + ..."
+#: How a rhs writes the op folded over the sum's terms but x's: ``logaddexp(y, ...)``.
+REST = "...)"
 
 
 class Pattern(NamedTuple):
@@ -46,6 +53,7 @@ class Pattern(NamedTuple):
     negated: bool  # rhs is -op(...)
     rewrite: bool  # written "lhs -> rhs": a stabilisation
     sum_node: int | None = None  # the pattern's ``+ ...`` sum, if any (its first operand: a term)
+    rest: bool = False  # the op is folded over the sum's terms but x's (``op(y, ...)``)
 
 
 @cache
@@ -57,13 +65,14 @@ def compile_pattern(gate: str, text: str) -> Pattern:
     g = parse(lhs_text.replace(ETC, ""))
     names = [v for v in VARIABLES if v in g.inputs]
     linear = _linear_readings(g, names)
-    rhs = parse(rhs_text if arrow else f"{gate}({', '.join(names)})")
-    op_node, fields, negated = _replacement(gate, rhs, names, text)
+    rest = variadic and REST in rhs_text
+    rhs = parse(rhs_text.replace(REST, "y)") if arrow else f"{gate}({', '.join(names)})")
+    op_node, fields, negated = _replacement(gate, rhs, names, text, rest)
     root = g.outputs[0]
     sum_node = _sum_node(g, text) if variadic else None
     needs = _needs(g, root, linear)
     return Pattern(
-        gate, g, root, linear, needs, rhs, op_node, fields, negated, bool(arrow), sum_node
+        gate, g, root, linear, needs, rhs, op_node, fields, negated, bool(arrow), sum_node, rest
     )
 
 
@@ -88,17 +97,20 @@ def _linear_readings(g: Graph, names: list[str]) -> dict[int, tuple[int, float]]
     return linear
 
 
-def _replacement(gate: str, rhs: Graph, names: list[str], text: str):
+def _replacement(gate: str, rhs: Graph, names: list[str], text: str, rest: bool = False):
     """Where ``rhs`` computes the entry's op, how that node reads each variable, and whether
     the rhs negates it. Refuses any other shape of rhs: a note (what the fused node replaced,
     over its operands) could not be written for it."""
     root = rhs.outputs[0]
-    negated = rhs.nodes[root].op == "neg"
+    negated = rhs.nodes[root].op == "neg" and rhs.nodes[rhs.nodes[root].args[0]].op == gate
     op_node = rhs.nodes[root].args[0] if negated else root
-    if rhs.nodes[op_node].op != gate:
-        raise GateError(
-            f"pattern {text!r} of {gate}: the replacement must be {gate}(...) or its negation"
-        )
+    if rhs.nodes[op_node].op != gate:  # the op inside a larger rhs: x - logaddexp(x, y)
+        inside = [i for i, node in enumerate(rhs.nodes) if node.op == gate]
+        if len(inside) != 1:
+            raise GateError(
+                f"pattern {text!r} of {gate}: the replacement must compute {gate}(...) once"
+            )
+        op_node = inside[0]
     readings = _linear_readings(rhs, [v for v in names if v in rhs.inputs])
     order = [v for v in names if v in rhs.inputs]
     fields: dict[int, tuple[str, float]] = {}
@@ -107,6 +119,8 @@ def _replacement(gate: str, rhs: Graph, names: list[str], text: str):
             raise GateError(f"pattern {text!r} of {gate}: each operand must be k * a variable")
         j, m = readings[arg]
         fields[names.index(order[j])] = (field, m)
+    if rest:  # op(y, ...): the fold over the other terms; x is read around it
+        return op_node, {1: ("a", 1.0)}, negated
     if len(fields) != len(names):
         raise GateError(f"pattern {text!r} of {gate}: the replacement must use every variable")
     return op_node, fields, negated
@@ -138,6 +152,18 @@ def _needs(g: Graph, root: int, linear: dict) -> tuple[tuple[str, ...], ...]:
 
 # The graph ops a pattern's op can match (see _alternatives); other ops match only themselves.
 FAMILY = {"div": ("div", "pow"), "sub": ("sub", "add"), "add": ("add", "sub")}
+
+
+@cache
+def definition_note(op: str) -> str:
+    """The op's definition (SymPy text over a, b) as a note over its operands ``{a}``, ``{b}``:
+    what a node of it replaced where a rewrite built it (a fold's nodes, a rhs's own op)."""
+    from compiler.ir.printing import ATOM, render
+
+    text = re.sub(r"\b([ab])\b", lambda m: "xy"["ab".index(m.group(1))], OPS[op].definition)
+    g = parse(text)
+    leaves = {g.input(v): (f, ATOM) for v, f in zip(VARIABLES, ("{a}", "{b}")) if v in g.inputs}
+    return render(g, g.outputs[0], leaves)
 
 
 def patterns_by_op(names: Sequence[str]) -> dict[str, list[Pattern]]:

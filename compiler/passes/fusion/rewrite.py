@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from compiler.ir.graph import CONST, INPUT, Graph
 from compiler.passes.fusion.matching import Match
+from compiler.passes.fusion.patterns import definition_note
 
 
 def rebuild(graph: Graph, matches: dict[int, Match]) -> Graph:
@@ -42,10 +43,13 @@ def _replace(out: Graph, m: Match, mapping: dict[int, int]) -> int:
     p = m.pattern
     if p is None:
         return _noted(out, out.add(m.gate, *operands), m.gate, m.note)
-    if p.sum_node is not None:
-        return _fold(out, m.gate, operands, m.note)
     inlined: dict[int, int] = {}
+    if p.sum_node is not None:  # the op folded over the sum's terms, the rhs around it
+        terms = operands[1:] if p.rest else operands  # op(y, ...): all but x's
+        inlined[p.op_node] = _fold(out, m.gate, terms, m.note)
     for j, node in enumerate(p.rhs.nodes):
+        if j in inlined:
+            continue
         if node.op == INPUT:
             inlined[j] = operands["xy".index(node.value)]
         elif node.op == CONST:
@@ -53,7 +57,11 @@ def _replace(out: Graph, m: Match, mapping: dict[int, int]) -> int:
         else:
             inlined[j] = out.add(node.op, *(inlined[a] for a in node.args))
     _noted(out, inlined[p.op_node], m.gate, m.note)
-    return inlined[p.rhs.outputs[0]]
+    root = inlined[p.rhs.outputs[0]]
+    if p.rest and len(operands) == 2:  # no fold (one other term): the rhs's own op is the news
+        op = out.nodes[root].op
+        _noted(out, root, op, definition_note(op))
+    return root
 
 
 def _fold(out: Graph, op: str, terms: list[int], note: str) -> int:

@@ -423,8 +423,9 @@ class _TotalTask:
         return out
 
     def _call(self, inputs: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-        value, grads = self.kernel.value_and_grad(*inputs)
-        out[0] += np.sum(value, dtype=np.float64)
+        # The kernel sums the value in its loop (never an array of the points' values).
+        total, grads = self.kernel.total_value_and_grad(*inputs, wrt=self.wrt)
+        out[0] += total
         for i, w in enumerate(self.wrt):
             out[1 + i] += np.sum(grads[w], dtype=np.float64)
         return out

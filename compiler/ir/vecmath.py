@@ -35,6 +35,7 @@ INF, NAN = math.inf, math.nan
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT holds round(x) in its low bits
 _SHIFT_BITS = 0x4338000000000000
 _INV_LN2 = 1.4426950408889634
+_SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0  # log(1 + e)'s reduction switches at 1 + e = sqrt 2
 # ln 2 in two parts, fdlibm's: k * _LN2_HI is exact for |k| < 2**11 (log, log1p)
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 # ln 2 in two parts to 106 bits (exp, expm1: r = x - k ln2 with rh exact by fma)
@@ -356,16 +357,28 @@ def _one_plus_exp_minus_abs(L: Lower, x: ir.Value):
 
 def log1p_exp_minus_abs(L: Lower, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
     """log(1 + exp(-|x|)) as hi + lo (float64; nan for nan x), softplus' and logaddexp's tail,
-    and its slope's size exp(-|x|) / (1 + exp(-|x|)) (to a few ulp). log(d_hi) + d_lo / d_hi
-    with d_hi in [1, 2], so log's reduction needs no correction and the division by d_hi is
-    sigmoid's reciprocal, shared with the gradient (vector_log1p(e) divides twice more)."""
+    and its slope's size exp(-|x|) / (1 + exp(-|x|)) (to a few ulp).
+
+    log's kernel (fdlibm's log(1 + f), |f| < 0.42) straight from e = e_hi + e_lo in (0, 1]:
+    f = e_hi below sqrt(2) - 1, else log 2 + log(1 + f) with f = (e_hi - 1) / 2 (TwoSum: its
+    error kept), e_lo and that error added as c / (1 + e), by sigmoid's reciprocal 1 / d_hi
+    (shared with the gradient). Reducing d_hi = fl(1 + e) by its exponent, as log does, put
+    TwoSum(1, e) and the reduction in the chain before log's own division: the hot loops are
+    bound by that chain's latency (D1's losses, serial: logistic 5.1 -> 4.8, mixture 6.3 -> 6.2
+    ns per event). Measured on 100,000 points (hard regions: 1 + e near sqrt 2, e subnormal):
+    softplus 0.63 ulp where the result is normal, 1.0 below (the C library's log1p: 1.23)."""
     f = L.b
-    _, e_hi, d_hi, d_lo = _one_plus_exp_minus_abs(L, x)
+    (hi, lo, s1, s2), e_hi, d_hi, _ = _one_plus_exp_minus_abs(L, x)
+    e_lo = f.fmul(f.fmul(lo, s1), s2)  # the same instructions as there: computed once
     inverse = f.fdiv(L.const(1.0), d_hi)
-    c = f.fmul(d_lo, inverse)  # log(1 + d_lo/d_hi) = c to ~2**-106
-    k, m = _log_reduce(L, d_hi)
-    hi, lo = _log_kernel_dd(L, k, f.fsub(m, L.const(1.0)), c)
-    return hi, lo, f.fmul(e_hi, inverse)
+    big = L.cmp(">", e_hi, L.const(_SQRT2_MINUS_1))
+    down, down_err = _two_sum(L, e_hi, L.const(-1.0))
+    fr = L.select(big, f.fmul(down, L.const(0.5)), e_hi)  # + half the error: exact
+    err = L.select(big, down_err, L.const(0.0))
+    c = f.fmul(f.fadd(e_lo, err), inverse)  # d log(1 + e) / de = 1 / (1 + e) at either k
+    k = L.select(big, L.const(1.0), L.const(0.0))
+    t_hi, t_lo = _log_kernel_dd(L, k, fr, c)
+    return t_hi, t_lo, f.fmul(e_hi, inverse)
 
 
 def _sigmoid_dd(L: Lower, x: ir.Value) -> ir.Value:

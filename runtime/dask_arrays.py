@@ -310,8 +310,10 @@ class _HessianBlock:
 #: parameters: one float64 vector per task, never an array as large as the samples. A task takes
 #: several blocks (at most ``TASK_BLOCKS`` and ``TASK_EVENTS`` events, with at least
 #: ``MIN_TASKS`` tasks when there are as many blocks: both cores of every worker stay busy) and
-#: walks them in slices of ``CALL_EVENTS`` events, so the kernel's value buffer stays in cache
-#: and the scheduler sees a few tasks per 10^7 events instead of one per block and result.
+#: walks them in slices of ``CALL_EVENTS`` events, so the kernel's buffers (gradients of array
+#: inputs) stay in cache — a block whose differentiated inputs are all single numbers is one
+#: call: its kernel writes no per-event array — and the scheduler sees a few tasks per 10^7
+#: events instead of one per block and result.
 CALL_EVENTS = 2**18
 TASK_EVENTS = 4_000_000
 TASK_BLOCKS = 32
@@ -415,16 +417,26 @@ class _TotalTask:
     def _block(self, group: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(*(g.shape for g in group))
         out = np.zeros(1 + len(self.wrt))
-        if not shape:
+        if not shape or self._sums_only(group):
             return self._call(group, out)
         row = max(1, CALL_EVENTS // max(1, math.prod(shape[1:])))
         for lo in range(0, shape[0], row):
             self._call([g if g.shape[0] == 1 else g[lo : lo + row] for g in group], out)
         return out
 
+    def _sums_only(self, group: list[np.ndarray]) -> bool:
+        """Whether every input the kernel differentiates is a single number here: then it
+        writes no array as large as the block (the value and those gradients are summed in its
+        loop), so the block is one call; slices would only add each call's cost (~80 µs
+        measured). D1 over 8e6 events in blocks of 1e6, dask threads (2), two A/B runs on a busy
+        machine: logistic 4.0 -> 3.2, mixture 4.7 -> 4.2 ns per event."""
+        size = {n: g.size for n, g in zip(self.names, group)}
+        return all(size.get(w, 1) == 1 for w in self.kernel.wrt)
+
     def _call(self, inputs: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-        value, grads = self.kernel.value_and_grad(*inputs)
-        out[0] += np.sum(value, dtype=np.float64)
+        # The kernel sums the value in its loop (never an array of the points' values).
+        total, grads = self.kernel.total_value_and_grad(*inputs, wrt=self.wrt)
+        out[0] += total
         for i, w in enumerate(self.wrt):
             out[1 + i] += np.sum(grads[w], dtype=np.float64)
         return out

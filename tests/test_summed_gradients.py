@@ -94,3 +94,23 @@ def test_the_summing_loop_vectorises(tmp_path, monkeypatch):
     ir = "\n".join(module.value_and_grad_serial.inspect_llvm().values())
     assert VECTOR_FADD.search(ir)
     assert "@exp(" not in ir and "@llvm.exp" not in ir  # the op's branch-free lowering
+
+
+@pytest.mark.parametrize("mode", ["instant", "compiled", "auto"])
+@pytest.mark.parametrize("text, expr", CASES[:3], ids=[t for t, _ in CASES[:3]])
+def test_the_total_value_is_summed_in_the_loop(text, expr, mode):
+    """``total_value_and_grad`` sums the value in the kernel's loop (the pattern's value kind
+    "s"), never an array of the points' values: the exact sum to rounding on every engine, and
+    the gradients those of ``grad``."""
+    xs = np.random.default_rng(11).normal(0.0, 2.0, 50_001)
+    k = compiler.compile_gradient(text, inputs=["x", "a", "b"], wrt=["a", "b"], mode=mode)
+    k.grad(x=xs, **POINT)
+    k.wait()
+    total, grads = k.total_value_and_grad(x=xs, **POINT)
+    f = sp.lambdify([x, a, b], expr, "numpy")
+    terms = np.broadcast_to(f(xs, POINT["a"], POINT["b"]), xs.shape)
+    want = math.fsum(terms.tolist())
+    assert abs(float(total) - want) <= 1e-13 * math.fsum(np.abs(terms).tolist())
+    assert grads == pytest.approx(k.grad(x=xs, **POINT), rel=1e-13)
+    empty, zeros = k.total_value_and_grad(x=xs[:0], **POINT)
+    assert empty == 0.0 and zeros == {"a": 0.0, "b": 0.0}

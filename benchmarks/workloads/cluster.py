@@ -7,7 +7,8 @@ Two per-event losses with scalar parameters, their gradients summed over events:
 
 Contenders, each computing the summed value and the parameters' gradients of the same events:
 
-1. ``in memory``: ``k.value_and_grad`` on NumPy arrays in this process (its own threads: 2 cores);
+1. ``in memory``: ``k.total_value_and_grad`` on NumPy arrays in this process (its own threads:
+   2 cores);
 2. ``dask threads``: the same call on Dask arrays of those events, threaded scheduler, 2 threads;
 3. ``cluster 1`` / ``cluster 2``: a ``LocalCluster`` of 1 or 2 worker processes, one thread and one
    kernel thread each (``NUMBA_NUM_THREADS=1``): one core per worker, events persisted on them;
@@ -198,7 +199,8 @@ from benchmarks.workloads.cluster import MIXTURE_PARAMS, kernel, symgrad_pass
 n, block = {n}, {block}
 k = kernel("mixture")
 x = da.random.default_rng(7).normal(size=n, chunks=block)  # generated per block, never whole
-k.value_and_grad(x=x[:block].compute(), **MIXTURE_PARAMS)  # compile before timing
+k.total_value_and_grad(x=x[:block].compute(), **MIXTURE_PARAMS)  # compile before timing
+k.wait()
 def status(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):

@@ -7,7 +7,9 @@ them are computed. The Numba writer prints those nodes as source; the instant ti
 nodes into an instruction array — so both tiers take the same arguments in the same order.
 
 An input's *kind* is ``"a"`` (a flat array indexed per element) or ``"s"`` (one scalar shared by
-every element, whose gradient is summed over the loop).
+every element, whose gradient is summed over the loop). A pattern of kinds may end with one more
+kind, the value's: ``"s"`` sums the value over the loop too (``forward`` and ``value_and_grad``),
+for a total (``Kernel.total_value_and_grad``) that never writes the per-point values.
 """
 
 from __future__ import annotations
@@ -44,8 +46,15 @@ class Entry:
 
 
 def check_kinds(inputs: tuple[str, ...], kinds: str) -> None:
-    if len(kinds) != len(inputs) + 1 or set(kinds) - {"a", "s"}:
-        raise ValueError(f"kinds must be one of 'a'/'s' per input plus the seed: {kinds!r}")
+    if len(kinds) not in (len(inputs) + 1, len(inputs) + 2) or set(kinds) - {"a", "s"}:
+        raise ValueError(
+            f"kinds must be one of 'a'/'s' per input plus the seed (and the value): {kinds!r}"
+        )
+
+
+def value_kind(inputs: tuple[str, ...], kinds: str) -> str:
+    """The value's kind: ``"s"`` (summed over the points) if the pattern says so, else ``"a"``."""
+    return kinds[len(inputs) + 1] if len(kinds) > len(inputs) + 1 else "a"
 
 
 def plan(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str) -> tuple[Layout, list[Entry]]:
@@ -79,9 +88,10 @@ def plan(adj: AdjointGraph, inputs: tuple[str, ...], kinds: str) -> tuple[Layout
     seed_in = [(seed, kinds[len(inputs)])] if seed is not None else []
     saved = [(s, "a") for s in adj.saved_nodes]
     grad_outs = [(g, kind[w]) for g, w in zip(grads, adj.wrt)]
+    out = (value, value_kind(inputs, kinds))
     specs = {
-        "forward": (ins(layout.used), [(value, "a")]),
-        "value_and_grad": (ins(layout.used) + seed_in, [(value, "a"), *grad_outs]),
+        "forward": (ins(layout.used), [out]),
+        "value_and_grad": (ins(layout.used) + seed_in, [out, *grad_outs]),
         "forward_save": (ins(layout.used), [(value, "a"), *saved]),
         "backward": (saved + ins(layout.backward_reads) + seed_in, grad_outs),
     }

@@ -35,6 +35,7 @@ INF, NAN = math.inf, math.nan
 _SHIFT = 6755399441055744.0  # 1.5 * 2**52: x + _SHIFT holds round(x) in its low bits
 _SHIFT_BITS = 0x4338000000000000
 _INV_LN2 = 1.4426950408889634
+_SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0  # log(1 + e)'s reduction switches at 1 + e = sqrt 2
 # ln 2 in two parts, fdlibm's: k * _LN2_HI is exact for |k| < 2**11 (log, log1p)
 _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 # ln 2 in two parts to 106 bits (exp, expm1: r = x - k ln2 with rh exact by fma)
@@ -69,6 +70,23 @@ def _horner(L: Lower, x: ir.Value, coefficients: Coefficients) -> ir.Value:
     for c in reversed(coefficients[:-1]):
         acc = L.fma(acc, x, _value(L, c))
     return acc
+
+
+def _estrin(L: Lower, x: ir.Value, coefficients: Coefficients) -> ir.Value:
+    """_horner's polynomial by Estrin's scheme: pairs c_i + c_{i+1} x, then pairs of those
+    with x^2, x^4, ...: log2(n) dependent steps where Horner takes n. The hot loops (sigmoid,
+    softplus, logaddexp) are bound by their chains' latency, not by the units' throughput:
+    exp's and log's polynomials by Estrin took D1's losses (serial, LLVM O3) from 5.8 to 5.1
+    (logistic) and 7.2 to 6.3 ns per event (mixture); errors measured unchanged (sigmoid 0.50,
+    softplus 0.50, log 0.50, log1p 0.50, erf 0.65, erfc 0.52 ulp)."""
+    terms = [_value(L, c) for c in coefficients]
+    power = x
+    while len(terms) > 1:
+        pairs = [L.fma(terms[i + 1], power, terms[i]) for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + terms[len(pairs) * 2 :]
+        if len(terms) > 1:
+            power = L.b.fmul(power, power)
+    return terms[0]
 
 
 def _chosen(L: Lower, condition: ir.Value, a: tuple[float, ...], b: tuple[float, ...]):
@@ -156,7 +174,7 @@ def _exp_parts(L: Lower, x: ir.Value, x_lo: ir.Value | None = None):
     k, k_bits, r, t = _reduce_ln2(L, x)
     if x_lo is not None:  # folded into r: t (1 + r) below is first order in t
         r, t = _two_sum(L, r, f.fadd(t, x_lo))
-    q = _horner(L, r, _EXP_TAYLOR)  # e^r = 1 + r + r^2 q
+    q = _estrin(L, r, _EXP_TAYLOR)  # e^r = 1 + r + r^2 q
     hi, e = _two_sum(L, L.const(1.0), r)
     lo = L.fma(f.fmul(r, r), q, f.fadd(e, L.fma(t, r, t)))  # + t e^r to first order
     hi, lo = _two_sum(L, hi, lo)  # normalised: lo below half an ulp of hi
@@ -209,7 +227,7 @@ def _log_kernel_dd(L: Lower, k: ir.Value, fr: ir.Value, c: ir.Value):
     s = f.fmul(fr, inverse)  # s = f / (2 + f) as s + s_lo
     s_lo = f.fmul(f.fsub(L.fma(f.fneg(s), d, fr), f.fmul(s, d_lo)), inverse)
     z = f.fmul(s, s)
-    body = f.fadd(hfsq, f.fmul(z, _horner(L, z, _LP)))
+    body = f.fadd(hfsq, f.fmul(z, _estrin(L, z, _LP)))
     tail = L.fma(s, body, f.fmul(s_lo, body))
     a, a_err = _two_sum(L, fr, f.fneg(hfsq))
     b, b_err = _two_sum(L, f.fmul(k, L.const(_LN2_HI)), a)  # k ln2_hi exact for |k| < 2**11
@@ -323,6 +341,46 @@ def vector_sigmoid(L: Lower, x: ir.Value) -> ir.Value:
     return f.fptrunc(D.select(D.cmp("uno", w, w), w, y), L.ty)
 
 
+def _one_plus_exp_minus_abs(L: Lower, x: ir.Value):
+    """e = exp(-|x|) as exp's parts (hi + lo) s1 s2, e rounded (e_hi), and 1 + e as d_hi + d_lo
+    (TwoSum). sigmoid, softplus and logaddexp all start here, with the same instructions: a loop
+    computing softplus and its gradient sigmoid (or logaddexp and its two sigmoids) has them once
+    after LLVM merges identical instructions, as it has ``1 / d_hi`` once."""
+    f = L.b
+    ax = _clamp(L, L.intrinsic("fabs", x), 0.0, 745.2)  # exp(-745.2) rounds to 0
+    hi, lo, s1, s2 = _exp_parts(L, f.fneg(ax))
+    e_hi = f.fmul(f.fmul(hi, s1), s2)
+    e_lo = f.fmul(f.fmul(lo, s1), s2)
+    d_hi, d_e = _two_sum(L, L.const(1.0), e_hi)
+    return (hi, lo, s1, s2), e_hi, d_hi, f.fadd(d_e, e_lo)
+
+
+def log1p_exp_minus_abs(L: Lower, x: ir.Value) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """log(1 + exp(-|x|)) as hi + lo (float64; nan for nan x), softplus' and logaddexp's tail,
+    and its slope's size exp(-|x|) / (1 + exp(-|x|)) (to a few ulp).
+
+    log's kernel (fdlibm's log(1 + f), |f| < 0.42) straight from e = e_hi + e_lo in (0, 1]:
+    f = e_hi below sqrt(2) - 1, else log 2 + log(1 + f) with f = (e_hi - 1) / 2 (TwoSum: its
+    error kept), e_lo and that error added as c / (1 + e), by sigmoid's reciprocal 1 / d_hi
+    (shared with the gradient). Reducing d_hi = fl(1 + e) by its exponent, as log does, put
+    TwoSum(1, e) and the reduction in the chain before log's own division: the hot loops are
+    bound by that chain's latency (D1's losses, serial: logistic 5.1 -> 4.8, mixture 6.3 -> 6.2
+    ns per event). Measured on 100,000 points (hard regions: 1 + e near sqrt 2, e subnormal):
+    softplus 0.63 ulp where the result is normal, 1.0 below (the C library's log1p: 1.23)."""
+    f = L.b
+    (hi, lo, s1, s2), e_hi, d_hi, _ = _one_plus_exp_minus_abs(L, x)
+    e_lo = f.fmul(f.fmul(lo, s1), s2)  # the same instructions as there: computed once
+    inverse = f.fdiv(L.const(1.0), d_hi)
+    big = L.cmp(">", e_hi, L.const(_SQRT2_MINUS_1))
+    down, down_err = _two_sum(L, e_hi, L.const(-1.0))
+    fr = L.select(big, f.fmul(down, L.const(0.5)), e_hi)  # (e_hi - 1)/2 = fr + down_err/2
+    err = L.select(big, down_err, L.const(0.0))
+    c = f.fmul(f.fadd(e_lo, err), inverse)  # d log(1 + e) / de = 1 / (1 + e) at either k
+    k = L.select(big, L.const(1.0), L.const(0.0))
+    t_hi, t_lo = _log_kernel_dd(L, k, fr, c)
+    return t_hi, t_lo, f.fmul(e_hi, inverse)
+
+
 def _sigmoid_dd(L: Lower, x: ir.Value) -> ir.Value:
     """1 / (1 + exp(-x)) without a call, in double-double: e = exp(-|x|) as hi + lo (exp's
     own parts, rounded once), 1 + e by TwoSum, then 1 / (1 + e) (x >= 0) or e / (1 + e) (x < 0)
@@ -332,12 +390,7 @@ def _sigmoid_dd(L: Lower, x: ir.Value) -> ir.Value:
     where the result is rounded to 53 bits, then scaled), 0.50 (float32); 2.2 for the three
     roundings of e r / (1 + e)."""
     f = L.b
-    ax = _clamp(L, L.intrinsic("fabs", x), 0.0, 745.2)  # exp(-745.2) rounds to 0
-    hi, lo, s1, s2 = _exp_parts(L, f.fneg(ax))
-    e_hi = f.fmul(f.fmul(hi, s1), s2)
-    e_lo = f.fmul(f.fmul(lo, s1), s2)
-    d_hi, d_e = _two_sum(L, L.const(1.0), e_hi)
-    d_lo = f.fadd(d_e, e_lo)
+    (hi, lo, s1, s2), _, d_hi, d_lo = _one_plus_exp_minus_abs(L, x)
     negative = L.cmp("<", x, L.const(0.0))
     # x < 0: e / (1 + e) with e's 2**k's second factor s2 applied last (e / (1 + e) is below
     # the normal range from x = -708: hi s1 + lo s1 keeps e's low part, the result rounds once)
@@ -345,6 +398,19 @@ def _sigmoid_dd(L: Lower, x: ir.Value) -> ir.Value:
     n_lo = L.select(negative, f.fmul(lo, s1), L.const(0.0))
     q, q_lo, _ = _dd_div(L, n_hi, n_lo, d_hi, d_lo)
     y = f.fmul(f.fadd(q, q_lo), L.select(negative, s2, L.const(1.0)))
+    return L.select(L.cmp("uno", x, x), x, y)
+
+
+def vector_softplus(L: Lower, x: ir.Value) -> ir.Value:
+    """log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)) (float64), the tail from
+    ``log1p_exp_minus_abs`` and the sum rounded once; softplus(inf) = inf, nan stays nan.
+    Max error measured: 0.63 ulp where the result is normal (logsigmoid = -softplus(-x): 0.62;
+    the C library's log1p of exp(-|x|), as before: 1.23)."""
+    f = L.b
+    hi, lo, _ = log1p_exp_minus_abs(L, x)
+    s, err = _two_sum(L, L.select(L.cmp(">", x, L.const(0.0)), x, L.const(0.0)), hi)
+    y = f.fadd(s, f.fadd(err, lo))
+    y = L.select(L.cmp("==", x, L.const(INF)), x, y)
     return L.select(L.cmp("uno", x, x), x, y)
 
 

@@ -46,16 +46,37 @@ def _xlog1py(a, b):
 @vecmath._widened
 def lower_logaddexp(L: Lower, a, b):
     """NumPy's npy_logaddexp: equal operands (infinities too) give a + log 2; else the larger
-    plus log1p(exp(-|a - b|)); nan operands give nan. One exp and one log1p, each the
-    branch-free form where loops vectorise (a C library call would keep the loop scalar);
-    float32 computes in float64 and rounds once (0.5 ulp; its own exp and log1p gave 1.4)."""
+    plus log1p(exp(-|a - b|)); nan operands give nan. float32 computes in float64 and rounds
+    once (0.5 ulp; its own exp and log1p gave 1.4). Where loops vectorise: ``_tail_sum``."""
     from compiler.ir.ops.exponential import lower_exp, lower_log1p
 
     d = L.b.fsub(a, b)
     top = L.select(L.cmp(">", d, L.const(0)), a, b)
-    tail = lower_log1p(L, lower_exp(L, L.b.fneg(L.intrinsic("fabs", d))))
-    result = L.select(L.cmp("uno", d, d), d, L.b.fadd(top, tail))
+    if L.vector:
+        total = _tail_sum(L, a, b, d, top)
+    else:  # the C library's exp and log1p, faster one point at a time
+        total = L.b.fadd(top, lower_log1p(L, lower_exp(L, L.b.fneg(L.intrinsic("fabs", d)))))
+    result = L.select(L.cmp("uno", d, d), d, total)
     return L.select(L.cmp("==", a, b), L.b.fadd(a, L.const(LN2)), result)
+
+
+def _tail_sum(L: Lower, a, b, d, top):
+    """top + log(1 + exp(-|d|)) rounded once, the tail from ``vecmath.log1p_exp_minus_abs``,
+    whose exp and reciprocal the gradients' two sigmoids share (two divisions in all, not
+    four: D1's mixture 9.5 -> 7.7 ns per event, serial, LLVM O3), corrected for d = a - b's
+    rounding error e to first order: tail(d + e) = tail(d) - sign(d) sigma(-|d|) e. e matters
+    where the result is much smaller than a and b: 0.49 ulp measured (the C library's exp and
+    log1p without e: 1.49)."""
+    f = L.b
+    hi, lo, slope = vecmath.log1p_exp_minus_abs(L, d)
+    bb = f.fsub(d, a)  # TwoSum's error of a + (-b)
+    e = f.fadd(f.fsub(a, f.fsub(d, bb)), f.fsub(f.fneg(b), bb))
+    e = L.select(L.cmp("<", L.intrinsic("fabs", d), L.const(math.inf)), e, L.const(0.0))
+    signed = L.select(L.cmp(">", d, L.const(0.0)), e, f.fneg(e))  # sign(d) e; d != 0 here
+    lo = L.fma(f.fneg(slope), signed, lo)
+    s, err = vecmath._two_sum(L, top, hi)
+    total = f.fadd(s, f.fadd(err, lo))
+    return L.select(L.cmp("==", L.intrinsic("fabs", top), L.const(math.inf)), top, total)
 
 
 @vecmath._widened

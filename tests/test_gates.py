@@ -78,7 +78,7 @@ POINTS = [-1000, -745, -709.8, -100, -37.43, -20, -1, -1e-8, 0, 1e-8, 0.5, 1, 20
 def helper_values(name: str) -> np.ndarray:
     """The Numba helper (runtime/scalar.py) at every point, through a compiled kernel: that is
     where it runs (the kernel module seals the helpers' Numba cache before their first call)."""
-    kernel = compiler.compile_gradient(f"{name}(x)")
+    kernel = compiler.compile_gradient(f"{name}(x)", mode="compiled")
     return kernel(x=np.array(POINTS, dtype=float))
 
 
@@ -100,8 +100,10 @@ def test_numba_helpers_match_mpmath(name, truth):
 
 @pytest.mark.parametrize("name", ["softplus", "logsigmoid"])
 def test_numpy_forms_match_the_helpers(name):
+    """The NumPy form rounds log1p(exp(-|x|)) twice; the compiled one takes log(1 + e) straight
+    from e in double-double (0.45 ulp at x = -1, where NumPy's is 0.55): they agree to 1 ulp."""
     got = no_warnings(OPS[name].numpy, np.array(POINTS, dtype=float))
-    assert np.array_equal(got, helper_values(name)), name
+    np.testing.assert_array_max_ulp(got, helper_values(name), maxulp=1)
 
 
 def test_sigmoid_is_rounded_once():

@@ -225,22 +225,11 @@ class Kernel:
             _no_out(out if out is None or any(o is not None for o in out) else None)
             return dask_arrays.value_and_grad(self, args, kwargs, seed)
         lay = arrange(bind(self.inputs, args, kwargs))
-        seed_kind, seed_flat = arrange_seed(seed, lay.shape, lay.dtype)
-        module = self._module(lay, seed_kind, "value_and_grad")
         value_out, grads_out = _split_out(out)
         value = _value_buffer(lay, value_out, self._pool.empty)
         grads = _grad_buffers(lay, self.wrt, grads_out, self._pool.empty)
         _unalias(lay, value_out, *(grads_out or {}).values())
-        seed_args = (seed_flat,) if module.SEEDED else ()
-        self._run(
-            module,
-            "value_and_grad",
-            lay.n,
-            *_used(module, lay),
-            *seed_args,
-            value,
-            *(g for g, _ in grads.values()),
-        )
+        self._value_and_grad_pass(lay, seed, "", value, grads)
         return _shape_value(lay, value, value_out), _shape_grads(lay, grads, grads_out)
 
     def total_value_and_grad(
@@ -259,15 +248,21 @@ class Kernel:
         # The value summed in the loop (the pattern's last "s": compiler.codegen.entries), as
         # the gradients of single numbers are: no per-point values written, then read again
         # by np.sum: D1's losses 6.1 -> 5.8 (logistic), 7.7 -> 7.2 ns per event (serial).
-        seed_kind, seed_flat = arrange_seed(None, lay.shape, lay.dtype)
-        module = self._module(lay, seed_kind + "s", "value_and_grad")
         total = np.zeros(1, lay.dtype)
         grads = _grad_buffers(lay, self.wrt, None, self._pool.empty)
-        seed_args = (seed_flat,) if module.SEEDED else ()
-        buffers = (g for g, _ in grads.values())
-        self._run(module, "value_and_grad", lay.n, *_used(module, lay), *seed_args, total, *buffers)
+        self._value_and_grad_pass(lay, None, "s", total, grads)
         shaped = _shape_grads(lay, grads, None)
         return total[0], {w: shaped[w] for w in names}
+
+    def _value_and_grad_pass(self, lay: Layout, seed: Any, value_kind: str, value, grads) -> None:
+        """One ``value_and_grad`` run into ``value`` and ``grads``' buffers; ``value_kind``
+        "s" sums the value in the loop (the pattern's last kind: ``compiler.codegen.entries``),
+        "" writes it per point."""
+        seed_kind, seed_flat = arrange_seed(seed, lay.shape, lay.dtype)
+        module = self._module(lay, seed_kind + value_kind, "value_and_grad")
+        seed_args = (seed_flat,) if module.SEEDED else ()
+        buffers = (g for g, _ in grads.values())
+        self._run(module, "value_and_grad", lay.n, *_used(module, lay), *seed_args, value, *buffers)
 
     def grad(self, *args, seed: Any = None, out: dict | None = None, **kwargs) -> Grads:
         """``{input: gradient}``; see ``value_and_grad``."""

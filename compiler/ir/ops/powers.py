@@ -155,7 +155,8 @@ OPS: list[OpDef] = [
     # Stabilisations: log(exp(a) + exp(b) + ...) overflows at a = b = 710, even of many terms
     # (a balanced nest of logaddexp), and so do a softmax of numbers and its log (PyTensor's
     # log_softmax rewrite, written out; as sigma(x - lse(rest)) its gradient does not cancel
-    # where 1 - softmax would: 212 ulp at (8, 0, 0) as x - lse(all)); log(1 - exp(a)) is -inf at a = -2**-55, 0 at a = -500.
+    # where 1 - softmax would: 212 ulp at (8, 0, 0) as x - lse(all)); log(1 - exp(a)) is -inf
+    # at a = -2**-55, 0 at a = -500.
     entry("logaddexp", "log(exp(a) + exp(b))", arity=2, commutative=True,
           grads=_LOGADDEXP, smooth_grads=_LOGADDEXP_SMOOTH, numpy=np.logaddexp,
           lower=lower_logaddexp,

@@ -86,39 +86,36 @@ class _Matcher:
 
     def _sum(self, p: Pattern, pn: int, gn: int, st: _State) -> _State | None:
         """The pattern's ``+ ...`` sum at graph node ``gn``: an add tree of any shape whose
-        every term matches the pattern's term, each binding a variable of its own (0, 1, ...)."""
+        every term matches the pattern's term, each binding a variable of its own (0, 1, ...).
+        Where ``x`` (variable 0) is bound already, outside the sum (a softmax's numerator), the
+        term that reads the same value is put first, wherever it stands."""
         adds, terms = _add_tree(self.graph, gn)
         if len(terms) < 2:
             return None
         term = p.graph.nodes[pn].args[0]
-        terms = self._bound_first(p, term, terms, st)
-        if terms is None:
-            return None
-        core, found = list(st.core) + adds, list(st.occurrences)
-        for var, t in enumerate(terms):
+        states = []
+        for t in terms:  # most tries fail at a term: stop there
             s = self.match(p, term, t, _State((), ()))
             if s is None or not s.occurrences:
                 return None
+            states.append(s)
+        bound = next((o for o in st.occurrences if o[1] == 0), None)
+        if bound is not None:
+            x = self.operand(bound[0], bound[2])
+            same = [i for i, s in enumerate(states) if self._reads(s, x)]
+            if not same:
+                return None
+            states.insert(0, states.pop(same[0]))
+        core, found = list(st.core) + adds, list(st.occurrences)
+        for var, s in enumerate(states):
             core += s.core
             found += [(n, var, k) for n, _, k in s.occurrences]
         return _State(tuple(core), tuple(found))
 
-    def _bound_first(self, p: Pattern, term: int, terms: list[int], st: _State):
-        """``terms`` with the one first that reads the value ``x`` (variable 0) is already
-        bound to outside the sum (a softmax's numerator), or None if no term does; ``terms``
-        as they are if ``x`` is not bound yet."""
-        bound = next((o for o in st.occurrences if o[1] == 0), None)
-        if bound is None:
-            return terms
-        x = self.operand(bound[0], bound[2])
-        for i, t in enumerate(terms):
-            s = self.match(p, term, t, _State((), ()))
-            if s is None or not s.occurrences:
-                continue
-            other = self.operand(s.occurrences[0][0], s.occurrences[0][2])
-            if other.key == x.key and other.s == x.s:
-                return [t, *terms[:i], *terms[i + 1 :]]
-        return None
+    def _reads(self, s: _State, x: _Operand) -> bool:
+        """Whether a term's match reads the value ``x``."""
+        other = self.operand(s.occurrences[0][0], s.occurrences[0][2])
+        return other.key == x.key and other.s == x.s
 
     def operands(self, st: _State) -> list[_Operand]:
         """Each variable's value, in variable order."""

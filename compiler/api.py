@@ -176,7 +176,7 @@ def compile_hessian(
     product per column, symmetrised.
     """
     from compiler.gates import fuse as fuse_gates
-    from runtime.hessian import HessianKernel, TensorHessianKernel
+    from runtime.hessian import TensorHessianKernel
 
     if shapes is not None:
         kernel = compile_gradient(
@@ -189,7 +189,7 @@ def compile_hessian(
     wrt = _check_wrt(graph, wrt)
     fused, _ = fuse_gates(graph, fuse, wrt=wrt)
     title = _title(source)
-    return HessianKernel(hessian_kernel(fused, wrt, title, mode), graph.inputs, wrt, title)
+    return hessian_kernel(fused, wrt, title, mode)
 
 
 def compile_jacobian(
@@ -276,20 +276,19 @@ def _output(graph: Graph, i: int) -> Graph:
 
 def _hessian_of(graph: Graph, title: str, mode: str, wrt: Sequence[str]) -> HessianKernel:
     """A ``HessianKernel`` of an already fused graph (what ``Kernel.scipy``'s ``hess`` runs)."""
+    return hessian_kernel(graph, tuple(wrt), title, mode)
+
+
+def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> HessianKernel:
+    """The ``HessianKernel`` of ``graph``'s one-pass Hessian program (``passes.hessian``)."""
+    from compiler.passes.hessian import hessian
     from runtime.hessian import HessianKernel
-
-    wrt = tuple(wrt)
-    return HessianKernel(hessian_kernel(graph, wrt, title, mode), graph.inputs, wrt, title)
-
-
-def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:
-    """The kernel of ``graph``'s one-pass Hessian program (``passes.second_order.hessian``)."""
-    from compiler.passes.second_order import hessian
     from runtime.kernel import Kernel
     from runtime.llvm_tier import REUSED_OPTIMISE_NODES
 
-    program = hessian(graph, wrt)
-    return Kernel(
+    plan = hessian(graph, wrt)
+    program = plan.program
+    kernel = Kernel(
         program,
         program.wrt,
         f"Hessian of {title}",
@@ -297,6 +296,7 @@ def hessian_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> K
         plan=partial(_given, program),
         optimise_nodes=REUSED_OPTIMISE_NODES,  # an optimiser asks for one per iteration
     )
+    return HessianKernel(kernel, graph.inputs, tuple(wrt), title, plan)
 
 
 def hvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kernel:

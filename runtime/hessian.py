@@ -1,25 +1,33 @@
 """``HessianKernel``: value, gradient and the dense Hessian of a scalar function in one pass,
-from the program ``compiler.passes.second_order.hessian`` plans (built by ``compiler.api``).
+from the program ``compiler.passes.hessian`` plans (built by ``compiler.api``).
 
-That program returns the gradient and each entry of the Hessian's upper triangle as the gradient
-of an input of its own (``v_<name>``, ``h_<j>_<k>``, given as 0): so every tier runs it unchanged,
-and with arrays of samples each entry is summed over the samples in the loop, as the gradient of
-a single-number input is — no per-sample Hessian is ever stored.
+That program returns the gradient and the Hessian's terms as the gradients of inputs of their own
+(``v_<name>``, ``h_<j>_<k>``, ..., given as 0): so every tier runs it unchanged. Given as single
+numbers they are summed over the samples in the loop, as a parameter's gradient is (the small
+entries); given as arrays, per sample (the dense terms' coefficients and tangents, which a matrix
+product over each block of samples sums) — no per-sample Hessian is ever stored.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from compiler.errors import InputError
 from runtime import dask_arrays
-from runtime.inputs import bind, dtype_of, match
+from runtime.inputs import arrange, bind, dtype_of, match
 from runtime.kernel import Grads, Kernel
 
 if TYPE_CHECKING:
+    from compiler.passes.hessian import HessianPlan
     from runtime.tensor_kernel import TensorKernel
+
+#: The per-sample readers of a block of samples take about this many bytes (the block's
+#: length follows): a block's matrix products read them from cache.
+BLOCK_BYTES = 2**23
 
 
 class HessianKernel:
@@ -30,17 +38,36 @@ class HessianKernel:
     of samples, and then H is the sum over the samples of each sample's Hessian (as the gradient
     of a single-number input is the sum of its per-sample gradients).
 
-    H is exactly symmetric by construction: only its upper triangle is computed (``H[j, k]``,
-    ``j <= k``: the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_k``), and ``H[k, j]`` is the
-    same float.
+    The program (``compiler.passes.hessian``) sums the small terms of H in its loop and reads
+    the dense ones out per sample, a block of samples at a time (``BLOCK_BYTES`` of them):
+    each dense term is then one matrix product over the block, Aᵀ diag(c) B. No per-sample
+    Hessian is ever stored. H is exactly symmetric: its upper triangle is computed and mirrored.
     """
 
-    def __init__(self, kernel: Kernel, inputs: tuple[str, ...], wrt: tuple[str, ...], title: str):
+    def __init__(
+        self,
+        kernel: Kernel,
+        inputs: tuple[str, ...],
+        wrt: tuple[str, ...],
+        title: str,
+        plan: HessianPlan,
+    ):
         self.kernel = kernel
         self.inputs = inputs
         self.wrt = wrt
         self.title = title
-        self._sparsity: np.ndarray | None = None
+        self.entries = plan.entries
+        self.vectors = plan.tangents
+        self.terms = plan.terms
+        self.per_sample = plan.per_sample
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:  # a Dask task carries it: its buffers stay behind
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<HessianKernel {self.title!r} inputs={self.inputs} wrt={self.wrt}>"
@@ -62,20 +89,17 @@ class HessianKernel:
     def sparsity(self) -> np.ndarray:
         """Which entries of H can be nonzero: a boolean ``(len(wrt), len(wrt))`` array, symmetric.
 
-        Structural, read from the program: an entry whose node is the constant 0 (no path from
-        ``∂f/∂wrt_j`` to ``wrt_k``, as between the blocks of a separable function) is False;
-        every other entry is True, even where its value happens to be 0 at a point."""
-        if self._sparsity is None:
-            program = self.kernel.adjoint
-            n = len(self.wrt)
-            nodes = iter(program.outputs[1 + n :])  # after the value and the gradient's readers
-            pattern = np.zeros((n, n), dtype=bool)
-            for j in range(n):
-                for k in range(j, n):
-                    node = next(nodes)
-                    pattern[j, k] = pattern[k, j] = program.constant_value(node) != 0
-            self._sparsity = pattern
-        return self._sparsity.copy()
+        Structural, read from the program: an entry no term reaches (no path from ``∂f/∂wrt_j``
+        to ``wrt_k``, as between the blocks of a separable function) is False; every other
+        entry is True, even where its value happens to be 0 at a point."""
+        n = len(self.wrt)
+        pattern = np.zeros((n, n), dtype=bool)
+        for j, k in self.entries:
+            pattern[j, k] = pattern[k, j] = True
+        for term in self.terms:
+            a, b = self.vectors[term.a].support, self.vectors[term.b].support
+            pattern[np.ix_(a, b)] = pattern[np.ix_(b, a)] = True
+        return pattern
 
     def __call__(self, *args, sparse: bool = False, **kwargs) -> tuple[Any, Grads, Any]:
         """``(value, {input: gradient}, H)``; with ``sparse=True`` H is a ``scipy.sparse``
@@ -96,39 +120,94 @@ class HessianKernel:
             return dask_arrays.hessian(self, point)
         point = bind(self.inputs, args, kwargs)
         self._check_numbers({w: point[w].shape for w in self.wrt})
-        n, dtype = len(self.wrt), dtype_of(point)
-        readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
-        value, grads = self.kernel.value_and_grad(*point.values(), *np.zeros(len(readers), dtype))
-        grad = {w: grads[r] for w, r in zip(self.wrt, readers)}
-        hess = np.empty((n, n), dtype)
-        upper = iter(readers[n:])
-        for j in range(n):
-            for k in range(j, n):
-                hess[j, k] = hess[k, j] = grads[next(upper)]
+        return self._evaluate(point)
+
+    def _evaluate(self, point: dict[str, np.ndarray]) -> tuple[Any, Grads, np.ndarray]:
+        """The kernel run over the samples a block at a time: the summed readers added up, the
+        dense terms' matrix products accumulated; then H assembled and mirrored."""
+        dtype = dtype_of(point)
+        shape = np.broadcast_shapes(*(v.shape for v in point.values()))
+        size = math.prod(shape)
+        flat = {
+            name: v if v.size == 1 else np.broadcast_to(v, shape).reshape(-1)
+            for name, v in point.items()
+        }
+        readers = self.kernel.wrt
+        summed = readers[: len(readers) - len(self.per_sample)]
+        step = max(1, min(size, BLOCK_BYTES // (8 * max(1, len(self.per_sample)))))
+        value = np.empty(max(size, 1), dtype)
+        sums = np.zeros(len(summed))
+        blocks = [np.zeros((len(self.vectors[t.a].support), len(self.vectors[t.b].support)))
+                  for t in self.terms]  # fmt: skip
+        rows, scaled = self._workspace(step, dtype)
+        scalar_zero = np.zeros((), dtype)
+        for start in range(0, max(size, 1), step):
+            m = min(step, max(size, 1) - start)
+            values = {n: v if v.size == 1 else v[start : start + m] for n, v in flat.items()}
+            zeros = np.zeros(m, dtype)
+            values.update(dict.fromkeys(summed, scalar_zero))
+            values.update(dict.fromkeys(self.per_sample, zeros))
+            lay = arrange(values)
+            buffers = {r: (np.empty(1, dtype), None) for r in summed}
+            buffers.update({r: (rows[i, :m], None) for i, r in enumerate(self.per_sample)})
+            self.kernel._value_and_grad_pass(lay, None, "", value[start : start + m], buffers)
+            sums += [buffers[r][0][0] for r in summed]
+            self._accumulate(rows[:, :m], scaled[:, :m], blocks)
+        return self._assemble(value, shape, dtype, sums, blocks)
+
+    def _workspace(self, step: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """This thread's buffers for a block of samples (kept: fresh ones page-fault on every
+        call): the per-sample readers, and one tangent scaled by its coefficient (float64)."""
+        key = (step, np.dtype(dtype))
+        space = getattr(self._local, "space", None)
+        if space is None or space[0] != key:
+            widest = max((len(v.support) for v in self.vectors), default=0)
+            rows = np.empty((len(self.per_sample), step), dtype)
+            space = self._local.space = (key, rows, np.empty((widest, step)))
+        return space[1], space[2]
+
+    def _accumulate(self, rows: np.ndarray, scaled: np.ndarray, blocks: list) -> None:
+        """Each dense term's ``Aᵀ diag(c) B`` over a block of samples (``rows``: the per-sample
+        readers, coefficients first, then the tangents' entries), in float64."""
+        rows = rows.astype(np.float64, copy=False)
+        starts = np.cumsum([len(self.terms)] + [len(v.support) for v in self.vectors])
+        for t, (term, block) in enumerate(zip(self.terms, blocks)):
+            a = rows[starts[term.a] : starts[term.a + 1]]
+            b = rows[starts[term.b] : starts[term.b + 1]]
+            ca = np.multiply(a, rows[t], out=scaled[: len(a)])
+            block += ca @ b.T
+
+    def _assemble(self, value, shape, dtype, sums, blocks) -> tuple[Any, Grads, np.ndarray]:
+        n = len(self.wrt)
+        grad = {w: _number(sums[i], dtype) for i, w in enumerate(self.wrt)}
+        full = np.zeros((n, n))
+        cross = np.zeros((n, n))
+        for term, block in zip(self.terms, blocks):
+            a, b = self.vectors[term.a].support, self.vectors[term.b].support
+            (full if term.square else cross)[np.ix_(a, b)] += block
+        full += cross + cross.T
+        for (j, k), total in zip(self.entries, sums[n:]):
+            full[j, k] += total
+        upper = np.triu(full)
+        hess = (upper + np.triu(upper, 1).T).astype(dtype)
+        value = (
+            _number(value[0], dtype) if shape == () else value[: math.prod(shape)].reshape(shape)
+        )
         return value, grad, hess
 
     def total(self, *args, now: bool = False, **kwargs) -> tuple[Any, Grads, Any]:
         """``(value summed over the samples, {input: gradient}, H)`` of that sum: a fit's
-        objective, gradient and Hessian. Over Dask inputs it is ``Kernel.total_value_and_grad``'s
-        summed path (one float64 vector per task: value, gradient and H's upper triangle), lazy,
-        or computed at once with ``now=True``."""
+        objective, gradient and Hessian. Over Dask inputs each is lazy (one pass over the
+        blocks, the partial sums added by a tree), or computed at once with ``now=True``."""
         point = match(self.inputs, args, kwargs)
         self._check_numbers({w: np.shape(point[w]) for w in self.wrt})
-        readers = self.kernel.inputs[len(self.inputs) :]  # v_<name>..., h_<j>_<k>...: given 0
-        zeros = dict.fromkeys(readers, 0.0)
-        value, grads = self.kernel.total_value_and_grad(**point, **zeros, wrt=readers, now=now)
-        n = len(self.wrt)
-        grad = {w: grads[r] for w, r in zip(self.wrt, readers)}
-        upper = iter(readers[n:])
-        entries = [[None] * n for _ in range(n)]
-        for j in range(n):
-            for k in range(j, n):
-                entries[j][k] = entries[k][j] = grads[next(upper)]
-        if dask_arrays.is_lazy(value):
-            import dask.array as da
-
-            return value, grad, da.stack([da.stack(row) for row in entries])
-        return value, grad, np.array(entries, dtype=np.asarray(value).dtype)
+        value, grad, hess = self._dense(**point)
+        if not dask_arrays.is_lazy(value):
+            return _number(np.sum(value, dtype=np.float64), np.asarray(value).dtype), grad, hess
+        total = value.sum(dtype=np.float64).astype(value.dtype)
+        if now:
+            return dask_arrays.concrete(total, grad, hess)
+        return total, grad, hess
 
     def _check_numbers(self, shapes: dict[str, tuple[int, ...]]) -> None:
         for name, shape in shapes.items():
@@ -138,6 +217,11 @@ class HessianKernel:
                     f"array of shape {shape} (arrays of samples may be given for the inputs not "
                     f"in wrt={list(self.wrt)})"
                 )
+
+
+def _number(x: Any, dtype: np.dtype) -> Any:
+    """A single number of the call's dtype: a Python float in float64, ``np.float32`` else."""
+    return float(x) if dtype == np.float64 else dtype.type(x)
 
 
 class TensorHessianKernel:

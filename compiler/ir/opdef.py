@@ -57,6 +57,12 @@ class OpDef:
     # lengthen a Hessian's program: exact derivatives too (checked against ``sympy.diff``), a few
     # ulps less accurate as values. None: ``grads`` serve both orders.
     smooth_grads: tuple[str, ...] | None = None
+    # A nest of this op (each inner node read only by the next) is one op of many operands whose
+    # gradient in a leaf ``a`` is ``nest_weight`` (text over ``a`` and the nest's value ``y``)
+    # and whose Hessian in the leaves is diag(w) - w wᵀ: log-sum-exp's softmax weights. The
+    # Hessian pass (``passes.hessian``) then takes the nest as one node — one outer product of
+    # the nest's tangent, not one per level of it.
+    nest_weight: str | None = None
 
     @property
     def is_gate(self) -> bool:
@@ -83,6 +89,7 @@ def entry(
     kinks: tuple[str, ...] = (),
     truth: bool = False,
     smooth_grads: tuple[str, ...] | None = None,
+    nest_weight: str | None = None,
 ) -> OpDef:
     """One op's entry, the way ``compiler/ir/ops/*.py`` write them: a function call by default
     (``erf(x)``, ``atan2(y, x)``), printed and drawn by its name.
@@ -90,11 +97,12 @@ def entry(
     ``definition`` is exact SymPy text over ``a`` (and ``b``); ``grads`` the local gradients, text
     over ``a``, ``b`` and the output ``y`` (checked against ``sympy.diff``); ``numpy`` the oracle;
     ``lower`` the lowering (``compiler.ir.lowering``); ``domain``, ``kinks`` and ``truth`` where it is
-    defined and smooth; ``smooth_grads`` the gradients a second derivative differentiates
-    (``OpDef``'s fields)."""
+    defined and smooth; ``smooth_grads`` the gradients a second derivative differentiates;
+    ``nest_weight`` a nest's weights (``OpDef``'s fields)."""
     call = f"{name}({', '.join('{' + p + '}' for p in 'ab'[:arity])})"
     return OpDef(
         name, arity, definition, text or call, numpy, symbol or name, grads, commutative,
         patterns=patterns, stable=stable, lower=lower, fast=fast,
         domain=domain, kinks=kinks, truth=truth, smooth_grads=smooth_grads,
+        nest_weight=nest_weight,
     )  # fmt: skip

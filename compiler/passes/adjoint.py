@@ -210,9 +210,13 @@ def backpropagate(
     return adj
 
 
-def sweep(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
+def sweep(
+    adj: AdjointGraph, sources: set[int], guarded: dict[int, bool] | None = None
+) -> dict[int, int]:
     """Adjoints of every node on a path from ``sources`` to the output: one backward sweep
-    (``backpropagate`` names the results; the Hessian program sweeps once per row)."""
+    (``backpropagate`` names the results). ``guarded``, if given, is filled with whether each
+    node's adjoint is exactly 0 wherever a ``where`` chose against its path (see below): the
+    Hessian pass guards that node's terms alike."""
     n = adj.n_forward
     needed = [False] * n  # depends on some wrt input
     for i in sources:
@@ -227,7 +231,8 @@ def sweep(adj: AdjointGraph, sources: set[int]) -> dict[int, int]:
     # guarded[i]: every contribution to node i so far is exactly 0 where a where() chose the
     # other branch (a routing, or a guarded node's zero-absorbing product). Its readers come
     # after it, so it is final when i is reached. The output itself is not guarded.
-    guarded: dict[int, bool] = {out: False}
+    guarded = {} if guarded is None else guarded
+    guarded[out] = False
     for i in range(n - 1, -1, -1):
         node = adj.nodes[i]
         if i not in grads or node.op in TENSOR_LEAVES:

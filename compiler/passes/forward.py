@@ -10,7 +10,7 @@ unchosen branch's inf or nan never reaches the derivative.
 The kernels' programs are ``AdjointGraph``s, so every tier runs them unchanged: a quantity that
 is not the value (a directional derivative, a Jacobian entry) is read out as the gradient of an
 input of its own, given 0, that multiplies it in a sum nothing returns — as
-``second_order.hessian`` reads out its entries.
+``passes.hessian`` reads out its entries.
 """
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ reshape, broadcast_to and sum_to, the reductions, the softmax gates, take/scatte
 of ops of the same table, so the second run differentiates them like any other node; ``ties``
 (the max/min share) is piecewise constant, gradient 0. Only a scalar output is taken.
 
-``hessian`` builds the whole upper triangle the same way, one backward sweep per row of the
-gradient, in one program whose kernel returns f, ∇f and every entry in one pass.
+The dense Hessian of a scalar graph is ``passes.hessian``'s (a sum of outer products of
+tangents, linear in the graph rather than one sweep per row).
 
 Second derivatives come from the local-gradient templates of the op table differentiated once
 more: an op's ``smooth_grads`` where it states them (logaddexp's plain sigmoids, not its
 rounding-corrected ones: a correction's derivative is 0 and would only lengthen the program;
-the gradient a Hessian kernel returns is first order's own). A kink's local gradient
+the gradient an hvp returns is first order's own). A kink's local gradient
 (``where(x > 0, 1, 0)``, ``sign(x)``) is piecewise constant, so its own gradient is 0 away from
 the kink, and at the kink too (comparisons and ``sign`` have gradient 0 everywhere in the kink
 table).
@@ -40,7 +40,6 @@ from compiler.passes.adjoint import (
     TensorAdjointGraph,
     adjoint,
     backpropagate,
-    sweep,
 )
 
 #: A direction input is this prefix and its input's name: ``v_x`` for ``x``.
@@ -80,12 +79,12 @@ def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     Its inputs are ``graph``'s, then one direction ``v_<w>`` per ``w`` in ``wrt``; its value is
     f; its gradients, by ``wrt`` order, are ``(H·v)_w`` for each ``w`` then ``∂f/∂w`` (as the
     gradients of ``v_<w>``). Each is scaled by the seed, as a first-order kernel's gradients are.
-    H·v differentiates the smooth gradient, as ``hessian`` does (so both agree at logaddexp's
-    ties, say); the ∇f returned is first order's own. On a ``TensorGraph`` each direction has
+    H·v differentiates the smooth gradient, as ``passes.hessian`` does (so both agree at
+    logaddexp's ties, say); the ∇f returned is first order's own. On a ``TensorGraph`` each direction has
     its input's shape and ``∇f_i · v_i`` is the full sum of their elementwise product: the
     tensor ops' VJPs are differentiated as any other nodes.
     """
-    wrt = _check(graph, wrt, tensors=True)
+    wrt = _check(graph, wrt)
     directions = direction_names(graph.inputs, wrt)
     values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
     smooth = gradient_values(graph, wrt, smooth=True).fold_negations()  # ∇f to differentiate
@@ -101,79 +100,6 @@ def hvp(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
     return backpropagate(adj, s, (*wrt, *directions.values()), value=f, given=given)
 
 
-def hessian(graph: Graph, wrt: Sequence[str] | None = None) -> AdjointGraph:
-    """The program of ``graph``'s value, gradient and Hessian's upper triangle in one pass.
-
-    Row j of the triangle is the adjoint of ``∂f/∂wrt_j`` with respect to ``wrt_j, wrt_j+1,
-    ...`` (reverse over reverse, upstream 1: one backward sweep per row, restricted to the
-    inputs right of the diagonal). To give every entry its input's kind — a single number's,
-    summed over the samples in the loop as its gradient is — each is read out as the gradient
-    of ``s = Σ_j v_j ∂f/∂wrt_j + Σ_{j<=k} h_j_k H_jk`` with respect to an input of its own:
-    ``v_<name>`` for the gradient, ``h_<j>_<k>`` for ``H[j, k]``. Those inputs are read by
-    nothing the kernel returns (pass 0). Gradients, by the result's ``wrt``: the ``v_`` names
-    in ``wrt`` order, then ``h_j_k`` row by row.
-    """
-    wrt = _check(graph, wrt)
-    directions = direction_names(graph.inputs, wrt)
-    entries = entry_names(graph.inputs, len(wrt))
-    values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
-    triangle = _triangle(graph, wrt)
-    adj = AdjointGraph()
-    for name in (*graph.inputs, *directions.values(), *entries):
-        adj.input(name)
-    mapping = copy_nodes(values, adj, {})
-    f, *grads = (mapping[o] for o in values.outputs)
-    copied = copy_nodes(triangle, adj, {}, keep=triangle.reachable(triangle.outputs))
-    upper = [copied[o] for o in triangle.outputs]
-    readers = [adj.input(directions[w]) for w in wrt] + [adj.input(e) for e in entries]
-    s = _dot(adj, [*grads, *upper], readers)
-    return backpropagate(adj, s, (*directions.values(), *entries), value=f)
-
-
-def entry_names(inputs: Sequence[str], n: int) -> list[str]:
-    """``h_<j>_<k>`` for the upper triangle of an n × n Hessian, row by row; refused if an
-    input already has one of these names."""
-    names = [f"h_{j}_{k}" for j in range(n) for k in range(j, n)]
-    taken = sorted(set(names) & set(inputs))
-    if taken:
-        raise InputError(
-            f"a Hessian's entries are read out through inputs named h_<j>_<k>, but input(s) "
-            f"{taken} already use such names: rename them"
-        )
-    return names
-
-
-def _triangle(graph: Graph, wrt: Sequence[str]) -> Graph:
-    """A graph whose outputs are the Hessian's upper triangle, row by row: row j the adjoint
-    of the (smooth) ``∂f/∂wrt_j`` with respect to ``wrt_j, wrt_j+1, ...``, upstream 1.
-
-    Every row's backward sweep is appended to one graph, over the gradient program built
-    once: a row costs its own nodes and one pass over that program (which nodes lead to its
-    inputs), never a copy of it, so building the triangle is linear in its size. Negations are
-    folded once, over the whole (``Graph.fold_negations``)."""
-    smooth = gradient_values(graph, wrt, smooth=True).fold_negations()
-    work = AdjointGraph()
-    work.smooth = True
-    for name in smooth.inputs:
-        work.input(name)
-    mapping = copy_nodes(smooth, work, {})
-    gradient = [mapping[o] for o in smooth.outputs[1:]]
-    n_forward = len(work.nodes)
-    entries: list[int | None] = []
-    for j, row in enumerate(gradient):
-        work.outputs, work.n_forward = [row], n_forward
-        adjoints = sweep(work, {work.input(w) for w in wrt[j:]})
-        entries.extend(adjoints.get(work.input(w)) for w in wrt[j:])
-    out = Graph()
-    for name in smooth.inputs:
-        out.input(name)
-    seed = [i for i, node in enumerate(work.nodes) if node.op == SEED]
-    mapping = copy_nodes(work, out, {s: out.const(1.0) for s in seed})
-    zero = out.const(0.0)
-    out.outputs = [zero if e is None else mapping[e] for e in entries]
-    return out.fold_negations()
-
-
 def _second_program(graph: Graph, directions: dict[str, str]) -> AdjointGraph:
     """The empty program a second-order pass fills: a ``TensorAdjointGraph`` for a tensor
     program, whose direction inputs are declared with their inputs' shapes."""
@@ -184,16 +110,10 @@ def _second_program(graph: Graph, directions: dict[str, str]) -> AdjointGraph:
     return TensorAdjointGraph(declared)
 
 
-def _check(graph: Graph, wrt: Sequence[str] | None, tensors: bool = False) -> tuple[str, ...]:
-    """``wrt`` checked against ``graph``'s inputs. ``tensors``: the caller handles tensor
-    programs (``hvp`` does, ``hessian``'s one-pass triangle of scalars does not), whose output
-    must then be a scalar: H·v of a non-scalar output would need a seed per element."""
+def _check(graph: Graph, wrt: Sequence[str] | None) -> tuple[str, ...]:
+    """``wrt`` checked against ``graph``'s inputs; a tensor program's output must be a scalar:
+    H·v of a non-scalar output would need a seed per element."""
     if isinstance(graph, TensorGraph):
-        if not tensors:
-            raise NotImplementedError(
-                "the one-pass Hessian program takes elementwise graphs of scalars only; for "
-                "a tensor program (shapes=) use hvp, or compile_hessian (one hvp per column)"
-            )
         shape = graph.shapes[graph.outputs[0]]
         if shape:
             raise ShapeError(

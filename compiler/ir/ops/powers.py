@@ -159,7 +159,7 @@ OPS: list[OpDef] = [
     # at a = -2**-55, 0 at a = -500.
     entry("logaddexp", "log(exp(a) + exp(b))", arity=2, commutative=True,
           grads=_LOGADDEXP, smooth_grads=_LOGADDEXP_SMOOTH, numpy=np.logaddexp,
-          lower=lower_logaddexp,
+          lower=lower_logaddexp, nest_weight="exp(a - y)",
           patterns=("log(exp(x) + exp(y) + ...) -> logaddexp(x, y)",
                     # a softmax of numbers and its log: exp(x) / sum is nan from x = 710
                     "log(exp(x) / (exp(x) + exp(y) + ...)) -> logsigmoid(x - logaddexp(y, ...))",

@@ -10,6 +10,7 @@ product over each block of samples sums) — no per-sample Hessian is ever store
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import numpy as np
 
 from compiler.errors import InputError
 from runtime import dask_arrays
+from runtime.blocks import in_parallel
 from runtime.inputs import arrange, bind, dtype_of, match
 from runtime.kernel import Grads, Kernel
 
@@ -168,14 +170,26 @@ class HessianKernel:
 
     def _accumulate(self, rows: np.ndarray, scaled: np.ndarray, blocks: list) -> None:
         """Each dense term's ``Aᵀ diag(c) B`` over a block of samples (``rows``: the per-sample
-        readers, coefficients first, then the tangents' entries), in float64."""
+        readers, coefficients first, then the tangents' entries), in float64: the samples
+        split over symgrad's threads (``runtime.blocks``), one BLAS thread each, the parts
+        added in order."""
+        if not self.terms:
+            return
         rows = rows.astype(np.float64, copy=False)
         starts = np.cumsum([len(self.terms)] + [len(v.support) for v in self.vectors])
-        for t, (term, block) in enumerate(zip(self.terms, blocks)):
-            a = rows[starts[term.a] : starts[term.a + 1]]
-            b = rows[starts[term.b] : starts[term.b + 1]]
-            ca = np.multiply(a, rows[t], out=scaled[: len(a)])
-            block += ca @ b.T
+
+        def products(lo: int, hi: int) -> list[np.ndarray]:
+            out = []
+            for t, term in enumerate(self.terms):
+                a = rows[starts[term.a] : starts[term.a + 1], lo:hi]
+                b = rows[starts[term.b] : starts[term.b + 1], lo:hi]
+                out.append(np.multiply(a, rows[t, lo:hi], out=scaled[: len(a), lo:hi]) @ b.T)
+            return out
+
+        with _one_blas_thread():
+            for part in in_parallel(rows.shape[1], products):
+                for block, product in zip(blocks, part):
+                    block += product
 
     def _assemble(self, value, shape, dtype, sums, blocks) -> tuple[Any, Grads, np.ndarray]:
         n = len(self.wrt)
@@ -217,6 +231,22 @@ class HessianKernel:
                     f"array of shape {shape} (arrays of samples may be given for the inputs not "
                     f"in wrt={list(self.wrt)})"
                 )
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs on the calling thread only (threadpoolctl): OpenBLAS's own
+    threads would spin after each product and slow the kernel's threads that run next."""
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # not installed: BLAS as configured
+            return contextlib.nullcontext()
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+_controller = None
 
 
 def _number(x: Any, dtype: np.dtype) -> Any:

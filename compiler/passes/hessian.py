@@ -28,7 +28,7 @@ from functools import cache
 
 from compiler.errors import InputError
 from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
-from compiler.ir.registry import OPS
+from compiler.ir.registry import OPS, version
 from compiler.ir.tensor import TensorGraph
 from compiler.passes.adjoint import AdjointGraph, backpropagate, instantiate_gradient, sweep
 
@@ -283,21 +283,32 @@ def _terms(g: Graph, v: int, adjoint: int, tangents: dict[int, Tangent], nests: 
 
 def _second_partials(g: Graph, v: int) -> dict[tuple[int, int], int]:
     """``{(k, l): ∂²φ/∂a_k∂a_l}`` (k <= l, structural zeros left out) of node ``v``, built in
-    ``g`` over its operands: the op's local gradients differentiated on a graph of one node."""
+    ``g`` over its operands from the op's template (``_second_template``)."""
     node = g.nodes[v]
-    mini = Graph()
-    xs = [
-        mini.const(g.constant_value(a)) if g.nodes[a].op == CONST else mini.input(f"x{k}")
-        for k, a in enumerate(node.args)
-    ]
-    y = mini.add(node.op, *xs)
-    if mini.nodes[y].op != node.op:  # folded away (never for a node of a built graph)
+    consts = tuple(g.constant_value(a) for a in node.args)
+    mini, found = _second_template(node.op, consts, version())
+    if not found:
         return {}
+    mapping = {mini.input(f"x{k}"): a for k, a in enumerate(node.args) if consts[k] is None}
+    mapping = copy_nodes(mini, g, mapping, keep=mini.reachable(found.values()))
+    return {key: mapping[n] for key, n in found.items()}
+
+
+@cache
+def _second_template(op: str, consts: tuple, _version: int) -> tuple[Graph, dict]:
+    """The op's second partials on a graph of one node over inputs ``x<k>`` (the operands
+    that are not the constants ``consts``): its local gradients differentiated once more in
+    forward mode. Cached per op, constant operands and version of the table."""
+    mini = Graph()
+    xs = [mini.input(f"x{k}") if c is None else mini.const(c) for k, c in enumerate(consts)]
+    y = mini.add(op, *xs)
     found: dict[tuple[int, int], int] = {}
+    if mini.nodes[y].op != op:  # folded away (never for a node of a built graph)
+        return mini, found
     locals_ = {
-        k: instantiate_gradient(mini, node.op, k, tuple(xs), y, smooth=True)
-        for k in range(len(xs))
-        if mini.nodes[xs[k]].op == INPUT
+        k: instantiate_gradient(mini, op, k, tuple(xs), y, smooth=True)
+        for k, c in enumerate(consts)
+        if c is None
     }
     upto = len(mini.nodes)
     for m in locals_:
@@ -306,11 +317,7 @@ def _second_partials(g: Graph, v: int) -> dict[tuple[int, int], int]:
             d = derivatives.get(local, {}).get(0)
             if k <= m and d is not None and mini.constant_value(d) != 0:
                 found[(k, m)] = d
-    if not found:
-        return {}
-    mapping = {x: a for x, a in zip(xs, node.args) if mini.nodes[x].op == INPUT}
-    mapping = copy_nodes(mini, g, mapping, keep=mini.reachable(found.values()))
-    return {key: mapping[n] for key, n in found.items()}
+    return mini, found
 
 
 def _accumulate(g: Graph, entries: dict, coef: int, a: Tangent, b: Tangent, square: bool) -> None:

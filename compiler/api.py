@@ -7,7 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import InputError, ParseError, did_you_mean
-from compiler.ir.graph import Graph, copy_nodes, prune
+from compiler.ir.graph import Graph, copy_nodes, gc_paused, prune
 
 if TYPE_CHECKING:
     from runtime.hessian import HessianKernel, TensorHessianKernel
@@ -96,6 +96,7 @@ def _check_shape_keys(declared: Mapping[str, Any], names: list[str]) -> None:
             )
 
 
+@gc_paused
 def compile_gradient(
     source: Source,
     *,
@@ -155,6 +156,7 @@ def compile_gradient(
     return kernel
 
 
+@gc_paused
 def compile_hessian(
     source: Source,
     *,
@@ -192,6 +194,7 @@ def compile_hessian(
     return hessian_kernel(fused, wrt, title, mode)
 
 
+@gc_paused
 def compile_jacobian(
     sources: Sequence[Source] | Source,
     *,
@@ -341,6 +344,7 @@ def jvp_kernel(graph: Graph, wrt: Sequence[str], title: str, mode: str) -> Kerne
     return Kernel(program, program.wrt, f"JVP of {title}", mode=mode, plan=partial(_given, program))
 
 
+@gc_paused
 def plan(graph: Graph, wrt: Sequence[str]):
     """The program a kernel runs: the forward + backward graph (an ``AdjointGraph``, or a
     ``TensorAdjointGraph`` for a tensor program). The runtime receives it planned, through a

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler.codegen.entries import Entry, block_length
-from compiler.ir.graph import CONST, Graph
+from compiler.ir.graph import CONST, Graph, gc_paused
 from compiler.ir.lowering import LoweringError
 from compiler.ir.registry import OPS
 from runtime.instant.vm_source import PLACEHOLDERS, opcodes, table_key, width
@@ -138,6 +138,7 @@ def _template(name: str) -> Graph:
     return graph
 
 
+@gc_paused
 def compile_program(adj: AdjointGraph, entry: Entry) -> Program:
     """The machine program of ``entry``, for the op table as it is now."""
     nodes = adj.nodes

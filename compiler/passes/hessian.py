@@ -93,27 +93,7 @@ def hessian(graph: Graph, wrt: Sequence[str]) -> HessianPlan:
             "tensor program (shapes=) use hvp, or compile_hessian (one hvp per column)"
         )
     directions = direction_names(graph.inputs, wrt)
-    work = AdjointGraph()
-    work.smooth = True
-    f = work.copy_forward(graph)
-    work.outputs, work.n_forward = [f], len(work.nodes)
-    params = {work.input(w): j for j, w in enumerate(wrt)}
-    guarded: dict[int, bool] = {}
-    adjoints = sweep(work, set(params), guarded) if params else {}
-    nests = _nests(work)
-    tangents = _tangents(work, params, work.n_forward, nests)
-    small: dict[tuple[int, int], list[int]] = {}
-    dense: list[tuple[int, int, int, bool]] = []  # coefficient, operand a, operand b, square
-    for v in range(work.n_forward):
-        if v in adjoints and work.nodes[v].op not in (INPUT, CONST, SEED) and v in tangents:
-            terms = _nest_terms if v in nests else _terms
-            guard = adjoints[v] if guarded.get(v) else None
-            for coef, a, b, square in terms(work, v, adjoints[v], tangents, nests):
-                ta, tb = _guarded(work, guard, tangents[a]), _guarded(work, guard, tangents[b])
-                if len(ta) * len(tb) <= SMALL_TERM:
-                    _accumulate(work, small, _guard(work, guard, coef), ta, tb, square)
-                else:
-                    dense.append((_guard(work, guard, coef), ta, tb, square))
+    work, small, dense = _terms_of(graph, wrt)
     entries = sorted(small)
     keys = [tuple(sorted(t.items())) for _, a, b, _ in dense for t in (a, b)]
     vectors = list(dict.fromkeys(keys))  # each tangent read out once, whatever reads it
@@ -127,25 +107,63 @@ def hessian(graph: Graph, wrt: Sequence[str]) -> HessianPlan:
             for t, (c, term) in enumerate(zip(readers["coefficients"], dense))
         ),
     )
-    # the nodes each reader reads, in the work graph
-    read = [_sum(work, small[e]) for e in entries]
+    read = [_sum(work, small[e]) for e in entries]  # each reader's node, in ``work``
     read += [coef for coef, *_ in dense]
     read += [node for v in vectors for _, node in v]
-    adj = plan.program
-    names = [*directions.values(), *readers["entries"], *plan.per_sample]
-    for name in (*graph.inputs, *names):
-        adj.input(name)
+    names = [*readers["entries"], *plan.per_sample]
     values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
+    _read_out(plan.program, values, list(directions.values()), work, dict(zip(names, read)))
+    return plan
+
+
+def _terms_of(graph: Graph, wrt: Sequence[str]) -> tuple[AdjointGraph, dict, list]:
+    """``graph`` copied into a work graph with its adjoints and tangents, and its terms there:
+    the small ones summed entry by entry (``{(j, k): [product nodes]}``), the dense ones as
+    ``(coefficient, tangent A, tangent B, square)``."""
+    work = AdjointGraph()
+    work.smooth = True
+    f = work.copy_forward(graph)
+    work.outputs, work.n_forward = [f], len(work.nodes)
+    params = {work.input(w): j for j, w in enumerate(wrt)}
+    guarded: dict[int, bool] = {}
+    adjoints = sweep(work, set(params), guarded) if params else {}
+    nests = _nests(work)
+    tangents = _tangents(work, params, work.n_forward, nests)
+    small: dict[tuple[int, int], list[int]] = {}
+    dense: list[tuple[int, Tangent, Tangent, bool]] = []
+    for v in range(work.n_forward):
+        if v not in adjoints or v not in tangents or work.nodes[v].op in (INPUT, CONST, SEED):
+            continue
+        terms = _nest_terms if v in nests else _terms
+        guard = adjoints[v] if guarded.get(v) else None
+        for coef, a, b, square in terms(work, v, adjoints[v], tangents, nests):
+            coef = _guard(work, guard, coef)
+            ta, tb = _guarded(work, guard, tangents[a]), _guarded(work, guard, tangents[b])
+            if len(ta) * len(tb) <= SMALL_TERM:
+                _accumulate(work, small, coef, ta, tb, square)
+            else:
+                dense.append((coef, ta, tb, square))
+    return work, small, dense
+
+
+def _read_out(
+    adj: AdjointGraph, values: Graph, directions: list[str], work: Graph, read: dict
+) -> None:
+    """Fill ``adj``: the value and the gradient as ``values`` computes them (the gradient read
+    out through ``directions``), and each node of ``work`` in ``read`` (the seed there is 1)
+    read out through the input named by its key. Every reader is given 0 and read as the
+    gradient of its input."""
+    for name in (*values.inputs, *directions, *read):
+        adj.input(name)
     mapping = copy_nodes(values, adj, {})
     value, *grads = (mapping[o] for o in values.outputs)
     bound = {work.seed(): adj.const(1.0)} if SEED in {n.op for n in work.nodes} else {}
-    copied = copy_nodes(work, adj, bound, keep=work.reachable(read))
-    nodes = [*grads, *(copied[r] for r in read)]
+    copied = copy_nodes(work, adj, bound, keep=work.reachable(read.values()))
+    names = [*directions, *read]
     total = adj.const(0.0)
-    for name, node in zip(names, nodes):
+    for name, node in zip(names, [*grads, *(copied[r] for r in read.values())]):
         total = adj.add("add", total, adj.add("mul", adj.input(name), node))
     backpropagate(adj, total, names, value=value)
-    return plan
 
 
 def _nests(g: AdjointGraph) -> dict[int, list[int] | None]:

@@ -10,7 +10,6 @@ product over each block of samples sums) — no per-sample Hessian is ever store
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from typing import TYPE_CHECKING, Any
@@ -186,7 +185,7 @@ class HessianKernel:
                 out.append(np.multiply(a, rows[t, lo:hi], out=scaled[: len(a), lo:hi]) @ b.T)
             return out
 
-        with _one_blas_thread():
+        with _one_blas_thread:
             for part in in_parallel(rows.shape[1], products):
                 for block, product in zip(blocks, part):
                     block += product
@@ -233,20 +232,45 @@ class HessianKernel:
                 )
 
 
-def _one_blas_thread():
-    """A context in which BLAS runs on the calling thread only (threadpoolctl): OpenBLAS's own
-    threads would spin after each product and slow the kernel's threads that run next."""
-    global _controller
-    if _controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # not installed: BLAS as configured
-            return contextlib.nullcontext()
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+class _OneBlasThread:
+    """A context in which BLAS runs on the calling thread only (threadpoolctl's handles on the
+    BLAS libraries): OpenBLAS's own threads would spin after each product and slow the kernel's
+    threads that run next. Counted, so that concurrent calls (Dask's threads) set one thread at
+    the first entry and restore the threads once, after the last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: list[tuple[Any, int]] = []
+        self._libraries: list | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._saved = [(lib, lib.get_num_threads()) for lib in self._blas()]
+                for lib, _ in self._saved:
+                    lib.set_num_threads(1)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for lib, threads in self._saved:
+                    lib.set_num_threads(threads)
+
+    def _blas(self) -> list:
+        if self._libraries is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:  # not installed: BLAS as configured
+                self._libraries = []
+            else:
+                self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        return self._libraries
 
 
-_controller = None
+_one_blas_thread = _OneBlasThread()
 
 
 def _number(x: Any, dtype: np.dtype) -> Any:

@@ -10,6 +10,8 @@ the oracles, in one block of samples or many.
 
 from __future__ import annotations
 
+import threading
+
 import mpmath
 import numpy as np
 import pytest
@@ -212,3 +214,29 @@ def test_a_nest_weight_is_the_nests_gradient_and_its_hessian_diag_minus_outer(na
         for j in range(3):
             claim = (w[i] if i == j else 0) - w[i] * w[j]
             assert abs(float((hess[i, j] - claim).subs(point).evalf(30))) < 1e-25
+
+
+def test_concurrent_calls_agree_and_leave_blas_as_it_was():
+    """Calls from several threads (Dask's threaded scheduler) give the one-thread answer, and
+    BLAS's thread count (limited to one while the dense terms' products run) is restored."""
+    from threadpoolctl import threadpool_info
+
+    text, names = _mixture(5)
+    rng = np.random.default_rng(2)
+    theta = dict(zip(names, rng.normal(0.0, 0.5, len(names)).tolist()))
+    x = rng.normal(0.0, 1.5, 3000)
+    h = compiler.compile_hessian(text, wrt=names, mode="instant")
+    want = h(**theta, x=x)[2]
+    before = [lib["num_threads"] for lib in threadpool_info()]
+    got: list[np.ndarray] = []
+
+    def work() -> None:
+        got.extend(h(**theta, x=x)[2] for _ in range(10))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 40 and all(np.array_equal(g, want) for g in got)
+    assert [lib["num_threads"] for lib in threadpool_info()] == before

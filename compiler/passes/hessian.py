@@ -85,7 +85,7 @@ class HessianPlan:
 def hessian(graph: Graph, wrt: Sequence[str]) -> HessianPlan:
     """The program of ``graph``'s value, gradient and Hessian terms in one pass (see the
     module docstring); ``wrt`` the parameters (inputs of ``graph``)."""
-    from compiler.passes.second_order import direction_names, gradient_values
+    from compiler.passes.second_order import direction_names
 
     if isinstance(graph, TensorGraph):
         raise NotImplementedError(
@@ -93,7 +93,7 @@ def hessian(graph: Graph, wrt: Sequence[str]) -> HessianPlan:
             "tensor program (shapes=) use hvp, or compile_hessian (one hvp per column)"
         )
     directions = direction_names(graph.inputs, wrt)
-    work, small, dense = _terms_of(graph, wrt)
+    work, adjoints, small, dense = _terms_of(graph, wrt)
     entries = sorted(small)
     keys = [tuple(sorted(t.items())) for _, a, b, _ in dense for t in (a, b)]
     vectors = list(dict.fromkeys(keys))  # each tangent read out once, whatever reads it
@@ -111,17 +111,18 @@ def hessian(graph: Graph, wrt: Sequence[str]) -> HessianPlan:
     read += [coef for coef, *_ in dense]
     read += [node for v in vectors for _, node in v]
     names = [*readers["entries"], *plan.per_sample]
-    values = gradient_values(graph, wrt)  # f and ∇f as first order computes them
-    _read_out(plan.program, values, list(directions.values()), work, dict(zip(names, read)))
+    zero = work.const(0.0)
+    grads = {d: adjoints.get(work.input(w), zero) for w, d in directions.items()}
+    _read_out(plan.program, graph.inputs, work, {**grads, **dict(zip(names, read))})
     return plan
 
 
-def _terms_of(graph: Graph, wrt: Sequence[str]) -> tuple[AdjointGraph, dict, list]:
-    """``graph`` copied into a work graph with its adjoints and tangents, and its terms there:
-    the small ones summed entry by entry (``{(j, k): [product nodes]}``), the dense ones as
-    ``(coefficient, tangent A, tangent B, square)``."""
+def _terms_of(graph: Graph, wrt: Sequence[str]) -> tuple[AdjointGraph, dict, dict, list]:
+    """``graph`` copied into a work graph with its adjoints (first order's own sweep: its
+    gradient is the kernel's) and tangents, and its terms there: the small ones summed entry by
+    entry (``{(j, k): [product nodes]}``), the dense ones as ``(coefficient, tangent A,
+    tangent B, square)``."""
     work = AdjointGraph()
-    work.smooth = True
     f = work.copy_forward(graph)
     work.outputs, work.n_forward = [f], len(work.nodes)
     params = {work.input(w): j for j, w in enumerate(wrt)}
@@ -143,27 +144,21 @@ def _terms_of(graph: Graph, wrt: Sequence[str]) -> tuple[AdjointGraph, dict, lis
                 _accumulate(work, small, coef, ta, tb, square)
             else:
                 dense.append((coef, ta, tb, square))
-    return work, small, dense
+    return work, adjoints, small, dense
 
 
-def _read_out(
-    adj: AdjointGraph, values: Graph, directions: list[str], work: Graph, read: dict
-) -> None:
-    """Fill ``adj``: the value and the gradient as ``values`` computes them (the gradient read
-    out through ``directions``), and each node of ``work`` in ``read`` (the seed there is 1)
-    read out through the input named by its key. Every reader is given 0 and read as the
-    gradient of its input."""
-    for name in (*values.inputs, *directions, *read):
+def _read_out(adj: AdjointGraph, inputs: Sequence[str], work: AdjointGraph, read: dict) -> None:
+    """Fill ``adj``: ``work``'s value, and each node of ``work`` in ``read`` (the seed there is
+    1) read out through the input named by its key, given 0, as that input's gradient."""
+    for name in (*inputs, *read):
         adj.input(name)
-    mapping = copy_nodes(values, adj, {})
-    value, *grads = (mapping[o] for o in values.outputs)
     bound = {work.seed(): adj.const(1.0)} if SEED in {n.op for n in work.nodes} else {}
-    copied = copy_nodes(work, adj, bound, keep=work.reachable(read.values()))
-    names = [*directions, *read]
+    roots = [work.outputs[0], *read.values()]
+    copied = copy_nodes(work, adj, bound, keep=work.reachable(roots))
     total = adj.const(0.0)
-    for name, node in zip(names, [*grads, *(copied[r] for r in read.values())]):
-        total = adj.add("add", total, adj.add("mul", adj.input(name), node))
-    backpropagate(adj, total, names, value=value)
+    for name, node in read.items():
+        total = adj.add("add", total, adj.add("mul", adj.input(name), copied[node]))
+    backpropagate(adj, total, list(read), value=copied[work.outputs[0]])
 
 
 def _nests(g: AdjointGraph) -> dict[int, list[int] | None]:
@@ -191,11 +186,12 @@ def _nests(g: AdjointGraph) -> dict[int, list[int] | None]:
 
 
 def _tangents(
-    g: Graph, params: dict[int, int], upto: int, nests: dict | None = None
+    g: Graph, params: dict[int, int], upto: int, nests: dict | None = None, smooth: bool = False
 ) -> dict[int, Tangent]:
     """The tangent of each node before ``upto``: ``{wrt index: node}`` over the parameters
     (``{node: wrt index}``) it depends on — forward mode with sparse vectors, from the ops'
-    smooth local gradients (a nest's root from its leaves, by the nest's weights)."""
+    local gradients (first order's, shared with its sweep; ``smooth``: the forms to
+    differentiate) and a nest's root from its leaves, by the nest's weights."""
     one = g.const(1.0)
     nests = nests or {}
     tangents: dict[int, Tangent] = {p: {j: one} for p, j in params.items()}
@@ -204,7 +200,7 @@ def _tangents(
         if i in tangents or node.op in (INPUT, CONST, SEED) or nests.get(i, ()) is None:
             continue
         parts: dict[int, list[int]] = {}
-        for local, a in _locals(g, i, nests):
+        for local, a in _locals(g, i, nests, smooth):
             if not tangents.get(a):
                 continue
             for j, t in tangents[a].items():
@@ -214,7 +210,7 @@ def _tangents(
     return tangents
 
 
-def _locals(g: Graph, i: int, nests: dict):
+def _locals(g: Graph, i: int, nests: dict, smooth: bool = False):
     """Node ``i``'s ``(local gradient, operand)`` pairs (structural zeros left out); a nest's
     root has one per leaf, its weight."""
     node = g.nodes[i]
@@ -223,7 +219,7 @@ def _locals(g: Graph, i: int, nests: dict):
             yield _weight(g, i, leaf), leaf
         return
     for k, a in enumerate(node.args):
-        local = instantiate_gradient(g, node.op, k, node.args, i, smooth=True)
+        local = instantiate_gradient(g, node.op, k, node.args, i, smooth)
         if g.constant_value(local) != 0:
             yield local, a
 
@@ -330,7 +326,7 @@ def _second_template(op: str, consts: tuple, _version: int) -> tuple[Graph, dict
     }
     upto = len(mini.nodes)
     for m in locals_:
-        derivatives = _tangents(mini, {xs[m]: 0}, upto)
+        derivatives = _tangents(mini, {xs[m]: 0}, upto, smooth=True)
         for k, local in locals_.items():
             d = derivatives.get(local, {}).get(0)
             if k <= m and d is not None and mini.constant_value(d) != 0:

@@ -86,3 +86,15 @@ def test_a_reregistered_op_folds_with_its_new_lowering():
             assert g.nodes[g.add("fold_probe", g.const(0.5))].value == want
     finally:
         registry.unregister("fold_probe")
+
+
+@pytest.mark.parametrize("zero", [0.0, -0.0])
+def test_and_with_zero_folds_to_zero_whatever_the_other_operand(zero):
+    """``x & 0`` is 0 for every x, nan and inf too (NumPy's logical_and): the node folds away,
+    as pow's second derivative at a constant exponent needs."""
+    g = Graph()
+    x = g.input("x")
+    for node in (g.add("logical_and", x, g.const(zero)), g.add("logical_and", g.const(zero), x)):
+        assert g.nodes[node].op == CONST and g.constant_value(node) == 0.0
+    for v in SPECIALS:
+        assert float(np.logical_and(v, zero)) == 0.0

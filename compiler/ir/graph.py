@@ -200,6 +200,9 @@ class Graph:
         elif op == "where":
             if c[0] is not None:  # a constant condition (a gradient's template: x**2's b == 0)
                 return args[1] if c[0] != 0 else args[2]  # nan is true, as the lowering's
+        elif op == "logical_and":
+            if 0 in c:  # x & 0 is 0 whatever x is (nan too): pow's second derivative at b != 0
+                return self.const(0.0)
         elif op == "pow":
             if c[1] == 1:
                 return args[0]

@@ -63,6 +63,10 @@ class Operands(NamedTuple):
     shape: tuple[int, ...]  # the broadcast shape
     dtype: np.dtype
     chunks: tuple[tuple[int, ...], ...]  # the blocks of the broadcast shape
+    # The single numbers given as NumPy values (the parameters), padded to the broadcast rank:
+    # they travel inside each task, never as Dask keys of their own — computed on one worker,
+    # those would be fetched by the others, a round trip per pass (D1's tiny pass: 146 -> 82 ms).
+    numbers: dict[str, np.ndarray]
 
 
 def operands(names: Sequence[str], values: Mapping[str, Any], seed: str = "") -> Operands:
@@ -85,7 +89,8 @@ def operands(names: Sequence[str], values: Mapping[str, Any], seed: str = "") ->
     padded = {n: a.reshape((1,) * (len(shape) - a.ndim) + a.shape) for n, a in arrays.items()}
     chunks = _common_chunks(padded, shape)
     aligned = tuple(_aligned(padded[n], chunks, da) for n in names)
-    return Operands(tuple(names), aligned, shapes, tuple(shape), np.dtype(dtype), chunks)
+    numbers = {n: a for n, a in padded.items() if not is_lazy(a) and a.size == 1}
+    return Operands(tuple(names), aligned, shapes, tuple(shape), np.dtype(dtype), chunks, numbers)
 
 
 def _checked(name: str, value: Any, da) -> Any:
@@ -154,8 +159,13 @@ def blockwise(fn: Callable[..., tuple], ops: Operands, outputs: Sequence[Output]
     import dask.array as da
 
     ndim, token = len(ops.shape), uuid.uuid4().hex
+    numbers = dict(ops.numbers)  # inside each task (``Operands.numbers``)
+    lazy = [a for n, a in zip(ops.names, ops.arrays) if n not in numbers]
+    if not lazy:  # every input a single number: the first is the one block
+        numbers.pop(ops.names[0])
+        lazy = [ops.arrays[0]]
     tuples = da.map_blocks(
-        _Task(fn, ops.names), *ops.arrays, dtype=object, meta=np.empty((0,) * ndim, object),
+        _Task(fn, ops.names, numbers), *lazy, dtype=object, meta=np.empty((0,) * ndim, object),
         chunks=ops.chunks, name=f"symgrad-blocks-{token}",
     )  # fmt: skip
     results = []
@@ -176,12 +186,15 @@ def _pick(results: tuple, k: int) -> np.ndarray:
 
 
 class _Task:
-    """One block's call: ``fn`` on the blocks, its errors naming the block and the inputs."""
+    """One block's call: ``fn`` on the blocks (the single numbers ``numbers`` put in their
+    places), its errors naming the block and the inputs."""
 
-    def __init__(self, fn: Callable[..., tuple], names: tuple[str, ...]):
-        self.fn, self.names = fn, names
+    def __init__(self, fn: Callable[..., tuple], names: tuple[str, ...], numbers: dict):
+        self.fn, self.names, self.numbers = fn, names, numbers
 
-    def __call__(self, *blocks: np.ndarray, block_id: tuple[int, ...] = ()) -> tuple:
+    def __call__(self, *given: np.ndarray, block_id: tuple[int, ...] = ()) -> tuple:
+        arrays = iter(given)
+        blocks = [self.numbers[n] if n in self.numbers else next(arrays) for n in self.names]
         try:
             with policy.serial():  # the tasks are the parallelism
                 return self.fn(*blocks)
@@ -340,11 +353,14 @@ def total_value_and_grad(
     name = f"symgrad-total-{token}"
     task = _TotalTask(kernel, ops.names, wanted)
     grids = [a.numblocks for a in ops.arrays]
+    numbers = ops.numbers  # inside each task (``Operands.numbers``)
     dsk: dict = {}
     for t, group in enumerate(groups):
         keys = [
-            [(a.name, *(i if n > 1 else 0 for i, n in zip(idx, grid))) for idx in group]
-            for a, grid in zip(ops.arrays, grids)
+            [numbers[n]] * len(group)
+            if n in numbers
+            else [(a.name, *(i if k > 1 else 0 for i, k in zip(idx, grid))) for idx in group]
+            for n, a, grid in zip(ops.names, ops.arrays, grids)
         ]
         dsk[(name, t)] = (task, keys, list(group))
     # The tree: SPLIT_EVERY vectors added per node, the root a one-block Dask array.
@@ -358,7 +374,8 @@ def total_value_and_grad(
         level = parents
     root = f"symgrad-totals-{token}"
     dsk[(root, 0)] = (_added, level)
-    graph = HighLevelGraph.from_collections(root, dsk, dependencies=list(ops.arrays))
+    lazy = [a for n, a in zip(ops.names, ops.arrays) if n not in numbers]
+    graph = HighLevelGraph.from_collections(root, dsk, dependencies=lazy)
     total = da.Array(graph, root, chunks=((1 + len(wanted),),), dtype=np.float64)
     if now:  # one result to fetch (each fetched key costs a round trip to the scheduler)
         (vector,) = dask.compute(total)

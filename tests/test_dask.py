@@ -175,8 +175,12 @@ def test_the_summed_value_and_gradient_are_a_few_numbers_per_task():
     X = da.from_array(x, chunks=10_000)  # 60 blocks, at least 8 tasks
     value, grads = k.total_value_and_grad(x=X, m=1.2, s=-0.1)
     assert value.shape == () and set(grads) == {"m", "s"}  # x is differentiated, not a number
-    tasks = [key for key in value.__dask_graph__() if re.fullmatch(r"symgrad-total-\w+", key[0])]
+    keys = list(value.__dask_graph__())
+    tasks = [key for key in keys if re.fullmatch(r"symgrad-total-\w+", key[0])]
     assert len(tasks) == 9  # groups of 60 // 8 = 7 blocks, not a task per block and result
+    # the parameters travel inside the tasks, never as keys of their own (a fetch per pass)
+    arrays = {key[0] for key in keys if key[0].startswith("array-")}
+    assert arrays == {X.name}
     now = k.total_value_and_grad(x=X, m=1.2, s=-0.1, now=True)  # computed: one vector fetched
     assert isinstance(now[0], np.floating) and isinstance(now[1]["m"], np.floating)
     value, grads = dask.compute(value, grads)

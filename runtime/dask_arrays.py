@@ -377,8 +377,11 @@ def total_value_and_grad(
     lazy = [a for n, a in zip(ops.names, ops.arrays) if n not in numbers]
     graph = HighLevelGraph.from_collections(root, dsk, dependencies=lazy)
     total = da.Array(graph, root, chunks=((1 + len(wanted),),), dtype=np.float64)
-    if now:  # one result to fetch (each fetched key costs a round trip to the scheduler)
-        (vector,) = dask.compute(total)
+    if now:  # one result to fetch (each fetched key costs a round trip to the scheduler),
+        # the root's own: no task to finalise the array of one block
+        from dask.delayed import Delayed
+
+        (vector,) = dask.compute(Delayed((root, 0), graph, layer=root))
         vector = vector.astype(ops.dtype)
         return vector[0], {w: vector[1 + i] for i, w in enumerate(wanted)}
     if ops.dtype != np.float64:

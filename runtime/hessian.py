@@ -58,7 +58,7 @@ class HessianKernel:
         self.wrt = wrt
         self.title = title
         self.entries = plan.entries
-        self.vectors = plan.tangents
+        self.vectors = plan.vectors
         self.terms = plan.terms
         self.per_sample = plan.per_sample
         self._local = threading.local()

@@ -51,26 +51,22 @@ def _term(g: Graph, i: int, k: int, tangent: int) -> int | None:
     """``∂ node_i / ∂ operand_k · tangent`` (None: a structural zero)."""
     node = g.nodes[i]
     local = instantiate_gradient(g, node.op, k, node.args, i)
-    c = g.constant_value(local)
-    if c == 0:
+    if g.constant_value(local) == 0:
         return None
-    routed = _route(g, local, tangent)
-    if routed is not None:
-        return routed
-    return g.add("mul", local, tangent)
+    return scaled(g, local, tangent)
 
 
-def _route(g: Graph, local: int, tangent: int) -> int | None:
-    """``where(c, t, 0)`` for a local gradient ``where(c, 1, 0)`` (or its mirror), else None."""
+def scaled(g: Graph, local: int, tangent: int) -> int:
+    """``local · tangent``; a local gradient that selects (``where(c, 1, 0)`` or its mirror)
+    routes instead, ``where(c, tangent, 0)``: an unchosen branch's inf never meets a 0."""
     node = g.nodes[local]
-    if node.op != "where":
-        return None
-    cond, *branches = node.args
-    picks = [g.constant_value(b) for b in branches]
-    if not all(p in (0.0, 1.0) for p in picks):
-        return None
-    zero = g.const(0.0)
-    return g.add("where", cond, *(tangent if p == 1 else zero for p in picks))
+    if node.op == "where":
+        cond, *branches = node.args
+        picks = [g.constant_value(b) for b in branches]
+        if all(p in (0.0, 1.0) for p in picks):
+            zero = g.const(0.0)
+            return g.add("where", cond, *(tangent if p == 1 else zero for p in picks))
+    return g.add("mul", local, tangent)
 
 
 def tangent_names(inputs: Sequence[str], wrt: Sequence[str]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from compiler.ir.graph import CONST, INPUT, SEED, Graph, copy_nodes
 from compiler.ir.registry import OPS, version
 from compiler.ir.tensor import TensorGraph
 from compiler.passes.adjoint import AdjointGraph, backpropagate, instantiate_gradient, sweep
+from compiler.passes.forward import scaled
 
 #: A term c · A Bᵀ with |A| · |B| up to this many entries is summed in the kernel's loop;
 #: a larger one is read out per sample and summed as a matrix product.
@@ -43,7 +44,7 @@ Tangent = dict[int, int]  # wrt index -> node
 class Term:
     """A dense term ``c (A Bᵀ + B Aᵀ)`` (``square``: ``c A Aᵀ``, B is A) read out per sample:
     ``c`` through reader ``coefficient``, A and B through the tangents ``a`` and ``b``
-    (indices into ``HessianPlan.tangents``)."""
+    (indices into ``HessianPlan.vectors``)."""
 
     coefficient: str
     a: int
@@ -70,15 +71,15 @@ class HessianPlan:
 
     program: AdjointGraph
     entries: tuple[tuple[int, int], ...]
-    tangents: tuple[Vector, ...]
+    vectors: tuple[Vector, ...]
     terms: tuple[Term, ...]
 
     @property
     def per_sample(self) -> tuple[str, ...]:
         """The readers read per sample (the dense terms'); the others are summed."""
         readers = [t.coefficient for t in self.terms]
-        for tangent in self.tangents:
-            readers.extend(tangent.readers)
+        for vector in self.vectors:
+            readers.extend(vector.readers)
         return tuple(readers)
 
 
@@ -204,7 +205,7 @@ def _tangents(
             if not tangents.get(a):
                 continue
             for j, t in tangents[a].items():
-                parts.setdefault(j, []).append(_scaled(g, local, t))
+                parts.setdefault(j, []).append(scaled(g, local, t))
         if parts:
             tangents[i] = {j: _sum(g, terms) for j, terms in parts.items()}
     return tangents
@@ -248,18 +249,6 @@ def _guard(g: Graph, adjoint: int | None, node: int) -> int:
 
 def _guarded(g: Graph, adjoint: int | None, tangent: Tangent) -> Tangent:
     return {j: _guard(g, adjoint, t) for j, t in tangent.items()}
-
-
-def _scaled(g: Graph, local: int, t: int) -> int:
-    """``local · t``; a local gradient that selects (``where(c, 1, 0)``) routes instead."""
-    node = g.nodes[local]
-    if node.op == "where":
-        cond, *branches = node.args
-        picks = [g.constant_value(b) for b in branches]
-        if all(p in (0.0, 1.0) for p in picks):
-            zero = g.const(0.0)
-            return g.add("where", cond, *(t if p == 1 else zero for p in picks))
-    return g.add("mul", local, t)
 
 
 def _sum(g: Graph, nodes: Sequence[int]) -> int:
